@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+STACK := deploy/local/stack.sh
+PY := .venv/bin/python
+export MAMS_DB_PORT ?= 54329
+export MAMS_REDIS_URL ?= redis://127.0.0.1:63790/0
+export MAMS_LOCAL_LLM_URL ?= http://127.0.0.1:18080/v1
+
+.PHONY: install services demo test up down bench lint
+
+install:
+	@$(STACK) setup
+
+services: install
+	@$(STACK) services
+
+demo: services
+	@$(STACK) llm
+	@$(PY) manage.py migrate --noinput -v0
+	@$(STACK) worker w1
+	@$(PY) manage.py demo
+
+test: services
+	@$(STACK) llm
+	@mkdir -p test-output
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+up: services
+	@deploy/local/up.sh
+
+down:
+	@$(STACK) down
+
+bench: services
+	$(PY) bench/overhead.py
+
+lint: install
+	.venv/bin/ruff check .

@@ -1,0 +1,13 @@
+"""The one list of Celery queue names, so producers, workers and deploy files agree."""
+
+from enum import StrEnum
+
+
+class Queue(StrEnum):
+    ROUNDS = "rounds"  # one task per negotiation round (the buyer's turn and the fan-out)
+    AGENTS = "agents"  # one task per seller turn
+    ANALYSIS = "analysis"  # post-run analysis; never blocks negotiation
+    MAINTENANCE = "maintenance"  # sweepers and scheduled benchmarks
+
+
+ALL_QUEUES = ",".join(q.value for q in Queue)

@@ -1,0 +1,184 @@
+"""Settings shared by every environment, read from the environment so one build runs anywhere.
+
+The names are listed in `.env.example` and the README. No secret has a default: a profile whose
+key is missing fails with an error naming the variable, not with a stray request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))  # type: ignore[arg-type]
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return (env(name, "1" if default else "0") or "").lower() in {"1", "true", "yes", "on"}
+
+
+SECRET_KEY = env("MAMS_SECRET_KEY", "")
+DEBUG = False
+ALLOWED_HOSTS = [h for h in (env("MAMS_ALLOWED_HOSTS", "localhost,127.0.0.1") or "").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "django_celery_beat",
+    "negotiation",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mams.urls"
+WSGI_APPLICATION = "mams.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": env("MAMS_DB_NAME", "mams"),
+        "USER": env("MAMS_DB_USER", "mams"),
+        "PASSWORD": env("MAMS_DB_PASSWORD", ""),
+        "HOST": env("MAMS_DB_HOST", "127.0.0.1"),
+        "PORT": env("MAMS_DB_PORT", "54329"),
+        "CONN_MAX_AGE": env_int("MAMS_DB_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": env("MAMS_TEST_DB_NAME", "test_mams")},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "mams" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGIN_URL = "/admin/login/"
+
+# --- Redis, Celery -----------------------------------------------------------------------------
+REDIS_URL = env("MAMS_REDIS_URL", "redis://127.0.0.1:63790/0")
+CELERY_BROKER_URL = env("MAMS_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A task whose worker died is redelivered after this many seconds (acks_late).
+    "visibility_timeout": env_int("MAMS_VISIBILITY_TIMEOUT", 3600),
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# --- LLM profiles ------------------------------------------------------------------------------
+# A profile names an OpenAI-compatible endpoint, its key variable, default models per role, the
+# prompt format ("chat" for instruction models, "completion" for base models such as the local
+# Gemma 270M) and the limits shared by all workers through Redis.
+LLM_TIMEOUT_SECONDS = float(env("MAMS_LLM_TIMEOUT", "60") or 60)
+LLM_PROFILES: dict[str, dict] = {
+    "local": {
+        "base_url": env("MAMS_LOCAL_LLM_URL", "http://127.0.0.1:18080/v1"),
+        "api_key": "local-no-key",
+        "api_key_env": None,
+        "models": {"agent": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m"),
+                   "analyst": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m")},
+        "prompt_format": "completion",
+        "rate": env("MAMS_LOCAL_LLM_RATE", "600/minute"),
+        # llama-cpp-python's server answers one request at a time.
+        "max_concurrency": env_int("MAMS_LOCAL_LLM_CONCURRENCY", 1),
+    },
+    "openrouter": {
+        "base_url": env("MAMS_OPENROUTER_URL", "https://openrouter.ai/api/v1"),
+        "api_key_env": "OPENROUTER_API_KEY",
+        "models": {"agent": env("MAMS_OPENROUTER_AGENT_MODEL", "anthropic/claude-sonnet-4.5"),
+                   "analyst": env("MAMS_OPENROUTER_ANALYST_MODEL", "google/gemini-2.5-flash")},
+        "prompt_format": "chat",
+        "rate": env("MAMS_OPENROUTER_RATE", "60/minute"),
+        "max_concurrency": env_int("MAMS_OPENROUTER_CONCURRENCY", 8),
+    },
+    "openai-compatible": {
+        "base_url": env("MAMS_OPENAI_BASE_URL"),
+        "base_url_env": "MAMS_OPENAI_BASE_URL",
+        "api_key_env": "MAMS_OPENAI_API_KEY",
+        "models": {"agent": env("MAMS_OPENAI_MODEL", "gpt-4o-mini"),
+                   "analyst": env("MAMS_OPENAI_ANALYST_MODEL", env("MAMS_OPENAI_MODEL", "gpt-4o-mini"))},
+        "prompt_format": env("MAMS_OPENAI_PROMPT_FORMAT", "chat"),
+        "rate": env("MAMS_OPENAI_RATE", "60/minute"),
+        "max_concurrency": env_int("MAMS_OPENAI_CONCURRENCY", 8),
+    },
+}
+LLM_DEFAULT_PROFILE = env("MAMS_DEFAULT_PROFILE", "local")
+
+# --- Limits ------------------------------------------------------------------------------------
+MAMS_MAX_RUNS_PER_BATCH = env_int("MAMS_MAX_RUNS_PER_BATCH", 10000)
+MAMS_MAX_ROUNDS_LIMIT = env_int("MAMS_MAX_ROUNDS_LIMIT", 20)
+MAMS_MAX_SELLERS = 10
+# Transient LLM failures (429, 5xx, timeouts) retry this often before a run fails.
+MAMS_LLM_MAX_RETRIES = env_int("MAMS_LLM_MAX_RETRIES", 6)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("MAMS_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,7 @@
+"""Local development and the demo: debug on, a throwaway key, everything on loopback."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = True
+SECRET_KEY = env("MAMS_SECRET_KEY", "local-dev-only-not-secret")  # noqa: S105

@@ -1,0 +1,157 @@
+"""Classic time-dependent concession agents (Faratin, Sierra & Jennings 1998), with no LLM call.
+
+They serve three purposes: reference opponents in benchmarks, the fallback when an LLM's output is
+unusable after one repair, and cheap agents for load tests. Each moves its price from where it
+starts (a seller's ask, the buyer's minimum) toward its reservation value (the seller's floor, the
+buyer's maximum) along f(t) = (t / deadline) ** (1 / beta): Boulware (beta < 1) holds firm until
+late, Conceder (beta > 1) gives ground early, Linear in between. They are deterministic, so a
+benchmark run on the same seed replays exactly, and they read only their own view, so a fallback
+agent knows no more than the LLM it stands in for; their texts state only the price they act on.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+
+from negotiation.engine.protocol import is_closing_turn
+from negotiation.engine.routing import handle_key
+from negotiation.engine.types import (
+    ALL,
+    BUYER,
+    BuyerAct,
+    BuyerAction,
+    BuyerView,
+    Msg,
+    SellerAct,
+    SellerAction,
+    SellerView,
+    money,
+)
+
+
+class Strategy(StrEnum):
+    BOULWARE = "boulware"
+    LINEAR = "linear"
+    CONCEDER = "conceder"
+
+    @property
+    def beta(self) -> float:
+        """The concession exponent's beta for this strategy (Faratin et al.)."""
+        return _BETA[self]
+
+
+_BETA: dict[Strategy, float] = {Strategy.BOULWARE: 0.3, Strategy.LINEAR: 1.0, Strategy.CONCEDER: 3.0}
+
+
+def concession(*, t: int, deadline: int, beta: float, start: Decimal, end: Decimal) -> Decimal:
+    """The price at time t: start + (end - start) * (min(t, deadline) / deadline) ** (1 / beta).
+
+    t = 0 gives `start` and t >= deadline gives `end`. A deadline of 0 or less means there is no
+    time left, so the agent is at `end` at once.
+    """
+    if deadline <= 0:
+        return money(end)
+    # Decimal(str(...)) keeps the float's shortest repr, so f = 1.0 at the deadline is exact.
+    fraction = Decimal(str((min(max(t, 0), deadline) / deadline) ** (1 / beta)))
+    return money(start + (end - start) * fraction)
+
+
+# Tone by seller style; "{price}" is the only number a template may state.
+_OFFER_TEXT = {
+    "rude": "{price} each. Take it or leave it.",
+    "neutral": "I can do {price} each.",
+    "sweet": "For you, I can do {price} each. Thank you so much for asking!",
+}
+_ACCEPT_TEXT = {
+    "rude": "Fine, {price} each. Deal.",
+    "neutral": "{price} each works for me. Deal.",
+    "sweet": "Wonderful, {price} each it is! It's a pleasure doing business with you.",
+}
+
+
+def _dollars(price: Decimal) -> str:
+    return f"${price:,.2f}"
+
+
+def _latest_price(thread: tuple[Msg, ...], *, sender_key: str, acts: frozenset[str]) -> Decimal | None:
+    for msg in reversed(thread):
+        # The buyer's sender name is excluded by value, so a seller called "@buyer" is still itself.
+        if (msg.sender != BUYER and handle_key(msg.sender) == sender_key and msg.action in acts
+                and msg.price is not None):
+            return msg.price
+    return None
+
+
+def baseline_seller(view: SellerView, *, strategy: Strategy, deadline: int) -> SellerAction:
+    """Offer the concession target, or accept the buyer's latest counter once it reaches it.
+
+    The target moves from selling_price to least_price over `deadline` rounds; offers never rise
+    (the previous offer caps the next one) and never leave [least_price, selling_price].
+    """
+    me = view.me
+    target = concession(
+        t=view.round_no - 1, deadline=deadline, beta=strategy.beta, start=me.selling_price, end=me.least_price
+    )
+    counters = (msg.price for msg in reversed(view.thread) if msg.sender == BUYER and msg.price is not None)
+    counter = next(counters, None)
+    previous = _latest_price(view.thread, sender_key=handle_key(me.handle),
+                             acts=frozenset({SellerAct.OFFER, SellerAct.ACCEPT}))
+    ceiling = me.selling_price if previous is None else min(me.selling_price, previous)
+    style = me.style if me.style in _OFFER_TEXT else "neutral"
+
+    if counter is not None and counter >= target:
+        # A counter above what the seller already asked is held to that ask: prices never rise.
+        price = min(money(counter), ceiling)
+        return SellerAction(
+            action=SellerAct.ACCEPT, price=price, message=_ACCEPT_TEXT[style].format(price=_dollars(price)),
+            reasoning=f"{strategy} baseline: the counter meets this round's target.",
+        )
+    price = max(min(target, ceiling), me.least_price)
+    return SellerAction(
+        action=SellerAct.OFFER, price=price, message=_OFFER_TEXT[style].format(price=_dollars(price)),
+        reasoning=f"{strategy} baseline: this round's concession target.",
+    )
+
+
+def baseline_buyer(view: BuyerView, *, strategy: Strategy) -> BuyerAction:
+    """Accept the best standing offer once it meets the target; otherwise counter at the target.
+
+    The target moves from min_price to max_price over max_rounds rounds. On the closing turn the
+    buyer takes the best offer within max_price or walks away. Ties between equal offers go to
+    the seller listed first among the handles, so the choice is deterministic.
+    """
+    me = view.me
+    offers = [(view.standing_offers[handle], index, handle)
+              for index, handle in enumerate(view.handles) if handle in view.standing_offers]
+    best = min(offers) if offers else None
+
+    if is_closing_turn(view.round_no, view.max_rounds):
+        if best is not None and best[0] <= me.max_price:
+            return _accept(best[2], best[0], reasoning=f"{strategy} baseline: closing turn, offer in budget.")
+        return BuyerAction(
+            action=BuyerAct.WALK_AWAY, message="Thank you all, but I will pass this time.",
+            reasoning=f"{strategy} baseline: closing turn and no offer within budget.",
+        )
+
+    target = concession(
+        t=view.round_no - 1, deadline=view.max_rounds, beta=strategy.beta, start=me.min_price,
+        end=me.max_price,
+    )
+    if best is not None and best[0] <= target:
+        return _accept(best[2], best[0], reasoning=f"{strategy} baseline: best offer meets the target.")
+    # The text states only the counter, never max_price (the counter reaches max_price only when
+    # the two are equal, and then it is simply the counter).
+    opening = f"I need {me.quantity} {me.item_name}." if view.round_no <= 1 else "That is still too high."
+    return BuyerAction(
+        action=BuyerAct.MESSAGE, to=(ALL,), price=target,
+        message=f"{opening} Can you do {_dollars(target)} each?",
+        reasoning=f"{strategy} baseline: counter at this round's concession target.",
+    )
+
+
+def _accept(seller: str, price: Decimal, *, reasoning: str) -> BuyerAction:
+    return BuyerAction(
+        action=BuyerAct.ACCEPT, to=(seller,), seller=seller, price=price,
+        message=f"{seller}, {_dollars(price)} each works for me. Deal.", reasoning=reasoning,
+    )

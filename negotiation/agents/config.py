@@ -1,0 +1,67 @@
+"""Agent configuration per role (buyer, seller, analyst), validated once when a batch is made.
+
+A role is played by an LLM through a named profile, or by a baseline concession strategy with no
+LLM at all. The resolved form (model filled in from the profile, prompt version stamped) is stored
+on every run, so a result can always be traced to exactly what produced it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from negotiation.agents.gateway import LLMError, get_profile, profile_names
+from negotiation.agents.prompts import PROMPT_VERSION
+
+BASELINES = ("boulware", "linear", "conceder")
+ROLES = ("buyer", "seller", "analyst")
+
+
+class AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["llm", "boulware", "linear", "conceder"] = "llm"
+    profile: str = Field(default_factory=lambda: settings.LLM_DEFAULT_PROFILE)
+    model: str | None = Field(default=None, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    fallback: Literal["boulware", "linear", "conceder"] = "linear"
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str) -> str:
+        if v not in settings.LLM_PROFILES:
+            raise ValueError(f"unknown profile '{v}'; choose one of {', '.join(profile_names())}")
+        return v
+
+
+class AgentsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    buyer: AgentSpec = Field(default_factory=AgentSpec)
+    seller: AgentSpec = Field(default_factory=AgentSpec)
+    analyst: AgentSpec = Field(default_factory=AgentSpec)
+
+
+def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
+    """Validate and resolve; raises ValueError (pydantic) or LLMError naming the setting to fix."""
+    config = AgentsConfig.model_validate(raw or {})
+    resolved: dict[str, dict] = {}
+    for role in ROLES:
+        spec: AgentSpec = getattr(config, role)
+        entry = spec.model_dump()
+        entry["temperature"] = temperature if spec.temperature is None else spec.temperature
+        if spec.strategy == "llm":
+            profile = get_profile(spec.profile)  # raises LLMError when a key or URL is missing
+            entry["model"] = spec.model or profile.model_for(role)
+            entry["prompt_format"] = profile.prompt_format
+            entry["prompt_version"] = PROMPT_VERSION
+        else:
+            entry["model"] = ""
+            entry["profile"] = ""
+        resolved[role] = entry
+    return resolved
+
+
+__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "LLMError", "resolve_agents"]

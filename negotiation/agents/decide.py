@@ -1,0 +1,100 @@
+"""An agent's turn: view -> prompt -> LLM -> validated action, or the baseline when that fails.
+
+The LLM decides; this module only turns its text into an action. An invalid output gets one
+repair try (chat models are told what was wrong; base models are asked again at temperature 0).
+If that fails too, the role's baseline strategy acts and the turn is marked as a fallback, which
+is counted and shown. Transient provider errors are not handled here: they propagate so that the
+Celery task retries the whole turn later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from negotiation.agents import prompts
+from negotiation.agents.baseline import Strategy, baseline_buyer, baseline_seller
+from negotiation.agents.gateway import LLMReply, complete, get_profile
+from negotiation.agents.outputs import OutputError, parse_buyer, parse_seller
+from negotiation.engine.types import BuyerAction, BuyerView, SellerAction, SellerView
+
+A = TypeVar("A", BuyerAction, SellerAction)
+
+CHAT_MAX_TOKENS = 350
+COMPLETION_MAX_TOKENS = 120
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Any  # BuyerAction | SellerAction
+    raw: str = ""
+    model: str = ""
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    repaired: bool = False
+    fallback: bool = False
+    fallback_reason: str = ""
+
+
+def decide_seller(view: SellerView, *, spec: dict, seed: int, deadline: int) -> Decision:
+    def baseline(name: str) -> SellerAction:
+        return baseline_seller(view, strategy=Strategy(name.upper()), deadline=deadline)
+    if spec["strategy"] != "llm":
+        return Decision(action=baseline(spec["strategy"]))
+    return _llm_turn(spec=spec, seed=seed, parse=parse_seller, fallback=lambda: baseline(spec["fallback"]),
+                     chat=lambda: prompts.seller_chat(view), completion=lambda: prompts.seller_completion(view))
+
+
+def decide_buyer(view: BuyerView, *, spec: dict, seed: int) -> Decision:
+    def baseline(name: str) -> BuyerAction:
+        return baseline_buyer(view, strategy=Strategy(name.upper()))
+    if spec["strategy"] != "llm":
+        return Decision(action=baseline(spec["strategy"]))
+    return _llm_turn(spec=spec, seed=seed, parse=parse_buyer, fallback=lambda: baseline(spec["fallback"]),
+                     chat=lambda: prompts.buyer_chat(view), completion=lambda: prompts.buyer_completion(view))
+
+
+def _llm_turn(*, spec: dict, seed: int, parse: Callable[[str], A], fallback: Callable[[], A],
+              chat: Callable[[], list[dict[str, str]]], completion: Callable[[], str]) -> Decision:
+    profile = get_profile(spec["profile"])
+    model, temperature = spec["model"], float(spec["temperature"])
+    replies: list[LLMReply] = []
+    raws: list[str] = []
+    error = ""
+    for attempt in range(2):
+        if profile.prompt_format == "chat":
+            messages = chat()
+            if attempt:
+                messages += [{"role": "assistant", "content": raws[-1]},
+                             {"role": "user", "content": prompts.REPAIR.format(error=error)}]
+            reply = complete(profile=profile, model=model, chat=messages, temperature=temperature,
+                             max_tokens=CHAT_MAX_TOKENS, seed=seed + attempt)
+            raw = reply.text
+        else:
+            # Base models: the prompt ends inside the JSON; ask again deterministically on a repair.
+            reply = complete(profile=profile, model=model, prompt=completion(),
+                             temperature=0.0 if attempt else temperature, max_tokens=COMPLETION_MAX_TOKENS,
+                             stop=["\n"], seed=seed + attempt)
+            raw = prompts.PRIMER + reply.text
+        replies.append(reply)
+        raws.append(raw)
+        try:
+            action = parse(raw)
+        except OutputError as exc:
+            error = str(exc)
+            continue
+        return _decision(action, replies, raws, repaired=attempt > 0)
+    return _decision(fallback(), replies, raws, fallback_reason=f"unusable output after one repair: {error}")
+
+
+def _decision(action: Any, replies: list[LLMReply], raws: list[str], *, repaired: bool = False,
+              fallback_reason: str = "") -> Decision:
+    return Decision(
+        action=action, raw="\n---\n".join(raws)[:8000], model=replies[-1].model, llm_calls=len(replies),
+        prompt_tokens=sum(r.prompt_tokens for r in replies),
+        completion_tokens=sum(r.completion_tokens for r in replies),
+        latency_ms=sum(r.latency_ms for r in replies), repaired=repaired,
+        fallback=bool(fallback_reason), fallback_reason=fallback_reason)

@@ -1,0 +1,153 @@
+"""One LLM gateway on the `openai` client, for every OpenAI-compatible endpoint.
+
+A profile (settings.LLM_PROFILES) names the base URL, the environment variable holding its key,
+default models per role, the prompt format and the shared limits. Errors are values at the edge:
+anything worth a retry (429, 5xx, timeouts, connection errors, a garbled body) raises
+`LLMTransientError`, carrying the provider's Retry-After when it gave one; everything else raises
+`LLMError` with a message that names the profile and the setting to fix. The client's own retries
+are off: Celery retries the task instead, so a waiting turn never holds a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import httpx
+import openai
+from django.conf import settings
+
+from negotiation.agents.limiter import LimiterTimeout, limiter_for
+
+
+class LLMError(Exception):
+    """A failure no retry will fix: bad configuration, an unknown model, a refused key."""
+
+
+class LLMTransientError(Exception):
+    """A failure worth retrying later; `retry_after` is the provider's hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    base_url: str
+    api_key: str
+    prompt_format: str  # "chat" or "completion"
+    rate: str
+    max_concurrency: int
+    models: dict[str, str]
+
+    def model_for(self, role: str) -> str:
+        return self.models["analyst" if role == "analyst" else "agent"]
+
+
+@dataclass(frozen=True)
+class LLMReply:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
+def profile_names() -> list[str]:
+    return sorted(settings.LLM_PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """Resolve a profile, or say exactly which setting is missing."""
+    raw = settings.LLM_PROFILES.get(name)
+    if raw is None:
+        raise LLMError(f"Unknown LLM profile '{name}'. Known profiles: {', '.join(profile_names())}.")
+    base_url = raw.get("base_url")
+    if not base_url:
+        raise LLMError(f"LLM profile '{name}' has no base URL: set {raw.get('base_url_env', 'its base URL')}.")
+    key_env = raw.get("api_key_env")
+    api_key = os.environ.get(key_env, "") if key_env else raw.get("api_key", "")
+    if not api_key:
+        raise LLMError(f"LLM profile '{name}' needs an API key: set {key_env} in the environment.")
+    return Profile(name=name, base_url=base_url, api_key=api_key, prompt_format=raw["prompt_format"],
+                   rate=raw["rate"], max_concurrency=int(raw["max_concurrency"]), models=dict(raw["models"]))
+
+
+@lru_cache(maxsize=16)
+def _client(base_url: str, api_key: str) -> openai.OpenAI:
+    # One pooled client per endpoint and process; the openai client is thread-safe.
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                         timeout=httpx.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=5.0))
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    for header in ("retry-after-ms", "retry-after"):
+        value = response.headers.get(header)
+        if value:
+            try:
+                seconds = float(value) / (1000 if header.endswith("ms") else 1)
+            except ValueError:
+                continue
+            return max(0.0, min(seconds, 600.0))
+    return None
+
+
+def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None = None,
+             prompt: str | None = None, temperature: float = 0.7, max_tokens: int = 200,
+             stop: list[str] | None = None, seed: int | None = None) -> LLMReply:
+    """One LLM call under the global limits. Never call it inside a database transaction."""
+    limiter = limiter_for(settings.REDIS_URL)
+    where = f"LLM profile '{profile.name}' at {profile.base_url}"
+    kwargs: dict[str, Any] = {"model": model, "temperature": temperature, "max_tokens": max_tokens}
+    if stop:
+        kwargs["stop"] = stop
+    if seed is not None:
+        kwargs["seed"] = seed
+    client = _client(profile.base_url, profile.api_key)
+    try:
+        with limiter.slot(f"{profile.name}:{model}", rate=profile.rate, max_concurrency=profile.max_concurrency,
+                          lease_seconds=settings.LLM_TIMEOUT_SECONDS + 30):
+            started = time.perf_counter()
+            if chat is not None:
+                response = client.chat.completions.create(messages=chat, **kwargs)  # type: ignore[arg-type]
+                text = response.choices[0].message.content or ""
+            else:
+                response = client.completions.create(prompt=prompt or "", **kwargs)
+                text = response.choices[0].text or ""
+            latency_ms = int((time.perf_counter() - started) * 1000)
+    except LimiterTimeout as exc:
+        raise LLMTransientError(f"{where}: {exc}") from exc
+    except openai.RateLimitError as exc:
+        raise LLMTransientError(f"{where} answered 429 (rate limited)",
+                                retry_after=_retry_after(exc.response)) from exc
+    except openai.APITimeoutError as exc:
+        raise LLMTransientError(f"{where} timed out after {settings.LLM_TIMEOUT_SECONDS:.0f}s "
+                                "(setting: MAMS_LLM_TIMEOUT)") from exc
+    except openai.APIConnectionError as exc:
+        raise LLMTransientError(f"cannot reach {where}: is the server running and the URL right? "
+                                f"({exc.__class__.__name__})") from exc
+    except openai.AuthenticationError as exc:
+        raise LLMError(f"{where} refused the API key (401); check the profile's key variable") from exc
+    except openai.NotFoundError as exc:
+        raise LLMError(f"{where} does not know model '{model}' (404); set the profile's model "
+                       "variable or the batch's model") from exc
+    except openai.APIStatusError as exc:
+        if exc.status_code in (408, 409, 425) or exc.status_code >= 500:
+            raise LLMTransientError(f"{where} answered {exc.status_code}",
+                                    retry_after=_retry_after(exc.response)) from exc
+        raise LLMError(f"{where} rejected the request ({exc.status_code}): {str(exc)[:200]}") from exc
+    except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+        raise LLMTransientError(f"{where} sent a malformed response body") from exc
+    usage = getattr(response, "usage", None)
+    return LLMReply(text=text, model=getattr(response, "model", None) or model,
+                    prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                    completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                    latency_ms=latency_ms)

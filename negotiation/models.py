@@ -1,0 +1,322 @@
+"""The spec's schema (section 8) with every price rule as a Postgres CHECK constraint.
+
+Models own their invariants: a row that breaks a rule is refused by the database even when it
+arrives through raw SQL, and `full_clean()` reports the same rule by name in words a person can
+act on (each constraint's `violation_error_message`). The 10-seller cap is a trigger (see the
+migration), because a CHECK cannot count rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Lower
+
+from negotiation.engine.types import EndReason, EventKind
+
+HANDLE_RE = r"^@[A-Za-z0-9_]{1,50}$"
+MONEY = {"max_digits": 10, "decimal_places": 2}
+WEIGHT = {"max_digits": 3, "decimal_places": 2,
+          "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
+
+
+class Style(models.TextChoices):
+    RUDE = "rude"
+    NEUTRAL = "neutral"
+    SWEET = "sweet"
+
+
+class Session(models.Model):
+    """A marketplace configuration: buyer demands and sellers. Configure once, run many."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="mams_sessions")
+    name = models.CharField(max_length=200, blank=True, help_text="Short label, e.g. 'spec-sample'.")
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name or self.description[:60] or str(self.id)
+
+
+class BuyerDemand(models.Model):
+    """What the buyer wants of one item: quantity and a per-unit price range (spec 5.1)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="demands")
+    item_name = models.CharField(max_length=255)
+    quantity = models.PositiveIntegerField(default=1)
+    min_price = models.DecimalField(**MONEY)
+    max_price = models.DecimalField(**MONEY)
+
+    class Meta:
+        ordering = ["item_name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="demand_quantity_at_least_1",
+                                   violation_error_message="Quantity must be at least 1."),
+            models.CheckConstraint(condition=Q(min_price__gte=0), name="demand_min_price_not_negative",
+                                   violation_error_message="Minimum price cannot be negative."),
+            models.CheckConstraint(condition=Q(min_price__lte=F("max_price")),
+                                   name="demand_min_price_le_max_price",
+                                   violation_error_message="Minimum price must not exceed maximum price."),
+            models.UniqueConstraint(Lower("item_name"), "session", name="demand_item_unique_per_session",
+                                    violation_error_message="The buyer already has a demand for this item "
+                                                            "(item names are case-insensitive)."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_name} x{self.quantity} (${self.min_price}–${self.max_price})"
+
+
+class Seller(models.Model):
+    """A seller agent: handle, conversation style and priorities (spec 5.2). Private to itself."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="sellers")
+    handle = models.CharField(max_length=51, validators=[RegexValidator(
+        HANDLE_RE, "A handle is @ followed by 1–50 letters, digits or underscores, e.g. @QuickTech.")])
+    style = models.CharField(max_length=16, choices=Style.choices, default=Style.NEUTRAL)
+    customer_retention_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
+    profit_maximization_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
+
+    class Meta:
+        ordering = ["handle"]
+        constraints = [
+            models.CheckConstraint(condition=Q(handle__regex=HANDLE_RE), name="seller_handle_format",
+                                   violation_error_message="A handle is @ followed by 1–50 letters, digits "
+                                                           "or underscores."),
+            models.CheckConstraint(
+                condition=Q(customer_retention_weight__gte=0, customer_retention_weight__lte=1,
+                            profit_maximization_weight__gte=0, profit_maximization_weight__lte=1),
+                name="seller_weights_in_unit_range",
+                violation_error_message="Each priority weight must lie between 0 and 1."),
+            models.CheckConstraint(
+                condition=Q(profit_maximization_weight=1 - F("customer_retention_weight")),
+                name="seller_weights_sum_to_1",
+                violation_error_message="Customer retention and profit maximization weights must sum to 1."),
+            models.UniqueConstraint(Lower("handle"), "session", name="seller_handle_unique_per_session",
+                                    violation_error_message="Another seller in this session already uses "
+                                                            "this handle (handles are case-insensitive)."),
+        ]
+
+    def __str__(self) -> str:
+        return self.handle
+
+
+class InventoryItem(models.Model):
+    """One item a seller stocks, with its private price ladder: cost < least <= selling."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    seller = models.ForeignKey(Seller, on_delete=models.CASCADE, related_name="inventory")
+    item_name = models.CharField(max_length=255)
+    cost_price = models.DecimalField(**MONEY)
+    selling_price = models.DecimalField(**MONEY)
+    least_price = models.DecimalField(**MONEY)
+
+    class Meta:
+        ordering = ["item_name"]
+        verbose_name_plural = "inventory"
+        constraints = [
+            models.CheckConstraint(condition=Q(cost_price__gte=0), name="inventory_cost_not_negative",
+                                   violation_error_message="Cost price cannot be negative."),
+            models.CheckConstraint(condition=Q(cost_price__lt=F("least_price")),
+                                   name="inventory_cost_below_least",
+                                   violation_error_message="Cost price must be below the least price "
+                                                           "(the seller's floor)."),
+            models.CheckConstraint(condition=Q(least_price__lte=F("selling_price")),
+                                   name="inventory_least_le_selling",
+                                   violation_error_message="Least price must not exceed the selling price."),
+            models.UniqueConstraint(Lower("item_name"), "seller", name="inventory_item_unique_per_seller",
+                                    violation_error_message="This seller already stocks this item "
+                                                            "(item names are case-insensitive)."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_name} (ask ${self.selling_price})"
+
+
+class Batch(models.Model):
+    """N negotiations of one configuration, launched together and read together."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="mams_batches")
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="batches")
+    item_name = models.CharField(max_length=255, blank=True, help_text="Blank means every demanded item.")
+    runs_requested = models.PositiveIntegerField()
+    agents = models.JSONField(help_text="Resolved agent configuration per role.")
+    temperature = models.FloatField(default=0.7)
+    max_rounds = models.PositiveSmallIntegerField(default=5)
+    base_seed = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="batch_idempotency_key_unique"),
+            models.CheckConstraint(condition=Q(runs_requested__gte=1), name="batch_runs_at_least_1",
+                                   violation_error_message="A batch needs at least one run."),
+        ]
+
+    def __str__(self) -> str:
+        return f"Batch {str(self.id)[:8]} · {self.item_name or 'all items'} × {self.runs_requested}"
+
+
+class NegotiationRun(models.Model):
+    """One negotiation for one item. `current_round` is the round whose buyer turn is next."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Mode(models.TextChoices):
+        AGENT = "agent", "agent buyer"
+        HUMAN_BUYER = "human_buyer", "human buyer"
+
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="runs")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="mams_runs")
+    item_name = models.CharField(max_length=255)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.AGENT)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    seed = models.BigIntegerField(default=0)
+    agents = models.JSONField(help_text="Per role: profile, model, strategy, temperature, prompt version.")
+    max_rounds = models.PositiveSmallIntegerField(default=5)
+    current_round = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the run failed, in words.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Last progress; a sweeper re-queues stale runs.")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["batch", "status"]), models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Run {str(self.id)[:8]} · {self.item_name} · {self.status}"
+
+
+class Message(models.Model):
+    """One turn's message. Unique per (run, round, sender): a redelivered turn writes nothing."""
+
+    class SenderType(models.TextChoices):
+        BUYER = "buyer"
+        SELLER = "seller"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(NegotiationRun, on_delete=models.CASCADE, related_name="messages")
+    round_no = models.PositiveSmallIntegerField()
+    sender_type = models.CharField(max_length=8, choices=SenderType.choices)
+    sender = models.CharField(max_length=51, help_text="'buyer' or the seller's handle.")
+    seller = models.ForeignKey(Seller, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    recipients = ArrayField(models.CharField(max_length=51), default=list)
+    text = models.TextField(blank=True)
+    action = models.CharField(max_length=16)
+    price = models.DecimalField(**MONEY, null=True, blank=True)
+    reasoning = models.TextField(blank=True)
+    llm_model = models.CharField(max_length=200, blank=True)
+    llm_calls = models.PositiveSmallIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    repaired = models.BooleanField(default=False, help_text="The first output was invalid; a repair worked.")
+    fallback = models.BooleanField(default=False, help_text="The baseline strategy acted for the LLM.")
+    raw_output = models.TextField(blank=True)
+    quality = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round_no", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "round_no", "sender"], name="message_one_per_sender_per_round"),
+        ]
+
+    def __str__(self) -> str:
+        return f"R{self.round_no} {self.sender}: {self.action}"
+
+
+class RunEvent(models.Model):
+    """A guardrail repair or refusal, a leak, a fallback: each one recorded and counted."""
+
+    run = models.ForeignKey(NegotiationRun, on_delete=models.CASCADE, related_name="events")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    round_no = models.PositiveSmallIntegerField()
+    actor = models.CharField(max_length=51)
+    kind = models.CharField(max_length=40, choices=[(k.value, k.value) for k in EventKind])
+    detail = models.TextField(blank=True)
+    original_price = models.DecimalField(**MONEY, null=True, blank=True)
+    repaired_price = models.DecimalField(**MONEY, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round_no", "id"]
+        indexes = [models.Index(fields=["run", "kind"])]
+
+    def __str__(self) -> str:
+        return f"R{self.round_no} {self.actor}: {self.kind}"
+
+
+class Outcome(models.Model):
+    """How a run ended: a deal with a seller at a price, or no deal and why."""
+
+    class Decision(models.TextChoices):
+        DEAL = "deal"
+        NO_DEAL = "no_deal"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.OneToOneField(NegotiationRun, on_delete=models.CASCADE, related_name="outcome")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    reason = models.CharField(max_length=20, choices=[(r.value, r.value) for r in EndReason])
+    chosen_seller = models.ForeignKey(Seller, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    chosen_handle = models.CharField(max_length=51, blank=True)
+    final_price = models.DecimalField(**MONEY, null=True, blank=True)
+    quantity = models.PositiveIntegerField(default=1)
+    rounds = models.PositiveSmallIntegerField(default=0)
+    reasoning_summary = models.TextField(blank=True)
+    galileo_overall_score = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(decision="no_deal") | (Q(final_price__isnull=False) & ~Q(chosen_handle="")),
+                name="outcome_deal_has_seller_and_price",
+                violation_error_message="A deal needs a chosen seller and a final price."),
+            models.CheckConstraint(condition=Q(final_price__isnull=True) | Q(final_price__gte=0),
+                                   name="outcome_price_not_negative",
+                                   violation_error_message="The final price cannot be negative."),
+        ]
+
+    def __str__(self) -> str:
+        if self.decision == self.Decision.DEAL:
+            return f"deal with {self.chosen_handle} at ${self.final_price}"
+        return f"no deal ({self.reason})"
