@@ -208,8 +208,10 @@ class NegotiationRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     seed = models.BigIntegerField(default=0)
     agents = models.JSONField(help_text="Per role: profile, model, strategy, temperature, prompt version.")
+    scenario = models.JSONField(default=dict, help_text="Snapshot of the buyer's demand and the sellers' "
+                                "private configuration for this item when the run was made.")
     max_rounds = models.PositiveSmallIntegerField(default=5)
-    current_round = models.PositiveSmallIntegerField(default=0)
+    current_round = models.PositiveSmallIntegerField(default=1)
     error = models.TextField(blank=True, help_text="Why the run failed, in words.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

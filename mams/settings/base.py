@@ -182,3 +182,9 @@ LOGGING = {
         "openai": {"level": "WARNING"},
     },
 }
+
+# A running run with no progress for this long is re-queued by the sweeper (every minute).
+MAMS_STALE_RUN_SECONDS = env_int("MAMS_STALE_RUN_SECONDS", 600)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-runs": {"task": "negotiation.sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
+}

@@ -1,5 +1,10 @@
-"""Tests: the local settings against the real Postgres and Redis started by `make test`."""
+"""Tests: the local settings against the real Postgres and Redis started by `make test`.
 
+Tests use Redis database 1, so a demo worker listening on database 0 never takes their tasks, and
+the `openai-compatible` profile, which the suite points at its fake LLM server on loopback.
+"""
+
+from .base import env
 from .local import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -7,3 +12,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+REDIS_URL = env("MAMS_TEST_REDIS_URL", "redis://127.0.0.1:63790/1")
+CELERY_BROKER_URL = REDIS_URL
+LLM_DEFAULT_PROFILE = "openai-compatible"

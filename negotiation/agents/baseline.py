@@ -35,6 +35,13 @@ class Strategy(StrEnum):
     LINEAR = "linear"
     CONCEDER = "conceder"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Strategy | None:
+        # Configurations spell strategies "linear" or "LINEAR"; both name the same strategy.
+        if isinstance(value, str):
+            return next((member for member in cls if member.value == value.strip().lower()), None)
+        return None
+
     @property
     def beta(self) -> float:
         """The concession exponent's beta for this strategy (Faratin et al.)."""

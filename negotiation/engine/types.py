@@ -55,6 +55,8 @@ class EventKind(StrEnum):
     BUYER_COUNTER_ABOVE_MAX = "buyer_counter_above_max"  # counter above max_price, lowered
     BUYER_UNKNOWN_RECIPIENT = "buyer_unknown_recipient"  # @handle not in the room, dropped
     LEAK = "leak"  # a message states the sender's own hidden number
+    CLAIM_INCONSISTENT = "claim_inconsistent"  # the text's price differs from the structured price
+    UNSUPPORTED_CLAIM = "unsupported_claim"  # the buyer cites a price no seller offered
     FALLBACK = "fallback"  # LLM output unusable after one repair; baseline acted
 
 

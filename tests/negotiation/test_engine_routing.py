@@ -137,7 +137,7 @@ _spelling = st.tuples(_names, st.sampled_from(["keep", "lower", "upper", "bare"]
 _address = st.one_of(_spelling, st.just(ALL), st.just(""), st.text(max_size=8))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(
     active=st.lists(_names, unique=True, max_size=6),
     to=st.lists(_address, max_size=5),

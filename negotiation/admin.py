@@ -1,0 +1,198 @@
+"""Admin: sessions with inline demands, sellers with inline inventory; runs read-only.
+
+Constraint violations come back as form errors, because every model constraint carries a
+`violation_error_message` and the admin validates constraints before saving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.forms.models import BaseInlineFormSet
+from django.db.models import Count
+from django.http import HttpRequest
+
+from negotiation.models import (
+    Batch,
+    BuyerDemand,
+    InventoryItem,
+    Message,
+    NegotiationRun,
+    Outcome,
+    RunEvent,
+    Seller,
+    Session,
+)
+from negotiation.services.batches import batch_cancel
+
+
+class UniqueNameFormSet(BaseInlineFormSet):
+    """Refuse two rows with the same name (case-insensitive) in one save, before the database does.
+
+    Functional unique constraints (Lower(...)) are not checked across the rows of one formset.
+    """
+
+    unique_field = ""
+
+    def clean(self) -> None:
+        super().clean()
+        seen: dict[str, int] = {}
+        for form in self.forms:
+            if not form.cleaned_data or form.cleaned_data.get("DELETE"):
+                continue
+            value = str(form.cleaned_data.get(self.unique_field, "")).strip().lower()
+            if value in seen:
+                form.add_error(self.unique_field, f"'{form.cleaned_data[self.unique_field]}' appears twice; "
+                                                  "names must be unique (case-insensitive).")
+            seen[value] = 1
+
+
+class DemandFormSet(UniqueNameFormSet):
+    unique_field = "item_name"
+
+
+class SellerFormSet(UniqueNameFormSet):
+    unique_field = "handle"
+
+
+class InventoryFormSet(UniqueNameFormSet):
+    unique_field = "item_name"
+
+
+class BuyerDemandInline(admin.TabularInline):
+    model = BuyerDemand
+    formset = DemandFormSet
+    extra = 0
+
+
+class SellerLinkInline(admin.TabularInline):
+    model = Seller
+    formset = SellerFormSet
+    extra = 0
+    fields = ("handle", "style", "customer_retention_weight", "profit_maximization_weight")
+    show_change_link = True
+    max_num = 10
+    validate_max = True
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "owner", "n_demands", "n_sellers", "created_at")
+    search_fields = ("name", "description")
+    inlines = [BuyerDemandInline, SellerLinkInline]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).annotate(
+            nd=Count("demands", distinct=True), ns=Count("sellers", distinct=True))
+
+    @admin.display(description="demands")
+    def n_demands(self, obj: Session) -> int:
+        return obj.nd  # type: ignore[attr-defined]
+
+    @admin.display(description="sellers")
+    def n_sellers(self, obj: Session) -> int:
+        return obj.ns  # type: ignore[attr-defined]
+
+
+class InventoryInline(admin.TabularInline):
+    model = InventoryItem
+    formset = InventoryFormSet
+    extra = 0
+
+
+class SellerForm(forms.ModelForm):
+    class Meta:
+        model = Seller
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        session = data.get("session")
+        if session is not None:
+            others = Seller.objects.filter(session=session).exclude(pk=self.instance.pk).count()
+            if others >= settings.MAMS_MAX_SELLERS:
+                raise forms.ValidationError(f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; "
+                                            f"{session} already has {others}.")
+        return data
+
+
+@admin.register(Seller)
+class SellerAdmin(admin.ModelAdmin):
+    form = SellerForm
+    list_display = ("handle", "session", "style", "customer_retention_weight", "profit_maximization_weight")
+    list_filter = ("style",)
+    search_fields = ("handle",)
+    inlines = [InventoryInline]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    can_delete = False
+    fields = ("round_no", "sender", "recipients", "action", "price", "text", "llm_model", "prompt_tokens",
+              "completion_tokens", "latency_ms", "repaired", "fallback")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class EventInline(admin.TabularInline):
+    model = RunEvent
+    extra = 0
+    can_delete = False
+    fields = ("round_no", "actor", "kind", "detail", "original_price", "repaired_price")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(NegotiationRun)
+class NegotiationRunAdmin(ReadOnlyAdmin):
+    list_display = ("id", "item_name", "status", "current_round", "seed", "batch", "started_at", "ended_at")
+    list_filter = ("status", "mode")
+    search_fields = ("id", "item_name")
+    inlines = [MessageInline, EventInline]
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdmin):
+    list_display = ("id", "session", "item_name", "runs_requested", "status", "created_at", "finished_at")
+    list_filter = ("status",)
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel selected batches (queued runs stop; running ones end next round)")
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        for batch in queryset:
+            batch_cancel(batch=batch)
+        self.message_user(request, f"Cancelled {queryset.count()} batch(es).", messages.SUCCESS)
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ("run", "round_no", "sender", "action", "price", "llm_model", "latency_ms", "fallback")
+    list_filter = ("sender_type", "action", "fallback")
+
+
+@admin.register(Outcome)
+class OutcomeAdmin(ReadOnlyAdmin):
+    list_display = ("run", "decision", "reason", "chosen_handle", "final_price", "quantity", "rounds")
+    list_filter = ("decision", "reason")
+
+
+@admin.register(RunEvent)
+class RunEventAdmin(ReadOnlyAdmin):
+    list_display = ("run", "round_no", "actor", "kind", "detail")
+    list_filter = ("kind",)

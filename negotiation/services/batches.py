@@ -1,0 +1,115 @@
+"""Batch writes: create a batch and its runs in one transaction, start them after commit, cancel.
+
+The same `batch_create` serves the REST API, the demo command, the admin and scheduled benchmarks,
+so every path gets the same checks: the item must be demanded and stocked, the session must have
+at most 10 sellers, the run count and round count must be in range, and every role's profile must
+be known and configured. Errors are raised before anything is written or queued.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError as PydanticError
+
+from negotiation.agents.config import resolve_agents
+from negotiation.agents.gateway import LLMError
+from negotiation.dispatch import enqueue_batch_start, enqueue_round
+from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Session
+from negotiation.selectors import scenario_snapshot
+
+RUN_CHUNK = 1000
+
+
+def _check_range(errors: dict[str, list[str]], name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        errors.setdefault(name, []).append(f"Must be a whole number from {low} to {high}; got {value!r}.")
+
+
+def _agents(raw: dict | None, temperature: float, errors: dict[str, list[str]]) -> dict[str, dict]:
+    try:
+        return resolve_agents(raw, temperature=temperature)
+    except PydanticError as exc:
+        for err in exc.errors():
+            path = ".".join(["agents", *(str(p) for p in err["loc"])])
+            errors.setdefault(path, []).append(err["msg"].removeprefix("Value error, "))
+    except LLMError as exc:
+        errors.setdefault("agents", []).append(str(exc))
+    return {}
+
+
+def scenario_for(*, session: Session, item_name: str) -> dict[str, Any]:
+    """Check an item can be negotiated in a session and snapshot its private configuration."""
+    demand = BuyerDemand.objects.filter(session=session, item_name__iexact=item_name.strip()).first()
+    if demand is None:
+        known = ", ".join(session.demands.values_list("item_name", flat=True)) or "none"
+        raise ValidationError({"item_name": [f"The buyer has no demand for '{item_name}'. Demanded items: {known}."]})
+    inventory = list(InventoryItem.objects.filter(seller__session=session, item_name__iexact=demand.item_name)
+                     .select_related("seller").order_by("seller__handle"))
+    if not inventory:
+        raise ValidationError({"item_name": [f"No seller in this session stocks '{demand.item_name}'; add it to a "
+                                             "seller's inventory first."]})
+    return scenario_snapshot(demand=demand, inventory=inventory)
+
+
+@transaction.atomic
+def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
+                 temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
+                 idempotency_key: str | None = None) -> Batch:
+    errors: dict[str, list[str]] = {}
+    _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
+        temperature = 0.7
+    if not isinstance(base_seed, int) or not 0 <= base_seed < 2**31:
+        errors.setdefault("base_seed", []).append("Must be a whole number from 0 to 2147483647.")
+    n_sellers = session.sellers.count()
+    if n_sellers > settings.MAMS_MAX_SELLERS:
+        errors.setdefault("session", []).append(
+            f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {n_sellers}.")
+    resolved = _agents(agents, float(temperature), errors)
+    names = [item_name] if item_name else list(session.demands.values_list("item_name", flat=True))
+    if not names:
+        errors.setdefault("item_name", []).append("The session has no buyer demands.")
+    scenarios = []
+    for name in names:
+        try:
+            scenarios.append(scenario_for(session=session, item_name=name))
+        except ValidationError as exc:
+            for key, msgs in exc.message_dict.items():
+                errors.setdefault(key, []).extend(msgs)
+    if errors:
+        raise ValidationError(errors)
+    batch = Batch.objects.create(owner=owner, session=session, item_name=item_name or "", runs_requested=runs,
+                                 agents=resolved, temperature=temperature, max_rounds=max_rounds,
+                                 base_seed=base_seed, idempotency_key=idempotency_key)
+    rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
+                           seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds)
+            for sc in scenarios for i in range(runs)]
+    NegotiationRun.objects.bulk_create(rows, batch_size=RUN_CHUNK)
+    transaction.on_commit(lambda: enqueue_batch_start(batch.pk))
+    return batch
+
+
+def batch_start(*, batch_id: Any) -> None:
+    """Queue round 1 of every queued run of a batch (one cheap message per run; safe to repeat)."""
+    ids = NegotiationRun.objects.filter(batch_id=batch_id, status=NegotiationRun.Status.QUEUED,
+                                        current_round=1).values_list("pk", flat=True)
+    for run_id in ids.iterator(chunk_size=RUN_CHUNK):
+        enqueue_round(run_id, 1)
+
+
+@transaction.atomic
+def batch_cancel(*, batch: Batch) -> Batch:
+    """Stop queued runs now; running ones end at their next round (their round task sees the flag)."""
+    Batch.objects.filter(pk=batch.pk, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).update(
+        status=Batch.Status.CANCELLED)
+    NegotiationRun.objects.filter(batch=batch, status=NegotiationRun.Status.QUEUED).update(
+        status=NegotiationRun.Status.CANCELLED, ended_at=timezone.now())
+    batch.refresh_from_db()
+    return batch

@@ -1,0 +1,22 @@
+"""Domain errors raised by services; the API and commands turn them into readable 400s."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+
+
+def flatten(error: ValidationError, prefix: str = "") -> dict[str, list[str]]:
+    """A ValidationError as {"field.path": [messages]}, the shape every edge reports."""
+    out: dict[str, list[str]] = {}
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            key = f"{prefix}.{field}" if prefix and field != "__all__" else (prefix or field)
+            for err in errors:
+                out.setdefault(key, []).extend(err.messages)
+    else:
+        out.setdefault(prefix or "non_field_errors", []).extend(error.messages)
+    return out
+
+
+def raise_at(path: str, message: str) -> None:
+    raise ValidationError({path: [message]})

@@ -1,0 +1,288 @@
+"""Playing a run: the buyer's turn of a round, each seller's turn, advancing, finishing.
+
+Every step is claim (short read or conditional write), call (the LLM, outside any transaction),
+record (one short transaction). The record step inserts a message that is unique per
+(run, round, sender), so a redelivered task writes nothing twice; state changes are conditional
+updates (`current_round=r -> r+1`, `running -> completed`), so of two racing deliveries exactly
+one moves the run. The last seller to answer a round advances it; a periodic sweeper re-queues
+runs whose heartbeat went stale (a worker killed between a commit and an enqueue).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from negotiation.agents.decide import Decision, decide_buyer, decide_seller
+from negotiation.dispatch import enqueue_round, enqueue_seller_turn
+from negotiation.engine import audit, guardrails, protocol, routing, visibility
+from negotiation.engine.types import (
+    BUYER,
+    BuyerAct,
+    EndReason,
+    Event,
+    EventKind,
+    SellerAct,
+)
+from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
+from negotiation.selectors import RunContext, run_context
+
+log = logging.getLogger(__name__)
+Status = NegotiationRun.Status
+
+
+def turn_seed(seed: int, round_no: int, slot: int) -> int:
+    """A deterministic per-turn seed, so a batch's seeds pair its runs with another batch's."""
+    return (seed * 7919 + round_no * 131 + slot) % 2_147_483_647
+
+
+# --- the buyer's turn --------------------------------------------------------------------------
+
+def round_play(*, run_id: Any, round_no: int) -> None:
+    """The buyer speaks in `round_no`, then the addressed sellers are fanned out."""
+    run = _claim(run_id)
+    if run is None or run.current_round != round_no:
+        return
+    ctx = run_context(run)
+    if ctx.message(round_no, BUYER) is None:
+        if run.mode == NegotiationRun.Mode.HUMAN_BUYER:
+            return  # a person takes this turn through the API
+        view = _buyer_view(run, ctx, round_no)
+        decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0))
+        if not buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision):
+            return
+    fan_out(run_id=run.pk, round_no=round_no)
+
+
+def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
+    active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
+    return visibility.buyer_view(me=ctx.buyer, handles=active, round_no=round_no, max_rounds=run.max_rounds,
+                                 transcript=ctx.transcript)
+
+
+def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision) -> bool:
+    """Guard, route and record the buyer's action; end the run if it ended. False if already recorded."""
+    view = _buyer_view(run, ctx, round_no)
+    action, events = guardrails.guard_buyer(decision.action, me=ctx.buyer, standing_offers=view.standing_offers,
+                                            active=view.handles)
+    recipients: tuple[str, ...] = ()
+    if action.action == BuyerAct.MESSAGE:
+        recipients, route_events = routing.resolve_recipients(to=action.to, text=action.message, active=view.handles)
+        events += route_events
+    step = protocol.after_buyer(action, recipients=recipients, round_no=round_no, max_rounds=run.max_rounds)
+    events += audit.find_leaks(text=action.message, hidden={"max_price": ctx.buyer.max_price},
+                               public_price=action.price, actor=BUYER)
+    offered = [m.price for m in ctx.transcript if m.sender != BUYER and m.price is not None]
+    for price in audit.unsupported_claims(text=action.message, offered=offered, own_price=action.price):
+        events.append(Event(kind=EventKind.UNSUPPORTED_CLAIM, actor=BUYER, original=price,
+                            detail=f"cited ${price} which no seller offered"))
+    if decision.fallback:
+        events.append(Event(kind=EventKind.FALLBACK, actor=BUYER, detail=decision.fallback_reason))
+    with transaction.atomic():
+        msg = _insert_message(run=run, round_no=round_no, sender=BUYER, seller_id=None,
+                              recipients=list(recipients), text=action.message, action=action.action.value,
+                              price=action.price, reasoning=action.reasoning, decision=decision)
+        if msg is None:
+            return False
+        _insert_events(run, msg, round_no, events)
+        if isinstance(step, protocol.End):
+            _finish(run=run, ctx=ctx, end=step, reasoning=action.reasoning or action.message)
+    return True
+
+
+def fan_out(*, run_id: Any, round_no: int) -> None:
+    """Enqueue a turn for every addressed seller that has not answered yet (safe to repeat)."""
+    buyer = Message.objects.filter(run_id=run_id, round_no=round_no, sender=BUYER).first()
+    run = NegotiationRun.objects.filter(pk=run_id).only("scenario", "status").first()
+    if buyer is None or run is None or run.status != Status.RUNNING:
+        return
+    answered = set(Message.objects.filter(run_id=run_id, round_no=round_no, sender_type="seller")
+                   .values_list("sender", flat=True))
+    ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
+    missing = [h for h in buyer.recipients if h not in answered]
+    for handle in missing:
+        enqueue_seller_turn(run_id, round_no, ids[handle])
+    if not missing:  # every reply is in but the round never advanced (a crash in between)
+        round_advance(run_id=run_id, round_no=round_no)
+
+
+# --- a seller's turn ---------------------------------------------------------------------------
+
+def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
+    run = NegotiationRun.objects.filter(pk=run_id).first()
+    if run is None or run.status != Status.RUNNING or run.current_round != round_no:
+        return
+    ctx = run_context(run)
+    handle = next((h for h, i in ctx.seller_ids.items() if i == str(seller_id)), None)
+    buyer_msg = ctx.message(round_no, BUYER)
+    if handle is None or buyer_msg is None or handle not in buyer_msg.recipients:
+        return
+    if ctx.message(round_no, handle) is None:
+        me = ctx.sellers[handle]
+        view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
+                                      round_no=round_no, transcript=ctx.transcript)
+        slot = ctx.handles.index(handle) + 1
+        decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
+                                 deadline=run.max_rounds)
+        previous = next((m.price for m in reversed(view.thread)
+                         if m.sender == handle and m.action in (SellerAct.OFFER, SellerAct.ACCEPT)), None)
+        action, events = guardrails.guard_seller(decision.action, me=me, previous_offer=previous,
+                                                 buyer_counter=buyer_msg.price)
+        events += audit.find_leaks(text=action.message, actor=handle, public_price=action.price,
+                                   hidden={"cost_price": me.cost_price, "least_price": me.least_price})
+        if action.price is not None and audit.claim_inconsistent(text=action.message, price=action.price):
+            events.append(Event(kind=EventKind.CLAIM_INCONSISTENT, actor=handle, original=action.price,
+                                detail="the price in the text differs from the structured price"))
+        if decision.fallback:
+            events.append(Event(kind=EventKind.FALLBACK, actor=handle, detail=decision.fallback_reason))
+        with transaction.atomic():
+            msg = _insert_message(run=run, round_no=round_no, sender=handle, seller_id=seller_id,
+                                  recipients=[BUYER], text=action.message, action=action.action.value,
+                                  price=action.price, reasoning=action.reasoning, decision=decision)
+            if msg is not None:
+                _insert_events(run, msg, round_no, events)
+    round_advance(run_id=run_id, round_no=round_no)
+
+
+def round_advance(*, run_id: Any, round_no: int) -> None:
+    """When every addressed seller has answered, move to the next round or end the run."""
+    buyer = Message.objects.filter(run_id=run_id, round_no=round_no, sender=BUYER).only("recipients").first()
+    if buyer is None:
+        return
+    replied = Message.objects.filter(run_id=run_id, round_no=round_no, sender_type="seller").count()
+    if replied < len(buyer.recipients):
+        return
+    with transaction.atomic():
+        moved = NegotiationRun.objects.filter(pk=run_id, status=Status.RUNNING, current_round=round_no).update(
+            current_round=round_no + 1, heartbeat_at=timezone.now())
+        if not moved:
+            return
+        run = NegotiationRun.objects.get(pk=run_id)
+        ctx = run_context(run)
+        active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
+        end = protocol.after_sellers(active_after=active)
+        if end is not None:
+            _finish(run=run, ctx=ctx, end=end, reasoning="every seller declined")
+            return
+        if run.mode == NegotiationRun.Mode.AGENT:
+            transaction.on_commit(lambda: enqueue_round(run_id, round_no + 1))
+
+
+# --- claiming, finishing, failing -------------------------------------------------------------
+
+def _claim(run_id: Any) -> NegotiationRun | None:
+    """Start a queued run (once), or return the running one; None when there is nothing to do."""
+    run = NegotiationRun.objects.select_related("batch").filter(pk=run_id).first()
+    if run is None or run.status in NegotiationRun.TERMINAL:
+        return None
+    if run.batch is not None and run.batch.status == Batch.Status.CANCELLED:
+        run_cancel(run_id=run.pk)
+        return None
+    if run.status == Status.QUEUED:
+        now = timezone.now()
+        NegotiationRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+            status=Status.RUNNING, started_at=now, heartbeat_at=now)
+        if run.batch_id:
+            Batch.objects.filter(pk=run.batch_id, status=Batch.Status.QUEUED).update(status=Batch.Status.RUNNING)
+        run.refresh_from_db()
+    return run if run.status == Status.RUNNING else None
+
+
+def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_id: Any, recipients: list[str],
+                    text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision
+                    ) -> Message | None:
+    try:
+        with transaction.atomic():  # a savepoint: a duplicate delivery rolls back only this insert
+            msg = Message.objects.create(
+                run=run, round_no=round_no, sender=sender, seller_id=seller_id,
+                sender_type="buyer" if sender == BUYER else "seller", recipients=recipients, text=text[:4000],
+                action=action, price=price, reasoning=reasoning[:4000], llm_model=decision.model,
+                llm_calls=decision.llm_calls, prompt_tokens=decision.prompt_tokens,
+                completion_tokens=decision.completion_tokens, latency_ms=decision.latency_ms,
+                repaired=decision.repaired, fallback=decision.fallback, raw_output=decision.raw)
+    except IntegrityError:
+        log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
+        return None
+    NegotiationRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+    return msg
+
+
+def _insert_events(run: NegotiationRun, msg: Message, round_no: int, events: list[Event]) -> None:
+    RunEvent.objects.bulk_create([
+        RunEvent(run=run, message=msg, round_no=round_no, actor=e.actor, kind=e.kind.value, detail=e.detail[:2000],
+                 original_price=e.original, repaired_price=e.repaired) for e in events])
+
+
+def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasoning: str) -> None:
+    """Write the outcome and complete the run; must run inside the caller's transaction."""
+    rounds = max((m.round_no for m in ctx.transcript if m.sender != BUYER), default=0)
+    deal = end.reason == EndReason.ACCEPTED
+    Outcome.objects.create(
+        run=run, decision=Outcome.Decision.DEAL if deal else Outcome.Decision.NO_DEAL, reason=end.reason.value,
+        chosen_seller_id=ctx.seller_ids.get(end.seller or "") if deal else None,
+        chosen_handle=(end.seller or "") if deal else "", final_price=end.price if deal else None,
+        quantity=ctx.buyer.quantity, rounds=rounds, reasoning_summary=reasoning[:2000])
+    done = NegotiationRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+        status=Status.COMPLETED, ended_at=timezone.now())
+    if not done:
+        raise IntegrityError(f"run {run.pk} was no longer running")
+    _after_terminal(run.batch_id)
+
+
+def _after_terminal(batch_id: Any) -> None:
+    if batch_id:
+        transaction.on_commit(lambda: batch_refresh(batch_id=batch_id))
+
+
+def run_fail(*, run_id: Any, reason: str) -> None:
+    """End a run as failed with a reason a person can act on (e.g. which profile setting to fix)."""
+    with transaction.atomic():
+        run = NegotiationRun.objects.filter(pk=run_id).only("batch_id").first()
+        if run is None:
+            return
+        done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
+            status=Status.FAILED, error=reason[:2000], ended_at=timezone.now())
+        if done:
+            _after_terminal(run.batch_id)
+
+
+def run_cancel(*, run_id: Any) -> None:
+    with transaction.atomic():
+        run = NegotiationRun.objects.filter(pk=run_id).only("batch_id").first()
+        if run is None:
+            return
+        done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
+            status=Status.CANCELLED, ended_at=timezone.now())
+        if done:
+            _after_terminal(run.batch_id)
+
+
+def batch_refresh(*, batch_id: Any) -> None:
+    """Mark a batch finished once none of its runs is queued or running."""
+    if NegotiationRun.objects.filter(batch_id=batch_id, status__in=[Status.QUEUED, Status.RUNNING]).exists():
+        return
+    Batch.objects.filter(pk=batch_id, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).update(
+        status=Batch.Status.COMPLETED, finished_at=timezone.now())
+    Batch.objects.filter(pk=batch_id, status=Batch.Status.CANCELLED, finished_at=None).update(
+        finished_at=timezone.now())
+
+
+def runs_sweep(*, stale_after: timedelta) -> int:
+    """Re-queue the current round of running runs whose heartbeat is older than `stale_after`.
+
+    A worker killed after a commit but before its enqueue leaves a run with no task in flight; the
+    round task is idempotent, so re-queueing one that was merely slow costs at most a duplicate call.
+    """
+    cutoff = timezone.now() - stale_after
+    stale = list(NegotiationRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff,
+                                               mode=NegotiationRun.Mode.AGENT)
+                 .values_list("pk", "current_round")[:1000])
+    for run_id, round_no in stale:
+        NegotiationRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+        enqueue_round(run_id, round_no)
+    return len(stale)

@@ -1,0 +1,77 @@
+"""Celery entry points: thin, by id, each stating why a redelivery is safe.
+
+Retries: transient LLM errors (429, 5xx, timeouts, connection errors) retry with exponential
+backoff and jitter, waiting at least the provider's Retry-After. When retries run out, or on any
+error no retry will fix, the run ends `failed` with a readable reason instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from mams.queues import Queue
+from negotiation.agents.gateway import LLMError, LLMTransientError
+from negotiation.services import batches, play
+
+log = logging.getLogger(__name__)
+
+
+def _backoff(retries: int, retry_after: float | None) -> float:
+    base = min(2 ** retries, 60) * (1 + random.random())  # noqa: S311 - jitter, not crypto
+    return max(base, retry_after or 0)
+
+
+def _run_guarded(task: Task, fn: Any, **kwargs: Any) -> None:
+    run_id = kwargs["run_id"]
+    try:
+        fn(**kwargs)
+    except LLMTransientError as exc:
+        if task.request.retries >= settings.MAMS_LLM_MAX_RETRIES:
+            play.run_fail(run_id=run_id, reason=f"gave up after {task.request.retries} retries: {exc}")
+            return
+        raise task.retry(exc=exc, countdown=_backoff(task.request.retries, exc.retry_after)) from exc
+    except LLMError as exc:
+        play.run_fail(run_id=run_id, reason=str(exc))
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away (a restart, a failover): wait and retry the whole turn.
+        raise task.retry(exc=exc, countdown=_backoff(min(task.request.retries, 4), None)) from exc
+    except Exception as exc:
+        # A bug must not leave a run "running" forever: fail it with the reason, then re-raise for Sentry.
+        log.exception("run %s: unexpected error", run_id)
+        play.run_fail(run_id=run_id, reason=f"internal error: {exc.__class__.__name__}: {exc}")
+        raise
+
+
+@shared_task(bind=True, name="negotiation.round", queue=Queue.ROUNDS, acks_late=True, max_retries=None,
+             soft_time_limit=600, time_limit=660)
+def round_task(self: Task, run_id: str, round_no: int) -> None:
+    """The buyer's turn of one round, then the fan-out. Safe to redeliver: the (run, round, buyer)
+    message is unique and the fan-out only enqueues sellers that have not answered."""
+    _run_guarded(self, play.round_play, run_id=run_id, round_no=round_no)
+
+
+@shared_task(bind=True, name="negotiation.seller_turn", queue=Queue.AGENTS, acks_late=True, max_retries=None,
+             soft_time_limit=600, time_limit=660)
+def seller_turn_task(self: Task, run_id: str, round_no: int, seller_id: str) -> None:
+    """One seller answers the buyer. Safe to redeliver: the (run, round, seller) message is unique
+    and advancing the round is a conditional update that only one delivery wins."""
+    _run_guarded(self, play.seller_turn, run_id=run_id, round_no=round_no, seller_id=seller_id)
+
+
+@shared_task(name="negotiation.batch_start", queue=Queue.ROUNDS, acks_late=True)
+def batch_start_task(batch_id: str) -> None:
+    """Queue round 1 of a batch's runs. Safe to redeliver: a round task for a started run is a no-op."""
+    batches.batch_start(batch_id=batch_id)
+
+
+@shared_task(name="negotiation.sweep", queue=Queue.MAINTENANCE, acks_late=True)
+def sweep_task() -> int:
+    """Backstop: re-queue running runs with a stale heartbeat. Safe to repeat: round tasks are idempotent."""
+    return play.runs_sweep(stale_after=timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS))

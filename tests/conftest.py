@@ -1,0 +1,140 @@
+"""Shared fixtures: the fake LLM on loopback and a real Celery worker process on the test database.
+
+The worker is a separate `celery worker` process (threads pool) started against the database that
+pytest-django created, and Redis database 1; tests that use it must commit their data
+(`django_db(transaction=True)`), exactly as the web process and workers do in production.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("MAMS_OPENAI_API_KEY", "test-key")
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[Any]:
+    from django.conf import settings
+
+    from tests.fakes.openai_server import FakeLLM
+    from tests.fakes.policies import negotiation
+
+    fake = FakeLLM(policy=negotiation)
+    fake.start()
+    settings.LLM_PROFILES["openai-compatible"]["base_url"] = fake.base_url
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def llm(fake_llm: Any) -> Iterator[Any]:
+    """The fake, reset to a well-behaved negotiator for each test."""
+    from tests.fakes.policies import negotiation
+
+    fake_llm.reset()
+    fake_llm.configure(latency=0, rate_limit=None, faults=[], outage_until=None)
+    fake_llm.policy = negotiation
+    yield fake_llm
+    fake_llm.reset()
+    fake_llm.policy = negotiation
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen
+    hostname: str
+    log: Path
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def start_worker(*, db_name: str, llm_url: str, name: str, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    from django.conf import settings
+
+    from mams.celery import app
+    from mams.queues import ALL_QUEUES
+
+    OUTPUT.mkdir(exist_ok=True)
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+    log = OUTPUT / f"worker-{name}.log"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mams.settings.test", "MAMS_DB_NAME": db_name,
+           "MAMS_TEST_REDIS_URL": settings.REDIS_URL, "MAMS_OPENAI_BASE_URL": llm_url,
+           "MAMS_OPENAI_API_KEY": "test-key", "MAMS_OPENAI_RATE": "6000/minute", "MAMS_OPENAI_CONCURRENCY": "16",
+           "MAMS_LLM_MAX_RETRIES": "2", "MAMS_LLM_TIMEOUT": "5", "MAMS_DB_CONN_MAX_AGE": "0",
+           **(extra_env or {})}
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mams", "worker", "-Q", ALL_QUEUES, "-P", "threads", "-c", "8",
+             "--hostname", hostname, "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited:\n{log.read_text()[-3000:]}")
+        if app.control.ping(destination=[hostname], timeout=0.5):
+            return WorkerProcess(proc=proc, hostname=hostname, log=log)
+    proc.kill()
+    raise RuntimeError(f"the Celery worker did not answer a ping in 60 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_worker(worker: WorkerProcess) -> None:
+    worker.proc.terminate()
+    try:
+        worker.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.proc.kill()
+        worker.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def clean_broker() -> None:
+    """Start from an empty test broker: tasks left by an aborted earlier run must not leak in."""
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: Any, django_db_blocker: Any, fake_llm: Any, clean_broker: None
+                  ) -> Iterator[WorkerProcess]:
+    from django.conf import settings
+
+    worker = start_worker(db_name=settings.DATABASES["default"]["NAME"], llm_url=fake_llm.base_url, name="w1")
+    yield worker
+    stop_worker(worker)
+
+
+def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_batch(batch_id: Any, *, timeout: float = 120, worker: WorkerProcess | None = None) -> None:
+    from negotiation.models import NegotiationRun
+
+    def done() -> bool:
+        return not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists()
+
+    try:
+        wait_for(done, timeout=timeout, what=f"batch {batch_id}")
+    except AssertionError as exc:
+        tail = worker.log_tail() if worker else ""
+        raise AssertionError(f"{exc}\n--- worker log ---\n{tail}") from exc

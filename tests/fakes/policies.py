@@ -1,0 +1,72 @@
+"""Scripted negotiators for the fake LLM: they read MAMS's prompts and answer like a sane model.
+
+They see exactly what a real model would see (the prompt), so they only know what the visibility
+filter let through. The seller concedes from its ask toward its floor and accepts a counter in the
+upper half of its range; the buyer opens low, counters upward and accepts a good offer, taking the
+best standing offer on the closing turn. Both speak prices in their text, consistently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+
+from tests.fakes.openai_server import Request
+
+MONEY = r"\$(\d+(?:\.\d+)?)"
+
+
+def _find(pattern: str, text: str) -> Decimal | None:
+    m = re.search(pattern, text)
+    return Decimal(m.group(1)) if m else None
+
+
+def _q(value: Decimal) -> float:
+    return float(value.quantize(Decimal("0.01")))
+
+
+def negotiation(req: Request) -> str:
+    system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
+    if "Your absolute bottom line" in system:
+        return _seller(req, system)
+    if "strategic buyer" in system:
+        return _buyer(req, system)
+    return json.dumps({"action": "walk_away", "price": None, "message": "?"})
+
+
+def _seller(req: Request, system: str) -> str:
+    ask = _find(r"Your asking price: " + MONEY, system)
+    floor = _find(r"Your absolute bottom line: " + MONEY, system)
+    assert ask is not None and floor is not None
+    messages = req.messages or []
+    turns = sum(1 for m in messages if m.get("role") == "assistant")
+    last = messages[-1].get("content", "") if messages else ""
+    counter = _find(r"counter-offer: " + MONEY, last)
+    if counter is not None and counter >= floor + (ask - floor) / 2:
+        return json.dumps({"action": "accept", "price": _q(counter), "message": f"Deal at ${_q(counter):.2f}.",
+                           "reasoning": "good enough"})
+    price = max(floor, ask - (ask - floor) * Decimal("0.35") * turns)
+    return json.dumps({"action": "offer", "price": _q(price), "message": f"I can do ${_q(price):.2f} each.",
+                       "reasoning": "conceding slowly"})
+
+
+def _buyer(req: Request, system: str) -> str:
+    low = _find(r"Minimum acceptable price: " + MONEY, system)
+    high = _find(r"Maximum acceptable price: " + MONEY, system)
+    assert low is not None and high is not None
+    last = (req.messages or [{}])[-1].get("content", "")
+    offers = {h: Decimal(p) for h, p in re.findall(r"(@\w+) \$(\d+(?:\.\d+)?)", last.split("Standing offers:")[-1])}
+    best = min(offers.items(), key=lambda kv: (kv[1], kv[0])) if offers else None
+    if "The last round is over" in last:
+        if best and best[1] <= high:
+            return json.dumps({"action": "accept", "seller": best[0], "price": _q(best[1]),
+                               "message": f"I'll take it at ${_q(best[1]):.2f}."})
+        return json.dumps({"action": "walk_away", "price": None, "message": "No deal, thanks."})
+    round_no = int(_find(r"Round (\d+) of", last) or 1)
+    if best and round_no >= 2 and best[1] <= low + (high - low) * Decimal("0.6"):
+        return json.dumps({"action": "accept", "seller": best[0], "price": _q(best[1]),
+                           "message": f"Deal at ${_q(best[1]):.2f}."})
+    counter = low + (high - low) * Decimal("0.15") * round_no
+    return json.dumps({"action": "message", "to": ["all"], "price": _q(counter),
+                       "message": f"Can you do ${_q(counter):.2f} each?", "reasoning": "anchoring low"})

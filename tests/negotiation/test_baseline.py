@@ -1,0 +1,309 @@
+"""Tests for negotiation/agents/baseline.py: the time-dependent concession agents. No database, no LLM."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from negotiation.agents.baseline import Strategy, baseline_buyer, baseline_seller, concession
+from negotiation.engine.audit import claim_inconsistent, find_leaks
+from negotiation.engine.guardrails import guard_buyer, guard_seller
+from negotiation.engine.protocol import End, after_buyer, after_sellers
+from negotiation.engine.routing import resolve_recipients
+from negotiation.engine.types import (
+    ALL,
+    BUYER,
+    BuyerAct,
+    BuyerPrivate,
+    BuyerView,
+    EndReason,
+    Event,
+    Msg,
+    SellerAct,
+    SellerPrivate,
+    SellerView,
+    money,
+)
+from negotiation.engine.visibility import active_sellers, buyer_view, seller_view
+
+ITEM = "USB-C Cable"
+
+
+def seller(handle: str = "@QuickTech", *, style: str = "neutral", cost: str = "4.00", least: str = "6.00",
+           selling: str = "9.00") -> SellerPrivate:
+    return SellerPrivate(handle=handle, style=style, retention_weight=Decimal("0.5"), profit_weight=Decimal("0.5"),
+                         cost_price=money(cost), least_price=money(least), selling_price=money(selling))
+
+
+BUYER_ME = BuyerPrivate(item_name=ITEM, quantity=3, min_price=money("6.00"), max_price=money("8.00"))
+
+
+def sview(me: SellerPrivate, round_no: int, thread: list[Msg]) -> SellerView:
+    return SellerView(me=me, item_name=ITEM, quantity=3, round_no=round_no, thread=tuple(thread))
+
+
+def bview(round_no: int, offers: dict[str, Decimal], max_rounds: int = 5) -> BuyerView:
+    return BuyerView(me=BUYER_ME, handles=("@QuickTech", "@CableHouse"), round_no=round_no, max_rounds=max_rounds,
+                     thread=(), standing_offers=offers)
+
+
+def counter_msg(round_no: int, price: str) -> Msg:
+    return Msg(round_no=round_no, sender=BUYER, recipients=("@QuickTech",), text="?", action="message",
+               price=money(price))
+
+
+def own_offer(round_no: int, price: str) -> Msg:
+    return Msg(round_no=round_no, sender="@QuickTech", recipients=(BUYER,), text="!", action="offer",
+               price=money(price))
+
+
+# --- concession ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_concession_starts_at_start_and_ends_at_end(strategy):
+    # given any strategy from $9.00 toward $6.00 over 5 rounds
+    def at(t: int) -> Decimal:
+        return concession(t=t, deadline=5, beta=strategy.beta, start=money(9), end=money(6))
+    # then t=0 gives the start, t=deadline (and later) the end
+    assert at(0) == money(9)
+    assert at(5) == money(6)
+    assert at(9) == money(6)
+    # and it moves one way only
+    prices = [at(t) for t in range(6)]
+    assert prices == sorted(prices, reverse=True)
+
+
+def test_strategy_betas_and_shapes():
+    # given the three classic strategies
+    # then their betas are Faratin's, and at mid-time Boulware has conceded least, Conceder most
+    assert (Strategy.BOULWARE.beta, Strategy.LINEAR.beta, Strategy.CONCEDER.beta) == (0.3, 1.0, 3.0)
+    mid = {s: concession(t=2, deadline=4, beta=s.beta, start=money(10), end=money(0)) for s in Strategy}
+    assert mid[Strategy.LINEAR] == money(5)
+    assert mid[Strategy.BOULWARE] > mid[Strategy.LINEAR] > mid[Strategy.CONCEDER]
+
+
+def test_concession_with_no_time_left_is_at_the_end():
+    # given a zero deadline
+    # then the agent is at its reservation value at once
+    assert concession(t=0, deadline=0, beta=1.0, start=money(9), end=money(6)) == money(6)
+
+
+def test_strategy_is_found_by_value_in_any_case():
+    # given configurations that spell strategies either way
+    # then both name the same member
+    assert Strategy("LINEAR") is Strategy("linear") is Strategy.LINEAR
+
+
+# --- seller --------------------------------------------------------------------------------------
+
+def test_seller_opens_at_its_asking_price():
+    # given round 1 and no counter
+    # when the baseline seller acts
+    action = baseline_seller(sview(seller(), 1, []), strategy=Strategy.LINEAR, deadline=5)
+    # then it offers its selling price and says so
+    assert (action.action, action.price) == (SellerAct.OFFER, money("9.00"))
+    assert action.message == "I can do $9.00 each."
+
+
+def test_seller_concedes_toward_its_floor_by_the_deadline():
+    # given round 6 with deadline 5 (t = 5) and a previous offer
+    # when the linear seller acts
+    action = baseline_seller(sview(seller(), 6, [own_offer(5, "6.60")]), strategy=Strategy.LINEAR, deadline=5)
+    # then it is at its floor
+    assert (action.action, action.price) == (SellerAct.OFFER, money("6.00"))
+
+
+def test_seller_accepts_a_counter_that_meets_its_target():
+    # given round 3 (linear target 9 - 3 * 2/5 = 7.80) and a counter of $8.00
+    thread = [counter_msg(1, "7.00"), own_offer(1, "9.00"), counter_msg(3, "8.00")]
+    # when the seller acts
+    action = baseline_seller(sview(seller(), 3, thread), strategy=Strategy.LINEAR, deadline=5)
+    # then it accepts at the counter
+    assert (action.action, action.price) == (SellerAct.ACCEPT, money("8.00"))
+    assert "$8.00" in action.message
+
+
+def test_seller_counters_below_its_target_are_answered_with_the_target():
+    # given round 3 (target $7.80) and a counter of $7.00
+    thread = [own_offer(1, "9.00"), counter_msg(3, "7.00")]
+    # when the seller acts
+    action = baseline_seller(sview(seller(), 3, thread), strategy=Strategy.LINEAR, deadline=5)
+    # then it offers its target
+    assert (action.action, action.price) == (SellerAct.OFFER, money("7.80"))
+
+
+def test_seller_offers_never_rise():
+    # given a previous offer of $7.00, under this round's target
+    # when the seller acts
+    action = baseline_seller(sview(seller(), 2, [own_offer(1, "7.00")]), strategy=Strategy.BOULWARE, deadline=5)
+    # then it repeats $7.00
+    assert action.price == money("7.00")
+
+
+@pytest.mark.parametrize(("style", "phrase"), [("rude", "Take it or leave it"), ("neutral", "I can do"),
+                                               ("sweet", "Thank you"), ("unknown", "I can do")])
+def test_seller_text_follows_its_style(style, phrase):
+    # given a seller of each style
+    # when it opens
+    action = baseline_seller(sview(seller(style=style), 1, []), strategy=Strategy.LINEAR, deadline=5)
+    # then the tone follows the style and the only price stated is the offer
+    assert phrase in action.message
+    assert not claim_inconsistent(text=action.message, price=action.price)
+
+
+# --- buyer ---------------------------------------------------------------------------------------
+
+def test_buyer_opens_with_its_minimum_to_everyone():
+    # given round 1 and no offers
+    # when the baseline buyer acts
+    action = baseline_buyer(bview(1, {}), strategy=Strategy.LINEAR)
+    # then it asks everyone for its minimum price
+    assert (action.action, action.to, action.price) == (BuyerAct.MESSAGE, (ALL,), money("6.00"))
+    assert action.message == "I need 3 USB-C Cable. Can you do $6.00 each?"
+
+
+def test_buyer_accepts_the_best_offer_once_it_meets_the_target():
+    # given round 3 (linear target 6 + 2 * 2/5 = 6.80) and offers of $6.70 and $7.50
+    offers = {"@QuickTech": money("7.50"), "@CableHouse": money("6.70")}
+    # when the buyer acts
+    action = baseline_buyer(bview(3, offers), strategy=Strategy.LINEAR)
+    # then it accepts the cheaper seller at its offer
+    assert (action.action, action.seller, action.price) == (BuyerAct.ACCEPT, "@CableHouse", money("6.70"))
+
+
+def test_buyer_counters_at_its_target_while_offers_are_too_high():
+    # given round 3 (target $6.80) and an offer of $7.50
+    # when the buyer acts
+    action = baseline_buyer(bview(3, {"@QuickTech": money("7.50")}), strategy=Strategy.LINEAR)
+    # then it counters at $6.80 to everyone
+    assert (action.action, action.to, action.price) == (BuyerAct.MESSAGE, (ALL,), money("6.80"))
+    assert "$6.80" in action.message
+
+
+def test_buyer_ties_go_to_the_first_listed_seller():
+    # given two equal offers that meet the target
+    offers = {"@CableHouse": money("6.00"), "@QuickTech": money("6.00")}
+    # when the buyer acts
+    action = baseline_buyer(bview(1, offers), strategy=Strategy.LINEAR)
+    # then the seller listed first among the handles wins
+    assert action.seller == "@QuickTech"
+
+
+def test_buyer_closing_turn_accepts_the_best_offer_within_budget():
+    # given the closing turn and offers of $7.90 and $8.50, max $8.00
+    offers = {"@QuickTech": money("8.50"), "@CableHouse": money("7.90")}
+    # when the buyer acts
+    action = baseline_buyer(bview(6, offers), strategy=Strategy.BOULWARE)
+    # then it takes $7.90
+    assert (action.action, action.seller, action.price) == (BuyerAct.ACCEPT, "@CableHouse", money("7.90"))
+
+
+def test_buyer_closing_turn_walks_away_when_nothing_fits_the_budget():
+    # given the closing turn and only offers above max
+    # when the buyer acts
+    # then it walks away, with or without offers
+    assert baseline_buyer(bview(6, {"@QuickTech": money("8.50")}), strategy=Strategy.LINEAR).action == \
+        BuyerAct.WALK_AWAY
+    assert baseline_buyer(bview(6, {}), strategy=Strategy.LINEAR).action == BuyerAct.WALK_AWAY
+
+
+def test_buyer_never_states_its_max_unless_it_is_the_counter():
+    # given every negotiation round
+    for round_no in range(1, 6):
+        # when the buyer counters
+        action = baseline_buyer(bview(round_no, {"@QuickTech": money("9.00")}), strategy=Strategy.CONCEDER)
+        # then its text leaks nothing beyond its own counter
+        assert find_leaks(text=action.message, hidden={"max_price": BUYER_ME.max_price},
+                          public_price=action.price, actor=BUYER) == []
+
+
+# --- whole games through the engine ----------------------------------------------------------
+
+def play(sellers: list[SellerPrivate], buyer: BuyerPrivate, max_rounds: int, strategy: Strategy,
+         seller_strategy: Strategy) -> tuple[End, list[Msg], list[Event]]:
+    """The orchestrator's loop in miniature: view -> baseline -> guard -> route -> protocol."""
+    handles = [me.handle for me in sellers]
+    by_handle = {me.handle: me for me in sellers}
+    transcript: list[Msg] = []
+    events: list[Event] = []
+    for round_no in range(1, max_rounds + 2):
+        view = buyer_view(me=buyer, handles=handles, round_no=round_no, max_rounds=max_rounds, transcript=transcript)
+        action, found = guard_buyer(baseline_buyer(view, strategy=strategy), me=buyer,
+                                    standing_offers=view.standing_offers, active=view.handles)
+        events += found
+        events += find_leaks(text=action.message, hidden={"max_price": buyer.max_price},
+                             public_price=action.price, actor=BUYER)
+        recipients, found = resolve_recipients(to=action.to, text=action.message, active=view.handles)
+        events += found
+        transcript.append(Msg(round_no=round_no, sender=BUYER, recipients=recipients, text=action.message,
+                              action=action.action, price=action.price))
+        step = after_buyer(action, recipients=recipients, round_no=round_no, max_rounds=max_rounds)
+        if isinstance(step, End):
+            return step, transcript, events
+        for handle in step.recipients:
+            me = by_handle[handle]
+            sv = seller_view(me=me, item_name=buyer.item_name, quantity=buyer.quantity, round_no=round_no,
+                             transcript=transcript)
+            previous = next((m.price for m in reversed(sv.thread) if m.sender == handle and m.price is not None), None)
+            counter = next((m.price for m in reversed(sv.thread) if m.sender == BUYER and m.price is not None), None)
+            reply, found = guard_seller(baseline_seller(sv, strategy=seller_strategy, deadline=max_rounds), me=me,
+                                        previous_offer=previous, buyer_counter=counter)
+            events += found
+            events += find_leaks(text=reply.message, hidden={"cost_price": me.cost_price,
+                                                             "least_price": me.least_price},
+                                 public_price=reply.price, actor=handle)
+            transcript.append(Msg(round_no=round_no, sender=handle, recipients=(BUYER,), text=reply.message,
+                                  action=reply.action, price=reply.price))
+        end = after_sellers(active_after=active_sellers(handles=handles, transcript=transcript))
+        if end is not None:
+            return end, transcript, events
+    raise AssertionError("the closing turn always ends the run")
+
+
+_money = st.integers(100, 5_000).map(lambda cents: money(Decimal(cents) / 100))
+
+
+@st.composite
+def markets(draw: st.DrawFn) -> tuple[list[SellerPrivate], BuyerPrivate]:
+    sellers = []
+    for index in range(draw(st.integers(2, 10))):
+        cost = draw(_money)
+        least = cost + draw(_money)
+        selling = least + draw(st.integers(0, 3_000).map(lambda cents: money(Decimal(cents) / 100)))
+        sellers.append(seller(f"@Seller{index}", style=draw(st.sampled_from(["rude", "neutral", "sweet"])),
+                              cost=str(cost), least=str(least), selling=str(selling)))
+    low = draw(_money)
+    buyer = BuyerPrivate(item_name=ITEM, quantity=draw(st.integers(1, 50)), min_price=low,
+                         max_price=low + draw(_money))
+    return sellers, buyer
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(market=markets(), max_rounds=st.integers(1, 8), buyer_strategy=st.sampled_from(list(Strategy)),
+       seller_strategy=st.sampled_from(list(Strategy)))
+def test_baseline_games_keep_every_rule_without_a_single_repair(market, max_rounds, buyer_strategy,
+                                                                seller_strategy):
+    # given a random market and baseline agents on both sides
+    sellers, buyer = market
+    # when a whole negotiation is played through the engine
+    end, transcript, events = play(sellers, buyer, max_rounds, buyer_strategy, seller_strategy)
+    # then the baselines needed no guardrail repair and leaked nothing
+    assert events == []
+    # and the run ended for a protocol reason within max_rounds + 1 buyer turns
+    assert end.reason in (EndReason.ACCEPTED, EndReason.WALKED_AWAY)
+    assert max(msg.round_no for msg in transcript) <= max_rounds + 1
+    # and a deal is within the buyer's budget and above the chosen seller's floor
+    if end.reason == EndReason.ACCEPTED:
+        chosen = next(me for me in sellers if me.handle == end.seller)
+        assert chosen.least_price <= end.price <= buyer.max_price
+        # at the price that seller last offered or accepted
+        assert end.price == [msg.price for msg in transcript if msg.sender == end.seller][-1]
+    # and the buyer walks away only on its closing turn, with no offer within its budget
+    else:
+        assert transcript[-1].round_no == max_rounds + 1
+        final = buyer_view(me=buyer, handles=[me.handle for me in sellers], round_no=max_rounds + 1,
+                           max_rounds=max_rounds, transcript=transcript)
+        assert all(price > buyer.max_price for price in final.standing_offers.values())
