@@ -11,8 +11,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.forms.models import BaseInlineFormSet
 from django.db.models import Count
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from negotiation.models import (
@@ -106,7 +106,7 @@ class InventoryInline(admin.TabularInline):
 class SellerForm(forms.ModelForm):
     class Meta:
         model = Seller
-        fields = "__all__"
+        fields = ["session", "handle", "style", "customer_retention_weight", "profit_maximization_weight"]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

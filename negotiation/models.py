@@ -165,7 +165,7 @@ class Batch(models.Model):
     max_rounds = models.PositiveSmallIntegerField(default=5)
     base_seed = models.BigIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -173,7 +173,8 @@ class Batch(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "batches"
         constraints = [
-            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="batch_idempotency_key_unique"),
+            models.UniqueConstraint(fields=["owner", "idempotency_key"], condition=~Q(idempotency_key=""),
+                                    name="batch_idempotency_key_unique"),
             models.CheckConstraint(condition=Q(runs_requested__gte=1), name="batch_runs_at_least_1",
                                    violation_error_message="A batch needs at least one run."),
         ]

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Avg, Count, Q, QuerySet
 
 from analytics.metrics import buyer_surplus_share
-from negotiation.engine.types import BUYER, BuyerPrivate, EventKind, Msg, SellerPrivate
+from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
 
 GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK)

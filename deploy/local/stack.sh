@@ -101,10 +101,19 @@ llm_start() {
   die "the LLM server did not answer in 60 s; see .local/llm/llm.log"
 }
 
+code_hash() { find mams negotiation analytics -name '*.py' -print0 | sort -z | xargs -0 cat | sha1sum | cut -c1-16; }
+
 worker_start() {
-  local name="${1:-w1}" pidf="$LOCAL/celery/${1:-w1}.pid"
+  local name="${1:-w1}" pidf="$LOCAL/celery/${1:-w1}.pid" code
   mkdir -p "$LOCAL/celery"
+  code="$(code_hash)"
+  # A worker still running old code would play runs with it: restart it when the code changed.
+  if alive "$pidf" && [ "$(cat "$LOCAL/celery/$name.code" 2>/dev/null)" != "$code" ]; then
+    log "the code changed: restarting Celery worker $name"
+    stop_pidfile "$pidf"
+  fi
   alive "$pidf" && return 0
+  echo "$code" >"$LOCAL/celery/$name.code"
   log "starting Celery worker $name (threads x$WORKER_CONCURRENCY)"
   "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance --pool threads \
     -c "$WORKER_CONCURRENCY" --hostname "$name@%h" --detach --pidfile "$pidf" \

@@ -31,7 +31,12 @@ class OutputError(ValueError):
     """The model's text is not a usable action; the message says why, for the repair prompt."""
 
 
+# Small models write `"price": $6.50`; dropping the stray currency sign is safe and saves a repair.
+_DOLLAR_VALUE = re.compile(r'("price"\s*:\s*)\$\s*(?=\d)')
+
+
 def extract_json(text: str) -> dict[str, Any]:
+    text = _DOLLAR_VALUE.sub(r"\1", text)
     start = text.find("{")
     if start < 0:
         raise OutputError("no JSON object found")

@@ -59,15 +59,15 @@ SELLER_FEWSHOT = """Below are marketplace negotiation transcripts. The seller an
 
 Item: USB-C Cable, 3 units. Seller @CableHouse: asks $8.50, floor $7.00, style sweet.
 Buyer: I need 3 USB-C cables. What can you offer?
-@CableHouse: {"action": "offer", "price": 8.50, "message": "Happy to help! $8.50 each, premium cables with a 2-year warranty."}
+@CableHouse: {{"action": "offer", "price": 8.50, "message": "Happy to help! $8.50 each, premium cables with a 2-year warranty."}}
 Buyer: Can you do $6.00 each?
-@CableHouse: {"action": "offer", "price": 7.60, "message": "For you I can do $7.60 each, a great price."}
+@CableHouse: {{"action": "offer", "price": 7.60, "message": "For you I can do $7.60 each, a great price."}}
 
 Item: Desk Lamp, 1 units. Seller @LampCo: asks $40.00, floor $31.00, style rude.
 Buyer: What is your price for a desk lamp?
-@LampCo: {"action": "offer", "price": 40.00, "message": "$40. Take it or leave it."}
+@LampCo: {{"action": "offer", "price": 40.00, "message": "$40. Take it or leave it."}}
 Buyer: I can pay $35.00.
-@LampCo: {"action": "accept", "price": 35.00, "message": "Fine, $35. Done."}
+@LampCo: {{"action": "accept", "price": 35.00, "message": "Fine, $35. Done."}}
 
 Item: {item}, {quantity} units. Seller {handle}: asks ${selling}, floor ${least}, style {style}.
 """
@@ -75,12 +75,12 @@ Item: {item}, {quantity} units. Seller {handle}: asks ${selling}, floor ${least}
 BUYER_FEWSHOT = """Below are marketplace negotiation transcripts. The buyer answers with one JSON line: "message" to make a counter-offer, "accept" to take a price a seller offered, or "walk_away". The buyer never pays above its budget and never tells sellers its budget.
 
 Item: USB-C Cable, 3 units. Buyer budget: $5.00 to $9.00 per unit. Sellers: @CableHouse, @QuickTech.
-Buyer: {"action": "message", "to": ["all"], "price": 5.50, "message": "I need 3 USB-C cables. Can you do $5.50 each?"}
+Buyer: {{"action": "message", "to": ["all"], "price": 5.50, "message": "I need 3 USB-C cables. Can you do $5.50 each?"}}
 @CableHouse: offer $8.50 "Premium cables, $8.50 each."
 @QuickTech: offer $7.00 "Standard cables, $7.00 each."
-Buyer: {"action": "message", "to": ["@QuickTech"], "price": 6.50, "message": "@QuickTech, can you do $6.50?"}
+Buyer: {{"action": "message", "to": ["@QuickTech"], "price": 6.50, "message": "@QuickTech, can you do $6.50?"}}
 @QuickTech: offer $6.75 "I can do $6.75."
-Buyer: {"action": "accept", "seller": "@QuickTech", "price": 6.75, "message": "Deal at $6.75 each."}
+Buyer: {{"action": "accept", "seller": "@QuickTech", "price": 6.75, "message": "Deal at $6.75 each."}}
 
 Item: {item}, {quantity} units. Buyer budget: ${min_price} to ${max_price} per unit. Sellers: {handles}.
 """

@@ -87,7 +87,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
         raise ValidationError(errors)
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_name or "", runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
-                                 base_seed=base_seed, idempotency_key=idempotency_key)
+                                 base_seed=base_seed, idempotency_key=idempotency_key or "")
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
                            seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds)
             for sc in scenarios for i in range(runs)]

@@ -34,6 +34,7 @@ from negotiation.selectors import RunContext, run_context
 
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
+PRICE_COLUMN_LIMIT = Decimal("100000000")
 
 
 def turn_seed(seed: int, round_no: int, slot: int) -> int:
@@ -78,6 +79,9 @@ def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, de
     events += audit.find_leaks(text=action.message, hidden={"max_price": ctx.buyer.max_price},
                                public_price=action.price, actor=BUYER)
     offered = [m.price for m in ctx.transcript if m.sender != BUYER and m.price is not None]
+    if action.price is not None and audit.claim_inconsistent(text=action.message, price=action.price):
+        events.append(Event(kind=EventKind.CLAIM_INCONSISTENT, actor=BUYER, original=action.price,
+                            detail="the price in the text differs from the structured price"))
     for price in audit.unsupported_claims(text=action.message, offered=offered, own_price=action.price):
         events.append(Event(kind=EventKind.UNSUPPORTED_CLAIM, actor=BUYER, original=price,
                             detail=f"cited ${price} which no seller offered"))
@@ -127,8 +131,9 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
         view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
                                       round_no=round_no, transcript=ctx.transcript)
         slot = ctx.handles.index(handle) + 1
+        # Sellers answer in rounds 1..max_rounds (t = 0..max_rounds-1); a baseline reaches its floor last.
         decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
-                                 deadline=run.max_rounds)
+                                 deadline=max(1, run.max_rounds - 1))
         previous = next((m.price for m in reversed(view.thread)
                          if m.sender == handle and m.action in (SellerAct.OFFER, SellerAct.ACCEPT)), None)
         action, events = guardrails.guard_seller(decision.action, me=me, previous_offer=previous,
@@ -212,10 +217,19 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
     return msg
 
 
+def _column_price(value: Decimal | None) -> Decimal | None:
+    # An absurd LLM price is still worth recording as an event, but it cannot fit the money column.
+    return value if value is not None and abs(value) < PRICE_COLUMN_LIMIT else None
+
+
 def _insert_events(run: NegotiationRun, msg: Message, round_no: int, events: list[Event]) -> None:
-    RunEvent.objects.bulk_create([
-        RunEvent(run=run, message=msg, round_no=round_no, actor=e.actor, kind=e.kind.value, detail=e.detail[:2000],
-                 original_price=e.original, repaired_price=e.repaired) for e in events])
+    rows = []
+    for e in events:
+        detail = e.detail if _column_price(e.original) == e.original else f"{e.detail} (price {e.original})"
+        rows.append(RunEvent(run=run, message=msg, round_no=round_no, actor=e.actor, kind=e.kind.value,
+                             detail=detail[:2000], original_price=_column_price(e.original),
+                             repaired_price=_column_price(e.repaired)))
+    RunEvent.objects.bulk_create(rows)
 
 
 def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasoning: str) -> None:

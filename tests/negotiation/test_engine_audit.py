@@ -74,7 +74,8 @@ def test_a_stated_number_within_one_percent_of_a_hidden_number_leaks():
 def test_a_stated_number_just_outside_one_percent_is_not_a_leak():
     # given a text stating $6.07, more than 1% above the $6.00 floor
     # when leaks are looked for
-    events = find_leaks(text="Not under $6.07.", hidden=SELLER_HIDDEN, public_price=money("8.00"), actor="@QuickTech")
+    events = find_leaks(text="Not under $6.07.", hidden=SELLER_HIDDEN, public_price=money("8.00"),
+                        actor="@QuickTech")
     # then nothing leaked
     assert events == []
 

@@ -23,18 +23,21 @@ from negotiation.engine.types import (
 
 # cost 4.00 < least 6.00 <= selling 9.00
 ME = SellerPrivate(handle="@QuickTech", style="neutral", retention_weight=Decimal("0.5"),
-                   profit_weight=Decimal("0.5"), cost_price=money(4), least_price=money(6), selling_price=money(9))
+                   profit_weight=Decimal("0.5"), cost_price=money(4), least_price=money(6),
+                   selling_price=money(9))
 BUYER_ME = BuyerPrivate(item_name="USB-C Cable", quantity=3, min_price=money(5), max_price=money(8))
 ACTIVE = ("@QuickTech", "@CableHouse", "@BudgetWires")
 OFFERS = {"@QuickTech": money("7.50"), "@CableHouse": money("8.50")}
 
 
 def offer(price: str | None, message: str = "my offer") -> SellerAction:
-    return SellerAction(action=SellerAct.OFFER, message=message, price=None if price is None else Decimal(price))
+    return SellerAction(action=SellerAct.OFFER, message=message,
+                        price=None if price is None else Decimal(price))
 
 
 def seller_accept(price: str | None = None) -> SellerAction:
-    return SellerAction(action=SellerAct.ACCEPT, message="deal", price=None if price is None else Decimal(price))
+    return SellerAction(action=SellerAct.ACCEPT, message="deal",
+                        price=None if price is None else Decimal(price))
 
 
 def kinds(events) -> list[EventKind]:
@@ -124,7 +127,8 @@ def test_offer_prices_are_rounded_to_cents():
 def test_accept_without_a_counter_becomes_an_offer_at_the_previous_offer():
     # given a seller accepting although the buyer never countered
     # when it is guarded
-    action, events = guard_seller(seller_accept("6.00"), me=ME, previous_offer=money("8.00"), buyer_counter=None)
+    action, events = guard_seller(seller_accept("6.00"), me=ME, previous_offer=money("8.00"),
+                                  buyer_counter=None)
     # then it is kept as an offer at its previous price
     assert (action.action, action.price, action.message) == (SellerAct.OFFER, money("8.00"), "deal")
     assert kinds(events) == [EventKind.SELLER_ACCEPT_NO_COUNTER]
@@ -164,7 +168,8 @@ def test_a_valid_accept_takes_the_buyers_counter_as_its_price():
 def test_accepting_a_counter_above_the_previous_offer_is_capped_at_that_offer():
     # given a previous offer of $7.00 and a buyer counter of $7.50
     # when the seller accepts
-    action, events = guard_seller(seller_accept(), me=ME, previous_offer=money("7.00"), buyer_counter=money("7.50"))
+    action, events = guard_seller(seller_accept(), me=ME, previous_offer=money("7.00"),
+                                  buyer_counter=money("7.50"))
     # then the deal price stays at the seller's own offer (offers never rise)
     assert (action.action, action.price) == (SellerAct.ACCEPT, money("7.00"))
     assert events == []
@@ -229,7 +234,8 @@ def test_accept_handle_is_canonicalised_and_a_missing_price_means_the_offer():
 def test_accepting_an_unknown_seller_is_refused_and_sent_as_a_message_to_all():
     # given an accept of a seller who is not in the room
     # when it is guarded
-    action, events = guard_buyer(buyer_accept("@Ghost", "5.00"), me=BUYER_ME, standing_offers=OFFERS, active=ACTIVE)
+    action, events = guard_buyer(buyer_accept("@Ghost", "5.00"), me=BUYER_ME, standing_offers=OFFERS,
+                                 active=ACTIVE)
     # then it becomes a plain message to everyone, with the same words
     assert (action.action, action.to, action.seller, action.price, action.message) == (
         BuyerAct.MESSAGE, (ALL,), None, None, "deal!")
@@ -331,7 +337,8 @@ def seller_privates(draw: st.DrawFn) -> SellerPrivate:
     least = cost + draw(st.integers(1, 5_000).map(lambda cents: money(Decimal(cents) / 100)))
     selling = least + draw(st.integers(0, 5_000).map(lambda cents: money(Decimal(cents) / 100)))
     return SellerPrivate(handle="@QuickTech", style="neutral", retention_weight=Decimal("0.5"),
-                         profit_weight=Decimal("0.5"), cost_price=cost, least_price=least, selling_price=selling)
+                         profit_weight=Decimal("0.5"), cost_price=cost, least_price=least,
+                         selling_price=selling)
 
 
 _any_price = st.one_of(
@@ -344,7 +351,7 @@ _seller_actions = st.builds(SellerAction, action=st.sampled_from(list(SellerAct)
                             price=_any_price)
 
 
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=250, deadline=None, database=None)
 @given(me=seller_privates(), action=_seller_actions, counter=_any_price, data=st.data())
 def test_seller_guard_keeps_every_price_within_floor_and_ceiling(me, action, counter, data):
     # given any seller action, a previous offer the guard could have produced (or none), any counter
@@ -369,7 +376,7 @@ def test_seller_guard_keeps_every_price_within_floor_and_ceiling(me, action, cou
     assert all(event.actor == me.handle and event.repaired is not None and event.detail for event in events)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(me=seller_privates(), action=_seller_actions, counter=_any_price, previous=_any_price)
 def test_seller_guard_never_goes_under_the_floor_whatever_the_previous_offer(me, action, counter, previous):
     # given any previous offer at all, even one that no guard would have produced
@@ -382,7 +389,7 @@ def test_seller_guard_never_goes_under_the_floor_whatever_the_previous_offer(me,
         assert me.least_price <= repaired.price <= max(me.least_price, me.selling_price)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(me=seller_privates(), data=st.data())
 def test_a_lawful_offer_is_never_changed(me, data):
     # given an offer within the seller's bounds
@@ -399,7 +406,7 @@ def test_a_lawful_offer_is_never_changed(me, data):
 _handles = st.sampled_from(["@QuickTech", "quicktech", "@CableHouse", "@BudgetWires", "@Ghost", "", "all"])
 
 
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=250, deadline=None, database=None)
 @given(
     action=st.builds(BuyerAction, action=st.sampled_from(list(BuyerAct)), message=st.just("m"),
                      to=st.just((ALL,)), seller=st.none() | _handles, price=_any_price),

@@ -31,7 +31,8 @@ def test_explicit_to_wins_over_leading_mentions():
 def test_all_with_leading_mentions_goes_to_the_mentioned_sellers_only():
     # given to=all and a text that opens with two mentions
     # when it is resolved
-    recipients, events = resolve_recipients(to=[ALL], text="@QuickTech @budgetwires: can you do $6?", active=ACTIVE)
+    text = "@QuickTech @budgetwires: can you do $6?"
+    recipients, events = resolve_recipients(to=[ALL], text=text, active=ACTIVE)
     # then only those two sellers are addressed
     assert recipients == ("@QuickTech", "@BudgetWires")
     assert events == []
@@ -40,7 +41,8 @@ def test_all_with_leading_mentions_goes_to_the_mentioned_sellers_only():
 def test_empty_to_with_leading_mentions_behaves_like_all():
     # given an empty `to` and mentions separated by a comma and "and"
     # when it is resolved
-    recipients, _ = resolve_recipients(to=[], text="@CableHouse, @QuickTech and @BudgetWires: hi", active=ACTIVE)
+    text = "@CableHouse, @QuickTech and @BudgetWires: hi"
+    recipients, _ = resolve_recipients(to=[], text=text, active=ACTIVE)
     # then all three mentioned sellers are addressed
     assert recipients == ACTIVE
 
@@ -95,7 +97,8 @@ def test_an_inactive_handle_is_treated_as_unknown():
     # given @BudgetWires has declined and is no longer active
     active = ("@QuickTech", "@CableHouse")
     # when the buyer mentions it at the start of the text
-    recipients, events = resolve_recipients(to=[ALL], text="@BudgetWires @CableHouse: still there?", active=active)
+    text = "@BudgetWires @CableHouse: still there?"
+    recipients, events = resolve_recipients(to=[ALL], text=text, active=active)
     # then it is dropped, with an event, and the active one kept
     assert recipients == ("@CableHouse",)
     assert [event.kind for event in events] == [EventKind.BUYER_UNKNOWN_RECIPIENT]
@@ -113,7 +116,8 @@ def test_when_nothing_valid_remains_the_message_is_broadcast_with_the_events():
 def test_duplicates_are_addressed_once():
     # given the same seller named three ways
     # when it is resolved
-    recipients, events = resolve_recipients(to=["@QuickTech", "quicktech", "QUICKTECH"], text="", active=ACTIVE)
+    to = ["@QuickTech", "quicktech", "QUICKTECH"]
+    recipients, events = resolve_recipients(to=to, text="", active=ACTIVE)
     # then it is addressed once
     assert recipients == ("@QuickTech",)
     assert events == []
@@ -137,11 +141,12 @@ _spelling = st.tuples(_names, st.sampled_from(["keep", "lower", "upper", "bare"]
 _address = st.one_of(_spelling, st.just(ALL), st.just(""), st.text(max_size=8))
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(
     active=st.lists(_names, unique=True, max_size=6),
     to=st.lists(_address, max_size=5),
-    opening=st.lists(st.one_of(_spelling.map(lambda name: "@" + name.lstrip("@")), st.just("@Ghost")), max_size=4),
+    opening=st.lists(st.one_of(_spelling.map(lambda name: "@" + name.lstrip("@")), st.just("@Ghost")),
+                     max_size=4),
     body=st.text(max_size=40),
 )
 def test_routing_never_returns_a_handle_outside_active(active, to, opening, body):

@@ -233,7 +233,8 @@ def worlds(draw: st.DrawFn) -> World:
     active = tuple(handles)
     for round_no in range(1, draw(st.integers(1, 4)) + 1):
         chosen = draw(st.lists(st.sampled_from(active), min_size=1, max_size=len(active), unique=True))
-        spelled = [_spell(handle, draw(st.sampled_from(["keep", "lower", "upper", "bare"]))) for handle in chosen]
+        how = st.sampled_from(["keep", "lower", "upper", "bare"])
+        spelled = [_spell(handle, draw(how)) for handle in chosen]
         if draw(st.booleans()):
             spelled.append(draw(st.sampled_from(["@Ghost", *[h for h in handles if h not in active]])))
         token = f"zqbuyer{round_no}q"

@@ -92,12 +92,16 @@ class Command(BaseCommand):
             httpx.get(f"{profile.base_url.rstrip('/')}/models", timeout=5,
                       headers={"Authorization": f"Bearer {profile.api_key}"}).raise_for_status()
         except httpx.HTTPError as exc:
-            hint = " (set MAMS_LOCAL_LLM_URL, or start it: deploy/local/stack.sh llm)" if profile_name == "local" else ""
+            hint = (" (set MAMS_LOCAL_LLM_URL, or start it: deploy/local/stack.sh llm)"
+                    if profile_name == "local" else "")
             raise CommandError(f"cannot reach LLM profile '{profile_name}' at {profile.base_url}: {exc}{hint}") from exc
 
     def _check_workers(self) -> None:
-        if not app.control.ping(timeout=2.0):
-            raise CommandError("no Celery worker answered; start one with `deploy/local/stack.sh worker`")
+        deadline = time.monotonic() + 30  # a worker started a moment ago may still be connecting
+        while not app.control.ping(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise CommandError("no Celery worker answered within 30 s; start one with "
+                                   "`deploy/local/stack.sh worker` and see .local/celery/w1.log")
 
     def _wait(self, batch_id: Any, timeout: float) -> None:
         started = time.monotonic()
