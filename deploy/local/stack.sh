@@ -21,7 +21,7 @@ export MAMS_LOCAL_LLM_URL="${MAMS_LOCAL_LLM_URL:-http://127.0.0.1:$LLM_PORT/v1}"
 log() { printf '\033[1m[mams]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[mams] %s\033[0m\n' "$*" >&2; exit 1; }
 as_postgres() { runuser -u postgres -- "$@"; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 system_packages() {
   local missing=()

@@ -5,3 +5,7 @@ from .base import env
 
 DEBUG = True
 SECRET_KEY = env("MAMS_SECRET_KEY", "local-dev-only-not-secret")  # noqa: S105
+
+# Serve static files straight from the apps in development, without collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

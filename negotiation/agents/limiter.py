@@ -1,11 +1,19 @@
 """The global LLM limiter, shared by every worker process on every host through Redis.
 
 Celery's `rate_limit` counts per worker, so N workers would send N times the provider's limit.
-Here each (profile, model) has two limits held in Redis: a moving-window request rate (the
-`limits` library's moving window, e.g. "20/second" or "600/minute") and a cap on calls in flight
-(a lease set: a sorted set of tokens scored by expiry, so a worker killed mid-call frees its slot
-when the lease runs out). A caller takes a concurrency slot first and the rate token last, so the
-request leaves the moment its token is granted and tokens are never spent while waiting.
+Here each (profile, model) has two limits held in Redis:
+
+- a request rate ("20/second", "600/minute": parsed by the `limits` library), enforced as a
+  GCRA schedule: requests are spaced evenly, one every period/N, instead of being let through in
+  bursts. A moving window lets N requests leave at once and N more the instant they expire, and
+  loopback jitter of a few milliseconds then puts N+1 inside the provider's own window (429s were
+  measured that way); even spacing leaves a whole interval of slack on every request;
+- a cap on calls in flight: a lease set (a sorted set of tokens scored by expiry), so a worker
+  killed mid-call frees its slot when the lease runs out.
+
+A caller takes its concurrency slot first and its rate slot last, so the request leaves the
+moment its rate slot is granted. Both scripts read the Redis server's clock, so hosts with skewed
+clocks still agree.
 """
 
 from __future__ import annotations
@@ -19,12 +27,9 @@ from functools import lru_cache
 
 import redis
 from limits import parse
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 
-# KEYS[1] = lease set; ARGV = lease seconds, limit, token. Uses the server clock so hosts with
-# skewed clocks still agree.
-_ACQUIRE = """
+# KEYS[1] = lease set; ARGV = lease seconds, limit, token.
+_ACQUIRE_SLOT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -36,33 +41,56 @@ end
 return 0
 """
 
+# GCRA. KEYS[1] = theoretical arrival time; ARGV = emission interval (s), burst (>= 1).
+# Returns "0" when granted, else the seconds to wait (as a string: Lua numbers become integers).
+_ACQUIRE_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local tau = (tonumber(ARGV[2]) - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if now < tat - tau then
+  return tostring(tat - tau - now)
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+return '0'
+"""
+
 
 class LimiterTimeout(Exception):
     """No slot within the wait budget; the caller treats it as a transient error."""
+
+
+def emission_interval(rate: str) -> float:
+    """Seconds between two requests for a rate such as "20/second" or "1200 per minute"."""
+    item = parse(rate)
+    return item.get_expiry() / item.amount
 
 
 class LLMLimiter:
     def __init__(self, redis_url: str, *, namespace: str = "mams:llm") -> None:
         self.namespace = namespace
         self.redis = redis.Redis.from_url(redis_url)
-        self._acquire = self.redis.register_script(_ACQUIRE)
-        self.window = MovingWindowRateLimiter(storage_from_string(redis_url))
+        self._slot = self.redis.register_script(_ACQUIRE_SLOT)
+        self._rate = self.redis.register_script(_ACQUIRE_RATE)
 
     @contextmanager
     def slot(self, key: str, *, rate: str, max_concurrency: int, lease_seconds: float,
-             max_wait: float = 300.0) -> Iterator[float]:
-        """Hold one concurrency slot and one rate token for `key`; yields the seconds waited."""
+             max_wait: float = 300.0, burst: int = 1) -> Iterator[float]:
+        """Hold one concurrency slot and one rate slot for `key`; yields the seconds waited."""
         started = time.monotonic()
         deadline = started + max_wait
         token = uuid.uuid4().hex
         lease_key = f"{self.namespace}:inflight:{key}"
-        while not self._acquire(keys=[lease_key], args=[lease_seconds, max_concurrency, token]):
+        while not self._slot(keys=[lease_key], args=[lease_seconds, max_concurrency, token]):
             _nap(deadline, 0.005, 0.02)
         try:
-            item = parse(rate)
-            while not self.window.hit(item, self.namespace, key):
-                reset_at, _ = self.window.get_window_stats(item, self.namespace, key)
-                _nap(deadline, max(0.002, reset_at - time.time()), 0.005)
+            interval = emission_interval(rate)
+            rate_key = f"{self.namespace}:gcra:{key}"
+            while (wait := float(self._rate(keys=[rate_key], args=[interval, burst]))) > 0:
+                _nap(deadline, wait, 0.002)
             yield time.monotonic() - started
         finally:
             self.redis.zrem(lease_key, token)
@@ -74,7 +102,7 @@ class LLMLimiter:
 def _nap(deadline: float, base: float, jitter: float) -> None:
     if time.monotonic() > deadline:
         raise LimiterTimeout("waited too long for an LLM slot")
-    time.sleep(min(base, 1.0) + random.uniform(0, jitter))
+    time.sleep(min(base, 1.0) + random.uniform(0, jitter))  # noqa: S311 - jitter, not crypto
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,176 @@
+"""Benchmark: the platform's own overhead per LLM turn, and the rate achieved against a hard limit.
+
+Real parts only: a Celery worker process, Postgres, Redis and the real openai client, against the
+fake OpenAI-compatible provider running as its own process on loopback (scripted negotiators).
+
+Phase A: the fake answers at once and the worker has ONE thread, so turns run strictly one after
+another; the gaps between consecutive message commits, minus the provider's own time, are the
+platform's cost per turn (task pickup, context load, prompt building, guardrails, DB writes).
+Phase B: the fake takes 300 ms per call and refuses (429) anything beyond 20 requests in any
+1-second window, like a real provider; MAMS's shared limiter is set to 19/s, 5% under the hard
+limit to absorb loopback jitter. We report the achieved request rate as a fraction of the limit,
+the 429s and the most requests the provider ever accepted in one window. Figures print last.
+
+Usage: make bench   (or .venv/bin/python bench/overhead.py [--runs-a 30] [--runs-b 60])
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB = os.environ.get("MAMS_BENCH_DB", "mams_bench")
+REDIS = os.environ.get("MAMS_BENCH_REDIS_URL", "redis://127.0.0.1:63790/2")
+os.environ.update({"DJANGO_SETTINGS_MODULE": "mams.settings.local", "MAMS_DB_NAME": DB, "MAMS_REDIS_URL": REDIS,
+                   "MAMS_OPENAI_API_KEY": "bench-key", "MAMS_LOG_LEVEL": "WARNING"})
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def ensure_db() -> None:
+    port = os.environ.get("MAMS_DB_PORT", "54329")
+    psql = ["psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-qtAc"]
+    if sh(*psql, f"select 1 from pg_database where datname='{DB}'") != "1":
+        sh(*psql, f"create database {DB} owner mams")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+
+
+def start_fake(latency: float, rate: str | None) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--latency", str(latency),
+            "--policy", "negotiation"]
+    if rate:
+        args += ["--rate", rate]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip() if proc.stdout else ""
+    if not line.startswith("FAKE_LLM_URL="):
+        proc.kill()
+        raise SystemExit(f"the fake provider did not start: {line!r}")
+    return proc, line.split("=", 1)[1]
+
+
+def start_worker(url: str, concurrency: int, rate: str) -> subprocess.Popen:
+    env = {**os.environ, "MAMS_OPENAI_BASE_URL": url, "MAMS_OPENAI_RATE": rate,
+           "MAMS_OPENAI_CONCURRENCY": str(concurrency), "MAMS_LLM_TIMEOUT": "10"}
+    log = open(ROOT / ".local" / f"bench-worker-{concurrency}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "mams", "worker", "-Q", "rounds,agents,analysis,maintenance",
+         "-P", "threads", "-c", str(concurrency), "--hostname", f"bench-{uuid.uuid4().hex[:6]}@localhost",
+         "--without-mingle", "--without-gossip", "--loglevel", "WARNING"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    from mams.celery import app
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("the bench worker did not start; see .local/bench-worker-*.log")
+    return proc
+
+
+def run_batch(runs: int, max_rounds: int, base_url: str) -> tuple[str, float]:
+    from django.conf import settings
+
+    from negotiation.models import NegotiationRun
+    from negotiation.services.batches import batch_create
+    from negotiation.services.scenarios import sample_session_load
+
+    settings.LLM_PROFILES["openai-compatible"]["base_url"] = base_url
+    agents = {role: {"profile": "openai-compatible", "model": "bench-model"} for role in ("buyer", "seller", "analyst")}
+    started = time.monotonic()
+    batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=runs, agents=agents,
+                         max_rounds=max_rounds, base_seed=int(time.time()) % 100000)
+    while NegotiationRun.objects.filter(batch=batch, status__in=["queued", "running"]).exists():
+        if time.monotonic() - started > 900:
+            raise SystemExit("the batch did not finish in 15 minutes")
+        time.sleep(0.2)
+    return str(batch.pk), time.monotonic() - started
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def phase_a(runs: int) -> dict[str, float]:
+    from negotiation.models import Message, NegotiationRun
+
+    fake, url = start_fake(0.0, None)
+    worker = start_worker(url, 1, "100000/minute")
+    try:
+        batch_id, wall = run_batch(runs, 4, url)
+    finally:
+        stop(worker, fake)
+    assert not NegotiationRun.objects.filter(batch_id=batch_id).exclude(status="completed").exists()
+    msgs = list(Message.objects.filter(run__batch_id=batch_id).order_by("created_at")
+                .values_list("created_at", "latency_ms"))
+    gaps = [(b[0] - a[0]).total_seconds() * 1000 - b[1] for a, b in zip(msgs, msgs[1:], strict=False)]
+    return {"turns": len(msgs), "wall": wall, "median_ms": statistics.median(gaps),
+            "p90_ms": statistics.quantiles(gaps, n=10)[-1],
+            "llm_ms": statistics.median([m[1] for m in msgs])}
+
+
+def phase_b(runs: int) -> dict[str, float]:
+    import httpx
+
+    fake, url = start_fake(0.3, "20/1")
+    worker = start_worker(url, 24, "19/second")
+    try:
+        batch_id, wall = run_batch(runs, 4, url)
+        stats = httpx.get(url.removesuffix("/v1") + "/_stats").json()
+        records = httpx.get(url.removesuffix("/v1") + "/_requests").json()
+    finally:
+        stop(worker, fake)
+    records = records if isinstance(records, list) else records.get("requests", [])
+    ok = sorted(r["arrival"] for r in records if r["status"] == 200)
+    # Steady state: drop the first and last 10% of calls (the ramp-up and the tail of the batch).
+    cut = max(1, len(ok) // 10)
+    mid = ok[cut:-cut]
+    steady = (len(mid) - 1) / (mid[-1] - mid[0]) if len(mid) > 1 else 0.0
+    overall = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
+    return {"calls": len(ok), "wall": wall, "steady_rate": steady, "overall_rate": overall,
+            "n429": stats["by_status"].get("429", 0), "max_window": stats["max_accepted_in_window"],
+            "lower_bound": len(ok) / 20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs-a", type=int, default=30)
+    parser.add_argument("--runs-b", type=int, default=60)
+    opts = parser.parse_args()
+    ensure_db()
+    import django
+
+    django.setup()
+    import redis
+
+    redis.Redis.from_url(REDIS).flushdb()
+    print(f"phase A: {opts.runs_a} runs, fake provider at 0 ms, one worker thread ...", flush=True)
+    a = phase_a(opts.runs_a)
+    print(f"phase B: {opts.runs_b} runs, fake provider at 300 ms with a hard 20 req/s limit ...", flush=True)
+    b = phase_b(opts.runs_b)
+    print("\n=== MAMS benchmark (2-core machine; one Celery worker process) ===")
+    print(f"A  turns {a['turns']}, wall {a['wall']:.1f}s, provider time per call (median) {a['llm_ms']:.1f} ms")
+    print(f"A  platform overhead per LLM turn: median {a['median_ms']:.1f} ms, p90 {a['p90_ms']:.1f} ms "
+          "(target: median < 15 ms)")
+    print(f"B  calls {b['calls']}, wall {b['wall']:.1f}s (lower bound calls/limit = {b['lower_bound']:.1f}s, "
+          f"ratio {b['wall'] / b['lower_bound']:.2f})")
+    print(f"B  provider 429s: {b['n429']}; most requests accepted in any 1 s window: {b['max_window']} (limit 20)")
+    print(f"B  achieved rate: steady {b['steady_rate']:.2f} req/s = {b['steady_rate'] / 20:.2f} of the limit; "
+          f"whole batch {b['overall_rate']:.2f} req/s = {b['overall_rate'] / 20:.2f} (target >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()
