@@ -133,6 +133,7 @@ LLM_TIMEOUT_SECONDS = float(env("MAMS_LLM_TIMEOUT", "60") or 60)
 LLM_PROFILES: dict[str, dict] = {
     "local": {
         "base_url": env("MAMS_LOCAL_LLM_URL", "http://127.0.0.1:18080/v1"),
+        "base_url_env": "MAMS_LOCAL_LLM_URL",
         "api_key": "local-no-key",
         "api_key_env": None,
         "models": {"agent": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m"),
@@ -144,6 +145,7 @@ LLM_PROFILES: dict[str, dict] = {
     },
     "openrouter": {
         "base_url": env("MAMS_OPENROUTER_URL", "https://openrouter.ai/api/v1"),
+        "base_url_env": "MAMS_OPENROUTER_URL",
         "api_key_env": "OPENROUTER_API_KEY",
         "models": {"agent": env("MAMS_OPENROUTER_AGENT_MODEL", "anthropic/claude-sonnet-4.5"),
                    "analyst": env("MAMS_OPENROUTER_ANALYST_MODEL", "google/gemini-2.5-flash")},

@@ -40,6 +40,7 @@ class LLMTransientError(Exception):
 class Profile:
     name: str
     base_url: str
+    base_url_env: str
     api_key: str
     prompt_format: str  # "chat" or "completion"
     rate: str
@@ -75,7 +76,8 @@ def get_profile(name: str) -> Profile:
     api_key = os.environ.get(key_env, "") if key_env else raw.get("api_key", "")
     if not api_key:
         raise LLMError(f"LLM profile '{name}' needs an API key: set {key_env} in the environment.")
-    return Profile(name=name, base_url=base_url, api_key=api_key, prompt_format=raw["prompt_format"],
+    return Profile(name=name, base_url=base_url, base_url_env=raw.get("base_url_env", "its base URL"),
+                   api_key=api_key, prompt_format=raw["prompt_format"],
                    rate=raw["rate"], max_concurrency=int(raw["max_concurrency"]), models=dict(raw["models"]))
 
 
@@ -132,8 +134,8 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
         raise LLMTransientError(f"{where} timed out after {settings.LLM_TIMEOUT_SECONDS:.0f}s "
                                 "(setting: MAMS_LLM_TIMEOUT)") from exc
     except openai.APIConnectionError as exc:
-        raise LLMTransientError(f"cannot reach {where}: is the server running and the URL right? "
-                                f"({exc.__class__.__name__})") from exc
+        raise LLMTransientError(f"cannot reach {where}: is the server running, and is {profile.base_url_env} "
+                                f"right? ({exc.__class__.__name__})") from exc
     except openai.AuthenticationError as exc:
         raise LLMError(f"{where} refused the API key (401); check the profile's key variable") from exc
     except openai.NotFoundError as exc:
