@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import httpx
 import openai
+import openai.types.chat  # noqa: F401 - imported eagerly, see _client()
+import openai.types.completion  # noqa: F401
 from django.conf import settings
 
 from negotiation.agents.limiter import LimiterTimeout, limiter_for
@@ -81,11 +83,27 @@ def get_profile(name: str) -> Profile:
                    rate=raw["rate"], max_concurrency=int(raw["max_concurrency"]), models=dict(raw["models"]))
 
 
-@lru_cache(maxsize=16)
+_clients: dict[tuple[str, str], openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
 def _client(base_url: str, api_key: str) -> openai.OpenAI:
-    # One pooled client per endpoint and process; the openai client is thread-safe.
-    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
-                         timeout=httpx.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=5.0))
+    """One pooled client per endpoint and process (the openai client is thread-safe).
+
+    Built under a lock: 24 threads racing to build 24 clients each paid a first-request set-up
+    cost after their rate slot was granted, which bunched their arrivals at the provider.
+    """
+    with _clients_lock:
+        client = _clients.get((base_url, api_key))
+        if client is None:
+            client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                                   timeout=httpx.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=5.0))
+            # The client imports its resources and response types lazily, on first use, under
+            # Python's import lock: every thread's first call would stall together and then leave
+            # in one burst, after their rate slots were granted. Pay that here, before any slot.
+            _ = (client.chat.completions, client.completions)
+            _clients[(base_url, api_key)] = client
+        return client
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

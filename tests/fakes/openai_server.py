@@ -231,6 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
     # Idle keep-alive connections are closed after this long instead of holding a thread forever.
     timeout = 120
     server: _Server
+    # Headers and body go out as two writes; with Nagle on, the client's delayed ACK adds ~40 ms
+    # to every answer (measured: 44-48 ms per call at zero latency), which real providers don't.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
