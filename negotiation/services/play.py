@@ -156,11 +156,9 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
 
 def round_advance(*, run_id: Any, round_no: int) -> None:
     """When every addressed seller has answered, move to the next round or end the run."""
-    buyer = Message.objects.filter(run_id=run_id, round_no=round_no, sender=BUYER).only("recipients").first()
-    if buyer is None:
-        return
-    replied = Message.objects.filter(run_id=run_id, round_no=round_no, sender_type="seller").count()
-    if replied < len(buyer.recipients):
+    said = list(Message.objects.filter(run_id=run_id, round_no=round_no).values_list("sender", "recipients"))
+    recipients = next((to for sender, to in said if sender == BUYER), None)
+    if recipients is None or len(said) - 1 < len(recipients):
         return
     with transaction.atomic():
         moved = NegotiationRun.objects.filter(pk=run_id, status=Status.RUNNING, current_round=round_no).update(
@@ -202,7 +200,9 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
                     text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision
                     ) -> Message | None:
     try:
-        with transaction.atomic():  # a savepoint: a duplicate delivery rolls back only this insert
+        # No savepoint: the insert is the caller's transaction's first write, so on a duplicate
+        # delivery the whole (empty) transaction is marked for rollback, two round trips cheaper.
+        with transaction.atomic(savepoint=False):
             msg = Message.objects.create(
                 run=run, round_no=round_no, sender=sender, seller_id=seller_id,
                 sender_type="buyer" if sender == BUYER else "seller", recipients=recipients, text=text[:4000],
