@@ -1,11 +1,17 @@
-"""URLs: the admin for configuration (more routes arrive with the API and pages)."""
+"""URLs: the admin for configuration, the REST API under /api/ and its docs (login required)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 admin.site.site_header = "MAMS — Multi-Agent Marketplace Simulator"
 admin.site.site_title = "MAMS admin"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
+    path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
+    path("api/", include("negotiation.urls")),
 ]

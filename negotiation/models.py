@@ -166,6 +166,9 @@ class Batch(models.Model):
     base_seed = models.BigIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    request_hash = models.CharField(max_length=64, blank=True, default="",
+                                    help_text="SHA-256 of the request that created the batch, so a retry with the "
+                                              "same Idempotency-Key but another body is refused.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

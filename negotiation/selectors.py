@@ -109,3 +109,251 @@ def batch_summary(*, batch_id: Any) -> dict[str, Any]:
     agg["progress"] = batch_progress(batch_id=batch_id)
     agg["status"] = batch.status
     return agg
+
+
+# --- API reads: owner scoping, progress, transcripts, results, analytics ------------------------
+# A user reads only their own sessions, batches and runs; staff read all. A row that exists but
+# belongs to someone else is reported exactly like one that does not exist (the API answers 404).
+
+def _visible(qs: QuerySet, user: Any) -> QuerySet:
+    return qs if getattr(user, "is_staff", False) else qs.filter(owner=user)
+
+
+def session_list(*, user: Any) -> QuerySet:
+    from negotiation.models import Session
+
+    return (_visible(Session.objects.all(), user).select_related("owner")
+            .annotate(n_demands=Count("demands", distinct=True), n_sellers=Count("sellers", distinct=True))
+            .order_by("-created_at", "id"))
+
+
+def session_get(*, user: Any, session_id: Any) -> Any:
+    from django.db.models import Prefetch
+
+    from negotiation.models import InventoryItem, Seller, Session
+
+    sellers = Seller.objects.prefetch_related(Prefetch("inventory", queryset=InventoryItem.objects.order_by(
+        "item_name")))
+    return (_visible(Session.objects.all(), user).select_related("owner")
+            .prefetch_related("demands", Prefetch("sellers", queryset=sellers))
+            .filter(pk=session_id).first())
+
+
+def _with_progress(qs: QuerySet) -> QuerySet:
+    from django.db.models import Max, Min
+
+    S = NegotiationRun.Status  # noqa: N806
+    return qs.annotate(
+        n_total=Count("runs"),
+        **{f"n_{s}": Count("runs", filter=Q(runs__status=s)) for s in S.values},
+        first_started=Min("runs__started_at"), last_ended=Max("runs__ended_at"))
+
+
+def batch_list(*, user: Any, status: str | None = None, session_id: Any = None) -> QuerySet:
+    qs = _visible(Batch.objects.all(), user).select_related("owner")
+    if status:
+        qs = qs.filter(status=status)
+    if session_id:
+        qs = qs.filter(session_id=session_id)
+    return _with_progress(qs).order_by("-created_at", "id")
+
+
+def batch_get(*, user: Any, batch_id: Any) -> Batch | None:
+    return _with_progress(_visible(Batch.objects.all(), user).select_related("owner")).filter(pk=batch_id).first()
+
+
+def batch_eta(*, batch: Batch, now: Any = None) -> dict[str, Any]:
+    """Progress of a batch from `_with_progress` annotations, and an ETA from the observed rate.
+
+    rate = finished runs (completed or failed) / seconds since the first run started;
+    eta = runs still queued or running / rate. None until a run has finished.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = now or timezone.now()
+    counts = {s: getattr(batch, f"n_{s}", 0) for s in NegotiationRun.Status.values}
+    finished = counts["completed"] + counts["failed"]
+    remaining = counts["queued"] + counts["running"]
+    total = getattr(batch, "n_total", 0)
+    first, last = getattr(batch, "first_started", None), getattr(batch, "last_ended", None)
+    elapsed = ((now if remaining else (last or now)) - first).total_seconds() if first else None
+    rate = finished / elapsed if elapsed and finished else None
+    eta = 0.0 if not remaining else (remaining / rate if rate else None)
+    return {
+        "progress": counts, "total": total, "finished": total - remaining,
+        "percent": round(100.0 * (total - remaining) / total, 1) if total else 0.0,
+        "runs_per_second": round(rate, 4) if rate else None,
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "eta_at": now + timedelta(seconds=eta) if eta else None,
+        "started_at": first,
+    }
+
+
+def run_list(*, user: Any, batch_id: Any = None, status: str | None = None, mode: str | None = None) -> QuerySet:
+    qs = _visible(NegotiationRun.objects.all(), user).select_related("outcome")
+    if batch_id:
+        qs = qs.filter(batch_id=batch_id)
+    if status:
+        qs = qs.filter(status=status)
+    if mode:
+        qs = qs.filter(mode=mode)
+    return qs.order_by("-created_at", "id")
+
+
+def run_get(*, user: Any, run_id: Any) -> NegotiationRun | None:
+    return _visible(NegotiationRun.objects.all(), user).select_related("outcome").filter(pk=run_id).first()
+
+
+def run_buyer_view(*, run: NegotiationRun) -> Any:
+    """What the buyer of a run may know now (its constraints, the handles, its thread, the offers)."""
+    from negotiation.engine import visibility
+
+    ctx = run_context(run)
+    return visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
+                                 max_rounds=run.max_rounds, transcript=ctx.transcript)
+
+
+def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...]]]:
+    """The messages of a run with who could see each one.
+
+    For a run with a human buyer only the buyer's view is returned (today that is every message,
+    since every reply goes to the buyer; the filter keeps it true if that ever changes).
+    """
+    from negotiation.engine import visibility
+
+    ctx = run_context(run)
+    msgs = ctx.transcript
+    if run.mode == NegotiationRun.Mode.HUMAN_BUYER:
+        msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
+                                     max_rounds=run.max_rounds, transcript=ctx.transcript).thread
+    out = []
+    for m in msgs:
+        row = ctx.message(m.round_no, m.sender)
+        if row is not None:
+            out.append((row, visibility.audience(m)))
+    return out
+
+
+def _per_run(model: Any, value: Any, **filters: Any) -> Any:
+    from django.db.models import IntegerField, OuterRef, Subquery, Sum
+    from django.db.models.functions import Coalesce
+
+    agg = Count("id") if value is None else Sum(value)
+    sub = (model.objects.filter(run=OuterRef("pk"), **filters).order_by().values("run")
+           .annotate(v=agg).values("v"))
+    return Coalesce(Subquery(sub, output_field=IntegerField()), 0)
+
+
+def run_results(*, batch_id: Any) -> QuerySet:
+    """One row per run of a batch with its outcome and counts, as correlated subqueries (no GROUP BY),
+    so the export can stream it with `.iterator()`."""
+    from negotiation.models import RunEvent
+
+    return (NegotiationRun.objects.filter(batch_id=batch_id).select_related("outcome")
+            .annotate(leaks=_per_run(RunEvent, None, kind=EventKind.LEAK.value),
+                      guardrails=_per_run(RunEvent, None, kind__in=GUARDRAIL_KINDS),
+                      fallbacks=_per_run(RunEvent, None, kind=EventKind.FALLBACK.value),
+                      n_messages=_per_run(Message, None),
+                      llm_calls=_per_run(Message, "llm_calls"),
+                      prompt_tokens=_per_run(Message, "prompt_tokens"),
+                      completion_tokens=_per_run(Message, "completion_tokens"),
+                      latency_ms=_per_run(Message, "latency_ms"))
+            .order_by("seed", "created_at", "id"))
+
+
+def run_result_row(run: NegotiationRun) -> dict[str, Any]:
+    """A results row of `run_results` as plain values (strings for money, so nothing is rounded)."""
+    outcome = getattr(run, "outcome", None)
+    share = run_buyer_share(run)
+    duration = (run.ended_at - run.started_at).total_seconds() if run.started_at and run.ended_at else None
+    agents = run.agents or {}
+    return {
+        "run_id": str(run.pk), "batch_id": str(run.batch_id) if run.batch_id else "", "seed": run.seed,
+        "item_name": run.item_name, "status": run.status,
+        "decision": outcome.decision if outcome else "", "reason": outcome.reason if outcome else "",
+        "chosen_seller": outcome.chosen_handle if outcome else "",
+        "final_price": str(outcome.final_price) if outcome and outcome.final_price is not None else "",
+        "quantity": outcome.quantity if outcome else "",
+        "rounds": outcome.rounds if outcome else "",
+        "buyer_max_price": (run.scenario.get("buyer") or {}).get("max_price", ""),
+        "buyer_surplus_share": f"{share:.4f}" if share is not None else "",
+        "messages": run.n_messages, "leaks": run.leaks, "guardrail_violations": run.guardrails,
+        "fallbacks": run.fallbacks, "llm_calls": run.llm_calls, "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens, "latency_ms": run.latency_ms,
+        "buyer_model": (agents.get("buyer") or {}).get("model", ""),
+        "seller_model": (agents.get("seller") or {}).get("model", ""),
+        "started_at": run.started_at.isoformat() if run.started_at else "",
+        "ended_at": run.ended_at.isoformat() if run.ended_at else "",
+        "duration_seconds": f"{duration:.3f}" if duration is not None else "",
+        "error": run.error,
+    }
+
+
+RESULT_COLUMNS = [
+    "run_id", "batch_id", "seed", "item_name", "status", "decision", "reason", "chosen_seller", "final_price",
+    "quantity", "rounds", "buyer_max_price", "buyer_surplus_share", "messages", "leaks", "guardrail_violations",
+    "fallbacks", "llm_calls", "prompt_tokens", "completion_tokens", "latency_ms", "buyer_model", "seller_model",
+    "started_at", "ended_at", "duration_seconds", "error"]
+
+
+def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
+    """Spec 10.3: rounds, messages, mean response time, outcome with savings vs the first ask.
+
+    For a human-buyer run only what the buyer may know is reported: no seller-side event counts.
+    """
+    msgs = list(Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"))
+    outcome = getattr(run, "outcome", None)
+    human = run.mode == NegotiationRun.Mode.HUMAN_BUYER
+    timed = [m.latency_ms for m in msgs if m.llm_calls and (m.sender_type == "seller" or not human)]
+    avg = sum(timed) / len(timed) / 1000 if timed else None
+    rounds = max((m.round_no for m in msgs if m.sender_type == "seller"), default=0)
+    max_price = Decimal((run.scenario.get("buyer") or {}).get("max_price", "0"))
+    out: dict[str, Any] = {"type": outcome.decision if outcome else None,
+                           "reason": outcome.reason if outcome else None,
+                           "seller": outcome.chosen_handle or None if outcome else None,
+                           "final_price": outcome.final_price if outcome else None,
+                           "quantity": outcome.quantity if outcome else None,
+                           "initial_ask": None, "savings_vs_initial": None, "savings_vs_initial_total": None,
+                           "within_budget": None}
+    if outcome and outcome.final_price is not None:
+        first = next((m.price for m in msgs if m.sender == outcome.chosen_handle and m.price is not None), None)
+        out["initial_ask"] = first
+        if first is not None:
+            out["savings_vs_initial"] = first - outcome.final_price
+            out["savings_vs_initial_total"] = (first - outcome.final_price) * outcome.quantity
+        out["within_budget"] = outcome.final_price <= max_price
+    quality = [m.quality for m in msgs if m.quality]
+    galileo = None
+    if quality:
+        keys = sorted({k for q in quality for k, v in q.items() if isinstance(v, int | float)})
+        galileo = {f"avg_{k}": round(sum(q[k] for q in quality if isinstance(q.get(k), int | float))
+                                     / max(1, sum(1 for q in quality if isinstance(q.get(k), int | float))), 4)
+                   for k in keys} or None
+    data: dict[str, Any] = {
+        "negotiation_id": str(run.pk), "status": run.status, "mode": run.mode,
+        "conversation_rounds": rounds, "total_messages": len(msgs),
+        "avg_response_time": f"{avg:.1f}s" if avg is not None else None,
+        "avg_response_seconds": round(avg, 3) if avg is not None else None,
+        "galileo_metrics": galileo,
+        "galileo_note": None if galileo else "No quality scores for this run yet: they appear once the "
+                                             "post-deal analysis has scored it.",
+        "outcome": out,
+    }
+    if not human:
+        from negotiation.models import RunEvent
+
+        kinds = dict(RunEvent.objects.filter(run=run).values_list("kind").annotate(n=Count("id"))
+                     .values_list("kind", "n"))
+        data["counts"] = {
+            "leaks": kinds.get(EventKind.LEAK.value, 0),
+            "guardrail_violations": sum(n for k, n in kinds.items() if k in GUARDRAIL_KINDS),
+            "fallbacks": kinds.get(EventKind.FALLBACK.value, 0),
+            "llm_calls": sum(m.llm_calls for m in msgs),
+            "prompt_tokens": sum(m.prompt_tokens for m in msgs),
+            "completion_tokens": sum(m.completion_tokens for m in msgs),
+        }
+        share = run_buyer_share(run)
+        out["buyer_surplus_share"] = share
+    return data

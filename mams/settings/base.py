@@ -38,6 +38,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "negotiation",
     "analytics",
@@ -190,3 +193,51 @@ MAMS_STALE_RUN_SECONDS = env_int("MAMS_STALE_RUN_SECONDS", 600)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "negotiation.sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
 }
+
+# --- REST API ----------------------------------------------------------------------------------
+# Token auth for scripts, session auth for the docs pages; every error body is
+# {"detail": "...", "errors": {"field.path": ["message"]}} (negotiation/api/errors.py).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["negotiation.api.common.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "negotiation.api.errors.exception_handler",
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+# Request bodies above this are refused with 413 (a session document is a few KiB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAMS_MAX_BODY_BYTES", 1024 * 1024)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MAMS API",
+    "DESCRIPTION": (
+        "Configure marketplace sessions, launch and watch batches of LLM negotiations, and negotiate "
+        "live as the buyer. Authenticate with `Authorization: Token <key>` "
+        "(`manage.py create_api_user <name>` prints one). Every error is a 4xx whose body is "
+        '`{"detail": "summary", "errors": {"field.path": ["message", ...]}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "negotiation.models.NegotiationRun.Status",
+        "BatchStatusEnum": "negotiation.models.Batch.Status",
+        "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
+        "LiveModeEnum": ["human_buyer"],
+    },
+}
+# Live negotiation: how long `POST /message` with wait=true waits for the sellers, and the SSE
+# stream's heartbeat and lifetime (a client reconnects with Last-Event-ID after it ends).
+MAMS_LIVE_WAIT_SECONDS = env_int("MAMS_LIVE_WAIT_SECONDS", 120)
+MAMS_SSE_HEARTBEAT_SECONDS = float(env("MAMS_SSE_HEARTBEAT_SECONDS", "15") or 15)
+MAMS_SSE_MAX_SECONDS = float(env("MAMS_SSE_MAX_SECONDS", "900") or 900)
+# A stream re-reads Postgres at least this often even without a pub/sub notice (a lost notice, a
+# failed or cancelled run).
+MAMS_SSE_POLL_SECONDS = float(env("MAMS_SSE_POLL_SECONDS", "5") or 5)

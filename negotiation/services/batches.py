@@ -113,3 +113,60 @@ def batch_cancel(*, batch: Batch) -> Batch:
         status=NegotiationRun.Status.CANCELLED, ended_at=timezone.now())
     batch.refresh_from_db()
     return batch
+
+
+def batch_create_idempotent(*, owner: Any, idempotency_key: str, request_hash: str, **kwargs: Any
+                            ) -> tuple[Batch, bool]:
+    """`batch_create` behind an Idempotency-Key: (batch, created).
+
+    The first request with a key creates the batch and stores the hash of its body; a retry with
+    the same key and body returns that batch (created=False) and queues nothing; the same key with
+    another body is a ConflictError. Keys are per owner. Two racing first requests meet the
+    (owner, key) unique constraint: the loser rolls back and returns the winner's batch.
+    """
+    from django.db import IntegrityError
+
+    from negotiation.services.errors import ConflictError
+
+    def existing() -> Batch | None:
+        return Batch.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+
+    def replay(batch: Batch) -> tuple[Batch, bool]:
+        if batch.request_hash and batch.request_hash != request_hash:
+            raise ConflictError("This Idempotency-Key was already used for a different request; use a new key "
+                                "for a new batch.", field="Idempotency-Key")
+        return batch, False
+
+    found = existing() if idempotency_key else None
+    if found is not None:
+        return replay(found)
+    try:
+        with transaction.atomic():
+            batch = batch_create(owner=owner, idempotency_key=idempotency_key, **kwargs)
+            Batch.objects.filter(pk=batch.pk).update(request_hash=request_hash)
+            batch.request_hash = request_hash
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        found = existing()
+        if found is None:
+            raise
+        return replay(found)
+    return batch, True
+
+
+@transaction.atomic
+def batch_cancel_request(*, batch: Batch) -> Batch:
+    """Cancel on a user's request: a finished batch is a conflict; cancelling twice is harmless.
+
+    Queued runs are cancelled in this transaction; running ones end at their next round. When
+    nothing is left running the batch is marked finished after commit.
+    """
+    from negotiation.services.errors import ConflictError
+    from negotiation.services.play import batch_refresh
+
+    if batch.status == Batch.Status.COMPLETED:
+        raise ConflictError("This batch has already finished; there is nothing to cancel.", field="status")
+    batch = batch_cancel(batch=batch)
+    transaction.on_commit(lambda: batch_refresh(batch_id=batch.pk))
+    return batch

@@ -20,3 +20,15 @@ def flatten(error: ValidationError, prefix: str = "") -> dict[str, list[str]]:
 
 def raise_at(path: str, message: str) -> None:
     raise ValidationError({path: [message]})
+
+
+class ConflictError(Exception):
+    """A request that is valid but clashes with the current state (a finished run, a reused key).
+
+    The API answers 409 with `field` as the error path, so a client can tell it from bad input.
+    """
+
+    def __init__(self, message: str, *, field: str = "non_field_errors") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field

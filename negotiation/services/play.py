@@ -31,6 +31,7 @@ from negotiation.engine.types import (
 )
 from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
 from negotiation.selectors import RunContext, run_context
+from negotiation.services.events import publish_on_commit
 
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
@@ -213,6 +214,7 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
     except IntegrityError:
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
+    publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
     NegotiationRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
     return msg
 
@@ -241,6 +243,7 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
         chosen_seller_id=ctx.seller_ids.get(end.seller or "") if deal else None,
         chosen_handle=(end.seller or "") if deal else "", final_price=end.price if deal else None,
         quantity=ctx.buyer.quantity, rounds=rounds, reasoning_summary=reasoning[:2000])
+    publish_on_commit(run.pk, "outcome")
     done = NegotiationRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
         status=Status.COMPLETED, ended_at=timezone.now())
     if not done:

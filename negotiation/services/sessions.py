@@ -150,3 +150,101 @@ def session_export(*, session: Session) -> dict[str, Any]:
                            for i in s.inventory.all()]}
             for s in session.sellers.prefetch_related("inventory")],
     }
+
+
+# --- edits one piece at a time (the REST API) -------------------------------------------------
+
+def session_create(*, owner: Any, name: str = "", description: str = "") -> Session:
+    session = Session(owner=owner, name=name, description=description)
+    session.full_clean(exclude=["owner"])
+    session.save()
+    return session
+
+
+def session_update(*, session: Session, name: str | None = None, description: str | None = None) -> Session:
+    if name is not None:
+        session.name = name
+    if description is not None:
+        session.description = description
+    session.full_clean(exclude=["owner"])
+    session.save(update_fields=["name", "description"])
+    return session
+
+
+@transaction.atomic
+def session_delete(*, session: Session) -> None:
+    """Delete a session and its configuration; refused while runs or batches keep its results."""
+    from negotiation.models import Batch, NegotiationRun
+    from negotiation.services.errors import ConflictError
+
+    runs = NegotiationRun.objects.filter(session=session).count()
+    batches = Batch.objects.filter(session=session).count()
+    if runs or batches:
+        raise ConflictError(f"This session has {runs} negotiation run(s) in {batches} batch(es); it cannot be "
+                            "deleted while their results are kept. Create a new session (or import an "
+                            "edited export) instead.")
+    session.delete()
+
+
+@transaction.atomic
+def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[BuyerDemand]:
+    """Replace the buyer's demands with `items` (the whole buyer configuration), or change nothing.
+
+    Replace, not merge: an item left out is removed, so the stored configuration is always exactly
+    the last one sent. Runs already made keep their own snapshot and are unaffected.
+    """
+    errors: dict[str, list[str]] = {}
+    if not items:
+        errors.setdefault("items", []).append("The buyer needs at least one item demand.")
+    demands: list[BuyerDemand] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(items):
+        path = f"items[{i}]"
+        demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
+                             quantity=raw.get("quantity", 1), min_price=_dec(raw.get("min_price")),
+                             max_price=_dec(raw.get("max_price")))
+        _clean(demand, path, errors, exclude=["session"])
+        if demand.item_name.lower() in seen:
+            errors.setdefault(f"{path}.item_name", []).append(
+                f"'{demand.item_name}' is listed twice (item names are case-insensitive).")
+        seen.add(demand.item_name.lower())
+        demands.append(demand)
+    if errors:
+        raise ValidationError(errors)
+    BuyerDemand.objects.filter(session=session).delete()
+    return BuyerDemand.objects.bulk_create(demands)
+
+
+@transaction.atomic
+def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
+    """Add one seller with its inventory (spec 10.1), or write nothing."""
+    Session.objects.select_for_update().filter(pk=session.pk).first()  # one seller-add per session at a time
+    errors: dict[str, list[str]] = {}
+    count = session.sellers.count()
+    if count >= settings.MAMS_MAX_SELLERS:
+        errors.setdefault("non_field_errors", []).append(
+            f"A session has at most {settings.MAMS_MAX_SELLERS} sellers and this one is full.")
+    obj, items = _build_seller(session, seller, "", errors)
+    errors = {("non_field_errors" if k == "__all__" else k.lstrip(".")): v for k, v in errors.items()}
+    if obj.handle and session.sellers.filter(handle__iexact=obj.handle).exists():
+        errors.setdefault("handle", []).append(
+            f"Another seller in this session already uses {obj.handle} (handles are case-insensitive).")
+    if errors:
+        raise ValidationError(errors)
+    obj.save()
+    InventoryItem.objects.bulk_create(items)
+    return obj
+
+
+@transaction.atomic
+def seller_delete(*, seller: Seller) -> None:
+    """Remove a seller from its session; finished runs keep their own snapshot of it."""
+    from negotiation.models import NegotiationRun
+    from negotiation.services.errors import ConflictError
+
+    live = NegotiationRun.objects.filter(session_id=seller.session_id, status__in=[
+        NegotiationRun.Status.QUEUED, NegotiationRun.Status.RUNNING]).count()
+    if live:
+        raise ConflictError(f"{live} run(s) of this session are queued or running and may still address "
+                            f"{seller.handle}; remove it once they have finished (or cancel them).")
+    seller.delete()

@@ -1,0 +1,291 @@
+"""Batches: launch N negotiations of one configuration, watch their progress, cancel, export results.
+
+`POST /api/batches` honours an `Idempotency-Key` header: the first request with a key creates the
+batch (201); a retry with the same key and the same body returns that batch (200, header
+`Idempotent-Replayed: true`) and queues nothing; the same key with another body is 409. Keys are
+per user and at most 200 characters. Results stream row by row, so a 10,000-run export never sits
+in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from negotiation.agents.config import BASELINES
+from negotiation.api.common import (
+    PAGE_PARAMETERS,
+    CSVRenderer,
+    JSONLinesRenderer,
+    errors,
+    page_of,
+    paginated_response,
+)
+from negotiation.models import Batch
+from negotiation.selectors import (
+    RESULT_COLUMNS,
+    batch_eta,
+    batch_get,
+    batch_list,
+    batch_summary,
+    run_result_row,
+    run_results,
+    session_get,
+)
+from negotiation.services.batches import batch_cancel_request, batch_create_idempotent
+
+TAG = ["batches"]
+EXPORT_CHUNK = 500
+
+
+class AgentSpecSerializer(serializers.Serializer):
+    strategy = serializers.ChoiceField(choices=["llm", *BASELINES], required=False,
+                                       help_text="llm, or a baseline concession strategy that makes no LLM call.")
+    profile = serializers.CharField(max_length=100, required=False,
+                                    help_text="An LLM profile name (see settings.LLM_PROFILES), e.g. local, "
+                                              "openrouter, openai-compatible.")
+    model = serializers.RegexField(r"^[A-Za-z0-9._:/@+\-]{1,200}$", required=False, allow_null=True,
+                                   error_messages={"invalid": "A model name is letters, digits and ._:/@+- only."},
+                                   help_text="Defaults to the profile's model for the role.")
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
+    fallback = serializers.ChoiceField(choices=list(BASELINES), required=False,
+                                       help_text="The baseline that acts when the LLM's output is unusable.")
+
+
+class AgentsSerializer(serializers.Serializer):
+    buyer = AgentSpecSerializer(required=False)
+    seller = AgentSpecSerializer(required=False)
+    analyst = AgentSpecSerializer(required=False)
+
+
+class BatchOutputSerializer(serializers.Serializer):
+    class BatchProgress(serializers.Serializer):
+        queued = serializers.IntegerField()
+        running = serializers.IntegerField()
+        completed = serializers.IntegerField()
+        failed = serializers.IntegerField()
+        cancelled = serializers.IntegerField()
+
+    id = serializers.UUIDField()
+    session = serializers.UUIDField(source="session_id")
+    owner = serializers.CharField(source="owner.username", default=None)
+    item_name = serializers.CharField(help_text="Blank means every item the buyer demands.")
+    runs_requested = serializers.IntegerField(help_text="Runs per item.")
+    agents = serializers.JSONField(help_text="The resolved agent configuration per role.")
+    temperature = serializers.FloatField()
+    max_rounds = serializers.IntegerField()
+    base_seed = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Batch.Status.choices)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    total_runs = serializers.IntegerField(source="eta.total")
+    finished_runs = serializers.IntegerField(source="eta.finished")
+    percent = serializers.FloatField(source="eta.percent")
+    progress = BatchProgress(source="eta.progress")
+    started_at = serializers.DateTimeField(source="eta.started_at", allow_null=True)
+    runs_per_second = serializers.FloatField(source="eta.runs_per_second", allow_null=True)
+    eta_seconds = serializers.FloatField(source="eta.eta_seconds", allow_null=True,
+                                         help_text="Runs left / observed rate (finished runs per second since "
+                                                   "the first run started); null until a run has finished.")
+    eta_at = serializers.DateTimeField(source="eta.eta_at", allow_null=True)
+    results_csv = serializers.SerializerMethodField()
+    results_jsonl = serializers.SerializerMethodField()
+
+    def _url(self, obj: Batch, ext: str) -> str:
+        request = self.context.get("request")
+        path = f"/api/batches/{obj.pk}/results.{ext}"
+        return request.build_absolute_uri(path) if request else path
+
+    def get_results_csv(self, obj: Batch) -> str:
+        return self._url(obj, "csv")
+
+    def get_results_jsonl(self, obj: Batch) -> str:
+        return self._url(obj, "jsonl")
+
+    def to_representation(self, instance: Batch) -> dict[str, Any]:
+        instance.eta = batch_eta(batch=instance)
+        return super().to_representation(instance)
+
+
+class BatchDetailSerializer(BatchOutputSerializer):
+    class BatchSummary(serializers.Serializer):
+        deals = serializers.IntegerField()
+        deal_rate = serializers.FloatField(allow_null=True)
+        mean_price = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+        mean_rounds = serializers.FloatField(allow_null=True)
+        wall_seconds = serializers.FloatField(allow_null=True)
+
+    summary = serializers.SerializerMethodField()
+
+    @extend_schema_field(BatchSummary)
+    def get_summary(self, obj: Batch) -> dict[str, Any]:
+        return self.BatchSummary(batch_summary(batch_id=obj.pk)).data
+
+
+def batch_or_404(request: Request, batch_id: Any) -> Batch:
+    batch = batch_get(user=request.user, batch_id=batch_id)
+    if batch is None:
+        raise NotFound("No batch with this id.")
+    return batch
+
+
+class BatchesApi(APIView):
+    """GET lists your batches with progress; POST launches one."""
+
+    class BatchCreateInput(serializers.Serializer):
+        session = serializers.UUIDField(help_text="The session to negotiate in.")
+        item_name = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True,
+                                          default="", help_text="One demanded item; null or blank for every item "
+                                                                "(then `runs` runs of each).")
+        runs = serializers.IntegerField(help_text="Runs per item, 1 to MAMS_MAX_RUNS_PER_BATCH (10000 by "
+                                                  "default).")
+        agents = AgentsSerializer(required=False, help_text="Per role: strategy, profile, model, temperature.")
+        temperature = serializers.FloatField(min_value=0, max_value=2, default=0.7)
+        max_rounds = serializers.IntegerField(default=5, help_text="1 to MAMS_MAX_ROUNDS_LIMIT (20 by default).")
+        base_seed = serializers.IntegerField(min_value=0, max_value=2_147_483_647, default=0,
+                                             help_text="Run i gets seed base_seed + i.")
+
+        def validate_runs(self, value: int) -> int:
+            if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:
+                raise serializers.ValidationError(
+                    f"Must be a whole number from 1 to {settings.MAMS_MAX_RUNS_PER_BATCH}; got {value}.")
+            return value
+
+        def validate_max_rounds(self, value: int) -> int:
+            if not 1 <= value <= settings.MAMS_MAX_ROUNDS_LIMIT:
+                raise serializers.ValidationError(
+                    f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}; got {value}.")
+            return value
+
+    @extend_schema(tags=TAG, operation_id="batches_list", parameters=[
+        *PAGE_PARAMETERS,
+        OpenApiParameter("status", str, enum=Batch.Status.values, description="Only batches in this status."),
+        OpenApiParameter("session", OpenApiTypes.UUID, description="Only batches of this session."),
+    ], responses={200: page_of(BatchOutputSerializer, "PaginatedBatchList"), **errors(400, 401)})
+    def get(self, request: Request) -> Response:
+        status_ = request.query_params.get("status") or None
+        session = request.query_params.get("session") or None
+        if status_ and status_ not in Batch.Status.values:
+            raise ValidationError({"status": [f"Must be one of {', '.join(Batch.Status.values)}."]})
+        if session and not _is_uuid(session):
+            raise ValidationError({"session": ["Must be a valid UUID."]})
+        return paginated_response(request=request, view=self, serializer=BatchOutputSerializer,
+                                  queryset=batch_list(user=request.user, status=status_, session_id=session))
+
+    @extend_schema(tags=TAG, operation_id="batches_create", request=BatchCreateInput, parameters=[
+        OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                         description="Makes a retried POST return the same batch instead of a second one."),
+    ], responses={201: BatchDetailSerializer,
+                  200: OpenApiResponse(BatchDetailSerializer, description="A replay of an earlier request with "
+                                                                          "the same Idempotency-Key."),
+                  **errors(400, 401, 409, 413)})
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 200:
+            raise ValidationError({"Idempotency-Key": ["At most 200 characters."]})
+        data = self.BatchCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = dict(data.validated_data)
+        session = session_get(user=request.user, session_id=v.pop("session"))
+        if session is None:
+            raise ValidationError({"session": ["No session with this id (or it is not yours)."]})
+        body_hash = hashlib.sha256(json.dumps(request.data, sort_keys=True, default=str).encode()).hexdigest()
+        batch, created = batch_create_idempotent(
+            owner=request.user, idempotency_key=key, request_hash=body_hash, session=session,
+            item_name=(v.pop("item_name") or "").strip() or None, agents=v.pop("agents", None), **v)
+        out = BatchDetailSerializer(batch_or_404(request, batch.pk), context={"request": request}).data
+        if created:
+            return Response(out, status=status.HTTP_201_CREATED)
+        return Response(out, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class BatchApi(APIView):
+    """One batch: status, progress per run status, ETA and a summary of the finished runs."""
+
+    @extend_schema(tags=TAG, operation_id="batches_read", responses={200: BatchDetailSerializer,
+                                                                      **errors(401, 404)})
+    def get(self, request: Request, batch_id: Any) -> Response:
+        return Response(BatchDetailSerializer(batch_or_404(request, batch_id), context={"request": request}).data)
+
+
+class BatchCancelApi(APIView):
+    """Cancel: queued runs stop now, running ones end at their next round; nothing half-written is kept."""
+
+    @extend_schema(tags=TAG, operation_id="batches_cancel", request=None,
+                   responses={200: BatchDetailSerializer, **errors(401, 404, 409)},
+                   description="409 when the batch has already finished; cancelling a cancelled batch is "
+                               "harmless.")
+    def post(self, request: Request, batch_id: Any) -> Response:
+        batch_cancel_request(batch=batch_or_404(request, batch_id))
+        return Response(BatchDetailSerializer(batch_or_404(request, batch_id), context={"request": request}).data)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_rows(batch_id: Any) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(RESULT_COLUMNS)
+    for run in run_results(batch_id=batch_id).iterator(chunk_size=EXPORT_CHUNK):
+        row = run_result_row(run)
+        yield writer.writerow([row[c] for c in RESULT_COLUMNS])
+
+
+def _jsonl_rows(batch_id: Any) -> Iterator[str]:
+    for run in run_results(batch_id=batch_id).iterator(chunk_size=EXPORT_CHUNK):
+        row = run_result_row(run)
+        yield json.dumps({c: (None if row[c] == "" else row[c]) for c in RESULT_COLUMNS}) + "\n"
+
+
+RESULTS_DOC = ("One row per run: " + ", ".join(RESULT_COLUMNS) + ". Streamed; money is a decimal string; "
+               "buyer_surplus_share = (max_price - price) / (max_price - chosen seller's least_price).")
+
+
+class BatchResultsCsvApi(APIView):
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(tags=TAG, operation_id="batches_results_csv", description=RESULTS_DOC,
+                   responses={(200, "text/csv"): OpenApiTypes.STR, **errors(401, 404)})
+    def get(self, request: Request, batch_id: Any) -> StreamingHttpResponse:
+        batch = batch_or_404(request, batch_id)
+        response = StreamingHttpResponse(_csv_rows(batch.pk), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
+        return response
+
+
+class BatchResultsJsonlApi(APIView):
+    renderer_classes = [JSONRenderer, JSONLinesRenderer]
+
+    @extend_schema(tags=TAG, operation_id="batches_results_jsonl", description=RESULTS_DOC,
+                   responses={(200, "application/x-ndjson"): OpenApiTypes.STR, **errors(401, 404)})
+    def get(self, request: Request, batch_id: Any) -> StreamingHttpResponse:
+        batch = batch_or_404(request, batch_id)
+        response = StreamingHttpResponse(_jsonl_rows(batch.pk), content_type="application/x-ndjson")
+        response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.jsonl"'
+        return response

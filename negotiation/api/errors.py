@@ -1,0 +1,96 @@
+"""One error shape for every 4xx: `{"detail": "summary", "errors": {"field.path": ["message"]}}`.
+
+Paths use the same notation as the services (`sellers[1].inventory[0].least_price`), so a DRF
+serializer error and a model constraint reported by a service read alike. Django's
+ValidationError from a service becomes 400, a ConflictError or a protected delete 409, an
+oversize body 413; anything DRF already knows keeps its status and gets the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
+from django.db.models import ProtectedError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from negotiation.services.errors import ConflictError, flatten
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail (dicts, lists per item) as {"a.b[0].c": [messages]}."""
+    out: dict[str, list[str]] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, int):  # DRF keys list items by index
+                    walk(value, f"{path}[{key}]")
+                elif str(key) in ("non_field_errors", "__all__"):
+                    walk(value, path)
+                else:
+                    walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            if all(not isinstance(x, dict | list) for x in node):
+                out.setdefault(path or "non_field_errors", []).extend(str(x) for x in node)
+            else:
+                for i, item in enumerate(node):
+                    if item:
+                        walk(item, f"{path}[{i}]")
+        else:
+            out.setdefault(path or "non_field_errors", []).append(str(node))
+
+    walk(detail, prefix)
+    return out
+
+
+def error_body(detail: str, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"detail": detail, "errors": errors or {}}
+
+
+def _summary(errors: dict[str, list[str]], fallback: str) -> str:
+    for path, messages in errors.items():
+        if messages:
+            return f"{path}: {messages[0]}" if path != "non_field_errors" else messages[0]
+    return fallback
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ValidationError):
+        errors = flatten(exc)
+        return Response(error_body(_summary(errors, "Invalid input."), errors), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, ConflictError):
+        return Response(error_body(exc.message, {exc.field: [exc.message]}), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, ProtectedError):
+        msg = "This object is still referenced by runs or batches and cannot be deleted."
+        return Response(error_body(msg, {"non_field_errors": [msg]}), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = flatten_detail(exc.detail)
+        response.data = error_body(_summary(errors, "Invalid input."), errors)
+    elif isinstance(exc, exceptions.ParseError):
+        response.data = error_body(str(exc.detail), {"body": [str(exc.detail)]})
+    elif isinstance(exc, PayloadTooLarge):
+        response.data = error_body(str(exc.detail), {"body": [str(exc.detail)]})
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        response.data = error_body(str(detail) if not isinstance(detail, dict | list) else "Error.",
+                                   flatten_detail(detail) if isinstance(detail, dict | list) else {})
+    return response

@@ -1,0 +1,245 @@
+"""Runs: a negotiation's record with its outcome, its transcript (who saw each message), analytics.
+
+For a run with a human buyer every response here is the buyer's view: the seller handles, the
+buyer's own constraints and the messages addressed to the buyer, never `scenario` (the sellers'
+costs, floors, styles and weights) nor the sellers' private reasoning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from negotiation.api.common import MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_transcript
+
+TAG = ["negotiations"]
+
+
+def is_human(run: NegotiationRun) -> bool:
+    return run.mode == NegotiationRun.Mode.HUMAN_BUYER
+
+
+class OutcomeSerializer(serializers.Serializer):
+    outcome_id = serializers.UUIDField(source="id")
+    decision = serializers.ChoiceField(choices=Outcome.Decision.choices, help_text="deal or no_deal")
+    reason = serializers.CharField(help_text="accepted, walked_away, all_declined or max_rounds")
+    seller = serializers.CharField(source="chosen_handle", allow_blank=True)
+    seller_id = serializers.UUIDField(source="chosen_seller_id", allow_null=True)
+    final_price = serializers.DecimalField(**MONEY, allow_null=True, help_text="Per unit.")
+    quantity = serializers.IntegerField()
+    total = serializers.SerializerMethodField()
+    rounds = serializers.IntegerField()
+    reasoning_summary = serializers.CharField()
+    galileo_overall_score = serializers.DecimalField(max_digits=5, decimal_places=2, allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True))
+    def get_total(self, obj: Outcome) -> str | None:
+        return None if obj.final_price is None else str(obj.final_price * obj.quantity)
+
+
+class BuyerConstraintsSerializer(serializers.Serializer):
+    item_name = serializers.CharField()
+    quantity = serializers.IntegerField()
+    min_price = serializers.DecimalField(**MONEY)
+    max_price = serializers.DecimalField(**MONEY)
+
+
+class RunSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    negotiation_id = serializers.UUIDField(source="id")
+    batch = serializers.UUIDField(source="batch_id", allow_null=True)
+    session = serializers.UUIDField(source="session_id")
+    item_name = serializers.CharField()
+    mode = serializers.ChoiceField(choices=NegotiationRun.Mode.choices)
+    status = serializers.ChoiceField(choices=NegotiationRun.Status.choices)
+    seed = serializers.IntegerField()
+    max_rounds = serializers.IntegerField()
+    current_round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
+    agents = serializers.JSONField()
+    buyer = serializers.SerializerMethodField()
+    sellers = serializers.SerializerMethodField()
+    scenario = serializers.SerializerMethodField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    outcome = serializers.SerializerMethodField()
+
+    @extend_schema_field(BuyerConstraintsSerializer)
+    def get_buyer(self, run: NegotiationRun) -> dict[str, Any]:
+        return BuyerConstraintsSerializer(run.scenario.get("buyer") or {}).data
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text="Seller handles."))
+    def get_sellers(self, run: NegotiationRun) -> list[str]:
+        return [s["handle"] for s in run.scenario.get("sellers", [])]
+
+    @extend_schema_field(serializers.JSONField(allow_null=True, help_text=(
+        "The private configuration snapshot (buyer demand, sellers' prices, styles and weights); null for "
+        "human-buyer runs, whose responses carry only the buyer's view.")))
+    def get_scenario(self, run: NegotiationRun) -> dict | None:
+        return None if is_human(run) else run.scenario
+
+    @extend_schema_field(OutcomeSerializer(allow_null=True))
+    def get_outcome(self, run: NegotiationRun) -> dict | None:
+        outcome = getattr(run, "outcome", None)
+        return OutcomeSerializer(outcome).data if outcome else None
+
+
+class RunDetailSerializer(RunSerializer):
+    standing_offers = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField(child=serializers.DecimalField(**MONEY), help_text=(
+        "Each active seller's latest offer to the buyer, by handle: what the buyer may accept now.")))
+    def get_standing_offers(self, run: NegotiationRun) -> dict[str, str]:
+        return {h: str(p) for h, p in run_buyer_view(run=run).standing_offers.items()}
+
+
+class MessageSerializer(serializers.Serializer):
+    """A transcript line as the buyer sees it."""
+
+    id = serializers.UUIDField()
+    message_id = serializers.UUIDField(source="id")
+    round = serializers.IntegerField(source="round_no")
+    sender = serializers.CharField(help_text="'buyer' or the seller's handle.")
+    sender_type = serializers.CharField()
+    seller_id = serializers.UUIDField(allow_null=True)
+    recipients = serializers.ListField(child=serializers.CharField())
+    visible_to = serializers.SerializerMethodField()
+    action = serializers.CharField()
+    price = serializers.DecimalField(**MONEY, allow_null=True)
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text=(
+        "Everyone who could see this message: the buyer and the addressed sellers, or the seller and the "
+        "buyer (negotiation.engine.visibility.audience).")))
+    def get_visible_to(self, msg: Message) -> list[str]:
+        return list(self.context.get("audience", {}).get(msg.pk, ()))
+
+
+class MessageFullSerializer(MessageSerializer):
+    """A transcript line with what only the orchestrator holds (agent runs only)."""
+
+    reasoning = serializers.CharField()
+    llm_model = serializers.CharField()
+    llm_calls = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    latency_ms = serializers.IntegerField()
+    repaired = serializers.BooleanField()
+    fallback = serializers.BooleanField()
+    quality = serializers.JSONField()
+
+
+def message_data(run: NegotiationRun, msg: Message, audience: tuple[str, ...]) -> dict[str, Any]:
+    cls = MessageSerializer if is_human(run) else MessageFullSerializer
+    return cls(msg, context={"audience": {msg.pk: audience}}).data
+
+
+def run_or_404(request: Request, run_id: Any) -> NegotiationRun:
+    run = run_get(user=request.user, run_id=run_id)
+    if run is None:
+        raise NotFound("No negotiation with this id.")
+    return run
+
+
+class RunsApi(APIView):
+    """Your negotiation runs, newest first."""
+
+    @extend_schema(tags=TAG, operation_id="negotiations_list", parameters=[
+        *PAGE_PARAMETERS,
+        OpenApiParameter("batch", OpenApiTypes.UUID, description="Only runs of this batch."),
+        OpenApiParameter("status", str, enum=NegotiationRun.Status.values),
+        OpenApiParameter("mode", str, enum=NegotiationRun.Mode.values),
+    ], responses={200: page_of(RunSerializer, "PaginatedRunList"), **errors(400, 401)})
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        bad: dict[str, list[str]] = {}
+        if params.get("status") and params["status"] not in NegotiationRun.Status.values:
+            bad["status"] = [f"Must be one of {', '.join(NegotiationRun.Status.values)}."]
+        if params.get("mode") and params["mode"] not in NegotiationRun.Mode.values:
+            bad["mode"] = [f"Must be one of {', '.join(NegotiationRun.Mode.values)}."]
+        batch = params.get("batch") or None
+        if batch:
+            try:
+                batch = serializers.UUIDField().to_internal_value(batch)
+            except serializers.ValidationError:
+                bad["batch"] = ["Must be a valid UUID."]
+        if bad:
+            raise ValidationError(bad)
+        qs = run_list(user=request.user, batch_id=batch, status=params.get("status") or None,
+                      mode=params.get("mode") or None)
+        return paginated_response(request=request, view=self, queryset=qs, serializer=RunSerializer)
+
+
+class RunApi(APIView):
+    """One negotiation with its outcome and the offers standing now."""
+
+    @extend_schema(tags=TAG, operation_id="negotiations_read", responses={200: RunDetailSerializer,
+                                                                           **errors(401, 404)})
+    def get(self, request: Request, run_id: Any) -> Response:
+        return Response(RunDetailSerializer(run_or_404(request, run_id)).data)
+
+
+class RunMessagesApi(APIView):
+    """The transcript in order; each message says who could see it."""
+
+    class TranscriptOutput(serializers.Serializer):
+        negotiation_id = serializers.UUIDField()
+        mode = serializers.CharField()
+        messages = MessageFullSerializer(many=True, help_text="Human-buyer runs show the buyer's view only: no "
+                                                              "reasoning, model or token fields.")
+
+    @extend_schema(tags=TAG, operation_id="negotiations_messages",
+                   responses={200: TranscriptOutput, **errors(401, 404)})
+    def get(self, request: Request, run_id: Any) -> Response:
+        run = run_or_404(request, run_id)
+        lines = [message_data(run, msg, audience) for msg, audience in run_transcript(run=run)]
+        return Response({"negotiation_id": str(run.pk), "mode": run.mode, "messages": lines})
+
+
+class RunAnalyticsApi(APIView):
+    """Spec 10.3: rounds, messages, response time, quality scores and the outcome against the budget."""
+
+    class AnalyticsOutput(serializers.Serializer):
+        class AnalyticsOutcome(serializers.Serializer):
+            type = serializers.CharField(allow_null=True, help_text="deal or no_deal; null while running.")
+            reason = serializers.CharField(allow_null=True)
+            seller = serializers.CharField(allow_null=True)
+            final_price = serializers.DecimalField(**MONEY, allow_null=True)
+            quantity = serializers.IntegerField(allow_null=True)
+            initial_ask = serializers.DecimalField(**MONEY, allow_null=True,
+                                                   help_text="The chosen seller's first offer.")
+            savings_vs_initial = serializers.DecimalField(**MONEY, allow_null=True, help_text="Per unit.")
+            savings_vs_initial_total = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+            within_budget = serializers.BooleanField(allow_null=True)
+            buyer_surplus_share = serializers.DecimalField(max_digits=8, decimal_places=4, allow_null=True,
+                                                           required=False)
+
+        negotiation_id = serializers.UUIDField()
+        status = serializers.CharField()
+        mode = serializers.CharField()
+        conversation_rounds = serializers.IntegerField()
+        total_messages = serializers.IntegerField()
+        avg_response_time = serializers.CharField(allow_null=True, help_text='e.g. "2.3s".')
+        avg_response_seconds = serializers.FloatField(allow_null=True)
+        galileo_metrics = serializers.JSONField(allow_null=True)
+        galileo_note = serializers.CharField(allow_null=True)
+        outcome = AnalyticsOutcome()
+        counts = serializers.JSONField(required=False, help_text="Agent runs only: leaks, guardrail violations, "
+                                                                 "fallbacks, LLM calls and tokens.")
+
+    @extend_schema(tags=TAG, operation_id="negotiations_analytics",
+                   responses={200: AnalyticsOutput, **errors(401, 404)})
+    def get(self, request: Request, run_id: Any) -> Response:
+        return Response(self.AnalyticsOutput(run_analytics(run=run_or_404(request, run_id))).data)

@@ -1,0 +1,279 @@
+"""Sessions: create, list, read, edit and delete; the buyer's demands and the sellers; import and export.
+
+A session's owner sees its full configuration, private seller prices included: this is the
+configuration API. The live negotiation endpoints are the ones that show a buyer's view only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from negotiation.api.common import MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.models import Seller, Session, Style
+from negotiation.selectors import session_get, session_list
+from negotiation.services.sessions import (
+    buyer_config_set,
+    seller_add,
+    seller_delete,
+    session_create,
+    session_delete,
+    session_export,
+    session_import,
+    session_update,
+)
+
+TAG = ["sessions"]
+
+
+# --- shared shapes (spec 5.1, 5.2 and 10.1) ----------------------------------------------------
+
+class DemandSerializer(serializers.Serializer):
+    item_name = serializers.CharField(max_length=255)
+    quantity = serializers.IntegerField(min_value=1, max_value=2_147_483_647, default=1)
+    min_price = serializers.DecimalField(**MONEY, min_value=0)
+    max_price = serializers.DecimalField(**MONEY, min_value=0)
+
+
+class InventoryLineSerializer(serializers.Serializer):
+    item_name = serializers.CharField(max_length=255)
+    cost_price = serializers.DecimalField(**MONEY, min_value=0)
+    selling_price = serializers.DecimalField(**MONEY, min_value=0)
+    least_price = serializers.DecimalField(**MONEY, min_value=0)
+
+
+WEIGHT = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
+
+
+class PrioritiesSerializer(serializers.Serializer):
+    customer_retention = serializers.DecimalField(**WEIGHT, required=False)
+    profit_maximization = serializers.DecimalField(**WEIGHT, required=False)
+
+
+class PersonalitySerializer(serializers.Serializer):
+    """Spec 5.2's form of the same settings; `priorities` wins when both are given."""
+
+    style = serializers.ChoiceField(choices=Style.choices, required=False)
+    customer_retention_weight = serializers.DecimalField(**WEIGHT, required=False)
+    profit_maximization_weight = serializers.DecimalField(**WEIGHT, required=False)
+
+
+class SellerInputSerializer(serializers.Serializer):
+    handle = serializers.CharField(max_length=51, help_text="@ followed by letters, digits or underscores.")
+    style = serializers.ChoiceField(choices=Style.choices, required=False)
+    priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
+    personality = PersonalitySerializer(required=False)
+    inventory = InventoryLineSerializer(many=True, required=False, default=list,
+                                        help_text="cost_price < least_price <= selling_price for each item.")
+
+
+class BuyerSerializer(serializers.Serializer):
+    item_demands = DemandSerializer(many=True)
+
+
+class SessionDocumentSerializer(serializers.Serializer):
+    """The whole session as one document (spec section 5), as imported and exported."""
+
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+    buyer = BuyerSerializer()
+    sellers = SellerInputSerializer(many=True, required=False, default=list,
+                                    help_text="At most 10 sellers, each handle unique (case-insensitive).")
+
+
+class DemandOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    item_name = serializers.CharField()
+    quantity = serializers.IntegerField()
+    min_price = serializers.DecimalField(**MONEY)
+    max_price = serializers.DecimalField(**MONEY)
+
+
+class SellerOutputSerializer(serializers.Serializer):
+    class SellerPriorities(serializers.Serializer):
+        customer_retention = serializers.DecimalField(max_digits=3, decimal_places=2,
+                                                      source="customer_retention_weight")
+        profit_maximization = serializers.DecimalField(max_digits=3, decimal_places=2,
+                                                       source="profit_maximization_weight")
+
+    class InventoryLineOut(serializers.Serializer):
+        id = serializers.UUIDField()
+        item_name = serializers.CharField()
+        cost_price = serializers.DecimalField(**MONEY)
+        selling_price = serializers.DecimalField(**MONEY)
+        least_price = serializers.DecimalField(**MONEY)
+
+    id = serializers.UUIDField()
+    seller_id = serializers.UUIDField(source="id")
+    handle = serializers.CharField()
+    style = serializers.CharField()
+    priorities = SellerPriorities(source="*")
+    inventory = InventoryLineOut(many=True, source="inventory.all")
+
+
+class SessionSummarySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    session_id = serializers.UUIDField(source="id")
+    name = serializers.CharField()
+    description = serializers.CharField()
+    owner = serializers.CharField(source="owner.username", default=None)
+    created_at = serializers.DateTimeField()
+
+
+class SessionListItemSerializer(SessionSummarySerializer):
+    items = serializers.IntegerField(source="n_demands", help_text="How many items the buyer demands.")
+    sellers = serializers.IntegerField(source="n_sellers")
+
+
+class SessionDetailSerializer(SessionSummarySerializer):
+    class BuyerDemands(serializers.Serializer):
+        item_demands = DemandOutputSerializer(many=True, source="demands.all")
+
+    buyer = BuyerDemands(source="*")
+    sellers = SellerOutputSerializer(many=True, source="sellers.all")
+
+
+def session_or_404(request: Request, session_id: Any) -> Session:
+    session = session_get(user=request.user, session_id=session_id)
+    if session is None:
+        raise NotFound("No session with this id.")
+    return session
+
+
+def _detail(request: Request, session_id: Any, code: int = status.HTTP_200_OK) -> Response:
+    return Response(SessionDetailSerializer(session_or_404(request, session_id)).data, status=code)
+
+
+# --- views --------------------------------------------------------------------------------------
+
+class SessionsApi(APIView):
+    """GET lists your sessions; POST creates an empty one (spec 10.1)."""
+
+    class SessionCreateInput(serializers.Serializer):
+        name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+    @extend_schema(tags=TAG, operation_id="sessions_list", parameters=PAGE_PARAMETERS,
+                   responses={200: page_of(SessionListItemSerializer, "PaginatedSessionList"), **errors(401)})
+    def get(self, request: Request) -> Response:
+        return paginated_response(request=request, view=self, queryset=session_list(user=request.user),
+                                  serializer=SessionListItemSerializer)
+
+    @extend_schema(tags=TAG, operation_id="sessions_create", request=SessionCreateInput,
+                   responses={201: SessionDetailSerializer, **errors(400, 401, 413)})
+    def post(self, request: Request) -> Response:
+        data = self.SessionCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = session_create(owner=request.user, **data.validated_data)
+        return _detail(request, session.pk, status.HTTP_201_CREATED)
+
+
+class SessionApi(APIView):
+    """One session: read it with its buyer demands and sellers, rename it, or delete it."""
+
+    class SessionUpdateInput(serializers.Serializer):
+        name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+
+    @extend_schema(tags=TAG, operation_id="sessions_read", responses={200: SessionDetailSerializer,
+                                                                       **errors(401, 404)})
+    def get(self, request: Request, session_id: Any) -> Response:
+        return _detail(request, session_id)
+
+    @extend_schema(tags=TAG, operation_id="sessions_update", request=SessionUpdateInput,
+                   responses={200: SessionDetailSerializer, **errors(400, 401, 404)})
+    def patch(self, request: Request, session_id: Any) -> Response:
+        session = session_or_404(request, session_id)
+        data = self.SessionUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        session_update(session=session, **data.validated_data)
+        return _detail(request, session_id)
+
+    @extend_schema(tags=TAG, operation_id="sessions_delete", responses={204: None, **errors(401, 404, 409)},
+                   description="Deletes the session and its configuration. Refused with 409 while batches or "
+                               "runs of it exist, so that results are never orphaned.")
+    def delete(self, request: Request, session_id: Any) -> Response:
+        session_delete(session=session_or_404(request, session_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BuyerConfigApi(APIView):
+    """Set the buyer's demands (spec 10.1). Replaces the whole buyer configuration."""
+
+    class BuyerConfigInput(serializers.Serializer):
+        items = DemandSerializer(many=True, help_text="The complete list: items left out are removed.")
+
+    class BuyerConfigOutput(serializers.Serializer):
+        session_id = serializers.UUIDField()
+        items = DemandOutputSerializer(many=True)
+
+    @extend_schema(tags=TAG, operation_id="sessions_buyer_config", request=BuyerConfigInput,
+                   responses={200: BuyerConfigOutput, **errors(400, 401, 404, 413)},
+                   description="Replace semantics: after the call the buyer demands exactly `items` (at least "
+                               "one; item names unique, case-insensitive; 0 <= min_price <= max_price; "
+                               "quantity >= 1). Runs already made keep their own snapshot.")
+    def post(self, request: Request, session_id: Any) -> Response:
+        session = session_or_404(request, session_id)
+        data = self.BuyerConfigInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        demands = buyer_config_set(session=session, items=data.validated_data["items"])
+        return Response(self.BuyerConfigOutput({"session_id": session.pk, "items": demands}).data)
+
+
+class SellersApi(APIView):
+    """Add a seller with its style, priorities and inventory (spec 10.1)."""
+
+    @extend_schema(tags=TAG, operation_id="sessions_sellers_add", request=SellerInputSerializer,
+                   responses={201: SellerOutputSerializer, **errors(400, 401, 404, 413)},
+                   description="At most 10 sellers per session; the handle must be new in the session "
+                               "(case-insensitive); every inventory line needs cost < least <= selling.")
+    def post(self, request: Request, session_id: Any) -> Response:
+        session = session_or_404(request, session_id)
+        data = SellerInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        seller = seller_add(session=session, seller=data.validated_data)
+        seller = Seller.objects.prefetch_related("inventory").get(pk=seller.pk)
+        return Response(SellerOutputSerializer(seller).data, status=status.HTTP_201_CREATED)
+
+
+class SellerApi(APIView):
+    """Remove one seller from a session."""
+
+    @extend_schema(tags=TAG, operation_id="sessions_sellers_delete", responses={204: None, **errors(401, 404, 409)})
+    def delete(self, request: Request, session_id: Any, seller_id: Any) -> Response:
+        session = session_or_404(request, session_id)
+        seller = session.sellers.filter(pk=seller_id).first()
+        if seller is None:
+            raise NotFound("No seller with this id in this session.")
+        seller_delete(seller=seller)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionImportApi(APIView):
+    """Create a whole session from one document (spec section 5 shapes), or nothing at all."""
+
+    @extend_schema(tags=TAG, operation_id="sessions_import", request=SessionDocumentSerializer,
+                   responses={201: SessionDetailSerializer, **errors(400, 401, 413)},
+                   description="One transaction: a document with any bad line writes nothing, and each error "
+                               "names its path, e.g. `sellers[1].inventory[0].least_price`. "
+                               "`GET /api/sessions/{id}/export` returns this same document.")
+    def post(self, request: Request) -> Response:
+        data = SessionDocumentSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = session_import(document=data.validated_data, owner=request.user)
+        return _detail(request, session.pk, status.HTTP_201_CREATED)
+
+
+class SessionExportApi(APIView):
+    """The session as an import document, to save, version and re-import."""
+
+    @extend_schema(tags=TAG, operation_id="sessions_export", responses={200: SessionDocumentSerializer,
+                                                                         **errors(401, 404)})
+    def get(self, request: Request, session_id: Any) -> Response:
+        return Response(session_export(session=session_or_404(request, session_id)))

@@ -1,0 +1,194 @@
+"""A person as the buyer (spec 12.4): start a live run, speak to the sellers, accept or walk away.
+
+The person's turn goes through the same `play.buyer_turn_record` as an LLM buyer's, so routing,
+audit and the outcome are recorded identically, and the sellers still answer as Celery tasks
+(`play.fan_out`). What differs is that a person gets told, not repaired: an accept at a price the
+seller has not offered, a counter above the buyer's own maximum, or an unknown @handle is refused
+with a message before anything is recorded, instead of being silently converted by a guardrail.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError as PydanticError
+
+from negotiation.agents.config import resolve_agents
+from negotiation.agents.decide import Decision
+from negotiation.agents.gateway import LLMError
+from negotiation.engine import routing, visibility
+from negotiation.engine.types import ALL, BUYER, BuyerAct, BuyerAction, money
+from negotiation.models import Message, NegotiationRun, Session
+from negotiation.selectors import run_context
+from negotiation.services import play
+from negotiation.services.batches import scenario_for
+from negotiation.services.errors import ConflictError
+
+HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "fallback": ""}
+
+
+def _agents(seller: dict | None, analyst: dict | None) -> dict[str, dict]:
+    # The buyer is a person: resolve it as a baseline (no LLM, nothing to configure), then mark it.
+    raw = {"buyer": {"strategy": "linear"}, "seller": seller or {}, "analyst": analyst or {}}
+    errors: dict[str, list[str]] = {}
+    try:
+        resolved = resolve_agents(raw, temperature=0.7)
+    except PydanticError as exc:
+        for err in exc.errors():
+            path = ".".join(["agents", *(str(p) for p in err["loc"])])
+            errors.setdefault(path, []).append(err["msg"].removeprefix("Value error, "))
+        raise ValidationError(errors) from exc
+    except LLMError as exc:
+        raise ValidationError({"agents": [str(exc)]}) from exc
+    resolved["buyer"] = dict(HUMAN)
+    return resolved
+
+
+@transaction.atomic
+def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: dict | None = None,
+               analyst_agent: dict | None = None, max_rounds: int = 5, seed: int = 0) -> NegotiationRun:
+    """Open a negotiation room for one item with a person as the buyer; it is running at once."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(max_rounds, int) or not 1 <= max_rounds <= settings.MAMS_MAX_ROUNDS_LIMIT:
+        errors["max_rounds"] = [f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}."]
+    if not isinstance(seed, int) or not 0 <= seed < 2**31:
+        errors["seed"] = ["Must be a whole number from 0 to 2147483647."]
+    scenario: dict[str, Any] = {}
+    try:
+        scenario = scenario_for(session=session, item_name=item_name)
+    except ValidationError as exc:
+        for key, msgs in exc.message_dict.items():
+            errors.setdefault(key, []).extend(msgs)
+    try:
+        agents = _agents(seller_agent, analyst_agent)
+    except ValidationError as exc:
+        for key, msgs in exc.message_dict.items():
+            errors.setdefault(key, []).extend(msgs)
+    if errors:
+        raise ValidationError(errors)
+    now = timezone.now()
+    return NegotiationRun.objects.create(
+        session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=NegotiationRun.Mode.HUMAN_BUYER,
+        status=NegotiationRun.Status.RUNNING, seed=seed, agents=agents, scenario=scenario, max_rounds=max_rounds,
+        started_at=now, heartbeat_at=now)
+
+
+def _open_turn(run: NegotiationRun) -> tuple[NegotiationRun, Any, Any, int]:
+    """The run re-read, its context and buyer view, and the round whose buyer turn is open now."""
+    run.refresh_from_db()
+    if run.mode != NegotiationRun.Mode.HUMAN_BUYER:
+        raise ConflictError("This run has an LLM buyer; only runs started with mode=human_buyer take a "
+                            "person's turns.", field="mode")
+    if run.status != NegotiationRun.Status.RUNNING:
+        raise ConflictError(f"This negotiation is already {run.status}; it takes no more turns.", field="status")
+    ctx = run_context(run)
+    round_no = run.current_round
+    if ctx.message(round_no, BUYER) is not None:
+        buyer = ctx.message(round_no, BUYER)
+        waiting = [h for h in buyer.recipients if ctx.message(round_no, h) is None]
+        raise ConflictError(f"Round {round_no} is still waiting for {', '.join(waiting) or 'the sellers'}; "
+                            "wait for their replies (or watch the stream) before your next turn.", field="round")
+    view = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=round_no, max_rounds=run.max_rounds,
+                                 transcript=ctx.transcript)
+    return run, ctx, view, round_no
+
+
+def live_message(*, run: NegotiationRun, text: str, recipients: list[str], price: Decimal | None = None
+                 ) -> tuple[Message, tuple[str, ...]]:
+    """Record the person's message for the open round and fan it out to the addressed sellers.
+
+    Returns the message and the handles it reached; their replies arrive as Celery tasks finish.
+    """
+    run, ctx, view, round_no = _open_turn(run)
+    if round_no > run.max_rounds:
+        raise ConflictError(f"All {run.max_rounds} rounds have been played; accept a standing offer or walk "
+                            "away.", field="round")
+    errors: dict[str, list[str]] = {}
+    named = [r for r in recipients if routing.handle_key(r) != ALL]
+    if named and len(named) != len(recipients):
+        errors["recipients"] = ['Send either ["all"] or a list of @handles, not both.']
+    known = ", ".join(view.handles) or "none"
+    # Addressing is explicit (`recipients`) or, with ["all"], by @mentions opening the text.
+    to_check, where = (named, "recipients") if named else (routing.leading_mentions(text), "text")
+    for name in to_check:
+        if routing.handle_key(name) == ALL:
+            continue
+        if routing.canonical_handle(name, ctx.handles) is None:
+            errors.setdefault(where, []).append(f"{name} is not a seller in this negotiation. Sellers: {known}.")
+        elif routing.canonical_handle(name, view.handles) is None:
+            errors.setdefault(where, []).append(
+                f"{name} has left this negotiation (it declined). Sellers still in: {known}.")
+    if price is not None and price > ctx.buyer.max_price:
+        errors["price"] = [f"${money(price)} is above your maximum price of ${ctx.buyer.max_price}."]
+    if errors:
+        raise ValidationError(errors)
+    action = BuyerAction(action=BuyerAct.MESSAGE, message=text, to=tuple(named) or (ALL,),
+                         price=money(price) if price is not None else None)
+    if not play.buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=Decision(action=action,
+                                                                                          model="human")):
+        raise ConflictError(f"Your message for round {round_no} was already recorded.", field="round")
+    msg = Message.objects.get(run=run, round_no=round_no, sender=BUYER)
+    transaction.on_commit(lambda: play.fan_out(run_id=run.pk, round_no=round_no))
+    return msg, tuple(msg.recipients)
+
+
+def live_replies_wait(*, run_id: Any, round_no: int, recipients: tuple[str, ...], timeout: float,
+                      interval: float = 0.25) -> list[Message]:
+    """Poll Postgres until every addressed seller has answered `round_no` (or the run ended, or time ran out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        replies = list(Message.objects.filter(run_id=run_id, round_no=round_no, sender_type="seller")
+                       .order_by("created_at"))
+        if len(replies) >= len(recipients) or time.monotonic() >= deadline:
+            return replies
+        if NegotiationRun.objects.filter(pk=run_id, status__in=NegotiationRun.TERMINAL).exists():
+            return replies
+        time.sleep(interval)
+
+
+def live_decide(*, run: NegotiationRun, decision: str, seller: str | None = None, price: Decimal | None = None,
+                quantity: int | None = None, text: str = "") -> NegotiationRun:
+    """Accept a seller's standing offer at exactly its price, or walk away; the run ends either way."""
+    run, ctx, view, round_no = _open_turn(run)
+    if decision == "accept":
+        errors: dict[str, list[str]] = {}
+        if quantity is not None and quantity != ctx.buyer.quantity:
+            errors["quantity"] = [f"The quantity is fixed by the buyer's demand: {ctx.buyer.quantity}."]
+        handle = None
+        if not seller:
+            errors["seller"] = ["Name the seller whose offer you accept (its @handle or id)."]
+        else:
+            by_id = {sid: h for h, sid in ctx.seller_ids.items()}
+            handle = routing.canonical_handle(by_id.get(str(seller), seller), view.handles)
+            if handle is None:
+                errors["seller"] = [f"{seller} is not a seller still in this negotiation. Sellers: "
+                                    f"{', '.join(view.handles) or 'none'}."]
+        standing = view.standing_offers.get(handle) if handle else None
+        if handle and standing is None:
+            errors["seller"] = [f"{handle} has not made you an offer yet; there is nothing to accept."]
+        elif handle and standing is not None:
+            if price is not None and money(price) != standing:
+                errors["price"] = [f"{handle}'s standing offer is ${standing}; you can accept only that price "
+                                   "(send a counter-offer with a message to ask for another)."]
+            elif standing > ctx.buyer.max_price:
+                errors["price"] = [f"{handle}'s offer of ${standing} is above your maximum price of "
+                                   f"${ctx.buyer.max_price}."]
+        if errors:
+            raise ValidationError(errors)
+        action = BuyerAction(action=BuyerAct.ACCEPT, seller=handle, price=standing,
+                             message=text or f"Deal: I accept {handle}'s offer at ${standing}.")
+    elif decision == "walk_away":
+        action = BuyerAction(action=BuyerAct.WALK_AWAY, message=text or "No deal, thank you.")
+    else:
+        raise ValidationError({"decision": ['Must be "accept" or "walk_away".']})
+    if not play.buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=Decision(action=action,
+                                                                                          model="human")):
+        raise ConflictError(f"Your turn for round {round_no} was already recorded.", field="round")
+    run.refresh_from_db()
+    return run
