@@ -39,15 +39,17 @@ class UniqueNameFormSet(BaseInlineFormSet):
 
     def clean(self) -> None:
         super().clean()
-        seen: dict[str, int] = {}
+        seen: set[str] = set()
         for form in self.forms:
             if not form.cleaned_data or form.cleaned_data.get("DELETE"):
                 continue
-            value = str(form.cleaned_data.get(self.unique_field, "")).strip().lower()
+            name = form.cleaned_data.get(self.unique_field)
+            if not name:  # the field failed its own validation; that error is already on the form
+                continue
+            value = str(name).strip().lower()
             if value in seen:
-                form.add_error(self.unique_field, f"'{form.cleaned_data[self.unique_field]}' appears twice; "
-                                                  "names must be unique (case-insensitive).")
-            seen[value] = 1
+                form.add_error(self.unique_field, f"'{name}' appears twice; names must be unique (case-insensitive).")
+            seen.add(value)
 
 
 class DemandFormSet(UniqueNameFormSet):
@@ -75,7 +77,11 @@ class SellerLinkInline(admin.TabularInline):
     fields = ("handle", "style", "customer_retention_weight", "profit_maximization_weight")
     show_change_link = True
     max_num = 10
-    validate_max = True
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        # InlineModelAdmin has no validate_max option; without it an 11th row reaches the trigger (a 500).
+        kwargs.setdefault("validate_max", True)
+        return super().get_formset(request, obj, **kwargs)
 
 
 @admin.register(Session)
@@ -129,10 +135,15 @@ class SellerAdmin(admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records of what happened: browsable, never edited or deleted one row at a time."""
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -169,6 +180,9 @@ class NegotiationRunAdmin(ReadOnlyAdmin):
 
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # a whole batch, with its runs, may be cleaned up
+
     list_display = ("id", "session", "item_name", "runs_requested", "status", "created_at", "finished_at")
     list_filter = ("status",)
     actions = ["cancel"]

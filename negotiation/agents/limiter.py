@@ -96,7 +96,10 @@ class LLMLimiter:
             self.redis.zrem(lease_key, token)
 
     def in_flight(self, key: str) -> int:
-        return int(self.redis.zcard(f"{self.namespace}:inflight:{key}"))
+        """Slots held now: leases not yet expired by the Redis server's clock."""
+        seconds, micros = self.redis.time()
+        now = seconds + micros / 1_000_000
+        return int(self.redis.zcount(f"{self.namespace}:inflight:{key}", f"({now}", "+inf"))
 
 
 def _nap(deadline: float, base: float, jitter: float) -> None:

@@ -25,6 +25,7 @@ from negotiation.engine.types import (
 )
 
 MAX_PRICE = Decimal("100000000")
+_AMOUNT = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 
 
 class OutputError(ValueError):
@@ -73,7 +74,11 @@ def _price(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         raise ValueError("price must be a number")
     if isinstance(value, str):
-        value = re.sub(r"[^\d.\-]", "", value)
+        # Exactly one amount ("$1,250.00", "6.50 USD"); "6 to 7" or "1e3" is not read as 67 or 13.
+        amounts = _AMOUNT.findall(value)
+        if len(amounts) != 1:
+            raise ValueError("price must be one number")
+        value = amounts[0].replace(",", "")
     try:
         price = Decimal(str(value))
     except InvalidOperation as exc:

@@ -63,16 +63,19 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     errors: dict[str, list[str]] = {}
     _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
     _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
-    if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
         temperature = 0.7
-    if not isinstance(base_seed, int) or not 0 <= base_seed < 2**31:
+    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or not 0 <= base_seed < 2**31:
         errors.setdefault("base_seed", []).append("Must be a whole number from 0 to 2147483647.")
     n_sellers = session.sellers.count()
     if n_sellers > settings.MAMS_MAX_SELLERS:
         errors.setdefault("session", []).append(
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {n_sellers}.")
     resolved = _agents(agents, float(temperature), errors)
+    if item_name is not None and not isinstance(item_name, str):
+        errors.setdefault("item_name", []).append("Must be an item name (text), or empty for every demanded item.")
+        item_name = None
     names = [item_name] if item_name else list(session.demands.values_list("item_name", flat=True))
     if not names:
         errors.setdefault("item_name", []).append("The session has no buyer demands.")
@@ -85,7 +88,9 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
                 errors.setdefault(key, []).extend(msgs)
     if errors:
         raise ValidationError(errors)
-    batch = Batch.objects.create(owner=owner, session=session, item_name=item_name or "", runs_requested=runs,
+    # Store the demand's own spelling, as the runs do, not the caller's ("  usb-c CABLE ").
+    item_label = scenarios[0]["buyer"]["item_name"] if item_name else ""
+    batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "")
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],

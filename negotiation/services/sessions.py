@@ -12,13 +12,23 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 
 from negotiation.models import BuyerDemand, InventoryItem, Seller, Session
 from negotiation.services.errors import flatten
 
+_NO_NUL = ProhibitNullCharactersValidator()
+
 
 def _clean(obj: Any, path: str, errors: dict[str, list[str]], exclude: list[str] | None = None) -> None:
+    # Postgres cannot store NUL in text, and model fields (unlike form fields) do not check for it.
+    for field in obj._meta.concrete_fields:
+        value = getattr(obj, field.attname)
+        if isinstance(value, str) and "\x00" in value:
+            key = f"{path}.{field.name}" if path else field.name
+            errors.setdefault(key, []).append(str(_NO_NUL.message))
+            return
     try:
         obj.full_clean(exclude=exclude)
     except ValidationError as exc:
@@ -56,6 +66,11 @@ def _build_seller(session: Session, raw: Any, path: str, errors: dict[str, list[
                   ) -> tuple[Seller, list[InventoryItem]]:
     if not isinstance(raw, dict):
         errors.setdefault(path, []).append("Each seller must be an object.")
+        return Seller(session=session), []
+    shapes = [k for k in ("priorities", "personality") if raw.get(k) is not None and not isinstance(raw[k], dict)]
+    for key in shapes:
+        errors.setdefault(f"{path}.{key}", []).append(f"{key.capitalize()} must be an object.")
+    if shapes:
         return Seller(session=session), []
     seller = _seller_obj(session, raw)
     _clean(seller, path, errors, exclude=["session"])
@@ -109,8 +124,12 @@ def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
         if not isinstance(raw, dict):
             errors.setdefault(path, []).append("Each demand must be an object.")
             continue
+        quantity = raw.get("quantity", 1)
+        if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
+            # IntegerField.to_python would truncate 2.7 to 2 without a word.
+            errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
         demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
-                             quantity=raw.get("quantity", 1), min_price=_dec(raw.get("min_price")),
+                             quantity=quantity, min_price=_dec(raw.get("min_price")),
                              max_price=_dec(raw.get("max_price")))
         _clean(demand, path, errors, exclude=["session"])
         if demand.item_name.lower() in seen_items:
@@ -200,8 +219,12 @@ def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[B
     seen: set[str] = set()
     for i, raw in enumerate(items):
         path = f"items[{i}]"
+        quantity = raw.get("quantity", 1)
+        if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
+            # IntegerField.to_python would truncate 2.7 to 2 without a word.
+            errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
         demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
-                             quantity=raw.get("quantity", 1), min_price=_dec(raw.get("min_price")),
+                             quantity=quantity, min_price=_dec(raw.get("min_price")),
                              max_price=_dec(raw.get("max_price")))
         _clean(demand, path, errors, exclude=["session"])
         if demand.item_name.lower() in seen:

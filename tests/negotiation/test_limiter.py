@@ -1,0 +1,293 @@
+"""Tests for negotiation/agents/limiter.py: the global LLM limiter, against the real Redis.
+
+The limiter must hold across every thread of every worker process, so the rate and concurrency
+limits are checked both with threads and with separate OS processes (small `python -c` children
+that start together on a "go" line and report their timestamps as JSON). A holder that dies
+without releasing (a SIGKILLed process, or a context that is never exited) must free its slot
+when its lease runs out. Each test uses its own Redis namespace, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from negotiation.agents.limiter import LimiterTimeout, LLMLimiter
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = "10000/second"  # a rate that never binds, for tests about concurrency
+# Timestamps are taken by the holder after its grant, so a thread descheduled on a busy machine
+# stamps late; windows are shortened by this much so that noise is not read as a breach. A limiter
+# that let through even one extra request per second would still be caught.
+JITTER = 0.05
+
+# A child process: holds `count` slots one after another on `threads` threads and prints the
+# (entered, left) wall-clock times of each. It waits for "go" on stdin so all children start together.
+CHILD = """
+import json, sys, threading, time
+from negotiation.agents.limiter import LLMLimiter
+url, namespace, key, rate, concurrency, threads, count, hold = sys.argv[1:9]
+limiter = LLMLimiter(url, namespace=namespace)
+spans, lock = [], threading.Lock()
+def work():
+    for _ in range(int(count)):
+        with limiter.slot(key, rate=rate, max_concurrency=int(concurrency), lease_seconds=10):
+            entered = time.time()
+            time.sleep(float(hold))
+            left = time.time()
+        with lock:
+            spans.append((entered, left))
+print("ready", flush=True)
+sys.stdin.readline()
+workers = [threading.Thread(target=work) for _ in range(int(threads))]
+for w in workers: w.start()
+for w in workers: w.join()
+print(json.dumps(spans), flush=True)
+"""
+
+# A child that takes one slot with a short lease, says so, and then hangs until it is killed.
+CRASHER = """
+import sys, time
+from negotiation.agents.limiter import LLMLimiter
+url, namespace, key, lease = sys.argv[1:5]
+limiter = LLMLimiter(url, namespace=namespace)
+with limiter.slot(key, rate="10000/second", max_concurrency=1, lease_seconds=float(lease)):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def limiter() -> Iterator[LLMLimiter]:
+    limiter = LLMLimiter(settings.REDIS_URL, namespace=f"test-limiter:{uuid.uuid4().hex[:12]}")
+    yield limiter
+    keys = list(limiter.redis.scan_iter(f"{limiter.namespace}:*"))
+    if keys:
+        limiter.redis.delete(*keys)
+    limiter.redis.close()
+
+
+@contextmanager
+def abandoned(limiter: LLMLimiter, key: str, *, lease: float) -> Iterator[None]:
+    """A slot entered and not released while the block runs: a hung holder, as Redis sees it."""
+    holder = limiter.slot(key, rate=FAST, max_concurrency=1, lease_seconds=lease)
+    holder.__enter__()
+    try:
+        yield
+    finally:
+        # Exited here, not left to garbage collection, which would release it on a closed client.
+        holder.__exit__(None, None, None)
+
+
+def max_in_window(stamps: list[float], window: float) -> int:
+    """The most timestamps inside any half-open window [t, t + window)."""
+    ordered, best, start = sorted(stamps), 0, 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant (a span that ends as another starts does not overlap it)."""
+    events = sorted([(left, -1) for _, left in spans] + [(entered, 1) for entered, _ in spans])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def run_children(n: int, *, limiter: LLMLimiter, key: str, rate: str, concurrency: int, threads: int, count: int,
+                 hold: float) -> list[tuple[float, float]]:
+    """Start n child processes, release them at once, and gather every span they report."""
+    args = [settings.REDIS_URL, limiter.namespace, key, rate, str(concurrency), str(threads), str(count), str(hold)]
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        spans: list[tuple[float, float]] = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            spans += [tuple(span) for span in json.loads(out.strip().splitlines()[-1])]
+        return spans
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            proc.wait()
+
+
+def hold_on_threads(limiter: LLMLimiter, key: str, *, threads: int, count: int, rate: str, concurrency: int,
+                    hold: float) -> list[tuple[float, float]]:
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(count):
+            with limiter.slot(key, rate=rate, max_concurrency=concurrency, lease_seconds=10):
+                entered = time.time()
+                time.sleep(hold)
+                left = time.time()
+            with lock:
+                spans.append((entered, left))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    return spans
+
+
+# --- rate ------------------------------------------------------------------------------------------
+
+def test_threads_never_exceed_the_rate_in_any_one_second_window_and_use_most_of_it(limiter: LLMLimiter) -> None:
+    # given 7 threads that each want 3 slots at once, under "10/second"
+    # when they all take them (21 acquisitions, about 2 s at the limit)
+    spans = hold_on_threads(limiter, "rate-threads", threads=7, count=3, rate="10/second", concurrency=100,
+                            hold=0)
+    stamps = sorted(entered for entered, _ in spans)
+    # then no 1-second window holds more than 10, nor did they go faster than 10/s on average
+    assert len(stamps) == 21
+    assert max_in_window(stamps, 1.0 - JITTER) <= 10
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 1) / 10 - JITTER
+    # and throughput is close to the limit
+    assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) >= 0.8 * 10
+
+
+def test_separate_processes_share_one_rate(limiter: LLMLimiter) -> None:
+    # given 3 OS processes that each want 7 slots as fast as they can, under one "10/second" key
+    # when they are released together
+    spans = run_children(3, limiter=limiter, key="rate-procs", rate="10/second", concurrency=100, threads=1,
+                         count=7, hold=0)
+    stamps = sorted(entered for entered, _ in spans)
+    # then the limit held across processes (a per-process limiter would allow 30 in a second)
+    assert len(stamps) == 21
+    assert max_in_window(stamps, 1.0 - JITTER) <= 10
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 1) / 10 - JITTER
+    # and together they still get close to the limit
+    assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) >= 0.8 * 10
+
+
+# --- concurrency -----------------------------------------------------------------------------------
+
+def test_threads_never_hold_more_than_max_concurrency_slots(limiter: LLMLimiter) -> None:
+    # given 9 threads each holding a slot for 0.1 s, twice, with max_concurrency=3
+    # when they all run
+    spans = hold_on_threads(limiter, "conc-threads", threads=9, count=2, rate=FAST, concurrency=3, hold=0.1)
+    # then exactly 3 held a slot at once at the busiest moment: never more, and the cap was reached
+    assert len(spans) == 18
+    assert max_overlap(spans) == 3
+    # and every slot was given back
+    assert limiter.in_flight("conc-threads") == 0
+
+
+def test_separate_processes_share_one_concurrency_cap(limiter: LLMLimiter) -> None:
+    # given 3 OS processes with 3 threads each, every holder keeping its slot for 0.1 s, cap 3
+    # when they are released together
+    spans = run_children(3, limiter=limiter, key="conc-procs", rate=FAST, concurrency=3, threads=3, count=2,
+                         hold=0.1)
+    # then at most 3 holders overlapped across all processes, and 3 did
+    assert len(spans) == 18
+    assert max_overlap(spans) == 3
+    assert limiter.in_flight("conc-procs") == 0
+
+
+# --- leases ----------------------------------------------------------------------------------------
+
+def test_a_killed_holders_slot_is_freed_when_its_lease_expires(limiter: LLMLimiter) -> None:
+    # given a process holding the only slot with a 0.8 s lease, killed with SIGKILL before releasing it
+    with subprocess.Popen([sys.executable, "-c", CRASHER, settings.REDIS_URL, limiter.namespace, "crash", "0.8"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "held", proc.stderr
+        finally:
+            proc.kill()
+    killed_at = time.monotonic()
+    # then the dead holder's slot still counts for a while: a short wait gets nothing
+    assert limiter.in_flight("crash") == 1
+    with pytest.raises(LimiterTimeout), limiter.slot("crash", rate=FAST, max_concurrency=1, lease_seconds=5,
+                                                     max_wait=0.1):
+        pass
+    # when a new caller waits longer than the lease
+    with limiter.slot("crash", rate=FAST, max_concurrency=1, lease_seconds=5, max_wait=5):
+        freed_after = time.monotonic() - killed_at
+        # then it gets the slot once the lease has run out, not much later
+        assert limiter.in_flight("crash") == 1
+    assert freed_after < 0.8 + 0.5
+    assert limiter.in_flight("crash") == 0
+
+
+def test_a_context_never_exited_frees_its_slot_after_the_lease(limiter: LLMLimiter) -> None:
+    # given a holder that entered its slot with a 0.4 s lease and never leaves (a hung or dead caller)
+    with abandoned(limiter, "stuck", lease=0.4):
+        started = time.monotonic()
+        # when another caller asks for the only slot
+        with limiter.slot("stuck", rate=FAST, max_concurrency=1, lease_seconds=5, max_wait=3) as waited:
+            # then it waited out the lease, and got the slot
+            assert 0.3 <= waited and time.monotonic() - started >= 0.35
+
+
+def test_a_short_max_wait_raises_limiter_timeout_when_every_slot_is_taken(limiter: LLMLimiter) -> None:
+    # given both slots held
+    with limiter.slot("full", rate=FAST, max_concurrency=2, lease_seconds=5), \
+            limiter.slot("full", rate=FAST, max_concurrency=2, lease_seconds=5):
+        # when a third caller may wait only 0.1 s
+        started = time.monotonic()
+        with pytest.raises(LimiterTimeout), limiter.slot("full", rate=FAST, max_concurrency=2, lease_seconds=5,
+                                                         max_wait=0.1):
+            pass
+        # then it gives up promptly, without taking a slot
+        assert time.monotonic() - started < 1.0
+        assert limiter.in_flight("full") == 2
+
+
+# --- in_flight ------------------------------------------------------------------------------------
+
+def test_in_flight_counts_held_slots_and_drops_on_release_even_after_an_error(limiter: LLMLimiter) -> None:
+    # given no holder
+    assert limiter.in_flight("count") == 0
+    # when two slots are held
+    with limiter.slot("count", rate=FAST, max_concurrency=5, lease_seconds=5):
+        with limiter.slot("count", rate=FAST, max_concurrency=5, lease_seconds=5):
+            # then both count, and a different key is unaffected
+            assert limiter.in_flight("count") == 2
+            assert limiter.in_flight("other") == 0
+        assert limiter.in_flight("count") == 1
+    assert limiter.in_flight("count") == 0
+    # when the body of a slot raises
+    with pytest.raises(RuntimeError), limiter.slot("count", rate=FAST, max_concurrency=5, lease_seconds=5):
+        assert limiter.in_flight("count") == 1
+        raise RuntimeError("the LLM call failed")
+    # then the slot was still given back
+    assert limiter.in_flight("count") == 0
+
+
+def test_in_flight_does_not_count_an_expired_lease(limiter: LLMLimiter) -> None:
+    # given a holder whose 0.2 s lease has run out without a release
+    with abandoned(limiter, "expired", lease=0.2):
+        time.sleep(0.4)
+        # when in_flight is asked before anyone acquires again
+        # then the expired lease is not reported as held
+        assert limiter.in_flight("expired") == 0
