@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.db.models import ProtectedError
 from django.http import Http404
@@ -74,7 +75,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         msg = "This object is still referenced by runs or batches and cannot be deleted."
         return Response(error_body(msg, {"non_field_errors": [msg]}), status=status.HTTP_409_CONFLICT)
     if isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge()
+        exc = PayloadTooLarge(f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+                              "allowed.")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

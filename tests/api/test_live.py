@@ -1,0 +1,195 @@
+"""A person as the buyer, in-process (the sellers' turns are played here instead of on a worker):
+start, message, decide, and every refusal, with nothing private in any response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from negotiation.models import Message, NegotiationRun, Outcome, Session
+from tests.api.conftest import BASELINE
+
+pytestmark = pytest.mark.django_db
+
+SELLERS_LINEAR = {"seller": {"strategy": "linear"}, "analyst": {"strategy": "linear"}}
+
+
+@pytest.fixture
+def sellers_answer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Play the addressed sellers' turns of the open round in-process (as the worker would)."""
+    from negotiation.services import play
+
+    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+
+    def answer(run_id: Any) -> None:
+        run = NegotiationRun.objects.get(pk=run_id)
+        buyer = Message.objects.filter(run=run, sender="buyer").order_by("-round_no").first()
+        ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
+        for handle in buyer.recipients:
+            play.seller_turn(run_id=run.pk, round_no=buyer.round_no, seller_id=ids[handle])
+    return answer
+
+
+def _start(api: Any, sample: Session, **changes: Any) -> Any:
+    body = {"session_id": str(sample.pk), "item_name": "usb-c cable", "mode": "human_buyer",
+            "agents": SELLERS_LINEAR, "max_rounds": 3, **changes}
+    return api.post("/api/negotiations/start", body, format="json")
+
+
+def private_strings(sample: Session, item: str = "USB-C Cable") -> list[str]:
+    """Every seller's cost and floor for the item, as they would appear in a body."""
+    out = []
+    for seller in sample.sellers.prefetch_related("inventory"):
+        for line in seller.inventory.filter(item_name=item):
+            out += [str(line.cost_price), str(line.least_price)]
+    return out
+
+
+def test_start_message_decide(api: Any, sample: Session, sellers_answer: Any, settings: Any) -> None:
+    settings.MAMS_LIVE_WAIT_SECONDS = 1
+    bodies: list[str] = []
+    # given a live room for the USB-C cable (spec 10.2)
+    r = _start(api, sample)
+    assert r.status_code == 201, r.content
+    bodies.append(r.content.decode())
+    start = r.json()
+    rid = start["negotiation_id"]
+    assert start["status"] == "running" and start["mode"] == "human_buyer"
+    assert start["available_sellers"] == ["@BudgetWires", "@CableHouse", "@QuickTech", "@TechMart"]
+    assert start["scenario"] is None and start["agents"]["buyer"]["strategy"] == "human"
+    # when the buyer broadcasts with wait=false, the answer is 202 with every seller pending
+    r = api.post(f"/api/negotiations/{rid}/message", {"sender": "buyer", "text": "I need 3 cables. Offers?",
+                                                      "recipients": ["all"], "wait": False}, format="json")
+    assert r.status_code == 202, r.content
+    assert r.json()["pending"] == start["available_sellers"] and r.json()["round"] == 1
+    bodies.append(r.content.decode())
+    # and a second message before the replies is a conflict
+    r = api.post(f"/api/negotiations/{rid}/message", {"text": "hello?", "wait": False}, format="json")
+    assert r.status_code == 409 and "waiting for" in r.json()["detail"]
+    sellers_answer(rid)
+    # a counter to one seller only reaches that seller
+    r = api.post(f"/api/negotiations/{rid}/message", {"text": "Can you do $6.00?", "recipients": ["@quicktech"],
+                                                      "price": "6.00", "wait": True}, format="json")
+    # (nobody plays the turn here, so wait=true gives up after the configured time: see the e2e test)
+    assert r.status_code in (200, 202)
+    assert r.json()["recipients"] == ["@QuickTech"]
+    sellers_answer(rid)
+    run = NegotiationRun.objects.get(pk=rid)
+    assert run.current_round == 3
+    detail = api.get(f"/api/negotiations/{rid}").json()
+    offers = detail["standing_offers"]
+    assert set(offers) == {"@BudgetWires", "@CableHouse", "@QuickTech", "@TechMart"}
+    bodies += [json.dumps(detail), api.get(f"/api/negotiations/{rid}/messages").content.decode(),
+               api.get(f"/api/negotiations/{rid}/analytics").content.decode()]
+    # accepting at a price the seller did not offer is refused, and nothing is recorded
+    wrong = str(round(float(offers["@BudgetWires"]) - 0.5, 2))
+    r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "accept", "seller": "@BudgetWires",
+                                                     "price": wrong}, format="json")
+    assert r.status_code == 400 and "standing offer is" in r.json()["errors"]["price"][0]
+    assert not Outcome.objects.filter(run_id=rid).exists()
+    assert not Message.objects.filter(run_id=rid, round_no=3).exists()
+    # accepting at the offered price ends the run with a deal (spec 10.2 decide)
+    seller_id = next(s["id"] for s in run.scenario["sellers"] if s["handle"] == "@BudgetWires")
+    r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "accept", "seller_id": seller_id,
+                                                     "price": offers["@BudgetWires"], "quantity": 3}, format="json")
+    assert r.status_code == 200, r.content
+    out = r.json()
+    bodies.append(r.content.decode())
+    assert out["status"] == "completed" and out["decision"] == "deal" and out["outcome_id"]
+    assert out["deal_summary"]["seller"] == "@BudgetWires" and out["deal_summary"]["final_price"] == offers[
+        "@BudgetWires"]
+    assert out["deal_summary"]["quantity"] == 3 and out["analysis"]["within_budget"] is True
+    assert "below its first ask" in out["analysis"]["summary"]
+    # a decision or a message on a finished run is a conflict
+    r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "walk_away"}, format="json")
+    assert r.status_code == 409 and "already completed" in r.json()["detail"]
+    r = api.post(f"/api/negotiations/{rid}/message", {"text": "one more thing", "wait": False}, format="json")
+    assert r.status_code == 409
+    bodies.append(api.get(f"/api/negotiations/{rid}/messages").content.decode())
+    # then no response ever carried a seller's private configuration
+    for body in bodies:
+        for secret in private_strings(sample):
+            assert secret not in body
+        for word in ("cost_price", "least_price", "retention", "profit_maximization", "sweet", "rude"):
+            assert word not in body, word
+    transcript = api.get(f"/api/negotiations/{rid}/messages").json()["messages"]
+    assert transcript and not any("reasoning" in m or "raw_output" in m for m in transcript)
+
+
+def test_walk_away(api: Any, sample: Session) -> None:
+    rid = _start(api, sample).json()["id"]
+    r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "walk_away", "text": "Too pricey."}, format="json")
+    assert r.status_code == 200
+    out = r.json()
+    assert out["decision"] == "no_deal" and out["reason"] == "walked_away" and out["deal_summary"] is None
+
+
+@pytest.mark.parametrize(("changes", "path"), [
+    ({"item_name": "Toaster"}, "item_name"),
+    ({"session_id": "00000000-0000-0000-0000-000000000000"}, "session"),
+    ({"session_id": None}, "session_id"),
+    ({"mode": "agent"}, "mode"),
+    ({"max_rounds": 0}, "max_rounds"),
+    ({"agents": {"seller": {"profile": "nope"}}}, "agents.seller.profile"),
+])
+def test_bad_start_is_400(api: Any, sample: Session, changes: dict, path: str) -> None:
+    r = _start(api, sample, **changes)
+    assert r.status_code == 400, r.content
+    assert path in r.json()["errors"], r.json()
+    assert not NegotiationRun.objects.exists()
+
+
+@pytest.mark.parametrize(("body", "path"), [
+    ({"text": "hi", "recipients": ["@Nobody"]}, "recipients"),
+    ({"text": "@Nobody: hi", "recipients": ["all"]}, "text"),
+    ({"text": "hi", "recipients": ["all", "@QuickTech"]}, "recipients"),
+    ({"text": "hi", "recipients": []}, "recipients"),
+    ({"text": "hi", "price": "9.01"}, "price"),
+    ({"text": "hi", "price": "-1"}, "price"),
+    ({"text": ""}, "text"),
+    ({"text": "x" * 4001}, "text"),
+    ({"text": "hi", "sender": "@QuickTech"}, "sender"),
+])
+def test_bad_message_is_400(api: Any, sample: Session, body: dict, path: str) -> None:
+    rid = _start(api, sample).json()["id"]
+    r = api.post(f"/api/negotiations/{rid}/message", {"wait": False, **body}, format="json")
+    assert r.status_code == 400, r.content
+    assert path in r.json()["errors"], r.json()
+    assert not Message.objects.filter(run_id=rid).exists()
+
+
+def test_bad_decisions_are_400(api: Any, sample: Session, sellers_answer: Any) -> None:
+    rid = _start(api, sample).json()["id"]
+    r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "accept", "seller": "@QuickTech"}, format="json")
+    assert r.status_code == 400 and "has not made you an offer" in r.json()["errors"]["seller"][0]
+    api.post(f"/api/negotiations/{rid}/message", {"text": "Offers?", "wait": False}, format="json")
+    sellers_answer(rid)
+    for body, path in [({"decision": "accept"}, "seller"), ({"decision": "accept", "seller": "@Nobody"}, "seller"),
+                       ({"decision": "accept", "seller": "@QuickTech", "quantity": 7}, "quantity"),
+                       ({"decision": "maybe"}, "decision")]:
+        r = api.post(f"/api/negotiations/{rid}/decide", body, format="json")
+        assert r.status_code == 400 and path in r.json()["errors"], (body, r.content)
+    assert NegotiationRun.objects.get(pk=rid).status == "running"
+
+
+def test_an_agent_run_takes_no_human_turns(api: Any, sample: Session) -> None:
+    r = api.post("/api/batches", {"session": str(sample.pk), "item_name": "USB-C Cable", "runs": 1,
+                                  "agents": BASELINE}, format="json")
+    run = NegotiationRun.objects.get(batch_id=r.json()["id"])
+    NegotiationRun.objects.filter(pk=run.pk).update(status="running")
+    r = api.post(f"/api/negotiations/{run.pk}/message", {"text": "hi", "wait": False}, format="json")
+    assert r.status_code == 409 and "LLM buyer" in r.json()["detail"]
+
+
+def test_other_users_cannot_drive_my_negotiation(api: Any, other_api: Any, anon: Any, sample: Session) -> None:
+    rid = _start(api, sample).json()["id"]
+    for path, body in [("message", {"text": "hi", "wait": False}), ("decide", {"decision": "walk_away"})]:
+        assert other_api.post(f"/api/negotiations/{rid}/{path}", body, format="json").status_code == 404
+        assert anon.post(f"/api/negotiations/{rid}/{path}", body, format="json").status_code == 401
+    r = other_api.post("/api/negotiations/start", {"session": str(sample.pk), "item_name": "USB-C Cable"},
+                       format="json")
+    assert r.status_code == 400 and "session" in r.json()["errors"]
+    assert anon.post("/api/negotiations/start", {}, format="json").status_code == 401
+    assert NegotiationRun.objects.get(pk=rid).status == "running"
