@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DB = os.environ.get("MAMS_BENCH_DB", "mams_bench")
-REDIS = os.environ.get("MAMS_BENCH_REDIS_URL", "redis://127.0.0.1:63790/2")
+REDIS = os.environ.get("MAMS_BENCH_REDIS_URL",
+                       os.environ.get("MAMS_REDIS_URL", "redis://127.0.0.1:63790/0").rsplit("/", 1)[0] + "/2")
 os.environ.update({"DJANGO_SETTINGS_MODULE": "mams.settings.local", "MAMS_DB_NAME": DB, "MAMS_REDIS_URL": REDIS,
                    "MAMS_OPENAI_API_KEY": "bench-key", "MAMS_LOG_LEVEL": "WARNING"})
 

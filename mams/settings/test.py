@@ -12,6 +12,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-REDIS_URL = env("MAMS_TEST_REDIS_URL", "redis://127.0.0.1:63790/1")
+# Database 1 of the configured Redis, unless told otherwise.
+REDIS_URL = env("MAMS_TEST_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/1")  # noqa: F405
 CELERY_BROKER_URL = REDIS_URL
 LLM_DEFAULT_PROFILE = "openai-compatible"
