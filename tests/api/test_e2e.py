@@ -20,7 +20,7 @@ from negotiation.models import Batch, Message, NegotiationRun, Outcome
 from negotiation.services.scenarios import scenario_document
 from negotiation.services.sessions import session_import
 from tests.api.conftest import LLM
-from tests.api.test_live import private_strings
+from tests.api.test_live import carries, private_strings
 from tests.conftest import wait_for, wait_for_batch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -90,7 +90,7 @@ def _events(lines: Iterator[str], until: str = "end", limit: float = 60) -> Iter
         if line.startswith(":"):
             yield {"comment": line[1:].strip()}
         elif line == "":
-            if event:
+            if "data" in event:  # as in a browser: a block without data (e.g. `retry:`) is no event
                 yield event
                 if event.get("event") == until:
                     return
@@ -217,7 +217,7 @@ def test_a_person_negotiates_as_the_buyer(api: Any, user: Any, sample_tx: Any, c
                api.get(f"/api/negotiations/{rid}/analytics").content.decode()]
     # nothing the buyer received carried a seller's cost, floor, style or weights
     for body in bodies:
-        for secret in private_strings(sample_tx):
-            assert secret not in body
+        for secret in private_strings(sample_tx, run_id=rid):
+            assert not carries(body, secret), secret
         for word in ("cost_price", "least_price", "retention", "profit_maximization", "\"reasoning\":\"conced"):
             assert word not in body
