@@ -111,3 +111,26 @@ def test_create_api_user_prints_a_token_and_reuses_the_user() -> None:
     call_command("create_api_user", "carol", "--rotate", stdout=out3, stderr=io.StringIO())
     assert out3.getvalue().strip() != key
     assert client_for(token.user).get("/api/sessions").status_code == 200
+
+
+ZERO = "00000000-0000-0000-0000-000000000000"
+EVERY_ENDPOINT = [
+    ("get", "/api/sessions"), ("post", "/api/sessions"), ("post", "/api/sessions/import"),
+    ("get", f"/api/sessions/{ZERO}"), ("patch", f"/api/sessions/{ZERO}"), ("delete", f"/api/sessions/{ZERO}"),
+    ("post", f"/api/sessions/{ZERO}/buyer-config"), ("post", f"/api/sessions/{ZERO}/sellers"),
+    ("delete", f"/api/sessions/{ZERO}/sellers/{ZERO}"), ("get", f"/api/sessions/{ZERO}/export"),
+    ("get", "/api/batches"), ("post", "/api/batches"), ("get", f"/api/batches/{ZERO}"),
+    ("post", f"/api/batches/{ZERO}/cancel"), ("get", f"/api/batches/{ZERO}/results.csv"),
+    ("get", f"/api/batches/{ZERO}/results.jsonl"), ("get", "/api/negotiations"),
+    ("post", "/api/negotiations/start"), ("get", f"/api/negotiations/{ZERO}"),
+    ("get", f"/api/negotiations/{ZERO}/messages"), ("get", f"/api/negotiations/{ZERO}/analytics"),
+    ("post", f"/api/negotiations/{ZERO}/message"), ("post", f"/api/negotiations/{ZERO}/decide"),
+    ("get", f"/api/negotiations/{ZERO}/stream"), ("get", "/api/schema/"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), EVERY_ENDPOINT)
+def test_every_endpoint_refuses_anonymous_callers(anon: Any, method: str, path: str) -> None:
+    r = getattr(anon, method)(path, {}, format="json", HTTP_ACCEPT="application/json")
+    assert r.status_code == 401, r.content
+    assert "Authentication credentials were not provided." in r.content.decode()
