@@ -73,7 +73,7 @@ def start_worker(*, db_name: str, llm_url: str, name: str, extra_env: dict[str, 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mams.settings.test", "MAMS_DB_NAME": db_name,
            "MAMS_TEST_REDIS_URL": settings.REDIS_URL, "MAMS_OPENAI_BASE_URL": llm_url,
            "MAMS_OPENAI_API_KEY": "test-key", "MAMS_OPENAI_RATE": "6000/minute", "MAMS_OPENAI_CONCURRENCY": "16",
-           "MAMS_LLM_MAX_RETRIES": "2", "MAMS_LLM_TIMEOUT": "5", "MAMS_DB_CONN_MAX_AGE": "0",
+           "MAMS_LLM_MAX_RETRIES": "2", "MAMS_LLM_TIMEOUT": "90", "MAMS_DB_CONN_MAX_AGE": "0",
            **(extra_env or {})}
     with log.open("w") as fh:
         proc = subprocess.Popen(
