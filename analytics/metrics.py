@@ -1,11 +1,29 @@
 """Metric definitions, each once, as pure functions with the formula in the docstring.
 
-No Django here: the same functions score a run in a test, in a selector and in a benchmark.
+No Django here: the same functions score a run when it finishes (analytics/services.py stores the
+per-run values), compare two batches, and are tested on hand-worked examples without a database.
+Prices are `Decimal` (cents, like the columns they come from); shares and rates are floats.
+
+The bootstrap lives here too. It resamples runs (the unit of replication) with a seeded numpy
+generator, so the same values and seed always give the same interval. For the mean, a resample's
+statistic depends only on how many times each distinct value was drawn, so when a column has few
+distinct values (deal yes/no, rounds, counts) the counts are drawn from a
+multinomial over the distinct values instead of drawing n indices: the same distribution, exactly,
+at a cost that grows with the number of distinct values rather than with n.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from negotiation.engine.types import EventKind
+
+# --- surplus on the ZOPA ------------------------------------------------------------------------
 
 
 def buyer_surplus_share(*, price: Decimal, max_price: Decimal, least_price: Decimal) -> Decimal | None:
@@ -23,3 +41,365 @@ def seller_surplus_share(*, price: Decimal, max_price: Decimal, least_price: Dec
     """Seller's share of the ZOPA on a deal: 1 − buyer_surplus_share; None when the ZOPA is <= 0."""
     share = buyer_surplus_share(price=price, max_price=max_price, least_price=least_price)
     return None if share is None else 1 - share
+
+
+def feasible_floor(*, max_price: Decimal, least_prices: Iterable[Decimal]) -> Decimal | None:
+    """The cheapest deal possible: min(least_price over sellers with least_price <= max_price), or None."""
+    feasible = [p for p in least_prices if p <= max_price]
+    return min(feasible) if feasible else None
+
+
+def best_zopa(*, max_price: Decimal, least_prices: Iterable[Decimal]) -> Decimal | None:
+    """Width of the widest ZOPA in the room: max_price − min(least_price over all sellers).
+
+    May be <= 0 (no seller can meet the buyer's max); None when there are no sellers.
+    """
+    floors = list(least_prices)
+    return max_price - min(floors) if floors else None
+
+
+def selection_regret(*, price: Decimal | None, max_price: Decimal, least_prices: Iterable[Decimal]
+                     ) -> Decimal | None:
+    """Money left on the table by picking this seller: p − min(least_price over sellers with least_price <= max_price).
+
+    0 when the buyer paid the lowest floor in the room. None on no deal, or when no seller was
+    feasible (then a deal broke a guardrail and regret is not meaningful).
+    """
+    if price is None:
+        return None
+    floor = feasible_floor(max_price=max_price, least_prices=least_prices)
+    return None if floor is None else price - floor
+
+
+def mutual_loss(*, deal: bool, max_price: Decimal, least_prices: Iterable[Decimal]) -> bool:
+    """No deal, although some seller's least_price <= max_price (both sides could have gained)."""
+    return not deal and feasible_floor(max_price=max_price, least_prices=least_prices) is not None
+
+
+def savings_vs_first_ask(*, price: Decimal | None, first_ask: Decimal | None) -> Decimal | None:
+    """Per-unit saving against the chosen seller's first offer: first_ask − p (None without both)."""
+    if price is None or first_ask is None:
+        return None
+    return first_ask - price
+
+
+def savings_share(*, price: Decimal | None, first_ask: Decimal | None) -> float | None:
+    """The saving as a fraction of the first ask: (first_ask − p) / first_ask (None if first_ask <= 0)."""
+    saving = savings_vs_first_ask(price=price, first_ask=first_ask)
+    if saving is None or first_ask is None or first_ask <= 0:
+        return None
+    return float(saving / first_ask)
+
+
+def first_ask(*, offers: Sequence[tuple[int, str, Decimal | None]], seller: str | None) -> Decimal | None:
+    """The first priced message of `seller` in (round, sender, price) order, or None.
+
+    `offers` are (round_no, sender, price) for every seller message of the run.
+    """
+    if not seller:
+        return None
+    for _round, sender, price in sorted((o for o in offers if o[2] is not None), key=lambda o: o[0]):
+        if sender == seller:
+            return price
+    return None
+
+
+# --- tokens, cost, latency ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """US dollars per 1M tokens."""
+
+    input: Decimal
+    output: Decimal
+
+
+FREE = ModelPrice(input=Decimal(0), output=Decimal(0))
+PER_TOKENS = Decimal(1_000_000)
+
+
+def model_price(model: str, table: Mapping[str, Mapping[str, Any]]) -> ModelPrice | None:
+    """A model's price from the table (`{"model": {"input": $/1M, "output": $/1M}}`), or None if unknown.
+
+    An exact name wins; otherwise the longest key the model's name starts with, because providers
+    answer with dated names ("gpt-4o-mini-2024-07-18" is priced as "gpt-4o-mini").
+    """
+    entry = table.get(model)
+    if entry is None:
+        prefixes = [k for k in table if model.startswith(k)]
+        entry = table[max(prefixes, key=len)] if prefixes else None
+    if entry is None:
+        return None
+    return ModelPrice(input=Decimal(str(entry["input"])), output=Decimal(str(entry["output"])))
+
+
+def llm_cost(*, prompt_tokens: int, completion_tokens: int, price: ModelPrice | None) -> Decimal | None:
+    """Cost of tokens in US dollars: (prompt_tokens × input + completion_tokens × output) / 1M; None if unpriced."""
+    if price is None:
+        return None
+    return (prompt_tokens * price.input + completion_tokens * price.output) / PER_TOKENS
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one run spent with one model; `local` calls (the loopback profile) cost nothing."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    local: bool = False
+
+
+def run_cost(usages: Iterable[Usage], table: Mapping[str, Mapping[str, Any]]) -> Decimal | None:
+    """Σ llm_cost over the run's usages (local ones are free); None if any used tokens are unpriced."""
+    total = Decimal(0)
+    for u in usages:
+        if u.prompt_tokens == 0 and u.completion_tokens == 0:
+            continue
+        cost = llm_cost(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                        price=FREE if u.local else model_price(u.model, table))
+        if cost is None:
+            return None
+        total += cost
+    return total
+
+
+def total_tokens(*, prompt_tokens: int, completion_tokens: int) -> int:
+    """Tokens = prompt_tokens + completion_tokens."""
+    return prompt_tokens + completion_tokens
+
+
+def mean_latency_ms(*, latency_ms: int, llm_calls: int) -> float | None:
+    """Mean LLM time per call: Σ latency_ms / llm_calls (None without calls)."""
+    return latency_ms / llm_calls if llm_calls else None
+
+
+# --- quality events -----------------------------------------------------------------------------
+
+EVENT_GROUPS = ("leaks", "guardrails", "claim_inconsistent", "unsupported_claims", "fallbacks")
+
+
+def event_group(kind: str) -> str:
+    """The counter an event kind goes to: leaks, claim_inconsistent, unsupported_claims, fallbacks, or
+    guardrails (every repair or refusal of an action by the rules)."""
+    if kind == EventKind.LEAK:
+        return "leaks"
+    if kind == EventKind.CLAIM_INCONSISTENT:
+        return "claim_inconsistent"
+    if kind == EventKind.UNSUPPORTED_CLAIM:
+        return "unsupported_claims"
+    if kind == EventKind.FALLBACK:
+        return "fallbacks"
+    return "guardrails"
+
+
+def event_counts(kinds: Mapping[str, int]) -> dict[str, int]:
+    """Per-run counts of each group from {event kind: count}: leak events, guardrail violations,
+    claim inconsistencies, unsupported competitor claims and fallbacks."""
+    counts = dict.fromkeys(EVENT_GROUPS, 0)
+    for kind, n in kinds.items():
+        counts[event_group(kind)] += n
+    return counts
+
+
+def rate(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, None when the denominator is 0 (e.g. deal rate = deals / finished runs)."""
+    return numerator / denominator if denominator else None
+
+
+# --- the per-run record -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SellerTerms:
+    handle: str
+    least_price: Decimal
+    style: str = ""
+    weights: str = ""  # "retention/profit", e.g. "0.60/0.40"
+
+
+def run_metrics(*, deal: bool, price: Decimal | None, chosen: str | None, max_price: Decimal,
+                sellers: Sequence[SellerTerms], offers: Sequence[tuple[int, str, Decimal | None]],
+                rounds: int, messages: int, llm_calls: int, prompt_tokens: int, completion_tokens: int,
+                latency_ms: int, usages: Iterable[Usage], prices: Mapping[str, Mapping[str, Any]],
+                event_kinds: Mapping[str, int]) -> dict[str, Any]:
+    """Every per-run metric of a finished run, from plain values (see each function for its formula)."""
+    floors = [s.least_price for s in sellers]
+    seller = next((s for s in sellers if s.handle == chosen), None) if deal else None
+    buyer_share = seller_share = None
+    if deal and price is not None and seller is not None:
+        b = buyer_surplus_share(price=price, max_price=max_price, least_price=seller.least_price)
+        buyer_share = None if b is None else float(b)
+        seller_share = None if b is None else float(1 - b)
+    ask = first_ask(offers=offers, seller=chosen) if deal else None
+    return {
+        "deal": deal, "price": price if deal else None, "max_price": max_price,
+        "chosen_handle": (chosen or "") if deal else "",
+        "chosen_style": seller.style if seller else "", "chosen_weights": seller.weights if seller else "",
+        "buyer_share": buyer_share, "seller_share": seller_share,
+        "zopa": best_zopa(max_price=max_price, least_prices=floors),
+        "first_ask": ask,
+        "savings": savings_vs_first_ask(price=price if deal else None, first_ask=ask),
+        "savings_share": savings_share(price=price if deal else None, first_ask=ask),
+        "selection_regret": selection_regret(price=price if deal else None, max_price=max_price,
+                                             least_prices=floors),
+        "mutual_loss": mutual_loss(deal=deal, max_price=max_price, least_prices=floors),
+        "rounds": rounds, "messages": messages, "llm_calls": llm_calls,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "tokens": total_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+        "cost_usd": run_cost(usages, prices),
+        "latency_ms": latency_ms,
+        **event_counts(event_kinds),
+    }
+
+
+# --- local quality scorers ----------------------------------------------------------------------
+# Deterministic stand-ins for an LLM judge: the same fields, computed from the run's numbers and
+# events, so a run always has scores and pages can say where each came from.
+
+
+def local_deal_quality(*, deal: bool, buyer_share: float | None, mutual_loss: bool) -> float:
+    """Deal quality for the buyer, 0–1: the buyer's surplus share on a deal (0.5 when the ZOPA is
+    undefined); 0 for a mutual loss; 1 for no deal when no seller could meet the buyer's max."""
+    if deal:
+        return 0.5 if buyer_share is None else min(1.0, max(0.0, buyer_share))
+    return 0.0 if mutual_loss else 1.0
+
+
+def strategy_level(deal_quality: float) -> str:
+    """low (< 0.3), medium (< 0.6) or high."""
+    return "high" if deal_quality >= 0.6 else "medium" if deal_quality >= 0.3 else "low"
+
+
+def local_coherence(*, messages: int, claim_inconsistent: int, fallbacks: int) -> float:
+    """1 − (claim inconsistencies + fallbacks) / messages, clamped to 0–1 (1 without messages)."""
+    if not messages:
+        return 1.0
+    return max(0.0, 1.0 - (claim_inconsistent + fallbacks) / messages)
+
+
+def local_hallucination(*, buyer_messages: int, unsupported_claims: int) -> float:
+    """Unsupported competitor claims per buyer message, clamped to 0–1 (0 without buyer messages)."""
+    if not buyer_messages:
+        return 0.0
+    return min(1.0, unsupported_claims / buyer_messages)
+
+
+def local_recommendations(m: Mapping[str, Any]) -> list[str]:
+    """One or two rule-based recommendations from a run's metrics, most important first."""
+    recs = []
+    if m.get("leaks"):
+        recs.append("Never state your own hidden price (floor, cost or budget) in a message.")
+    if m.get("mutual_loss"):
+        recs.append("A deal was possible: keep negotiating with the cheapest seller rather than walking away.")
+    if m.get("selection_regret") and m["selection_regret"] > 0:
+        recs.append("Probe every seller before accepting: a cheaper floor was available in the room.")
+    if m.get("unsupported_claims"):
+        recs.append("Only cite competitor prices that were actually offered.")
+    if m.get("guardrails"):
+        recs.append("Stay within your price limits: the rules had to repair some actions.")
+    if m.get("buyer_share") is not None and m["buyer_share"] < 0.3:
+        recs.append("Open lower and concede more slowly: the seller kept most of the surplus.")
+    if not recs:
+        recs.append("Keep the same approach: the deal was clean and well inside the buyer's range.")
+    return recs[:2]
+
+
+def local_message_quality(*, text: str, events: Iterable[str], sender_is_buyer: bool) -> dict[str, float]:
+    """Per-message scores, 0–1: claim_consistency (no text/price mismatch), leak_free, rule_adherence
+    (no guardrail repair or fallback), coherence (the mean of those three; 0 for an empty message)
+    and, for the buyer, hallucination (1 when it cited a price no seller offered)."""
+    groups = {event_group(k) for k in events}
+    scores = {
+        "claim_consistency": 0.0 if "claim_inconsistent" in groups else 1.0,
+        "leak_free": 0.0 if "leaks" in groups else 1.0,
+        "rule_adherence": 0.0 if "guardrails" in groups or "fallbacks" in groups else 1.0,
+    }
+    scores["coherence"] = round(sum(scores.values()) / 3, 4) if text.strip() else 0.0
+    if sender_is_buyer:
+        scores["hallucination"] = 1.0 if "unsupported_claims" in groups else 0.0
+    return scores
+
+
+# --- bootstrap confidence intervals ------------------------------------------------------------
+
+DEFAULT_RESAMPLES = 1000
+# A multinomial draw costs ~20x an index draw per element, so it wins below n/20 distinct values.
+_COUNTS_FACTOR = 20
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its bootstrap confidence interval over n values."""
+
+    n: int
+    mean: float | None
+    low: float | None
+    high: float | None
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+def _bootstrap_means(values: np.ndarray, *, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+    n = values.size
+    distinct, counts = np.unique(values, return_counts=True)
+    if distinct.size * _COUNTS_FACTOR <= n:
+        draws = rng.multinomial(n, counts / n, size=n_resamples)
+        return (draws @ distinct) / n
+    out = np.empty(n_resamples)
+    chunk = max(1, 4_000_000 // n)
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
+        out[start:stop] = values[idx].mean(axis=1)
+    return out
+
+
+def bootstrap_ci(values: Iterable[float | Decimal | bool | int | None], *, seed: int = 0,
+                 n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95) -> Estimate:
+    """Mean and percentile-bootstrap CI: resample the n values with replacement `n_resamples` times,
+    take each resample's mean, and report the (1−confidence)/2 and (1+confidence)/2 quantiles.
+
+    None values are dropped first (a share is undefined on no deal). Seeded: the same values and
+    seed give the same interval. With one value the interval is that value; with none, all None.
+    """
+    arr = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    if arr.size == 0:
+        return Estimate(n=0, mean=None, low=None, high=None)
+    mean = float(arr.mean())
+    if arr.size == 1 or np.all(arr == arr[0]):
+        return Estimate(n=int(arr.size), mean=mean, low=mean, high=mean)
+    rng = np.random.default_rng(seed)
+    means = _bootstrap_means(arr, rng=rng, n_resamples=n_resamples)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Estimate(n=int(arr.size), mean=mean, low=float(low), high=float(high))
+
+
+def paired_differences(a: Mapping[Any, float | None], b: Mapping[Any, float | None]) -> list[float]:
+    """b − a for every key (e.g. the run's seed) present with a value in both, in key order."""
+    keys = sorted(k for k in a.keys() & b.keys() if a[k] is not None and b[k] is not None)
+    return [float(b[k]) - float(a[k]) for k in keys]  # type: ignore[arg-type]
+
+
+def compare_sentence(*, metric: str, estimate: Estimate, higher_is_better: bool | None, label_a: str,
+                     label_b: str, unit: str = "") -> str:
+    """A plain-language reading of a paired difference (B − A) and whether its CI excludes 0."""
+    if estimate.mean is None:
+        return f"{metric}: no pairs to compare."
+    diff = f"{estimate.mean:+.3g}{unit}"
+    ci = f"95% CI {estimate.low:+.3g} to {estimate.high:+.3g}{unit}"
+    if estimate.mean == 0 and not estimate.excludes_zero:
+        return f"{metric}: no difference between {label_a} and {label_b} ({ci})."
+    b_higher = estimate.mean > 0
+    if higher_is_better is None:
+        lead = f"{label_b if b_higher else label_a} is higher on {metric} (B − A = {diff}, {ci})"
+    else:
+        better = label_b if b_higher == higher_is_better else label_a
+        lead = f"{better} did better on {metric} (B − A = {diff}, {ci})"
+    tail = ("; the interval excludes 0, so the difference is unlikely to be chance." if estimate.excludes_zero
+            else "; the interval includes 0, so this could be chance.")
+    return lead + tail

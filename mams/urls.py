@@ -1,8 +1,10 @@
-"""URLs: the admin for configuration, the REST API under /api/ and its docs (login required)."""
+"""URLs: the admin for configuration, the REST API under /api/ and its docs (login required), and the
+analytics pages under /analytics/ (the site root goes there)."""
 
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 admin.site.site_header = "MAMS — Multi-Agent Marketplace Simulator"
@@ -14,4 +16,6 @@ urlpatterns = [
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
     path("api/", include("negotiation.urls")),
+    path("analytics/", include("analytics.urls")),
+    path("", RedirectView.as_view(pattern_name="analytics:batches", permanent=False)),
 ]

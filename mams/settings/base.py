@@ -6,6 +6,7 @@ key is missing fails with an error naming the variable, not with a stray request
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -241,3 +242,33 @@ MAMS_SSE_MAX_SECONDS = float(env("MAMS_SSE_MAX_SECONDS", "900") or 900)
 # A stream re-reads Postgres at least this often even without a pub/sub notice (a lost notice, a
 # failed or cancelled run).
 MAMS_SSE_POLL_SECONDS = float(env("MAMS_SSE_POLL_SECONDS", "5") or 5)
+
+# --- Analytics, quality and monitoring (analytics/) ---------------------------------------------
+# US dollars per 1M tokens per model; a dated model name is priced by its longest matching key.
+# The local profile is always free. Add or override entries with MAMS_MODEL_PRICES_JSON, e.g.
+# '{"my-model": {"input": 0.5, "output": 1.5}}'. A run that used an unpriced model has no cost.
+MAMS_MODEL_PRICES: dict[str, dict[str, float]] = {
+    "anthropic/claude-sonnet-4.5": {"input": 3.0, "output": 15.0},
+    "anthropic/claude-sonnet-4": {"input": 3.0, "output": 15.0},
+    "anthropic/claude-haiku-4.5": {"input": 1.0, "output": 5.0},
+    "google/gemini-2.5-flash": {"input": 0.30, "output": 2.50},
+    "google/gemini-2.5-pro": {"input": 1.25, "output": 10.0},
+    "gemini-2.5-flash": {"input": 0.30, "output": 2.50},
+    "openai/gpt-4o-mini": {"input": 0.15, "output": 0.60},
+    "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+    "gpt-4o": {"input": 2.50, "output": 10.0},
+    "gemma-3-270m": {"input": 0.0, "output": 0.0},
+}
+MAMS_MODEL_PRICES.update(json.loads(env("MAMS_MODEL_PRICES_JSON", "{}") or "{}"))
+# A finished run is analysed on the `analysis` queue (the analyst profile, or local scorers).
+MAMS_ANALYSIS_ENABLED = env_bool("MAMS_ANALYSIS_ENABLED", True)
+MAMS_BOOTSTRAP_RESAMPLES = env_int("MAMS_BOOTSTRAP_RESAMPLES", 1000)
+# Galileo: one session per batch, one trace per negotiation, one LLM span per call. Without a key
+# nothing is sent. GALILEO_API_URL / GALILEO_CONSOLE_URL point the SDK at another deployment.
+GALILEO_API_KEY = env("GALILEO_API_KEY")
+GALILEO_PROJECT = env("GALILEO_PROJECT", "mams")
+GALILEO_LOG_STREAM = env("GALILEO_LOG_STREAM", "negotiations")
+# Sentry: errors from the web app and the workers, without prompts or personal data. No DSN, no-op.
+SENTRY_DSN = env("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", "local")
+SENTRY_TRACES_SAMPLE_RATE = float(env("SENTRY_TRACES_SAMPLE_RATE", "0") or 0)

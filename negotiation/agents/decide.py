@@ -39,26 +39,29 @@ class Decision:
     fallback_reason: str = ""
 
 
-def decide_seller(view: SellerView, *, spec: dict, seed: int, deadline: int) -> Decision:
+def decide_seller(view: SellerView, *, spec: dict, seed: int, deadline: int, meta: dict | None = None) -> Decision:
     def baseline(name: str) -> SellerAction:
         return baseline_seller(view, strategy=Strategy(name.upper()), deadline=deadline)
     if spec["strategy"] != "llm":
         return Decision(action=baseline(spec["strategy"]))
     return _llm_turn(spec=spec, seed=seed, parse=parse_seller, fallback=lambda: baseline(spec["fallback"]),
-                     chat=lambda: prompts.seller_chat(view), completion=lambda: prompts.seller_completion(view))
+                     chat=lambda: prompts.seller_chat(view), completion=lambda: prompts.seller_completion(view),
+                     meta=meta)
 
 
-def decide_buyer(view: BuyerView, *, spec: dict, seed: int) -> Decision:
+def decide_buyer(view: BuyerView, *, spec: dict, seed: int, meta: dict | None = None) -> Decision:
     def baseline(name: str) -> BuyerAction:
         return baseline_buyer(view, strategy=Strategy(name.upper()))
     if spec["strategy"] != "llm":
         return Decision(action=baseline(spec["strategy"]))
     return _llm_turn(spec=spec, seed=seed, parse=parse_buyer, fallback=lambda: baseline(spec["fallback"]),
-                     chat=lambda: prompts.buyer_chat(view), completion=lambda: prompts.buyer_completion(view))
+                     chat=lambda: prompts.buyer_chat(view), completion=lambda: prompts.buyer_completion(view),
+                     meta=meta)
 
 
 def _llm_turn(*, spec: dict, seed: int, parse: Callable[[str], A], fallback: Callable[[], A],
-              chat: Callable[[], list[dict[str, str]]], completion: Callable[[], str]) -> Decision:
+              chat: Callable[[], list[dict[str, str]]], completion: Callable[[], str],
+              meta: dict | None = None) -> Decision:
     profile = get_profile(spec["profile"])
     model, temperature = spec["model"], float(spec["temperature"])
     replies: list[LLMReply] = []
@@ -71,13 +74,13 @@ def _llm_turn(*, spec: dict, seed: int, parse: Callable[[str], A], fallback: Cal
                 messages += [{"role": "assistant", "content": raws[-1]},
                              {"role": "user", "content": prompts.REPAIR.format(error=error)}]
             reply = complete(profile=profile, model=model, chat=messages, temperature=temperature,
-                             max_tokens=CHAT_MAX_TOKENS, seed=seed + attempt)
+                             max_tokens=CHAT_MAX_TOKENS, seed=seed + attempt, meta=meta)
             raw = reply.text
         else:
             # Base models: the prompt ends inside the JSON; ask again deterministically on a repair.
             reply = complete(profile=profile, model=model, prompt=completion(),
                              temperature=0.0 if attempt else temperature, max_tokens=COMPLETION_MAX_TOKENS,
-                             stop=["\n"], seed=seed + attempt)
+                             stop=["\n"], seed=seed + attempt, meta=meta)
             raw = prompts.PRIMER + reply.text
         replies.append(reply)
         raws.append(raw)

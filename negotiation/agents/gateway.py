@@ -23,6 +23,7 @@ import openai.types.chat  # noqa: F401 - imported eagerly, see _client()
 import openai.types.completion  # noqa: F401
 from django.conf import settings
 
+from analytics import tracing
 from negotiation.agents.limiter import LimiterTimeout, limiter_for
 
 
@@ -122,8 +123,12 @@ def _retry_after(response: httpx.Response | None) -> float | None:
 
 def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None = None,
              prompt: str | None = None, temperature: float = 0.7, max_tokens: int = 200,
-             stop: list[str] | None = None, seed: int | None = None) -> LLMReply:
-    """One LLM call under the global limits. Never call it inside a database transaction."""
+             stop: list[str] | None = None, seed: int | None = None, meta: dict[str, Any] | None = None
+             ) -> LLMReply:
+    """One LLM call under the global limits. Never call it inside a database transaction.
+
+    `meta` (run, batch, round, role, handle) labels the call's Galileo span; see analytics/tracing.py.
+    """
     limiter = limiter_for(settings.REDIS_URL)
     where = f"LLM profile '{profile.name}' at {profile.base_url}"
     kwargs: dict[str, Any] = {"model": model, "temperature": temperature, "max_tokens": max_tokens}
@@ -167,7 +172,10 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
     except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
         raise LLMTransientError(f"{where} sent a malformed response body") from exc
     usage = getattr(response, "usage", None)
-    return LLMReply(text=text, model=getattr(response, "model", None) or model,
-                    prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                    completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                    latency_ms=latency_ms)
+    reply = LLMReply(text=text, model=getattr(response, "model", None) or model,
+                     prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                     completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                     latency_ms=latency_ms)
+    if meta is not None:
+        tracing.record_llm_call(meta=meta, chat=chat, prompt=prompt, reply=reply, temperature=temperature)
+    return reply

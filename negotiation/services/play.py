@@ -18,6 +18,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from analytics import tracing
+from analytics.services import run_failed, run_finished
 from negotiation.agents.decide import Decision, decide_buyer, decide_seller
 from negotiation.dispatch import enqueue_round, enqueue_seller_turn
 from negotiation.engine import audit, guardrails, protocol, routing, visibility
@@ -55,7 +57,8 @@ def round_play(*, run_id: Any, round_no: int) -> None:
         if run.mode == NegotiationRun.Mode.HUMAN_BUYER:
             return  # a person takes this turn through the API
         view = _buyer_view(run, ctx, round_no)
-        decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0))
+        decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
+                                meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER))
         if not buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision):
             return
     fan_out(run_id=run.pk, round_no=round_no)
@@ -134,7 +137,8 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
         slot = ctx.handles.index(handle) + 1
         # Sellers answer in rounds 1..max_rounds (t = 0..max_rounds-1); a baseline reaches its floor last.
         decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
-                                 deadline=max(1, run.max_rounds - 1))
+                                 deadline=max(1, run.max_rounds - 1),
+                                 meta=tracing.meta(run=run, round_no=round_no, role="seller", handle=handle))
         previous = next((m.price for m in reversed(view.thread)
                          if m.sender == handle and m.action in (SellerAct.OFFER, SellerAct.ACCEPT)), None)
         action, events = guardrails.guard_seller(decision.action, me=me, previous_offer=previous,
@@ -248,6 +252,7 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
         status=Status.COMPLETED, ended_at=timezone.now())
     if not done:
         raise IntegrityError(f"run {run.pk} was no longer running")
+    run_finished(run_id=run.pk)  # metrics row in this transaction; analysis queued after commit
     _after_terminal(run.batch_id)
 
 
@@ -265,6 +270,7 @@ def run_fail(*, run_id: Any, reason: str) -> None:
         done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
             status=Status.FAILED, error=reason[:2000], ended_at=timezone.now())
         if done:
+            run_failed(run_id=run_id)
             _after_terminal(run.batch_id)
 
 

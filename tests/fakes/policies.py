@@ -28,6 +28,8 @@ def _q(value: Decimal) -> float:
 
 def negotiation(req: Request) -> str:
     system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
+    if "You are a negotiation analyst" in system:
+        return analyst(req)
     if "Your absolute bottom line" in system:
         return _seller(req, system)
     if "strategic buyer" in system:
@@ -70,3 +72,14 @@ def _buyer(req: Request, system: str) -> str:
     counter = low + (high - low) * Decimal("0.15") * round_no
     return json.dumps({"action": "message", "to": ["all"], "price": _q(counter),
                        "message": f"Can you do ${_q(counter):.2f} each?", "reasoning": "anchoring low"})
+
+
+def analyst(req: Request) -> str:
+    """The post-deal analyst: scores the buyer from the measured numbers in the prompt."""
+    last = (req.messages or [{}])[-1].get("content", "")
+    share = re.search(r"buyer surplus share ([0-9.]+)", last)
+    quality = round(float(share.group(1)), 3) if share else (0.0 if "mutual loss True" in last else 0.8)
+    level = "high" if quality >= 0.6 else "medium" if quality >= 0.3 else "low"
+    return json.dumps({"deal_quality": quality, "strategy_effectiveness": level, "coherence": 0.9,
+                       "hallucination": 0.05, "recommendations": ["Anchor lower in round 1.", "Name the best rival."],
+                       "reasons": f"The buyer kept {quality:.0%} of the ZOPA; its messages matched its actions."})

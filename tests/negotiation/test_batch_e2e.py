@@ -65,6 +65,8 @@ def test_a_batch_runs_to_completion_on_the_worker(celery_worker: Any, llm: Any) 
     # and no prompt ever carried another party's private numbers
     buyer_max, floors = "9.00", {h: (s["cost_price"], s["least_price"]) for h, s in sellers.items()}
     for text in prompts:
+        if "You are a negotiation analyst" in text:
+            continue  # the post-deal analyst reads the finished run whole, private numbers included, by design
         if "strategic buyer" in text:
             assert not any(v in text for pair in floors.values() for v in pair)
         else:

@@ -1,0 +1,44 @@
+"""Celery entry points of analytics: the post-deal analysis, on its own queue.
+
+The analysis queue is separate from `rounds` and `agents`, so a slow or failing analyst never
+delays a negotiation turn; the run is already `completed` when this task is queued (on commit of
+its Outcome), so nothing here can fail it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from analytics import analysis
+from mams.queues import Queue
+from negotiation.agents.gateway import LLMTransientError
+
+log = logging.getLogger(__name__)
+
+
+def _backoff(retries: int, retry_after: float | None) -> float:
+    return max(min(2 ** retries, 120) * (1 + random.random()), retry_after or 0)  # noqa: S311 - jitter
+
+
+@shared_task(bind=True, name="analytics.analyse_run", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,
+             soft_time_limit=300, time_limit=330)
+def analyse_run_task(self: Task, run_id: str) -> None:
+    """Analyse one finished run. Safe to redeliver: a run already analysed is left as it is, and the
+    analysis row is written with update_or_create keyed on the run.
+
+    Transient analyst errors retry with exponential backoff and jitter (at least the provider's
+    Retry-After); after MAMS_LLM_MAX_RETRIES the local scorers give the verdict. Any other error is
+    stored on the analysis row and reported, never raised into the run.
+    """
+    try:
+        analysis.run_analyse(run_id=run_id, give_up=self.request.retries >= settings.MAMS_LLM_MAX_RETRIES)
+    except LLMTransientError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries, exc.retry_after)) from exc
+    except Exception as exc:
+        log.exception("run %s: the analysis failed", run_id)
+        analysis.run_analysis_fail(run_id=run_id, error=f"{exc.__class__.__name__}: {exc}")
+        raise

@@ -1,0 +1,16 @@
+"""Analytics pages, mounted at /analytics/ (see mams/urls.py)."""
+
+from django.urls import path
+
+from analytics import views
+
+app_name = "analytics"
+urlpatterns = [
+    path("", views.batch_list, name="batches"),
+    path("batches/<uuid:batch_id>/", views.batch_detail, name="batch"),
+    path("batches/<uuid:batch_id>/live.json", views.batch_live, name="batch-live"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="run"),
+    path("compare/", views.compare, name="compare"),
+    path("sessions/", views.session_list, name="sessions"),
+    path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
+]

@@ -1,0 +1,292 @@
+"""Analytics pages: batches, a batch's dashboard (live while it runs), a run, two batches compared,
+and a session with its launch button. Server-rendered, behind login, charts drawn as inline SVG.
+
+Views only read through selectors and write through services (`batch_create`, the same service the
+REST API uses); a user sees their own sessions, batches and runs, and staff see everything.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_http_methods
+
+from analytics import charts
+from analytics.models import RunAnalysis, RunMetrics
+from analytics.selectors import (
+    COMPARE,
+    HEADLINE_KEYS,
+    HEADLINES,
+    RUN_SORTS,
+    batch_compare,
+    batch_dashboard,
+    batch_runs,
+    batch_table,
+    run_events,
+    visible,
+)
+from analytics.templatetags.analytics_tags import fmt
+from negotiation.agents.config import BASELINES
+from negotiation.agents.gateway import profile_names
+from negotiation.engine import visibility
+from negotiation.engine.types import BUYER
+from negotiation.models import Batch, NegotiationRun, Session
+from negotiation.selectors import run_context
+from negotiation.services.batches import batch_create
+
+RUNS_PER_PAGE = 50
+
+
+def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
+    return get_object_or_404(visible(Batch.objects.select_related("session"), request.user), pk=batch_id)
+
+
+@login_required
+def batch_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(batch_table(user=request.user), 25).get_page(request.GET.get("page"))
+    return render(request, "analytics/batch_list.html", {"page": page})
+
+
+# --- the batch dashboard -----------------------------------------------------------------------
+
+def _dashboard_charts(d: dict[str, Any]) -> dict[str, str]:
+    money = lambda v: f"${v:.2f}"  # noqa: E731
+    rounds = d["rounds_hist"]
+    style, weights = d["by_style"], d["by_weights"]
+    a = d["analysis"]
+    out = {
+        "price": charts.histogram(d["price_hist"], label="Final prices of deals", x_fmt=money),
+        "rounds": charts.bars([str(r["rounds"]) for r in rounds],
+                              [("deal", [r["deals"] for r in rounds]),
+                               ("no deal", [r["runs"] - r["deals"] for r in rounds])],
+                              label="Rounds to close (runs per number of rounds)"),
+        "sellers": charts.bars([r["chosen_handle"] for r in d["deals_per_seller"]],
+                               [("deals won", [r["n"] for r in d["deals_per_seller"]])], label="Deals won per seller"),
+        "style": charts.bars([r["chosen_style"] or "?" for r in style],
+                             [("buyer share", [r["buyer_share"] or 0 for r in style]),
+                              ("seller share", [r["seller_share"] or 0 for r in style])],
+                             label="Surplus share by seller style", y_fmt=lambda v: f"{v:.0%}"),
+        "weights": charts.bars([r["chosen_weights"] or "?" for r in weights],
+                               [("buyer share", [r["buyer_share"] or 0 for r in weights]),
+                                ("seller share", [r["seller_share"] or 0 for r in weights])],
+                               label="Surplus share by seller weights (retention/profit)",
+                               y_fmt=lambda v: f"{v:.0%}"),
+        "strategy": charts.bars(["low", "medium", "high"],
+                                [("runs", [a["strategy"].get(k, 0) for k in ("low", "medium", "high")])],
+                                label="Strategy effectiveness"),
+    }
+    for key, color in (("deal_quality", charts.PALETTE[2]), ("coherence", charts.PALETTE[0]),
+                       ("hallucination", charts.PALETTE[1])):
+        out[key] = charts.histogram(a["hists"][key], label=key.replace("_", " ").capitalize(), color=color,
+                                    x_fmt=lambda v: f"{v:.1f}")
+    return {k: mark_safe(v) for k, v in out.items()}  # noqa: S308 - charts escape every text they draw
+
+
+def _runs_page(request: HttpRequest, batch: Batch) -> dict[str, Any]:
+    q = {k: request.GET.get(k, "") for k in ("status", "decision", "seller", "flag", "sort", "dir")}
+    qs = batch_runs(batch_id=batch.pk, status=q["status"], decision=q["decision"], seller=q["seller"],
+                    flag=q["flag"], sort=q["sort"] or "seed", descending=q["dir"] == "desc")
+    page = Paginator(qs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    params = request.GET.copy()
+    params.pop("page", None)
+    params.pop("fragment", None)
+    return {"runs": page, "filters": q, "query": params.urlencode(), "sorts": sorted(RUN_SORTS)}
+
+
+@login_required
+def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
+    batch = _batch_or_404(request, batch_id)
+    d = batch_dashboard(batch_id=batch.pk)
+    cards = [(h, d["headlines"][h.key]) for h in HEADLINES]
+    others = batch_table(user=request.user, session_id=batch.session_id).exclude(pk=batch.pk)[:20]
+    ctx = {"batch": batch, "d": d, "cards": cards, "charts": _dashboard_charts(d), "others": others,
+           "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
+           "version": d["version"], **_runs_page(request, batch)}
+    template = "analytics/_batch_body.html" if request.GET.get("fragment") else "analytics/batch_detail.html"
+    return render(request, template, ctx)
+
+
+@login_required
+def batch_live(request: HttpRequest, batch_id: Any) -> JsonResponse:
+    """The small JSON the dashboard polls: progress, the data version, and the headline figures."""
+    batch = _batch_or_404(request, batch_id)
+    d = batch_dashboard(batch_id=batch.pk)
+    return JsonResponse({
+        "status": batch.status, "version": d["version"], "progress": d["progress"], "total": d["total"],
+        "finished": d["finished"], "percent": d["percent"],
+        "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
+        "headlines": {h.key: {"mean": d["headlines"][h.key].mean, "low": d["headlines"][h.key].low,
+                              "high": d["headlines"][h.key].high, "n": d["headlines"][h.key].n,
+                              "text": fmt(d["headlines"][h.key].mean, h.fmt)} for h in HEADLINES},
+    })
+
+
+# --- the run page ------------------------------------------------------------------------------
+
+def _lanes(run: NegotiationRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The transcript as lanes: the buyer's view and each seller's view, aligned by round."""
+    ctx = run_context(run)
+    events = run_events(run_id=run.pk)
+    buyer = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
+                                  max_rounds=run.max_rounds, transcript=ctx.transcript)
+    lanes = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
+    for handle in ctx.handles:
+        view = visibility.seller_view(me=ctx.sellers[handle], item_name=ctx.buyer.item_name,
+                                      quantity=ctx.buyer.quantity, round_no=run.current_round,
+                                      transcript=ctx.transcript)
+        lanes.append({"key": handle, "title": f"What {handle} saw", "thread": view.thread,
+                      "style": ctx.sellers[handle].style})
+    last = max((m.round_no for m in ctx.transcript), default=0)
+    rows = []
+    for r in range(1, last + 1):
+        cells = []
+        for lane in lanes:
+            items = []
+            for m in lane["thread"]:
+                if m.round_no != r:
+                    continue
+                row = ctx.message(m.round_no, m.sender)
+                items.append({"msg": m, "row": row, "mine": m.sender == lane["key"],
+                              "events": events.get(row.pk, []) if row else []})
+            cells.append(items)
+        rows.append({"round": r, "cells": cells})
+    return lanes, rows, last
+
+
+def _offers_chart(run: NegotiationRun, rounds: int) -> str:
+    ctx = run_context(run)
+    lines: dict[str, list[charts.Point]] = {}
+    for m in ctx.transcript:
+        if m.price is None:
+            continue
+        name = "buyer counter" if m.sender == BUYER else m.sender
+        lines.setdefault(name, []).append(charts.Point(m.round_no, float(m.price), m.action))
+    guides = {"buyer max": float(ctx.buyer.max_price)}
+    floors = sorted((float(s.least_price), h) for h, s in ctx.sellers.items())
+    if floors:
+        guides[f"lowest floor {floors[0][1]}"] = floors[0][0]
+    outcome = getattr(run, "outcome", None)
+    if outcome is not None and outcome.chosen_handle in ctx.sellers and outcome.chosen_handle != floors[0][1]:
+        guides[f"{outcome.chosen_handle} floor"] = float(ctx.sellers[outcome.chosen_handle].least_price)
+    return charts.offers(lines, rounds=rounds, label="Offers and counters over rounds", guides=guides)
+
+
+SCORE_ROWS = [("deal_quality", "Deal quality", "higher is better"), ("coherence", "Coherence", "higher is better"),
+              ("hallucination", "Hallucination", "lower is better")]
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = get_object_or_404(visible(NegotiationRun.objects.select_related("batch", "session"), request.user),
+                            pk=run_id)
+    metrics = RunMetrics.objects.filter(run=run).first()
+    analysis = RunAnalysis.objects.filter(run=run).first()
+    outcome = getattr(run, "outcome", None)
+    lanes, rows, last = _lanes(run)
+    scores = []
+    if analysis is not None:
+        for key, label, hint in SCORE_ROWS:
+            scores.append({"label": label, "hint": hint, "verdict": getattr(analysis, key),
+                           "local": (analysis.local or {}).get(key), "galileo": (analysis.galileo or {}).get(key)})
+    ctx = {"run": run, "metrics": metrics, "analysis": analysis, "outcome": outcome, "lanes": lanes, "rows": rows,
+           "last_round": last, "scores": scores,
+           "chart": mark_safe(_offers_chart(run, max(last, 1))),  # noqa: S308 - the chart escapes its text
+           "orphan_events": run_events(run_id=run.pk).get(None, [])}
+    return render(request, "analytics/run_detail.html", ctx)
+
+
+# --- comparing two batches ---------------------------------------------------------------------
+
+@login_required
+def compare(request: HttpRequest) -> HttpResponse:
+    choices = batch_table(user=request.user)[:200]
+    a_id, b_id = request.GET.get("a"), request.GET.get("b")
+    ctx: dict[str, Any] = {"choices": choices, "a_id": a_id or "", "b_id": b_id or ""}
+    if a_id and b_id:
+        try:
+            a, b = _batch_or_404(request, a_id), _batch_or_404(request, b_id)
+        except (ValidationError, ValueError) as exc:
+            raise Http404("No such batch.") from exc
+        result = batch_compare(a=a, b=b)
+        ctx.update(a=a, b=b, result=result, chart=mark_safe(charts.forest(  # noqa: S308 - escaped by the chart
+            [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high) for r in result["rows"]],
+            label="Paired differences B − A with 95% CIs")))
+    ctx["metrics"] = [HEADLINE_KEYS[k] for k in COMPARE]
+    return render(request, "analytics/compare.html", ctx)
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+@login_required
+def session_list(request: HttpRequest) -> HttpResponse:
+    from django.db.models import Count
+
+    sessions = visible(Session.objects.all(), request.user).annotate(
+        n_sellers=Count("sellers", distinct=True), n_batches=Count("batches", distinct=True)).order_by("-created_at")
+    return render(request, "analytics/session_list.html", {"sessions": sessions})
+
+
+ROLES = ("buyer", "seller", "analyst")
+
+
+def _launch_defaults() -> dict[str, Any]:
+    return {"item_name": "", "runs": 10, "max_rounds": 5, "base_seed": 0, "temperature": 0.7,
+            **{f"{r}_strategy": "llm" for r in ROLES}, **{f"{r}_profile": "" for r in ROLES},
+            **{f"{r}_model": "" for r in ROLES}}
+
+
+def _int(value: Any, default: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value if value not in (None, "") else default
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
+    session = get_object_or_404(visible(Session.objects.all(), request.user), pk=session_id)
+    form, errors = _launch_defaults(), {}
+    if request.method == "POST":
+        form.update({k: request.POST.get(k, v) for k, v in form.items()})
+        agents = {}
+        for role in ROLES:
+            spec: dict[str, Any] = {"strategy": form[f"{role}_strategy"]}
+            if form[f"{role}_profile"]:
+                spec["profile"] = form[f"{role}_profile"]
+            if form[f"{role}_model"].strip():
+                spec["model"] = form[f"{role}_model"].strip()
+            agents[role] = spec
+        try:
+            temperature: Any = float(form["temperature"])
+        except (TypeError, ValueError):
+            temperature = form["temperature"]
+        try:
+            batch = batch_create(session=session, item_name=form["item_name"] or None,
+                                 runs=_int(form["runs"], 0), agents=agents, temperature=temperature,
+                                 max_rounds=_int(form["max_rounds"], 0), base_seed=_int(form["base_seed"], 0),
+                                 owner=request.user)
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        else:
+            return redirect("analytics:batch", batch_id=batch.pk)
+    demands = list(session.demands.all())
+    sellers = list(session.sellers.prefetch_related("inventory"))
+    ctx = {"session": session, "demands": demands, "sellers": sellers, "form": form, "errors": errors,
+           "batches": batch_table(user=request.user, session_id=session.pk)[:50], "roles": ROLES,
+           "strategies": ("llm", *BASELINES), "profiles": profile_names(),
+           "zopa": {d.item_name: _zopa(d, sellers) for d in demands}}
+    return render(request, "analytics/session_detail.html", ctx, status=400 if errors else 200)
+
+
+def _zopa(demand: Any, sellers: list[Any]) -> Decimal | None:
+    floors = [line.least_price for s in sellers for line in s.inventory.all()
+              if line.item_name.lower() == demand.item_name.lower()]
+    return demand.max_price - min(floors) if floors else None

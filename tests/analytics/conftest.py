@@ -1,0 +1,76 @@
+"""Analytics fixtures: the spec's sample session and an in-process driver that plays runs to their end
+with baseline agents (no worker, no LLM), so metrics and pages have finished runs to read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from negotiation.models import Batch, Message, NegotiationRun, Session
+from negotiation.services.batches import batch_create
+from negotiation.services.scenarios import scenario_document
+from negotiation.services.sessions import session_import
+from tests.factories import UserFactory
+
+BASELINE = {"buyer": {"strategy": "linear"}, "seller": {"strategy": "linear"}, "analyst": {"strategy": "linear"}}
+LLM = {"buyer": {"profile": "openai-compatible"}, "seller": {"profile": "openai-compatible"},
+       "analyst": {"profile": "openai-compatible"}}
+
+
+@pytest.fixture
+def user(db: Any) -> Any:
+    u = UserFactory(username="ana")
+    u.save()  # the factory sets the password after its save; a session's auth hash needs it stored
+    return u
+
+
+@pytest.fixture
+def sample(user: Any) -> Session:
+    return session_import(document=scenario_document("spec_sample"), owner=user)
+
+
+@pytest.fixture
+def play_through(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], NegotiationRun]:
+    """Play a queued agent run to its end in-process: buyer turn, each seller's turn, next round."""
+    from analytics import services
+    from negotiation.services import play
+
+    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+    monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
+    monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
+
+    def run_it(run_id: Any) -> NegotiationRun:
+        for _ in range(100):
+            run = NegotiationRun.objects.get(pk=run_id)
+            if run.status in NegotiationRun.TERMINAL:
+                return run
+            round_no = run.current_round
+            play.round_play(run_id=run_id, round_no=round_no)
+            buyer = Message.objects.filter(run_id=run_id, round_no=round_no, sender="buyer").first()
+            ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
+            for handle in buyer.recipients if buyer else []:
+                play.seller_turn(run_id=run_id, round_no=round_no, seller_id=ids[handle])
+        raise AssertionError("the run did not end in 100 steps")
+
+    return run_it
+
+
+@pytest.fixture
+def played_batch(sample: Session, user: Any, play_through: Callable[[Any], NegotiationRun]
+                 ) -> Callable[..., Batch]:
+    """A batch of the sample's USB-C cable, every run played to its end in-process."""
+
+    def make(runs: int = 4, agents: dict | None = None, max_rounds: int = 4, base_seed: int = 0) -> Batch:
+        batch = batch_create(session=sample, item_name="USB-C Cable", runs=runs, agents=agents or BASELINE,
+                             max_rounds=max_rounds, base_seed=base_seed, owner=user)
+        for run_id in NegotiationRun.objects.filter(batch=batch).values_list("pk", flat=True):
+            play_through(run_id)
+        from negotiation.services.play import batch_refresh
+
+        batch_refresh(batch_id=batch.pk)
+        batch.refresh_from_db()
+        return batch
+
+    return make
