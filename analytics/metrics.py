@@ -5,11 +5,9 @@ per-run values), compare two batches, and are tested on hand-worked examples wit
 Prices are `Decimal` (cents, like the columns they come from); shares and rates are floats.
 
 The bootstrap lives here too. It resamples runs (the unit of replication) with a seeded numpy
-generator, so the same values and seed always give the same interval. For the mean, a resample's
-statistic depends only on how many times each distinct value was drawn, so when a column has few
-distinct values (deal yes/no, rounds, counts) the counts are drawn from a
-multinomial over the distinct values instead of drawing n indices: the same distribution, exactly,
-at a cost that grows with the number of distinct values rather than with n.
+generator, so the same values and seed always give the same interval. A resampled mean depends
+only on how many times each run was drawn, so every column of a dashboard is resampled at once:
+one matrix of draw counts, one matrix product (see `bootstrap_many`).
 """
 
 from __future__ import annotations
@@ -325,8 +323,7 @@ def local_message_quality(*, text: str, events: Iterable[str], sender_is_buyer: 
 # --- bootstrap confidence intervals ------------------------------------------------------------
 
 DEFAULT_RESAMPLES = 1000
-# A multinomial draw costs ~20x an index draw per element, so it wins below n/20 distinct values.
-_COUNTS_FACTOR = 20
+_CELLS_PER_CHUNK = 2_000_000  # resample count matrices are built this many cells at a time
 
 
 @dataclass(frozen=True)
@@ -343,40 +340,77 @@ class Estimate:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
 
-def _bootstrap_means(values: np.ndarray, *, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
-    n = values.size
-    distinct, counts = np.unique(values, return_counts=True)
-    if distinct.size * _COUNTS_FACTOR <= n:
-        draws = rng.multinomial(n, counts / n, size=n_resamples)
-        return (draws @ distinct) / n
-    out = np.empty(n_resamples)
-    chunk = max(1, 4_000_000 // n)
+def _as_column(values: Iterable[Any]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.astype(float, copy=False)
+    return np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def bootstrap_many(columns: Mapping[str, Iterable[Any]], *, seed: int = 0, n_resamples: int = DEFAULT_RESAMPLES,
+                   confidence: float = 0.95) -> dict[str, Estimate]:
+    """Means and percentile-bootstrap CIs of several per-unit columns, resampling the units jointly.
+
+    Every column has one value per unit (a run, or a pair of runs); None or NaN means "undefined
+    for this unit" (the price of a run without a deal). Each resample draws n units with
+    replacement, as counts c_i (Σ c_i = n), and a column's resampled mean is the ratio
+    Σ c_i·v_i·d_i / Σ c_i·d_i over the units where it is defined (d_i = 1). The interval is the
+    (1−confidence)/2 and (1+confidence)/2 quantiles of the resampled means. All columns share
+    the same resamples, so the whole dashboard costs one count matrix and one matrix product.
+
+    Seeded: the same columns and seed give the same intervals. A column with one defined value,
+    or one value repeated, has a zero-width interval; with none, everything is None.
+    """
+    names = list(columns)
+    cols = [_as_column(columns[k]) for k in names]
+    n = cols[0].size if cols else 0
+    if any(c.size != n for c in cols):
+        raise ValueError("every column needs one value per unit")
+    defined = [~np.isnan(c) for c in cols]
+    out: dict[str, Estimate] = {}
+    varying = []
+    for name, col, ok in zip(names, cols, defined, strict=True):
+        k = int(ok.sum())
+        if k == 0:
+            out[name] = Estimate(n=0, mean=None, low=None, high=None)
+            continue
+        vals = col[ok]
+        mean = float(vals.mean())
+        if k == 1 or np.all(vals == vals[0]):
+            out[name] = Estimate(n=k, mean=mean, low=mean, high=mean)
+        else:
+            out[name] = Estimate(n=k, mean=mean, low=None, high=None)
+            varying.append(name)
+    if not varying:
+        return out
+    index = {name: i for i, name in enumerate(names)}
+    weights = np.column_stack([np.nan_to_num(cols[index[k]]) * defined[index[k]] for k in varying]
+                              + [defined[index[k]].astype(float) for k in varying])
+    rng = np.random.default_rng(seed)
+    sums = np.empty((n_resamples, weights.shape[1]))
+    chunk = max(1, _CELLS_PER_CHUNK // n)
     for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
-        out[start:stop] = values[idx].mean(axis=1)
+        rows = min(chunk, n_resamples - start)
+        idx = rng.integers(0, n, size=(rows, n), dtype=np.int64)
+        idx += np.arange(rows, dtype=np.int64)[:, None] * n
+        counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float32)
+        sums[start:start + rows] = counts @ weights.astype(np.float32)
+    m = len(varying)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums[:, :m] / sums[:, m:]
+    tail = (1 - confidence) / 2
+    for j, name in enumerate(varying):
+        col = means[:, j]
+        col = col[~np.isnan(col)]  # a resample that drew no unit where the column is defined
+        low, high = np.quantile(col, [tail, 1 - tail])
+        out[name] = Estimate(n=out[name].n, mean=out[name].mean, low=float(low), high=float(high))
     return out
 
 
 def bootstrap_ci(values: Iterable[float | Decimal | bool | int | None], *, seed: int = 0,
                  n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95) -> Estimate:
-    """Mean and percentile-bootstrap CI: resample the n values with replacement `n_resamples` times,
-    take each resample's mean, and report the (1−confidence)/2 and (1+confidence)/2 quantiles.
-
-    None values are dropped first (a share is undefined on no deal). Seeded: the same values and
-    seed give the same interval. With one value the interval is that value; with none, all None.
-    """
-    arr = np.asarray([float(v) for v in values if v is not None], dtype=float)
-    if arr.size == 0:
-        return Estimate(n=0, mean=None, low=None, high=None)
-    mean = float(arr.mean())
-    if arr.size == 1 or np.all(arr == arr[0]):
-        return Estimate(n=int(arr.size), mean=mean, low=mean, high=mean)
-    rng = np.random.default_rng(seed)
-    means = _bootstrap_means(arr, rng=rng, n_resamples=n_resamples)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return Estimate(n=int(arr.size), mean=mean, low=float(low), high=float(high))
+    """Mean and percentile-bootstrap CI of one list of values (None dropped first); see bootstrap_many."""
+    kept = [v for v in values if v is not None]
+    return bootstrap_many({"v": kept}, seed=seed, n_resamples=n_resamples, confidence=confidence)["v"]
 
 
 def paired_differences(a: Mapping[Any, float | None], b: Mapping[Any, float | None]) -> list[float]:

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, FloatField, Func, IntegerField, Max, Min, Q, QuerySet, Sum, Value
+from django.db import connection
+from django.db.models import Avg, Count, F, FloatField, IntegerField, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Cast, Coalesce, Substr
 
 from analytics import metrics
@@ -62,31 +64,42 @@ HEADLINE_KEYS = {h.key: h for h in HEADLINES}
 
 
 def _columns(heads: Iterable[Headline]) -> list[str]:
-    return sorted({h.column.split(">")[0] for h in heads})
+    return sorted({h.column.split(">")[0] for h in heads} | {"deal"})
 
 
-def _values(rows: list[tuple], cols: list[str], head: Headline) -> list[Any]:
-    col = head.column.split(">")[0]
-    i = cols.index(col)
-    deal_i = cols.index("deal")
-    out = []
-    for row in rows:
-        if head.deals_only and not row[deal_i]:
-            continue
-        v = row[i]
-        out.append((v or 0) > 0 if head.column.endswith(">0") else v)
-    return out
+def metric_columns(qs: QuerySet, cols: list[str]) -> dict[str, np.ndarray]:
+    """RunMetrics columns as float arrays (NaN for NULL), cast in SQL so no Decimal is built per row."""
+    nan = Value(float("nan"), output_field=FloatField())
+    exprs = {f"_{c}": Coalesce(Cast(Cast(F(c), IntegerField()) if c in BOOLEANS else F(c), FloatField()), nan)
+             for c in cols}
+    sql, params = qs.annotate(**exprs).values_list(*exprs).query.sql_with_params()
+    with connection.cursor() as cursor:  # straight from the driver: no per-value Django converters
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return {c: np.empty(0) for c in cols}
+    matrix = np.asarray(rows, dtype=float)
+    return {c: matrix[:, i] for i, c in enumerate(cols)}
 
 
-def estimates(rows: list[tuple], cols: list[str], heads: Iterable[Headline], *, seed: int) -> dict[str, Any]:
-    """Mean and bootstrap CI of each headline over the fetched per-run columns."""
-    n = settings.MAMS_BOOTSTRAP_RESAMPLES
-    return {h.key: metrics.bootstrap_ci(_values(rows, cols, h), seed=seed, n_resamples=n) for h in heads}
+BOOLEANS = {"deal", "mutual_loss"}
 
 
-def batch_metric_rows(*, batch_id: Any, cols: list[str]) -> list[tuple]:
-    """The per-run columns the bootstrap resamples: one query, one tuple per completed run."""
-    return list(RunMetrics.objects.filter(batch_id=batch_id).order_by("seed", "run_id").values_list(*cols))
+def headline_column(arrays: dict[str, np.ndarray], head: Headline) -> np.ndarray:
+    """One value per run for a headline: NaN where undefined (deals-only metrics on no deal)."""
+    col = arrays[head.column.split(">")[0]]
+    if head.column.endswith(">0"):
+        col = np.where(np.isnan(col), np.nan, (col > 0).astype(float))
+    if head.deals_only:
+        col = np.where(arrays["deal"] > 0, col, np.nan)
+    return col
+
+
+def estimates(arrays: dict[str, np.ndarray], heads: Iterable[Headline], *, seed: int) -> dict[str, Any]:
+    """Mean and bootstrap CI of each headline, every headline resampled over the same runs."""
+    heads = list(heads)
+    return metrics.bootstrap_many({h.key: headline_column(arrays, h) for h in heads}, seed=seed,
+                                  n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
 
 
 def batch_version(batch_id: Any) -> tuple:
@@ -96,23 +109,26 @@ def batch_version(batch_id: Any) -> tuple:
     return (runs["n"], runs["done"], runs["last"], analysed["n"], analysed["last"])
 
 
-def _histogram(qs: QuerySet, column: str, *, bins: int = 12, lo: float | None = None, hi: float | None = None
-               ) -> list[dict[str, Any]]:
-    """Equal-width bins over [lo, hi] counted in SQL with width_bucket; [] without values."""
-    if lo is None or hi is None:
-        bounds = qs.aggregate(lo=Min(column), hi=Max(column))
-        lo, hi = bounds["lo"], bounds["hi"]
-    if lo is None or hi is None:
-        return []
-    lo, hi = float(lo), float(hi)
-    if hi <= lo:
-        return [{"lo": lo, "hi": hi, "n": qs.exclude(**{f"{column}__isnull": True}).count()}]
-    bucket = Func(Cast(F(column), FloatField()), Value(lo), Value(hi + (hi - lo) * 1e-9), Value(bins),
-                  function="width_bucket", output_field=IntegerField())
-    counts = dict(qs.exclude(**{f"{column}__isnull": True}).annotate(b=bucket).values_list("b")
-                  .annotate(n=Count("pk")).values_list("b", "n"))
-    width = (hi - lo) / bins
-    return [{"lo": lo + i * width, "hi": lo + (i + 1) * width, "n": counts.get(i + 1, 0)} for i in range(bins)]
+def bins(prefix: str, column: str, lo: float, hi: float, n: int, where: Q | None = None) -> dict[str, Any]:
+    """Equal-width histogram bins over [lo, hi] as conditional counts, to merge into one SQL aggregate.
+
+    Values below lo fall in the first bin and values above hi in the last, so no row is lost.
+    """
+    width = (hi - lo) / n if hi > lo else 0.0
+    out = {}
+    for i in range(n):
+        cond = Q(**{f"{column}__isnull": False}) & (where or Q())
+        if i > 0:
+            cond &= Q(**{f"{column}__gte": lo + i * width})
+        if i < n - 1:
+            cond &= Q(**{f"{column}__lt": lo + (i + 1) * width})
+        out[f"{prefix}{i}"] = Count("pk", filter=cond)
+    return out
+
+
+def read_bins(agg: dict[str, Any], prefix: str, lo: float, hi: float, n: int) -> list[dict[str, Any]]:
+    width = (hi - lo) / n
+    return [{"lo": lo + i * width, "hi": lo + (i + 1) * width, "n": agg[f"{prefix}{i}"]} for i in range(n)]
 
 
 def breakdown(qs: QuerySet, *fields: str) -> list[dict[str, Any]]:
@@ -139,38 +155,42 @@ def batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
     return data
 
 
+PRICE_BINS = 12
+SCORE_BINS = 10
+
+
 def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
     batch = Batch.objects.get(pk=batch_id)
     runs = NegotiationRun.objects.filter(batch_id=batch_id)
-    progress = dict(runs.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    progress = {s: progress.get(s, 0) for s in S.values}
+    agg = runs.aggregate(first=Min("started_at"), last=Max("ended_at"),
+                         **{s: Count("id", filter=Q(status=s)) for s in S.values})
+    progress = {s: agg[s] for s in S.values}
     total = sum(progress.values())
-    failures = list(runs.filter(status=S.FAILED).annotate(reason=Substr("error", 1, 160)).values("reason")
-                    .annotate(n=Count("id")).order_by("-n", "reason")[:10])
+    failures = [] if not progress[S.FAILED] else list(
+        runs.filter(status=S.FAILED).annotate(reason=Substr("error", 1, 160)).values("reason")
+        .annotate(n=Count("id")).order_by("-n", "reason")[:10])
+    scenario = next(iter(runs.order_by().values_list("scenario", flat=True)[:1]), None) or {}
+    max_price = (scenario.get("buyer") or {}).get("max_price")
+    floors = [Decimal(s["least_price"]) for s in scenario.get("sellers", [])]
+    lo = float(min([*floors, Decimal(max_price)])) if floors and max_price else 0.0
+    hi = float(max_price) if max_price else 1.0
     mq = RunMetrics.objects.filter(batch_id=batch_id)
-    cols = _columns(HEADLINES)
-    rows = batch_metric_rows(batch_id=batch_id, cols=cols)
-    est = estimates(rows, cols, HEADLINES, seed=batch.base_seed)
+    est = estimates(metric_columns(mq, _columns(HEADLINES)), HEADLINES, seed=batch.base_seed)
     totals = mq.aggregate(runs=Count("run_id"), deals=Count("run_id", filter=Q(deal=True)),
                           tokens=Coalesce(Sum("tokens"), 0), cost=Sum("cost_usd"),
                           unpriced=Count("run_id", filter=Q(cost_usd__isnull=True)),
                           llm_calls=Coalesce(Sum("llm_calls"), 0), leaks=Coalesce(Sum("leaks"), 0),
                           guardrails=Coalesce(Sum("guardrails"), 0), fallbacks=Coalesce(Sum("fallbacks"), 0),
-                          duration=Avg("duration_ms"))
-    scenario = runs.values_list("scenario", flat=True).first() or {}
-    max_price = (scenario.get("buyer") or {}).get("max_price")
-    floors = [Decimal(s["least_price"]) for s in scenario.get("sellers", [])]
-    price_lo = min([*floors, Decimal(max_price)]) if floors and max_price else None
+                          duration=Avg("duration_ms"), **bins("price", "price", lo, hi, PRICE_BINS, Q(deal=True)))
+    price_hist = read_bins(totals, "price", lo, hi, PRICE_BINS)
+    totals = {k: v for k, v in totals.items() if not k.startswith("price")}
     deals = mq.filter(deal=True)
-    first = runs.exclude(started_at=None).aggregate(first=Min("started_at"), last=Max("ended_at"))
-    wall = (first["last"] - first["first"]).total_seconds() if first["first"] and first["last"] else None
+    wall = (agg["last"] - agg["first"]).total_seconds() if agg["first"] and agg["last"] else None
     return {
         "batch_id": str(batch.pk), "status": batch.status, "progress": progress, "total": total,
         "finished": total - progress[S.QUEUED] - progress[S.RUNNING],
         "percent": round(100 * (total - progress[S.QUEUED] - progress[S.RUNNING]) / total, 1) if total else 0.0,
-        "failures": failures, "headlines": est, "totals": totals, "wall_seconds": wall,
-        "price_hist": _histogram(deals, "price", lo=float(price_lo) if price_lo is not None else None,
-                                 hi=float(max_price) if max_price else None),
+        "failures": failures, "headlines": est, "totals": totals, "wall_seconds": wall, "price_hist": price_hist,
         "max_price": max_price, "floors": {s["handle"]: s["least_price"] for s in scenario.get("sellers", [])},
         "rounds_hist": list(mq.values("rounds").annotate(
             runs=Count("run_id"), deals=Count("run_id", filter=Q(deal=True))).order_by("rounds")),
@@ -184,23 +204,31 @@ def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
 
 
 SCORES = ("deal_quality", "coherence", "hallucination")
+LEVELS = ("low", "medium", "high")
 
 
 def analysis_summary(*, batch_id: Any) -> dict[str, Any]:
-    """Analysis verdicts of a batch: counts by status and source, score histograms, strategy levels."""
+    """Analysis verdicts of a batch in one aggregate: counts by status and source, means, score
+    histograms and strategy levels (the reasons for local fallbacks in a second query, if any)."""
     qs = RunAnalysis.objects.filter(batch_id=batch_id)
-    done = qs.filter(status=RunAnalysis.Status.DONE)
-    by_status = dict(qs.values_list("status").annotate(n=Count("run_id")).values_list("status", "n"))
-    by_source = dict(done.values_list("source").annotate(n=Count("run_id")).values_list("source", "n"))
-    means = done.aggregate(**{s: Avg(s) for s in SCORES})
-    errors = list(qs.exclude(error="").annotate(reason=Substr("error", 1, 160)).values("reason")
-                  .annotate(n=Count("run_id")).order_by("-n")[:5])
+    done = Q(status=RunAnalysis.Status.DONE)
+    agg = qs.aggregate(
+        **{f"status_{k}": Count("run_id", filter=Q(status=k)) for k in RunAnalysis.Status.values},
+        **{f"source_{k}": Count("run_id", filter=done & Q(source=k)) for k in RunAnalysis.Source.values},
+        **{f"level_{k}": Count("run_id", filter=done & Q(strategy_effectiveness=k)) for k in LEVELS},
+        **{f"mean_{s}": Avg(s, filter=done) for s in SCORES},
+        galileo=Count("run_id", filter=done & ~Q(galileo={})), with_error=Count("run_id", filter=~Q(error="")),
+        **{k: v for s in SCORES for k, v in bins(f"{s}_", s, 0.0, 1.0, SCORE_BINS, done).items()})
+    errors = [] if not agg["with_error"] else list(
+        qs.exclude(error="").annotate(reason=Substr("error", 1, 160)).values("reason")
+        .annotate(n=Count("run_id")).order_by("-n")[:5])
     return {
-        "by_status": by_status, "by_source": by_source, "means": means, "errors": errors,
-        "hists": {s: _histogram(done, s, bins=10, lo=0.0, hi=1.0) for s in SCORES},
-        "strategy": dict(done.exclude(strategy_effectiveness="").values_list("strategy_effectiveness")
-                         .annotate(n=Count("run_id")).values_list("strategy_effectiveness", "n")),
-        "galileo": done.exclude(galileo={}).count(),
+        "by_status": {k: agg[f"status_{k}"] for k in RunAnalysis.Status.values if agg[f"status_{k}"]},
+        "by_source": {k: agg[f"source_{k}"] for k in RunAnalysis.Source.values if agg[f"source_{k}"]},
+        "means": {s: agg[f"mean_{s}"] for s in SCORES}, "errors": errors,
+        "hists": {s: read_bins(agg, f"{s}_", 0.0, 1.0, SCORE_BINS) for s in SCORES},
+        "strategy": {k: agg[f"level_{k}"] for k in LEVELS if agg[f"level_{k}"]},
+        "galileo": agg["galileo"],
     }
 
 
@@ -242,48 +270,44 @@ COMPARE = ["deal_rate", "price", "buyer_share", "savings", "selection_regret", "
            "leak_rate", "violation_rate", "fallback_rate", "tokens", "cost", "latency"]
 
 
-def _per_seed(batch: Batch, cols: list[str], *, by_offset: bool) -> dict[tuple, tuple]:
-    rows = RunMetrics.objects.filter(batch_id=batch.pk).values_list("item_name", "seed", *cols)
-    return {(r[0], r[1] - batch.base_seed if by_offset else r[1]): r[2:] for r in rows}
+def _per_seed(batch: Batch, cols: list[str], *, by_offset: bool) -> tuple[list[tuple], dict[str, np.ndarray]]:
+    qs = RunMetrics.objects.filter(batch_id=batch.pk)
+    keys = [(item, seed - batch.base_seed if by_offset else seed)
+            for item, seed in qs.order_by("item_name", "seed", "run_id").values_list("item_name", "seed")]
+    return keys, metric_columns(qs.order_by("item_name", "seed", "run_id"), cols)
 
 
 def batch_compare(*, a: Batch, b: Batch) -> dict[str, Any]:
     """Paired differences B − A by seed (runs with the same item and seed), with bootstrap CIs.
 
     When the two batches share no seed, runs are paired by position (seed − base_seed) instead, and
-    the result says so. A metric defined only on deals is paired only where both runs dealt.
+    the result says so. A metric defined only on deals is paired only where both runs dealt. Pairs
+    are the resampled units, jointly for every metric.
     """
     heads = [HEADLINE_KEYS[k] for k in COMPARE]
     cols = _columns(heads)
-    pa, pb = _per_seed(a, cols, by_offset=False), _per_seed(b, cols, by_offset=False)
     paired_by = "seed"
-    if not pa.keys() & pb.keys():
-        pa, pb, paired_by = _per_seed(a, cols, by_offset=True), _per_seed(b, cols, by_offset=True), "position"
-    keys = sorted(pa.keys() & pb.keys())
-    rows_a, rows_b = [pa[k] for k in keys], [pb[k] for k in keys]
-    out = []
+    (ka, ca), (kb, cb) = _per_seed(a, cols, by_offset=False), _per_seed(b, cols, by_offset=False)
+    if not set(ka) & set(kb):
+        paired_by = "position"
+        (ka, ca), (kb, cb) = _per_seed(a, cols, by_offset=True), _per_seed(b, cols, by_offset=True)
+    pos_a, pos_b = {k: i for i, k in enumerate(ka)}, {k: i for i, k in enumerate(kb)}
+    keys = sorted(pos_a.keys() & pos_b.keys())
+    ia = np.asarray([pos_a[k] for k in keys], dtype=int)
+    ib = np.asarray([pos_b[k] for k in keys], dtype=int)
+    diffs, means_a, means_b = {}, {}, {}
     for h in heads:
-        va, vb = _values(rows_a, cols, _both(h)), _values(rows_b, cols, _both(h))
-        if h.deals_only:
-            deal_i = cols.index("deal")
-            both = [i for i, k in enumerate(keys) if rows_a[i][deal_i] and rows_b[i][deal_i]]
-            va, vb = [_values([rows_a[i]], cols, _both(h))[0] for i in both], [
-                _values([rows_b[i]], cols, _both(h))[0] for i in both]
-        diffs = metrics.paired_differences(dict(enumerate(va)), dict(enumerate(vb)))
-        est = metrics.bootstrap_ci(diffs, seed=a.base_seed, n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
-        mean_a = metrics.bootstrap_ci([v for v in va if v is not None], seed=a.base_seed, n_resamples=200).mean
-        mean_b = metrics.bootstrap_ci([v for v in vb if v is not None], seed=a.base_seed, n_resamples=200).mean
-        out.append({"head": h, "estimate": est, "mean_a": mean_a, "mean_b": mean_b,
-                    "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=est,
-                                                         higher_is_better=h.higher_is_better, label_a="A",
-                                                         label_b="B")})
+        va, vb = headline_column(ca, h)[ia], headline_column(cb, h)[ib]
+        diffs[h.key] = vb - va  # NaN unless defined in both runs of the pair
+        means_a[h.key] = float(np.nanmean(va)) if np.any(~np.isnan(va)) else None
+        means_b[h.key] = float(np.nanmean(vb)) if np.any(~np.isnan(vb)) else None
+    est = metrics.bootstrap_many(diffs, seed=a.base_seed, n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
+    out = [{"head": h, "estimate": est[h.key], "mean_a": means_a[h.key], "mean_b": means_b[h.key],
+            "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=est[h.key],
+                                                 higher_is_better=h.higher_is_better, label_a="A", label_b="B")}
+           for h in heads]
     same = a.session_id == b.session_id and a.item_name == b.item_name
     return {"pairs": len(keys), "paired_by": paired_by, "rows": out, "same_scenario": same}
-
-
-def _both(h: Headline) -> Headline:
-    # Inside a pair the deal filter is applied by the caller, so values are read for every run.
-    return Headline(h.key, h.label, h.column, h.fmt, h.higher_is_better, deals_only=False)
 
 
 # --- lists for people --------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_bootstrap_of_a_rate_matches_the_binomial_interval() -> None:
     assert est.low == pytest.approx(0.21, abs=0.02) and est.high == pytest.approx(0.39, abs=0.02)
 
 
-def test_bootstrap_with_many_distinct_values_uses_index_resampling_with_the_same_answer_shape() -> None:
+def test_bootstrap_with_many_distinct_values_is_reproducible() -> None:
     values = [i / 997 for i in range(2000)]  # every value distinct
     est = m.bootstrap_ci(values, seed=3, n_resamples=500)
     assert est == m.bootstrap_ci(values, seed=3, n_resamples=500)
@@ -187,3 +187,15 @@ def test_paired_differences_and_the_plain_language_line() -> None:
                                                    label_a="A", label_b="B")
     assert m.compare_sentence(metric="x", estimate=m.Estimate(0, None, None, None), higher_is_better=True,
                               label_a="A", label_b="B") == "x: no pairs to compare."
+
+
+def test_bootstrap_many_resamples_units_jointly_and_skips_undefined_values() -> None:
+    # four runs: two deals at 7 and 8, two without a deal (price undefined)
+    cols = {"deal": [1, 1, 0, 0], "price": [7.0, 8.0, None, float("nan")], "same": [3, 3, 3, 3]}
+    est = m.bootstrap_many(cols, seed=5)
+    assert est["deal"].mean == 0.5 and est["deal"].n == 4
+    assert est["price"].mean == 7.5 and est["price"].n == 2 and 7.0 <= est["price"].low <= est["price"].high <= 8.0
+    assert est["same"] == m.Estimate(4, 3.0, 3.0, 3.0)
+    assert m.bootstrap_many(cols, seed=5) == est
+    with pytest.raises(ValueError):
+        m.bootstrap_many({"a": [1, 2], "b": [1]})
