@@ -125,6 +125,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A task whose worker died is redelivered after this many seconds (acks_late).
     "visibility_timeout": env_int("MAMS_VISIBILITY_TIMEOUT", 3600),
+    # Every worker looks for such tasks this often. Kombu's default scans only every 10th time of
+    # 10 s, so a dead worker's tasks came back up to 100 s after the visibility timeout.
+    "unacked_restore_interval": env_int("MAMS_UNACKED_RESTORE_SECONDS", 10),
+    "unacked_restore_throttle": 1,
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
