@@ -15,12 +15,15 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 
 from mams.queues import Queue
 from negotiation.agents.gateway import LLMError, LLMTransientError
 from negotiation.services import batches, play
 
 log = logging.getLogger(__name__)
+INFRA_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperationalError)
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:
@@ -39,8 +42,12 @@ def _run_guarded(task: Task, fn: Any, **kwargs: Any) -> None:
         raise task.retry(exc=exc, countdown=_backoff(task.request.retries, exc.retry_after)) from exc
     except LLMError as exc:
         play.run_fail(run_id=run_id, reason=str(exc))
-    except (OperationalError, InterfaceError) as exc:
-        # The database went away (a restart, a failover): wait and retry the whole turn.
+    except INFRA_ERRORS as exc:
+        # Postgres or Redis (broker, limiter) went away: a restart, a failover. Every committed turn is
+        # in Postgres, so wait and retry the whole turn. If even the retry cannot be queued (Redis
+        # still down), the delivery is not acknowledged and comes back, or the sweeper re-queues
+        # the run once its heartbeat is stale. Never fail a run for an outage of our own services.
+        log.warning("run %s: %s; retrying the turn", run_id, exc.__class__.__name__)
         raise task.retry(exc=exc, countdown=_backoff(min(task.request.retries, 4), None)) from exc
     except Exception as exc:
         # A bug must not leave a run "running" forever: fail it with the reason, then re-raise for Sentry.
@@ -65,9 +72,11 @@ def seller_turn_task(self: Task, run_id: str, round_no: int, seller_id: str) -> 
     _run_guarded(self, play.seller_turn, run_id=run_id, round_no=round_no, seller_id=seller_id)
 
 
-@shared_task(name="negotiation.batch_start", queue=Queue.ROUNDS, acks_late=True)
+@shared_task(name="negotiation.batch_start", queue=Queue.ROUNDS, acks_late=True, autoretry_for=INFRA_ERRORS,
+             retry_backoff=True, retry_backoff_max=60, retry_jitter=True, max_retries=30)
 def batch_start_task(batch_id: str) -> None:
-    """Queue round 1 of a batch's runs. Safe to redeliver: a round task for a started run is a no-op."""
+    """Queue round 1 of a batch's runs. Safe to redeliver or retry: a round task for a started run is a
+    no-op. Retried through a database or broker outage: nothing else would start the batch's runs."""
     batches.batch_start(batch_id=batch_id)
 
 

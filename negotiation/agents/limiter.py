@@ -93,7 +93,10 @@ class LLMLimiter:
                 _nap(deadline, wait, 0.002)
             yield time.monotonic() - started
         finally:
-            self.redis.zrem(lease_key, token)
+            try:
+                self.redis.zrem(lease_key, token)
+            except redis.RedisError:
+                pass  # Redis went away during the call: the lease expires by itself; keep the answer
 
     def in_flight(self, key: str) -> int:
         """Slots held now: leases not yet expired by the Redis server's clock."""

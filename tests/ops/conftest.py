@@ -8,18 +8,23 @@ the test process and its dedicated workers use it as broker and limiter store; s
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import socket
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
-from tests.conftest import WorkerProcess, stop_worker
+from tests.conftest import WorkerProcess, start_worker, stop_worker
 
 
 def free_port() -> int:
@@ -110,3 +115,69 @@ def workers() -> Iterator[list[WorkerProcess]]:
     for worker in started:
         if worker.proc.poll() is None:
             stop_worker(worker)
+
+
+LLM = {role: {"profile": "openai-compatible"} for role in ("buyer", "seller", "analyst")}
+# Redelivery 5 s after a delivery (each worker looks every second); a short LLM timeout so the killed
+# worker's limiter leases expire soon too; unbuffered logs, so the tests can read them while it runs.
+FAST_RECOVERY = {"MAMS_VISIBILITY_TIMEOUT": "5", "MAMS_UNACKED_RESTORE_SECONDS": "1", "MAMS_LLM_TIMEOUT": "10",
+                 "MAMS_ANALYSIS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def ops_worker(name: str, llm: Any, extra: dict[str, str] | None = None) -> WorkerProcess:
+    return start_worker(db_name=settings.DATABASES["default"]["NAME"], llm_url=llm.base_url, name=name,
+                        extra_env={**FAST_RECOVERY, **(extra or {})})
+
+
+def unacked_task_ids(redis_url: str) -> set[str]:
+    """Ids of the tasks the broker handed out and nobody acknowledged (kombu's `unacked` hash)."""
+    import redis
+
+    rows = redis.Redis.from_url(redis_url).hvals("unacked")
+    return {json.loads(row)[0]["headers"]["id"] for row in rows}
+
+
+def received_task_ids(worker: WorkerProcess) -> set[str]:
+    return set(re.findall(r"\[([0-9a-f-]{36})\] received", worker.log.read_text(errors="replace")))
+
+
+def wait_with_sweeper(batch_id: Any, *, timeout: float, worker: WorkerProcess, stale: float = 8.0) -> int:
+    """Wait for a batch to finish, sweeping stale runs every 2 s as beat would; returns runs re-queued."""
+    from negotiation.models import NegotiationRun
+    from negotiation.services import play
+
+    requeued = 0
+    deadline = time.monotonic() + timeout
+    while NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch {batch_id} did not finish in {timeout}s\n--- worker log ---\n"
+                                 f"{worker.log_tail()}")
+        requeued += play.runs_sweep(stale_after=timedelta(seconds=stale))
+        time.sleep(2)
+    return requeued
+
+
+def assert_every_turn_exactly_once(batch: Any) -> None:
+    """Completed runs only; rounds 1..n with none skipped; per buyer message one reply per recipient."""
+    from negotiation.models import Batch, Message, NegotiationRun
+
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.COMPLETED
+    runs = list(NegotiationRun.objects.filter(batch=batch).select_related("outcome"))
+    assert len(runs) == batch.runs_requested
+    assert {r.status for r in runs} == {"completed"}, [(r.status, r.error) for r in runs]
+    for run in runs:
+        assert run.outcome is not None
+        by_round: dict[int, list[Message]] = defaultdict(list)
+        for msg in Message.objects.filter(run=run):
+            by_round[msg.round_no].append(msg)
+        rounds = sorted(by_round)
+        assert rounds == list(range(1, len(rounds) + 1)), f"run {run.pk} skipped a round: {rounds}"
+        assert len(rounds) <= run.max_rounds
+        for round_no in rounds:
+            msgs = by_round[round_no]
+            buyers = [m for m in msgs if m.sender == "buyer"]
+            assert len(buyers) == 1, f"run {run.pk} round {round_no}: {len(buyers)} buyer messages"
+            replies = sorted(m.sender for m in msgs if m.sender_type == "seller")
+            assert replies == sorted(buyers[0].recipients), f"run {run.pk} round {round_no}: {replies}"
+        assert run.outcome.rounds <= len(rounds)

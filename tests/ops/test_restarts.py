@@ -1,0 +1,41 @@
+"""The broker and the database restart in the middle of a batch, and nothing is lost.
+
+Neither restart touches the shared servers: the broker is this test's own `redis-server`
+(append-only, restarted with SHUTDOWN and started again on the same directory, as an operator
+would), and the database blip restarts a throwaway Postgres cluster of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from negotiation.models import Message, NegotiationRun
+from negotiation.services.batches import batch_create
+from negotiation.services.scenarios import sample_session_load
+from tests.conftest import WorkerProcess, wait_for
+from tests.ops.conftest import LLM, assert_every_turn_exactly_once, ops_worker, wait_with_sweeper
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+def test_a_broker_restart_mid_batch_loses_nothing(private_redis: Any, workers: list[WorkerProcess], llm: Any
+                                                  ) -> None:
+    # given a slow provider and a batch of 8 runs in flight on a worker
+    llm.configure(latency=0.25)
+    worker = ops_worker("broker", llm)
+    workers.append(worker)
+    batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=8, agents=LLM, max_rounds=4)
+    wait_for(lambda: Message.objects.filter(run__batch=batch).count() >= 12, timeout=60, interval=0.05,
+             what="the batch to be well under way")
+    # when Redis (broker and limiter store) shuts down for 3 s and comes back on the same data
+    private_redis.shutdown()
+    assert NegotiationRun.objects.filter(batch=batch, status__in=["queued", "running"]).exists()
+    time.sleep(3)
+    private_redis.start()
+    # then the same worker reconnects and the batch completes with every turn exactly once
+    wait_with_sweeper(batch.pk, timeout=180, worker=worker)
+    assert worker.proc.poll() is None
+    assert_every_turn_exactly_once(batch)
