@@ -20,6 +20,8 @@ demo: services
 	@$(STACK) worker w1
 	@$(PY) manage.py demo
 
+# The end-to-end page test drives Debian's chromium: the setup step installs it for `make test`.
+test: export MAMS_WITH_BROWSER = 1
 test: services
 	@$(STACK) llm
 	@mkdir -p test-output

@@ -40,6 +40,13 @@ def _nice_max(v: float) -> float:
     return float(v)
 
 
+def _ticks(top: float, integer: bool) -> int:
+    # Counts get whole-number gridlines (top is 1, 2, 5, 10, 20, 25, 50, ...); shares get quarters.
+    if not integer:
+        return 4
+    return 1 if top == 1 else 2 if top == 2 else 5 if top % 5 == 0 else 4
+
+
 def _y_axis(top: float, *, height: int = H, ticks: int = 4, fmt: Any = _fmt) -> list[str]:
     out = []
     for i in range(ticks + 1):
@@ -66,7 +73,7 @@ def bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *
     plot_w, plot_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
     slot = plot_w / len(labels)
     bar_w = slot * 0.7 / (1 if stacked else len(series))
-    out = _y_axis(top, fmt=y_fmt)
+    out = _y_axis(top, fmt=y_fmt, ticks=_ticks(top, y_fmt is _fmt))
     for i, name in enumerate(labels):
         base = 0.0
         for j, (sname, vals) in enumerate(series):
@@ -94,7 +101,7 @@ def histogram(bins: Sequence[dict[str, Any]], *, label: str, x_fmt: Any = _fmt, 
     top = _nice_max(max(b["n"] for b in bins))
     plot_w, plot_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
     slot = plot_w / len(bins)
-    out = _y_axis(top)
+    out = _y_axis(top, ticks=_ticks(top, True))
     for i, b in enumerate(bins):
         h = plot_h * b["n"] / top
         x = PAD_L + slot * i
@@ -137,7 +144,7 @@ def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.1 or max(hi * 0.05, 0.5)
     lo, hi = max(0.0, lo - pad), hi + pad
-    plot_w, plot_h = W - PAD_L - PAD_R - 90, H - PAD_T - PAD_B
+    plot_w, plot_h = W - PAD_L - PAD_R - 150, H - PAD_T - PAD_B
     rounds = max(rounds, 1)
 
     def xy(r: int, v: float) -> tuple[float, float]:

@@ -7,6 +7,8 @@ from analytics import views
 app_name = "analytics"
 urlpatterns = [
     path("", views.batch_list, name="batches"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch"),
     path("batches/<uuid:batch_id>/live.json", views.batch_live, name="batch-live"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),

@@ -10,11 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required as _login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
@@ -42,6 +44,22 @@ from negotiation.selectors import run_context
 from negotiation.services.batches import batch_create
 
 RUNS_PER_PAGE = 50
+
+# The pages have their own sign-in form: the admin's admits staff only, and researchers who use the
+# API (and own their batches) are not staff. LOGIN_URL stays the admin's for the API docs.
+login_required = _login_required(login_url=reverse_lazy("analytics:login"))
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "analytics/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self) -> str:
+        return str(reverse_lazy("analytics:batches"))
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = reverse_lazy("analytics:login")
 
 
 def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:

@@ -41,7 +41,7 @@ def test_every_page_needs_a_login(sample: Any) -> None:
     for url in [reverse("analytics:batches"), reverse("analytics:sessions"), reverse("analytics:compare"),
                 reverse("analytics:session", args=[sample.pk])]:
         response = anon.get(url)
-        assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+        assert response.status_code == 302 and response["Location"].startswith("/analytics/login/")
     assert anon.get("/").status_code == 302
 
 
@@ -181,3 +181,18 @@ def test_the_dashboard_of_a_played_batch_renders(web: Client, played_batch: Any)
     assert RunMetrics.objects.filter(batch=batch).count() == 3
     response = web.get(reverse("analytics:batch", args=[batch.pk]))
     assert response.status_code == 200 and len(svgs(response.content.decode())) >= 9
+
+
+def test_a_researcher_who_is_not_staff_signs_in_through_the_pages_own_form(user: Any) -> None:
+    user.set_password("s3cret-pass")
+    user.save()
+    assert not user.is_staff
+    client = Client()
+    bad = client.post(reverse("analytics:login"), {"username": user.username, "password": "nope"})
+    assert bad.status_code == 200 and "did not match" in bad.content.decode()
+    ok = client.post(reverse("analytics:login"), {"username": user.username, "password": "s3cret-pass",
+                                                  "next": reverse("analytics:sessions")})
+    assert ok.status_code == 302 and ok["Location"] == reverse("analytics:sessions")
+    assert client.get(reverse("analytics:batches")).status_code == 200
+    assert client.post(reverse("analytics:logout")).status_code == 302
+    assert client.get(reverse("analytics:batches")).status_code == 302

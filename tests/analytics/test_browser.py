@@ -1,0 +1,129 @@
+"""The analytics pages in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Logs in through the admin's login form, opens a finished batch's dashboard and one of its runs,
+checks that every chart drew (an SVG with marks in it), that the replay scrubber hides later rounds,
+that the dashboard of a running batch updates itself when a run finishes, and that the browser
+logged no console error. Screenshots go to test-output/browser/. `make test` installs chromium;
+Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from negotiation.models import Batch, NegotiationRun
+from tests.conftest import OUTPUT
+
+CHROMIUM = os.environ.get("MAMS_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = OUTPUT / "browser"
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason=f"no chromium at {CHROMIUM}: `make test` installs it "
+                                        "(MAMS_WITH_BROWSER=1 deploy/local/stack.sh setup)")]
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still
+    # plain synchronous code (Django's documented escape hatch for this case).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+        # Code under Playwright's sync API runs in a greenlet with its own context, so the ORM
+        # opened a connection of its own there; close it, or the test database cannot be dropped.
+        from django.db import connections
+
+        connections.close_all()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, user: Any) -> Iterator[Any]:
+    user.set_password("pw-for-the-browser")
+    user.save()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("console", lambda msg: pg.errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: pg.errors.append(f"page error: {exc}"))
+    pg.goto(f"{live_server.url}/analytics/")  # the pages send a visitor to their sign-in form
+    pg.fill("#id_username", user.username)
+    pg.fill("#id_password", "pw-for-the-browser")
+    pg.click("button[type=submit]")
+    pg.wait_for_url(f"{live_server.url}/analytics/")
+    yield pg
+    context.close()
+
+
+def drawn_charts(pg: Any) -> list[dict[str, Any]]:
+    return pg.eval_on_selector_all("svg.chart", """els => els.map(e => ({
+        label: e.getAttribute('aria-label'),
+        marks: e.querySelectorAll('rect.bar, circle, line.series').length,
+        width: e.getBoundingClientRect().width, height: e.getBoundingClientRect().height}))""")
+
+
+def test_dashboard_and_run_page_draw_their_charts_without_errors(page: Any, live_server: Any,
+                                                                  played_batch: Any) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    batch = played_batch(runs=4)
+    from analytics.analysis import run_analyse
+
+    for run_id in NegotiationRun.objects.filter(batch=batch).values_list("pk", flat=True):
+        run_analyse(run_id=run_id)
+    # the dashboard
+    page.goto(f"{live_server.url}/analytics/batches/{batch.pk}/")
+    page.wait_for_selector("svg.chart")
+    charts = drawn_charts(page)
+    assert len(charts) >= 9 and all(c["width"] > 100 and c["height"] > 50 for c in charts)
+    drawn = {c["label"]: c["marks"] for c in charts}
+    for label in ("Final prices of deals", "Rounds to close (runs per number of rounds)", "Deals won per seller",
+                  "Deal quality", "Coherence"):
+        assert drawn[label] > 0, (label, drawn)
+    assert page.locator(".card").count() >= 16 and "95% CI" in page.inner_text(".cards")
+    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+    # a run, from the runs table
+    page.click("table.runs tbody tr:first-child td:first-child a")
+    page.wait_for_selector("#offers-chart svg.chart")
+    offers = drawn_charts(page)[0]
+    assert offers["marks"] > 0
+    lanes = page.locator(".lane-head").all_inner_texts()
+    assert lanes[0] == "What the buyer saw" and len(lanes) == 5
+    last = int(page.get_attribute("#replay-round", "max"))
+    if last > 1:
+        page.fill("#replay-round", "1")  # scrub back to round 1
+        page.dispatch_event("#replay-round", "input")
+        assert page.locator(".lane-cell.future").count() > 0 and not page.is_visible("#outcome")
+        page.fill("#replay-round", str(last))
+        page.dispatch_event("#replay-round", "input")
+        assert page.locator(".lane-cell.future").count() == 0 and page.is_visible("#outcome")
+    page.screenshot(path=str(SHOTS / "run.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_a_running_batch_dashboard_updates_itself(page: Any, live_server: Any, played_batch: Any) -> None:
+    # given a batch whose last run is still running
+    batch = played_batch(runs=3)
+    run = NegotiationRun.objects.filter(batch=batch).order_by("seed").last()
+    NegotiationRun.objects.filter(pk=run.pk).update(status="running")
+    Batch.objects.filter(pk=batch.pk).update(status="running")
+    page.goto(f"{live_server.url}/analytics/batches/{batch.pk}/")
+    assert "2 of 3 runs finished" in page.inner_text("#progress-text")
+    # when the run finishes
+    NegotiationRun.objects.filter(pk=run.pk).update(status="completed")
+    Batch.objects.filter(pk=batch.pk).update(status="completed")
+    # then the page shows it without a reload
+    page.wait_for_function("document.getElementById('progress-text').innerText.includes('3 of 3 runs finished')",
+                           timeout=15000)
+    assert page.inner_text("#batch-status") == "completed"
+    assert page.errors == []
