@@ -9,10 +9,12 @@ the test process and its dedicated workers use it as broker and limiter store; s
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-from tests.conftest import WorkerProcess, start_worker, stop_worker
+from tests.conftest import ROOT, WorkerProcess, start_worker, stop_worker
 
 
 def free_port() -> int:
@@ -107,6 +108,70 @@ def private_redis(settings: Any, tmp_path: Path) -> Iterator[PrivateRedis]:
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class PrivatePostgres:
+    """A throwaway Postgres cluster (initdb as the `postgres` user: Postgres refuses to run as root)."""
+
+    port: int
+    dir: Path
+    name: str = "mams_ops"
+
+    def pg(self, *args: str, timeout: float = 90) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=timeout)
+
+    def start(self) -> None:
+        self.pg(str(PGBIN / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                "--locale=C.UTF-8", "--no-sync")
+        self.pg(str(PGBIN / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "postgres.log"), "-w",
+                "-t", "60", "start", "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off")
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-qtAc"]
+        subprocess.run([*psql, "create role mams login createdb"], check=True, capture_output=True)
+        subprocess.run([*psql, f"create database {self.name} owner mams"], check=True, capture_output=True)
+
+    def restart(self) -> None:
+        """What an operator's `pg_ctl restart -m fast` does: every connection is cut."""
+        self.pg(str(PGBIN / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "postgres.log"), "-m",
+                "fast", "-w", "-t", "60", "restart")
+
+    def stop(self) -> None:
+        self.pg(str(PGBIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+
+@pytest.fixture
+def private_postgres(transactional_db: Any) -> Iterator[PrivatePostgres]:
+    """A throwaway Postgres cluster, migrated, that the test process's ORM uses for the test's duration.
+
+    pytest-django's own test database is given back before its teardown flush runs.
+    """
+    import tempfile
+
+    from django.db import connections
+
+    root = Path(tempfile.mkdtemp(prefix="mams-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    server = PrivatePostgres(port=free_port(), dir=root)
+    server.start()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mams.settings.test",
+           "MAMS_DB_PORT": str(server.port), "MAMS_DB_NAME": server.name}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
+    conn = connections["default"]
+    saved = {k: conn.settings_dict[k] for k in ("NAME", "PORT")}
+    conn.close()
+    conn.settings_dict.update(NAME=server.name, PORT=str(server.port))
+    try:
+        yield server
+    finally:
+        conn.close()
+        conn.settings_dict.update(saved)
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def workers() -> Iterator[list[WorkerProcess]]:
     """Workers a test starts; whatever is still alive at the end is stopped."""
@@ -125,7 +190,10 @@ FAST_RECOVERY = {"MAMS_VISIBILITY_TIMEOUT": "5", "MAMS_UNACKED_RESTORE_SECONDS":
 
 
 def ops_worker(name: str, llm: Any, extra: dict[str, str] | None = None) -> WorkerProcess:
-    return start_worker(db_name=settings.DATABASES["default"]["NAME"], llm_url=llm.base_url, name=name,
+    from django.db import connection
+
+    extra = {"MAMS_DB_PORT": str(connection.settings_dict["PORT"]), **(extra or {})}
+    return start_worker(db_name=connection.settings_dict["NAME"], llm_url=llm.base_url, name=name,
                         extra_env={**FAST_RECOVERY, **(extra or {})})
 
 
@@ -143,18 +211,24 @@ def received_task_ids(worker: WorkerProcess) -> set[str]:
 
 def wait_with_sweeper(batch_id: Any, *, timeout: float, worker: WorkerProcess, stale: float = 8.0) -> int:
     """Wait for a batch to finish, sweeping stale runs every 2 s as beat would; returns runs re-queued."""
+    from django.db import InterfaceError, OperationalError, connections
+
     from negotiation.models import NegotiationRun
     from negotiation.services import play
 
     requeued = 0
     deadline = time.monotonic() + timeout
-    while NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists():
+    while True:
         if time.monotonic() > deadline:
             raise AssertionError(f"batch {batch_id} did not finish in {timeout}s\n--- worker log ---\n"
                                  f"{worker.log_tail()}")
-        requeued += play.runs_sweep(stale_after=timedelta(seconds=stale))
+        try:
+            if not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists():
+                return requeued
+            requeued += play.runs_sweep(stale_after=timedelta(seconds=stale))
+        except (OperationalError, InterfaceError):
+            connections.close_all()  # this process's connection died in a database restart too
         time.sleep(2)
-    return requeued
 
 
 def assert_every_turn_exactly_once(batch: Any) -> None:

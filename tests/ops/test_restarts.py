@@ -39,3 +39,21 @@ def test_a_broker_restart_mid_batch_loses_nothing(private_redis: Any, workers: l
     wait_with_sweeper(batch.pk, timeout=180, worker=worker)
     assert worker.proc.poll() is None
     assert_every_turn_exactly_once(batch)
+
+
+def test_a_database_restart_mid_batch_is_retried_and_the_batch_completes(
+        private_postgres: Any, private_redis: Any, workers: list[WorkerProcess], llm: Any) -> None:
+    # given a worker and this test on a throwaway Postgres cluster, and a batch of 8 runs in flight
+    llm.configure(latency=0.25)
+    worker = ops_worker("dbblip", llm)
+    workers.append(worker)
+    batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=8, agents=LLM, max_rounds=4)
+    wait_for(lambda: Message.objects.filter(run__batch=batch).count() >= 12, timeout=60, interval=0.05,
+             what="the batch to be well under way")
+    assert NegotiationRun.objects.filter(batch=batch, status__in=["queued", "running"]).exists()
+    # when Postgres is restarted (fast mode: every connection is cut)
+    private_postgres.restart()
+    # then the turns that hit the outage retry, and the batch completes with every turn exactly once
+    wait_with_sweeper(batch.pk, timeout=180, worker=worker)
+    assert_every_turn_exactly_once(batch)
+    assert "retrying the turn" in worker.log.read_text(), "no turn met the restart; the test proved nothing"
