@@ -217,7 +217,8 @@ def analysis_summary(*, batch_id: Any) -> dict[str, Any]:
         **{f"source_{k}": Count("run_id", filter=done & Q(source=k)) for k in RunAnalysis.Source.values},
         **{f"level_{k}": Count("run_id", filter=done & Q(strategy_effectiveness=k)) for k in LEVELS},
         **{f"mean_{s}": Avg(s, filter=done) for s in SCORES},
-        galileo=Count("run_id", filter=done & ~Q(galileo={})), with_error=Count("run_id", filter=~Q(error="")),
+        galileo=Count("run_id", filter=done & Q(galileo__has_key="scores")),
+        with_error=Count("run_id", filter=~Q(error="")),
         **{k: v for s in SCORES for k, v in bins(f"{s}_", s, 0.0, 1.0, SCORE_BINS, done).items()})
     errors = [] if not agg["with_error"] else list(
         qs.exclude(error="").annotate(reason=Substr("error", 1, 160)).values("reason")

@@ -42,3 +42,12 @@ def analyse_run_task(self: Task, run_id: str) -> None:
         log.exception("run %s: the analysis failed", run_id)
         analysis.run_analysis_fail(run_id=run_id, error=f"{exc.__class__.__name__}: {exc}")
         raise
+
+
+@shared_task(name="analytics.galileo_scores", queue=Queue.MAINTENANCE, acks_late=True, soft_time_limit=240,
+             time_limit=270)
+def galileo_scores_task() -> int:
+    """Read Galileo's scores of recent traces back. Safe to repeat: runs with scores are skipped."""
+    from analytics.tracing import galileo_scores_sweep
+
+    return galileo_scores_sweep()

@@ -209,12 +209,14 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
     outcome = getattr(run, "outcome", None)
     lanes, rows, last = _lanes(run)
     scores = []
+    galileo = (analysis.galileo or {}) if analysis is not None else {}
+    galileo_scores = galileo.get("scores") or {}
     if analysis is not None:
         for key, label, hint in SCORE_ROWS:
             scores.append({"label": label, "hint": hint, "verdict": getattr(analysis, key),
-                           "local": (analysis.local or {}).get(key), "galileo": (analysis.galileo or {}).get(key)})
+                           "local": (analysis.local or {}).get(key), "galileo": galileo_scores.get(key)})
     ctx = {"run": run, "metrics": metrics, "analysis": analysis, "outcome": outcome, "lanes": lanes, "rows": rows,
-           "last_round": last, "scores": scores,
+           "last_round": last, "scores": scores, "galileo": galileo, "galileo_scores": galileo_scores,
            "chart": mark_safe(_offers_chart(run, max(last, 1))),  # noqa: S308 - the chart escapes its text
            "orphan_events": run_events(run_id=run.pk).get(None, [])}
     return render(request, "analytics/run_detail.html", ctx)

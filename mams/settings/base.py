@@ -197,6 +197,8 @@ LOGGING = {
 MAMS_STALE_RUN_SECONDS = env_int("MAMS_STALE_RUN_SECONDS", 600)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "negotiation.sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
+    # Read Galileo's scores of recent traces back (a no-op without GALILEO_API_KEY).
+    "galileo-scores": {"task": "analytics.galileo_scores", "schedule": 300.0, "options": {"queue": "maintenance"}},
 }
 
 # --- REST API ----------------------------------------------------------------------------------
@@ -272,6 +274,8 @@ MAMS_BOOTSTRAP_RESAMPLES = env_int("MAMS_BOOTSTRAP_RESAMPLES", 1000)
 GALILEO_API_KEY = env("GALILEO_API_KEY")
 GALILEO_PROJECT = env("GALILEO_PROJECT", "mams")
 GALILEO_LOG_STREAM = env("GALILEO_LOG_STREAM", "negotiations")
+# A dotted path to a function that receives Galileo's ingest payload instead of the network (tests).
+MAMS_GALILEO_INGESTION_HOOK = env("MAMS_GALILEO_INGESTION_HOOK")
 # Sentry: errors from the web app and the workers, without prompts or personal data. No DSN, no-op.
 SENTRY_DSN = env("SENTRY_DSN")
 SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", "local")

@@ -74,3 +74,10 @@ def played_batch(sample: Session, user: Any, play_through: Callable[[Any], Negot
         return batch
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fast_fake_llm(settings: Any, fake_llm: Any) -> None:
+    """In-process turns against the fake LLM need not wait for the default 60/minute limit."""
+    profile = settings.LLM_PROFILES["openai-compatible"]
+    settings.LLM_PROFILES = {**settings.LLM_PROFILES, "openai-compatible": {**profile, "rate": "100000/minute"}}
