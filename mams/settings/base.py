@@ -176,6 +176,8 @@ LLM_DEFAULT_PROFILE = env("MAMS_DEFAULT_PROFILE", "local")
 
 # --- Limits ------------------------------------------------------------------------------------
 MAMS_MAX_RUNS_PER_BATCH = env_int("MAMS_MAX_RUNS_PER_BATCH", 10000)
+# Batches one user may have queued or running at once; one more is refused with 429 (0: no limit).
+MAMS_MAX_ACTIVE_BATCHES_PER_USER = env_int("MAMS_MAX_ACTIVE_BATCHES_PER_USER", 10)
 MAMS_MAX_ROUNDS_LIMIT = env_int("MAMS_MAX_ROUNDS_LIMIT", 20)
 MAMS_MAX_SELLERS = 10
 # Transient LLM failures (429, 5xx, timeouts) retry this often before a run fails.

@@ -192,7 +192,7 @@ class BatchesApi(APIView):
     ], responses={201: BatchDetailSerializer,
                   200: OpenApiResponse(BatchDetailSerializer, description="A replay of an earlier request with "
                                                                           "the same Idempotency-Key."),
-                  **errors(400, 401, 409, 413)})
+                  **errors(400, 401, 409, 413, 429)})
     def post(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > 200:

@@ -108,5 +108,5 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     """The documented error responses of an operation (401 and 404 are added where they apply)."""
     words = {400: "Invalid input; messages by field path.", 401: "Not authenticated.",
              404: "No such object, or not yours.", 409: "Conflicts with the current state.",
-             413: "Request body too large."}
+             413: "Request body too large.", 429: "A per-user limit is reached; retry once earlier work is done."}
     return {code: OpenApiResponse(ErrorSerializer, description=words.get(code, "")) for code in codes}

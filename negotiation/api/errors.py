@@ -3,7 +3,8 @@
 Paths use the same notation as the services (`sellers[1].inventory[0].least_price`), so a DRF
 serializer error and a model constraint reported by a service read alike. Django's
 ValidationError from a service becomes 400, a ConflictError or a protected delete 409, an
-oversize body 413; anything DRF already knows keeps its status and gets the same shape.
+oversize body 413, a used-up per-user quota (LimitExceeded) 429; anything DRF already knows keeps
+its status and gets the same shape.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from negotiation.services.errors import ConflictError, flatten
+from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -71,6 +72,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body(_summary(errors, "Invalid input."), errors), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ConflictError):
         return Response(error_body(exc.message, {exc.field: [exc.message]}), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, LimitExceeded):
+        return Response(error_body(exc.message, {exc.field: [exc.message]}),
+                        status=status.HTTP_429_TOO_MANY_REQUESTS)
     if isinstance(exc, ProtectedError):
         msg = "This object is still referenced by runs or batches and cannot be deleted."
         return Response(error_body(msg, {"non_field_errors": [msg]}), status=status.HTTP_409_CONFLICT)

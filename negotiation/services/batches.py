@@ -21,6 +21,7 @@ from negotiation.agents.gateway import LLMError
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Session
 from negotiation.selectors import scenario_snapshot
+from negotiation.services.errors import LimitExceeded
 
 RUN_CHUNK = 1000
 
@@ -56,6 +57,22 @@ def scenario_for(*, session: Session, item_name: str) -> dict[str, Any]:
     return scenario_snapshot(demand=demand, inventory=inventory)
 
 
+def _check_active_batches(owner: Any) -> None:
+    """Refuse a user's batch beyond MAMS_MAX_ACTIVE_BATCHES_PER_USER queued or running ones.
+
+    The user's row is locked first, so two concurrent requests cannot both take the last place.
+    """
+    cap = settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER
+    if owner is None or cap <= 0:
+        return
+    type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+    active = Batch.objects.filter(owner=owner, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).count()
+    if active >= cap:
+        raise LimitExceeded(f"You already have {active} batches queued or running (the limit is {cap}, "
+                            "MAMS_MAX_ACTIVE_BATCHES_PER_USER); wait for one to finish or cancel one.",
+                            field="runs")
+
+
 @transaction.atomic
 def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
@@ -88,6 +105,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
                 errors.setdefault(key, []).extend(msgs)
     if errors:
         raise ValidationError(errors)
+    _check_active_batches(owner)
     # Store the demand's own spelling, as the runs do, not the caller's ("  usb-c CABLE ").
     item_label = scenarios[0]["buyer"]["item_name"] if item_name else ""
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,

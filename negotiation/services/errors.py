@@ -22,6 +22,18 @@ def raise_at(path: str, message: str) -> None:
     raise ValidationError({path: [message]})
 
 
+class LimitExceeded(Exception):
+    """A per-user quota is used up (e.g. too many active batches); the API answers 429.
+
+    Unlike bad input, the same request succeeds later, once the user's earlier work has finished.
+    """
+
+    def __init__(self, message: str, *, field: str = "non_field_errors") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
 class ConflictError(Exception):
     """A request that is valid but clashes with the current state (a finished run, a reused key).
 
