@@ -282,3 +282,7 @@ MAMS_GALILEO_INGESTION_HOOK = env("MAMS_GALILEO_INGESTION_HOOK")
 SENTRY_DSN = env("SENTRY_DSN")
 SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", "local")
 SENTRY_TRACES_SAMPLE_RATE = float(env("SENTRY_TRACES_SAMPLE_RATE", "0") or 0)
+if SENTRY_DSN:
+    from mams.sentry import sentry_init
+
+    sentry_init(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or "local", traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
