@@ -59,24 +59,28 @@ def start_fake(latency: float, rate: str | None) -> tuple[subprocess.Popen, str]
     return proc, line.split("=", 1)[1]
 
 
-def start_worker(url: str, concurrency: int, rate: str) -> subprocess.Popen:
+def start_worker(url: str, concurrency: int, rate: str, *, name: str = "bench", max_in_flight: int | None = None
+                 ) -> subprocess.Popen:
+    """A worker process with its own hostname (as on its own host), once it answers a ping."""
     env = {**os.environ, "MAMS_OPENAI_BASE_URL": url, "MAMS_OPENAI_RATE": rate,
-           "MAMS_OPENAI_CONCURRENCY": str(concurrency), "MAMS_LLM_TIMEOUT": "10"}
-    log = open(ROOT / ".local" / f"bench-worker-{concurrency}.log", "w")  # noqa: SIM115
+           "MAMS_OPENAI_CONCURRENCY": str(max_in_flight or concurrency), "MAMS_LLM_TIMEOUT": "10"}
+    (ROOT / ".local").mkdir(exist_ok=True)
+    log = open(ROOT / ".local" / f"bench-worker-{name}-{concurrency}.log", "w")  # noqa: SIM115
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "mams", "worker", "-Q", "rounds,agents,analysis,maintenance",
-         "-P", "threads", "-c", str(concurrency), "--hostname", f"bench-{uuid.uuid4().hex[:6]}@localhost",
+         "-P", "threads", "-c", str(concurrency), "--hostname", hostname,
          "--without-mingle", "--without-gossip", "--loglevel", "WARNING"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     from mams.celery import app
     deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
+    while not app.control.ping(destination=[hostname], timeout=0.5):
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit("the bench worker did not start; see .local/bench-worker-*.log")
     return proc
 
 
-def run_batch(runs: int, max_rounds: int, base_url: str) -> tuple[str, float]:
+def run_batch(runs: int, max_rounds: int, base_url: str, agents: dict | None = None) -> tuple[str, float]:
     from django.conf import settings
 
     from negotiation.models import NegotiationRun
@@ -84,7 +88,8 @@ def run_batch(runs: int, max_rounds: int, base_url: str) -> tuple[str, float]:
     from negotiation.services.scenarios import sample_session_load
 
     settings.LLM_PROFILES["openai-compatible"]["base_url"] = base_url
-    agents = {role: {"profile": "openai-compatible", "model": "bench-model"} for role in ("buyer", "seller", "analyst")}
+    agents = agents or {role: {"profile": "openai-compatible", "model": "bench-model"}
+                        for role in ("buyer", "seller", "analyst")}
     started = time.monotonic()
     batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=runs, agents=agents,
                          max_rounds=max_rounds, base_seed=int(time.time()) % 100000)
