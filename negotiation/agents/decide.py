@@ -63,12 +63,14 @@ def _llm_turn(*, spec: dict, seed: int, parse: Callable[[str], A], fallback: Cal
               chat: Callable[[], list[dict[str, str]]], completion: Callable[[], str],
               meta: dict | None = None) -> Decision:
     profile = get_profile(spec["profile"])
+    # The run records its prompt format; play exactly that, even if the profile's setting changed since.
+    prompt_format = spec.get("prompt_format") or profile.prompt_format
     model, temperature = spec["model"], float(spec["temperature"])
     replies: list[LLMReply] = []
     raws: list[str] = []
     error = ""
     for attempt in range(2):
-        if profile.prompt_format == "chat":
+        if prompt_format == "chat":
             messages = chat()
             if attempt:
                 messages += [{"role": "assistant", "content": raws[-1]},

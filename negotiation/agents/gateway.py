@@ -39,6 +39,22 @@ class LLMTransientError(Exception):
         self.retry_after = retry_after
 
 
+class _MalformedReply(Exception):
+    """A 200 whose JSON is not a completion (no choices)."""
+
+
+def _reply_text(response: Any, *, chat: bool) -> str:
+    # Some routers answer 200 with {"error": {...}} and no choices, and the openai client does not
+    # check the shape: check it here, or the caller gets a bare TypeError instead of a retry.
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        error = getattr(response, "error", None)
+        raise _MalformedReply(f"no choices{f': {str(error)[:200]}' if error else ''}")
+    choice = choices[0]
+    text = getattr(getattr(choice, "message", None), "content", None) if chat else getattr(choice, "text", None)
+    return text or ""
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -143,10 +159,10 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
             started = time.perf_counter()
             if chat is not None:
                 response = client.chat.completions.create(messages=chat, **kwargs)  # type: ignore[arg-type]
-                text = response.choices[0].message.content or ""
+                text = _reply_text(response, chat=True)
             else:
                 response = client.completions.create(prompt=prompt or "", **kwargs)
-                text = response.choices[0].text or ""
+                text = _reply_text(response, chat=False)
             latency_ms = int((time.perf_counter() - started) * 1000)
     except LimiterTimeout as exc:
         raise LLMTransientError(f"{where}: {exc}") from exc
@@ -154,7 +170,7 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
         raise LLMTransientError(f"{where} answered 429 (rate limited)",
                                 retry_after=_retry_after(exc.response)) from exc
     except openai.APITimeoutError as exc:
-        raise LLMTransientError(f"{where} timed out after {settings.LLM_TIMEOUT_SECONDS:.0f}s "
+        raise LLMTransientError(f"{where} timed out after {settings.LLM_TIMEOUT_SECONDS:g}s "
                                 "(setting: MAMS_LLM_TIMEOUT)") from exc
     except openai.APIConnectionError as exc:
         raise LLMTransientError(f"cannot reach {where}: is the server running, and is {profile.base_url_env} "
@@ -169,8 +185,8 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
             raise LLMTransientError(f"{where} answered {exc.status_code}",
                                     retry_after=_retry_after(exc.response)) from exc
         raise LLMError(f"{where} rejected the request ({exc.status_code}): {str(exc)[:200]}") from exc
-    except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-        raise LLMTransientError(f"{where} sent a malformed response body") from exc
+    except (json.JSONDecodeError, openai.APIResponseValidationError, _MalformedReply) as exc:
+        raise LLMTransientError(f"{where} sent a malformed response body ({exc})") from exc
     usage = getattr(response, "usage", None)
     reply = LLMReply(text=text, model=getattr(response, "model", None) or model,
                      prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
