@@ -252,8 +252,9 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
         status=Status.COMPLETED, ended_at=timezone.now())
     if not done:
         raise IntegrityError(f"run {run.pk} was no longer running")
-    run_finished(run_id=run.pk)  # metrics row in this transaction; analysis queued after commit
+    # The batch is refreshed first after commit, then the analysis is queued (it can wait).
     _after_terminal(run.batch_id)
+    run_finished(run_id=run.pk)  # metrics row in this transaction; analysis queued after commit
 
 
 def _after_terminal(batch_id: Any) -> None:
@@ -270,8 +271,8 @@ def run_fail(*, run_id: Any, reason: str) -> None:
         done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
             status=Status.FAILED, error=reason[:2000], ended_at=timezone.now())
         if done:
-            run_failed(run_id=run_id)
             _after_terminal(run.batch_id)
+            run_failed(run_id=run_id)
 
 
 def run_cancel(*, run_id: Any) -> None:
