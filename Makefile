@@ -6,7 +6,7 @@ export MAMS_DB_PORT ?= 54329
 export MAMS_REDIS_URL ?= redis://127.0.0.1:63790/0
 export MAMS_LOCAL_LLM_URL ?= http://127.0.0.1:18080/v1
 
-.PHONY: install services demo test fuzz up down bench load lint
+.PHONY: install services demo test fuzz up down bench bench-dashboard load lint
 
 install:
 	@$(STACK) setup
@@ -41,6 +41,9 @@ down:
 
 bench: services
 	$(PY) bench/overhead.py
+
+bench-dashboard: services
+	$(PY) bench/dashboard.py
 
 # Throughput with 1, 2 and 4 worker processes against a hard provider limit, the asyncio baseline,
 # and worker memory over a 2,000-run batch (~8 min on 2 cores).

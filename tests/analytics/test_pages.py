@@ -196,3 +196,14 @@ def test_a_researcher_who_is_not_staff_signs_in_through_the_pages_own_form(user:
     assert client.get(reverse("analytics:batches")).status_code == 200
     assert client.post(reverse("analytics:logout")).status_code == 302
     assert client.get(reverse("analytics:batches")).status_code == 302
+
+
+def test_the_admin_lists_metrics_and_analyses_read_only(sample: Any, user: Any) -> None:
+    metrics_batch(sample, user, ROWS[:1])
+    user.is_staff = user.is_superuser = True
+    user.save()
+    admin = Client()
+    admin.force_login(user)
+    for name in ("runmetrics", "runanalysis"):
+        assert admin.get(reverse(f"admin:analytics_{name}_changelist")).status_code == 200
+        assert admin.get(reverse(f"admin:analytics_{name}_add")).status_code == 403

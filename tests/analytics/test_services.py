@@ -101,3 +101,14 @@ def test_backfill_records_runs_that_finished_without_metrics(sample: Any, user: 
     assert not RunMetrics.objects.filter(run=run).exists()
     assert metrics_backfill() == 1 and metrics_backfill() == 0
     assert RunMetrics.objects.get(run=run).deal is True
+
+
+def test_the_backfill_command_records_metrics(sample: Any, user: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    run = _hand_made_run(sample, user, agents=BASELINE)
+    out = StringIO()
+    call_command("metrics_backfill", stdout=out)
+    assert "recorded metrics for 1 run(s)" in out.getvalue() and RunMetrics.objects.filter(run=run).exists()
