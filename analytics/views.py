@@ -42,6 +42,7 @@ from negotiation.engine.types import BUYER
 from negotiation.models import Batch, NegotiationRun, Session
 from negotiation.selectors import run_context
 from negotiation.services.batches import batch_create
+from negotiation.services.errors import ConflictError, LimitExceeded
 
 RUNS_PER_PAGE = 50
 
@@ -295,6 +296,8 @@ def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
                                  owner=request.user)
         except ValidationError as exc:
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        except (LimitExceeded, ConflictError) as exc:
+            errors = {"__all__": [exc.message]}
         else:
             return redirect("analytics:batch", batch_id=batch.pk)
     demands = list(session.demands.all())

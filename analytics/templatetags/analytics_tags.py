@@ -21,10 +21,11 @@ def fmt(value: Any, unit: str = "num") -> str:
     v = float(value)
     if unit == "pct":
         return f"{v * 100:.1f}%"
+    sign = "−" if v < 0 else ""
     if unit == "money":
-        return f"${v:,.2f}"
+        return f"{sign}${abs(v):,.2f}"
     if unit == "usd":
-        return f"${v:.4f}" if abs(v) < 1 else f"${v:,.2f}"
+        return f"{sign}${abs(v):.4f}" if abs(v) < 1 else f"{sign}${abs(v):,.2f}"
     if unit == "ms":
         return f"{v / 1000:.2f} s" if v >= 1000 else f"{v:.0f} ms"
     if unit == "score":

@@ -127,3 +127,19 @@ def test_a_running_batch_dashboard_updates_itself(page: Any, live_server: Any, p
                            timeout=15000)
     assert page.inner_text("#batch-status") == "completed"
     assert page.errors == []
+
+
+def test_compare_and_session_pages_render_cleanly(page: Any, live_server: Any, played_batch: Any) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    a = played_batch(runs=3, agents={"buyer": {"strategy": "linear"}, "seller": {"strategy": "linear"},
+                                     "analyst": {"strategy": "linear"}})
+    b = played_batch(runs=3, agents={"buyer": {"strategy": "boulware"}, "seller": {"strategy": "linear"},
+                                     "analyst": {"strategy": "linear"}})
+    page.goto(f"{live_server.url}/analytics/compare/?a={a.pk}&b={b.pk}")
+    assert "3 pairs of completed runs, paired by seed" in page.inner_text("main")
+    assert drawn_charts(page)[0]["marks"] > 0
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    page.goto(f"{live_server.url}/analytics/sessions/{a.session_id}/")
+    assert page.locator("form.launch button[type=submit]").is_visible()
+    page.screenshot(path=str(SHOTS / "session.png"), full_page=True)
+    assert page.errors == []

@@ -207,3 +207,14 @@ def test_the_admin_lists_metrics_and_analyses_read_only(sample: Any, user: Any) 
     for name in ("runmetrics", "runanalysis"):
         assert admin.get(reverse(f"admin:analytics_{name}_changelist")).status_code == 200
         assert admin.get(reverse(f"admin:analytics_{name}_add")).status_code == 403
+
+
+def test_a_launch_over_the_active_batch_cap_says_so(web: Client, sample: Any, settings: Any) -> None:
+    settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER = 1
+    form = {"item_name": "USB-C Cable", "runs": "1", "max_rounds": "3", "base_seed": "0", "temperature": "0.7",
+            "buyer_strategy": "linear", "seller_strategy": "linear", "analyst_strategy": "linear"}
+    url = reverse("analytics:session", args=[sample.pk])
+    assert web.post(url, form).status_code == 302
+    again = web.post(url, form)
+    assert again.status_code == 400 and "MAMS_MAX_ACTIVE_BATCHES_PER_USER" in again.content.decode()
+    assert Batch.objects.count() == 1
