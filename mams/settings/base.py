@@ -146,6 +146,9 @@ LLM_PROFILES: dict[str, dict] = {
         "api_key_env": None,
         "models": {"agent": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m"),
                    "analyst": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m")},
+        # The local server serves exactly one model (its --model_alias).
+        "known_models": [env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m")],
+        "known_models_env": "MAMS_LOCAL_LLM_MODEL",
         "prompt_format": "completion",
         "rate": env("MAMS_LOCAL_LLM_RATE", "600/minute"),
         # llama-cpp-python's server answers one request at a time.
@@ -157,6 +160,9 @@ LLM_PROFILES: dict[str, dict] = {
         "api_key_env": "OPENROUTER_API_KEY",
         "models": {"agent": env("MAMS_OPENROUTER_AGENT_MODEL", "anthropic/claude-sonnet-4.5"),
                    "analyst": env("MAMS_OPENROUTER_ANALYST_MODEL", "google/gemini-2.5-flash")},
+        # Optional allow-list (comma-separated); empty means any model the provider knows.
+        "known_models": [m for m in (env("MAMS_OPENROUTER_MODELS", "") or "").split(",") if m],
+        "known_models_env": "MAMS_OPENROUTER_MODELS",
         "prompt_format": "chat",
         "rate": env("MAMS_OPENROUTER_RATE", "60/minute"),
         "max_concurrency": env_int("MAMS_OPENROUTER_CONCURRENCY", 8),

@@ -44,6 +44,14 @@ class AgentsConfig(BaseModel):
     analyst: AgentSpec = Field(default_factory=AgentSpec)
 
 
+class UnknownModel(LLMError):
+    """A model the profile does not serve; `role` says which agent asked for it."""
+
+    def __init__(self, role: str, message: str) -> None:
+        super().__init__(message)
+        self.role = role
+
+
 def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
     """Validate and resolve; raises ValueError (pydantic) or LLMError naming the setting to fix."""
     config = AgentsConfig.model_validate(raw or {})
@@ -55,6 +63,11 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
         if spec.strategy == "llm":
             profile = get_profile(spec.profile)  # raises LLMError when a key or URL is missing
             entry["model"] = spec.model or profile.model_for(role)
+            raw_profile = settings.LLM_PROFILES[spec.profile]
+            known = raw_profile.get("known_models") or []
+            if known and entry["model"] not in known:
+                raise UnknownModel(role, f"unknown model '{entry['model']}' for profile '{spec.profile}'; known: "
+                                         f"{', '.join(known)} (setting: {raw_profile.get('known_models_env')})")
             entry["prompt_format"] = profile.prompt_format
             entry["prompt_version"] = PROMPT_VERSION
         else:
@@ -64,4 +77,4 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
     return resolved
 
 
-__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "LLMError", "resolve_agents"]
+__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "LLMError", "UnknownModel", "resolve_agents"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError as PydanticError
 
-from negotiation.agents.config import resolve_agents
+from negotiation.agents.config import UnknownModel, resolve_agents
 from negotiation.agents.gateway import LLMError
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Session
@@ -38,6 +39,8 @@ def _agents(raw: dict | None, temperature: float, errors: dict[str, list[str]]) 
         for err in exc.errors():
             path = ".".join(["agents", *(str(p) for p in err["loc"])])
             errors.setdefault(path, []).append(err["msg"].removeprefix("Value error, "))
+    except UnknownModel as exc:
+        errors.setdefault(f"agents.{exc.role}.model", []).append(str(exc))
     except LLMError as exc:
         errors.setdefault("agents", []).append(str(exc))
     return {}
@@ -65,7 +68,7 @@ def _check_active_batches(owner: Any) -> None:
     cap = settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER
     if owner is None or cap <= 0:
         return
-    type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
     active = Batch.objects.filter(owner=owner, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).count()
     if active >= cap:
         raise LimitExceeded(f"You already have {active} batches queued or running (the limit is {cap}, "

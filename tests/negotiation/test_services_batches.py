@@ -343,3 +343,21 @@ def test_the_snapshot_is_not_changed_by_later_edits_to_the_session(session: Sess
     # then the run keeps the floor it was made with
     run = batch.runs.get()
     assert {s["handle"]: s["least_price"] for s in run.scenario["sellers"]}["@QuickTech"] == "6.35"
+
+
+@pytest.mark.django_db
+def test_an_unknown_model_for_a_profile_is_refused_with_its_path_and_nothing_is_written() -> None:
+    # given the sample session and the local profile, which serves exactly one model
+    from negotiation.models import Batch, NegotiationRun
+    from negotiation.services.scenarios import sample_session_load
+
+    session = sample_session_load()
+    # when a batch asks the local profile for a model it does not serve
+    with pytest.raises(ValidationError) as err:
+        batch_create(session=session, item_name="USB-C Cable", runs=2,
+                     agents={"buyer": {"strategy": "linear"}, "analyst": {"strategy": "linear"},
+                             "seller": {"profile": "local", "model": "gpt-9-ultra"}})
+    # then the error names the role's model, the known model and the setting; nothing is written
+    messages = err.value.message_dict["agents.seller.model"]
+    assert "gpt-9-ultra" in messages[0] and "gemma-3-270m" in messages[0] and "MAMS_LOCAL_LLM_MODEL" in messages[0]
+    assert not Batch.objects.exists() and not NegotiationRun.objects.exists()
