@@ -29,19 +29,26 @@ def explode(request: Any) -> None:
     raise RuntimeError("Galileo is down")
 
 
+def clear_buffers() -> None:
+    # Only our own keys: the same Redis database is the Celery broker (its queue bindings live there).
+    client = tracing._client()
+    for key in client.scan_iter("mams:galileo:*"):
+        client.delete(key)
+
+
 @pytest.fixture
 def galileo(settings: Any) -> Any:
     CAPTURED.clear()
     settings.GALILEO_API_KEY = "test-key"
     settings.MAMS_GALILEO_INGESTION_HOOK = "tests.analytics.test_tracing.capture"
-    tracing._client().flushdb()
+    clear_buffers()
     yield settings
     CAPTURED.clear()
 
 
 def test_without_a_key_nothing_is_buffered_or_sent(played_batch: Any, llm: Any, settings: Any) -> None:
     settings.GALILEO_API_KEY = None
-    tracing._client().flushdb()
+    clear_buffers()
     batch = played_batch(runs=1, agents=LLM)
     run = NegotiationRun.objects.get(batch=batch)
     assert not tracing._client().keys("mams:galileo:*")
