@@ -319,19 +319,29 @@ def visible(qs: QuerySet, user: Any) -> QuerySet:
     return qs if getattr(user, "is_staff", False) else qs.filter(owner=user)
 
 
-def batch_table(*, user: Any, session_id: Any = None) -> QuerySet:
-    """Batches with progress and headline metrics, each an SQL aggregate over runs and their metrics."""
+def batch_list_rows(*, user: Any, session_id: Any = None) -> QuerySet:
+    """The batches a user may read, newest first, without aggregates (cheap to count and page)."""
     qs = visible(Batch.objects.all(), user).select_related("session")
     if session_id:
         qs = qs.filter(session_id=session_id)
-    return qs.annotate(
+    return qs.order_by("-created_at", "id")
+
+
+def batch_stats(batches: Iterable[Batch]) -> list[Batch]:
+    """The given batches (a page of them) with progress and headline metrics, as one SQL aggregate.
+
+    Aggregating only the page's batches keeps a list of many 10,000-run batches cheap.
+    """
+    order = [b.pk for b in batches]
+    rows = Batch.objects.filter(pk__in=order).select_related("session").annotate(
         n_total=Count("runs"), n_completed=Count("runs", filter=Q(runs__status=S.COMPLETED)),
         n_failed=Count("runs", filter=Q(runs__status=S.FAILED)),
         n_active=Count("runs", filter=Q(runs__status__in=[S.QUEUED, S.RUNNING])),
         n_deals=Count("runs", filter=Q(runs__metrics__deal=True)),
         mean_price=Avg("runs__metrics__price"), buyer_share=Avg("runs__metrics__buyer_share"),
-        mean_rounds=Avg("runs__metrics__rounds"), cost=Sum("runs__metrics__cost_usd"),
-    ).order_by("-created_at", "id")
+        mean_rounds=Avg("runs__metrics__rounds"), cost=Sum("runs__metrics__cost_usd"))
+    by_id = {b.pk: b for b in rows}
+    return [by_id[pk] for pk in order if pk in by_id]
 
 
 def run_events(*, run_id: Any) -> dict[Any, list[Any]]:

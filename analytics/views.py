@@ -29,8 +29,9 @@ from analytics.selectors import (
     RUN_SORTS,
     batch_compare,
     batch_dashboard,
+    batch_list_rows,
     batch_runs,
-    batch_table,
+    batch_stats,
     run_events,
     visible,
 )
@@ -69,7 +70,8 @@ def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
 
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(batch_table(user=request.user), 25).get_page(request.GET.get("page"))
+    page = Paginator(batch_list_rows(user=request.user), 25).get_page(request.GET.get("page"))
+    page.object_list = batch_stats(page.object_list)
     return render(request, "analytics/batch_list.html", {"page": page})
 
 
@@ -124,7 +126,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
     batch = _batch_or_404(request, batch_id)
     d = batch_dashboard(batch_id=batch.pk)
     cards = [(h, d["headlines"][h.key]) for h in HEADLINES]
-    others = batch_table(user=request.user, session_id=batch.session_id).exclude(pk=batch.pk)[:20]
+    others = batch_list_rows(user=request.user, session_id=batch.session_id).exclude(pk=batch.pk)[:5]
     ctx = {"batch": batch, "d": d, "cards": cards, "charts": _dashboard_charts(d), "others": others,
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
            "version": d["version"], **_runs_page(request, batch)}
@@ -227,7 +229,7 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @login_required
 def compare(request: HttpRequest) -> HttpResponse:
-    choices = batch_table(user=request.user)[:200]
+    choices = batch_list_rows(user=request.user)[:200]
     a_id, b_id = request.GET.get("a"), request.GET.get("b")
     ctx: dict[str, Any] = {"choices": choices, "a_id": a_id or "", "b_id": b_id or ""}
     if a_id and b_id:
@@ -303,7 +305,7 @@ def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
     demands = list(session.demands.all())
     sellers = list(session.sellers.prefetch_related("inventory"))
     ctx = {"session": session, "demands": demands, "sellers": sellers, "form": form, "errors": errors,
-           "batches": batch_table(user=request.user, session_id=session.pk)[:50], "roles": ROLES,
+           "batches": batch_stats(batch_list_rows(user=request.user, session_id=session.pk)[:50]), "roles": ROLES,
            "strategies": ("llm", *BASELINES), "profiles": profile_names(),
            "zopa": {d.item_name: _zopa(d, sellers) for d in demands}}
     return render(request, "analytics/session_detail.html", ctx, status=400 if errors else 200)
