@@ -47,6 +47,7 @@ ANALYST_SYSTEM = (
     '"reasons": "<two or three sentences explaining the scores>"}'
 )
 ANALYST_MAX_TOKENS = 500
+MAX_TRANSCRIPT_LINES = 120
 
 
 class Verdict(BaseModel):
@@ -128,10 +129,16 @@ def analyst_prompt(*, run: NegotiationRun, m: RunMetrics) -> list[dict[str, str]
         lines.append(f"- {s['handle']}: style {s['style']}, asks ${s['selling_price']}, floor ${s['least_price']}, "
                      f"cost ${s['cost_price']}, weights retention/profit {_w(s)}")
     lines.append("Transcript:")
+    said = []
     for msg in Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"):
         to = ", ".join(msg.recipients) or "-"
         price = f" [{msg.action} ${msg.price}]" if msg.price is not None else f" [{msg.action}]"
-        lines.append(f"R{msg.round_no} {msg.sender} -> {to}: {msg.text[:600]}{price}")
+        said.append(f"R{msg.round_no} {msg.sender} -> {to}: {msg.text[:600]}{price}")
+    if len(said) > MAX_TRANSCRIPT_LINES:  # a 10-seller, 20-round run: keep the opening and the ending
+        keep_head = max(1, MAX_TRANSCRIPT_LINES // 6)
+        head, tail = said[:keep_head], said[-(MAX_TRANSCRIPT_LINES - keep_head):]
+        said = [*head, f"... ({len(said) - len(head) - len(tail)} messages omitted) ...", *tail]
+    lines += said
     if m.deal:
         lines.append(f"Outcome: deal with {m.chosen_handle} at ${m.price} per unit after {m.rounds} rounds.")
     else:

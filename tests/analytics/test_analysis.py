@@ -136,3 +136,15 @@ def test_the_verdict_is_lenient_about_form_and_strict_about_ranges() -> None:
                 '"recommendations": [], "reasons": "r"}', "no json here"]:
         with pytest.raises(OutputError):
             parse_verdict(bad)
+
+
+def test_a_long_transcript_keeps_its_opening_and_its_ending(played_batch: Any, monkeypatch: Any) -> None:
+    from analytics import analysis
+
+    run = _one_run(played_batch)
+    monkeypatch.setattr(analysis, "MAX_TRANSCRIPT_LINES", 6)
+    prompt = analysis.analyst_prompt(run=run, m=run.metrics)[1]["content"]
+    lines = prompt.split("Transcript:\n")[1].splitlines()
+    n = Message.objects.filter(run=run).count()
+    assert n > 6 and f"({n - 6} messages omitted)" in prompt
+    assert lines[0].startswith("R1 buyer") and lines[7].startswith("Outcome:")
