@@ -67,19 +67,52 @@ def _columns(heads: Iterable[Headline]) -> list[str]:
     return sorted({h.column.split(">")[0] for h in heads} | {"deal"})
 
 
-def metric_columns(qs: QuerySet, cols: list[str]) -> dict[str, np.ndarray]:
-    """RunMetrics columns as float arrays (NaN for NULL), cast in SQL so no Decimal is built per row."""
+def metric_columns(qs: QuerySet, cols: list[str], labels: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """RunMetrics columns as float arrays (NaN for NULL), cast in SQL so no Decimal is built per row.
+
+    `labels` are text columns (a run's seller style, ...) fetched in the same query, so they line up
+    with the numbers row by row; they come back as object arrays.
+    """
     nan = Value(float("nan"), output_field=FloatField())
     exprs = {f"_{c}": Coalesce(Cast(Cast(F(c), IntegerField()) if c in BOOLEANS else F(c), FloatField()), nan)
              for c in cols}
-    sql, params = qs.annotate(**exprs).values_list(*exprs).query.sql_with_params()
+    sql, params = qs.annotate(**exprs).values_list(*exprs, *labels).query.sql_with_params()
     with connection.cursor() as cursor:  # straight from the driver: no per-value Django converters
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     if not rows:
-        return {c: np.empty(0) for c in cols}
-    matrix = np.asarray(rows, dtype=float)
-    return {c: matrix[:, i] for i, c in enumerate(cols)}
+        return {c: np.empty(0) for c in (*cols, *labels)}
+    if not labels:
+        matrix = np.asarray(rows, dtype=float)
+        return {c: matrix[:, i] for i, c in enumerate(cols)}
+    k, table = len(cols), np.asarray(rows, dtype=object)
+    numbers = table[:, :k].astype(float)
+    return {**{c: numbers[:, i] for i, c in enumerate(cols)}, **{f: table[:, k + j] for j, f in enumerate(labels)}}
+
+
+GROUPS = {"by_style": ("chosen_style",), "by_weights": ("chosen_weights",), "by_model": ("buyer_model", "seller_model")}
+
+
+def group_columns(arrays: dict[str, np.ndarray], groups: dict[str, list[dict[str, Any]]]) -> dict[str, np.ndarray]:
+    """Per breakdown group, the columns whose CIs the dashboard shows: the buyer's share on deals by
+    seller style and weights, and the deal rate by model; NaN outside the group."""
+    out = {}
+    deal = arrays["deal"] > 0
+    for name, rows in groups.items():
+        fields = GROUPS[name]
+        for r in rows:
+            inside = np.ones(deal.shape, dtype=bool)
+            for f in fields:  # vectorised comparisons, one per field
+                inside &= arrays[f] == r[f]
+            if name == "by_model":
+                out[f"{name}:{group_key(r, fields)}"] = np.where(inside, arrays["deal"], np.nan)
+            else:
+                out[f"{name}:{group_key(r, fields)}"] = np.where(inside & deal, arrays["buyer_share"], np.nan)
+    return out
+
+
+def group_key(row: dict[str, Any], fields: tuple[str, ...]) -> str:
+    return "/".join(str(row[f]) for f in fields)
 
 
 BOOLEANS = {"deal", "mutual_loss"}
@@ -93,13 +126,6 @@ def headline_column(arrays: dict[str, np.ndarray], head: Headline) -> np.ndarray
     if head.deals_only:
         col = np.where(arrays["deal"] > 0, col, np.nan)
     return col
-
-
-def estimates(arrays: dict[str, np.ndarray], heads: Iterable[Headline], *, seed: int) -> dict[str, Any]:
-    """Mean and bootstrap CI of each headline, every headline resampled over the same runs."""
-    heads = list(heads)
-    return metrics.bootstrap_many({h.key: headline_column(arrays, h) for h in heads}, seed=seed,
-                                  n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
 
 
 def batch_version(batch_id: Any) -> tuple:
@@ -175,7 +201,18 @@ def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
     lo = float(min([*floors, Decimal(max_price)])) if floors and max_price else 0.0
     hi = float(max_price) if max_price else 1.0
     mq = RunMetrics.objects.filter(batch_id=batch_id)
-    est = estimates(metric_columns(mq, _columns(HEADLINES)), HEADLINES, seed=batch.base_seed)
+    labels = tuple(sorted({f for fields in GROUPS.values() for f in fields}))
+    arrays = metric_columns(mq, _columns(HEADLINES), labels)
+    deals = mq.filter(deal=True)
+    groups = {"by_style": breakdown(deals, "chosen_style"), "by_weights": breakdown(deals, "chosen_weights"),
+              "by_model": breakdown(mq, "buyer_model", "seller_model")}
+    columns = {h.key: headline_column(arrays, h) for h in HEADLINES}
+    columns.update(group_columns(arrays, groups))
+    everything = metrics.bootstrap_many(columns, seed=batch.base_seed, n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
+    est = {h.key: everything[h.key] for h in HEADLINES}
+    for name, rows in groups.items():
+        for r in rows:
+            r["ci"] = everything.get(f"{name}:{group_key(r, GROUPS[name])}")
     totals = mq.aggregate(runs=Count("run_id"), deals=Count("run_id", filter=Q(deal=True)),
                           tokens=Coalesce(Sum("tokens"), 0), cost=Sum("cost_usd"),
                           unpriced=Count("run_id", filter=Q(cost_usd__isnull=True)),
@@ -184,7 +221,6 @@ def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
                           duration=Avg("duration_ms"), **bins("price", "price", lo, hi, PRICE_BINS, Q(deal=True)))
     price_hist = read_bins(totals, "price", lo, hi, PRICE_BINS)
     totals = {k: v for k, v in totals.items() if not k.startswith("price")}
-    deals = mq.filter(deal=True)
     wall = (agg["last"] - agg["first"]).total_seconds() if agg["first"] and agg["last"] else None
     return {
         "batch_id": str(batch.pk), "status": batch.status, "progress": progress, "total": total,
@@ -196,9 +232,7 @@ def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
             runs=Count("run_id"), deals=Count("run_id", filter=Q(deal=True))).order_by("rounds")),
         "deals_per_seller": list(deals.values("chosen_handle").annotate(n=Count("run_id"), mean_price=Avg("price"))
                                  .order_by("-n", "chosen_handle")),
-        "by_style": breakdown(deals, "chosen_style"),
-        "by_weights": breakdown(deals, "chosen_weights"),
-        "by_model": breakdown(mq, "buyer_model", "seller_model"),
+        **groups,
         "analysis": analysis_summary(batch_id=batch_id),
     }
 

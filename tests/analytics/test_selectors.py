@@ -148,3 +148,21 @@ def test_batches_with_different_seeds_are_paired_by_position(sample: Any, user: 
     rows = {r["head"].key: r for r in c["rows"]}
     assert rows["deal_rate"]["estimate"].mean == -1 and rows["deal_rate"]["sentence"].startswith("A did better")
     assert rows["price"]["estimate"].n == 0  # no pair where both dealt
+
+
+def test_breakdowns_carry_bootstrap_cis(sample: Any, user: Any) -> None:
+    rows = [{"deal": True, "price": D("6.00"), "buyer_share": 0.8 + i / 100, "chosen_style": "rude",
+             "chosen_weights": "0.20/0.80", "buyer_model": "m1", "seller_model": "m2"} for i in range(6)]
+    rows += [{"deal": True, "price": D("7.00"), "buyer_share": 0.3 + i / 100, "chosen_style": "sweet",
+              "chosen_weights": "0.80/0.20", "buyer_model": "m1", "seller_model": "m2"} for i in range(6)]
+    rows += [{"deal": False, "buyer_model": "m1", "seller_model": "m2"}] * 4
+    d = batch_dashboard(batch_id=metrics_batch(sample, user, rows).pk)
+    style = {r["chosen_style"]: r for r in d["by_style"]}
+    for name, mean in (("rude", 0.825), ("sweet", 0.325)):
+        ci = style[name]["ci"]
+        assert ci.n == 6 and ci.mean == pytest.approx(mean) == pytest.approx(style[name]["buyer_share"])
+        assert ci.low <= mean <= ci.high and ci.high - ci.low < 0.1
+    assert {r["chosen_weights"]: r["ci"].mean for r in d["by_weights"]} == pytest.approx(
+        {"0.20/0.80": 0.825, "0.80/0.20": 0.325})
+    model = d["by_model"][0]
+    assert model["ci"].mean == pytest.approx(0.75) == pytest.approx(model["deal_rate"]) and model["ci"].n == 16
