@@ -159,7 +159,8 @@ def main() -> None:
           f"{settings.MAMS_BOOTSTRAP_RESAMPLES} bootstrap resamples per CI ===")
     print(f"page size {len(html) / 1024:.0f} KiB, {len(queries)} SQL queries per cold render")
     print("cold render (aggregates, 16 headline and every breakdown CI recomputed): "
-          f"median {statistics.median(cold) * 1000:.0f} ms, min {min(cold) * 1000:.0f} ms, max {max(cold) * 1000:.0f} ms over {opts.tries} tries (target < 500 ms)")
+          f"median {statistics.median(cold) * 1000:.0f} ms, min {min(cold) * 1000:.0f} ms, "
+          f"max {max(cold) * 1000:.0f} ms over {opts.tries} tries (target < 500 ms)")
     print(f"warm render (cached aggregates, what a poll of a finished batch pays): median "
           f"{statistics.median(warm) * 1000:.0f} ms, max {max(warm) * 1000:.0f} ms")
     print(f"live.json poll: median {statistics.median(polls) * 1000:.0f} ms, max {max(polls) * 1000:.0f} ms")
