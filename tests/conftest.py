@@ -130,8 +130,12 @@ def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str
 def wait_for_batch(batch_id: Any, *, timeout: float = 120, worker: WorkerProcess | None = None) -> None:
     from negotiation.models import NegotiationRun
 
+    from negotiation.models import Batch
+
     def done() -> bool:
-        return not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists()
+        # The batch itself is marked finished after the last run's commit: wait for that too.
+        return (not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists()
+                and not Batch.objects.filter(pk=batch_id, status__in=["queued", "running"]).exists())
 
     try:
         wait_for(done, timeout=timeout, what=f"batch {batch_id}")
