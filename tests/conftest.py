@@ -128,9 +128,7 @@ def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str
 
 
 def wait_for_batch(batch_id: Any, *, timeout: float = 120, worker: WorkerProcess | None = None) -> None:
-    from negotiation.models import NegotiationRun
-
-    from negotiation.models import Batch
+    from negotiation.models import Batch, NegotiationRun
 
     def done() -> bool:
         # The batch itself is marked finished after the last run's commit: wait for that too.
