@@ -140,3 +140,33 @@ def wait_for_batch(batch_id: Any, *, timeout: float = 120, worker: WorkerProcess
     except AssertionError as exc:
         tail = worker.log_tail() if worker else ""
         raise AssertionError(f"{exc}\n--- worker log ---\n{tail}") from exc
+
+
+@pytest.fixture
+def play_through(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Play a queued agent run to its end in-process: buyer turn, each seller's turn, next round.
+
+    Nothing is enqueued (no worker involved); returns a function run_id -> the finished run.
+    """
+    from analytics import services
+    from negotiation.models import Message, NegotiationRun
+    from negotiation.services import play
+
+    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+    monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
+    monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
+
+    def run_it(run_id: Any) -> NegotiationRun:
+        for _ in range(100):
+            run = NegotiationRun.objects.get(pk=run_id)
+            if run.status in NegotiationRun.TERMINAL:
+                return run
+            round_no = run.current_round
+            play.round_play(run_id=run_id, round_no=round_no)
+            buyer = Message.objects.filter(run_id=run_id, round_no=round_no, sender="buyer").first()
+            ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
+            for handle in buyer.recipients if buyer else []:
+                play.seller_turn(run_id=run_id, round_no=round_no, seller_id=ids[handle])
+        raise AssertionError("the run did not end in 100 steps")
+
+    return run_it

@@ -3,14 +3,13 @@ that plays a run with baseline agents (no worker, no LLM) for tests that need a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from negotiation.models import Message, NegotiationRun, Session
+from negotiation.models import Session
 from negotiation.services.scenarios import scenario_document
 from negotiation.services.sessions import session_import
 from tests.factories import UserFactory
@@ -64,25 +63,3 @@ def sample(user: Any) -> Session:
     return session_import(document=scenario_document("spec_sample"), owner=user)
 
 
-@pytest.fixture
-def play_through(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], NegotiationRun]:
-    """Play a queued agent run to its end in-process: buyer turn, each seller's turn, next round."""
-    from negotiation.services import play
-
-    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
-    monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
-
-    def run_it(run_id: Any) -> NegotiationRun:
-        for _ in range(100):
-            run = NegotiationRun.objects.get(pk=run_id)
-            if run.status in NegotiationRun.TERMINAL:
-                return run
-            round_no = run.current_round
-            play.round_play(run_id=run_id, round_no=round_no)
-            buyer = Message.objects.filter(run_id=run_id, round_no=round_no, sender="buyer").first()
-            ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
-            for handle in buyer.recipients if buyer else []:
-                play.seller_turn(run_id=run_id, round_no=round_no, seller_id=ids[handle])
-        raise AssertionError("the run did not end in 100 steps")
-
-    return run_it
