@@ -96,6 +96,17 @@ def _build_seller(session: Session, raw: Any, path: str, errors: dict[str, list[
     return seller, items
 
 
+def _build_demand(session: Session, raw: dict[str, Any], path: str, errors: dict[str, list[str]]) -> BuyerDemand:
+    quantity = raw.get("quantity", 1)
+    if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
+        # IntegerField.to_python would truncate 2.7 to 2 without a word.
+        errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
+    demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
+                         quantity=quantity, min_price=_dec(raw.get("min_price")), max_price=_dec(raw.get("max_price")))
+    _clean(demand, path, errors, exclude=["session"])
+    return demand
+
+
 @transaction.atomic
 def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
     """Create a whole session from the spec's section-5 shapes, or write nothing at all."""
@@ -124,14 +135,7 @@ def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
         if not isinstance(raw, dict):
             errors.setdefault(path, []).append("Each demand must be an object.")
             continue
-        quantity = raw.get("quantity", 1)
-        if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
-            # IntegerField.to_python would truncate 2.7 to 2 without a word.
-            errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
-        demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
-                             quantity=quantity, min_price=_dec(raw.get("min_price")),
-                             max_price=_dec(raw.get("max_price")))
-        _clean(demand, path, errors, exclude=["session"])
+        demand = _build_demand(session, raw, path, errors)
         if demand.item_name.lower() in seen_items:
             errors.setdefault(f"{path}.item_name", []).append("The buyer already has a demand for this item.")
         seen_items.add(demand.item_name.lower())
@@ -219,14 +223,7 @@ def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[B
     seen: set[str] = set()
     for i, raw in enumerate(items):
         path = f"items[{i}]"
-        quantity = raw.get("quantity", 1)
-        if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
-            # IntegerField.to_python would truncate 2.7 to 2 without a word.
-            errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
-        demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
-                             quantity=quantity, min_price=_dec(raw.get("min_price")),
-                             max_price=_dec(raw.get("max_price")))
-        _clean(demand, path, errors, exclude=["session"])
+        demand = _build_demand(session, raw, path, errors)
         if demand.item_name.lower() in seen:
             errors.setdefault(f"{path}.item_name", []).append(
                 f"'{demand.item_name}' is listed twice (item names are case-insensitive).")
