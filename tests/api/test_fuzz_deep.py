@@ -13,12 +13,8 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
-from rest_framework.authtoken.models import Token
-from schemathesis.checks import not_a_server_error
 
-from tests.api.test_schema_fuzz import OPERATIONS, real_ids, wsgi  # noqa: F401 - fixtures
+from tests.api.test_schema_fuzz import OPERATIONS, fuzz_operation, real_ids, wsgi  # noqa: F401 - fixtures
 
 EXAMPLES = int(os.environ.get("MAMS_FUZZ_EXAMPLES", "0") or 0)
 pytestmark = pytest.mark.skipif(not EXAMPLES, reason="set MAMS_FUZZ_EXAMPLES (make fuzz)")
@@ -52,25 +48,9 @@ def partial_rows() -> dict[str, int]:
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_no_operation_answers_5xx_or_leaves_partial_rows(label: str, wsgi: None, user: Any,  # noqa: F811
                                                          real_ids: dict[str, str]) -> None:  # noqa: F811
-    operation = OPERATIONS[label]
-    headers = {"Authorization": f"Token {Token.objects.get_or_create(user=user)[0].key}"}
     assert partial_rows() == {}
-    seen: list[int] = []
 
-    @given(case=operation.as_strategy())
-    @hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                         database=None)
-    def check(case: Any) -> None:
-        params = case.path_parameters or {}
-        if len(seen) % 2 == 0:
-            for name in params:
-                if name in real_ids:
-                    agent = name == "run_id" and case.method == "GET"
-                    params[name] = real_ids["agent_run_id" if agent and len(seen) % 4 == 0 else name]
-        response = case.call(headers=headers)
-        seen.append(response.status_code)
-        case.validate_response(response, checks=[not_a_server_error])
+    def whole(case: Any, response: Any) -> None:
         assert partial_rows() == {}, (case.method, case.path, case.body, response.status_code)
 
-    check()
-    assert seen
+    assert fuzz_operation(label, user=user, real_ids=real_ids, examples=EXAMPLES, after_each=whole)
