@@ -199,6 +199,7 @@ class NegotiationRun(models.Model):
     class Mode(models.TextChoices):
         AGENT = "agent", "agent buyer"
         HUMAN_BUYER = "human_buyer", "human buyer"
+        EXTERNAL = "external", "external agent buyer (environment API)"
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
@@ -222,6 +223,11 @@ class NegotiationRun(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True,
                                         help_text="Last progress; a sweeper re-queues stale runs.")
+    buyer_fingerprint = models.CharField(max_length=12, blank=True, db_index=True,
+                                         help_text="Hash of the buyer agent's configuration (see agents.fingerprint).")
+    seller_fingerprint = models.CharField(max_length=12, blank=True, db_index=True,
+                                          help_text="Hash of the sellers' agent configuration.")
+    code_version = models.CharField(max_length=40, blank=True, help_text="The commit that produced this run.")
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -18,6 +18,7 @@ from django.utils import timezone
 from pydantic import ValidationError as PydanticError
 
 from negotiation.agents.config import UnknownModel, resolve_agents
+from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.agents.gateway import LLMError
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Session
@@ -114,8 +115,10 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "")
+    stamps = run_fingerprints(resolved)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
-                           seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds)
+                           seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds,
+                           **stamps)
             for sc in scenarios for i in range(runs)]
     NegotiationRun.objects.bulk_create(rows, batch_size=RUN_CHUNK)
     transaction.on_commit(lambda: enqueue_batch_start(batch.pk))

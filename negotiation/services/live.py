@@ -21,6 +21,7 @@ from pydantic import ValidationError as PydanticError
 
 from negotiation.agents.config import resolve_agents
 from negotiation.agents.decide import Decision
+from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.agents.gateway import LLMError
 from negotiation.engine import routing, visibility
 from negotiation.engine.types import ALL, BUYER, BuyerAct, BuyerAction, money
@@ -76,7 +77,7 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
     return NegotiationRun.objects.create(
         session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=NegotiationRun.Mode.HUMAN_BUYER,
         status=NegotiationRun.Status.RUNNING, seed=seed, agents=agents, scenario=scenario, max_rounds=max_rounds,
-        started_at=now, heartbeat_at=now)
+        started_at=now, heartbeat_at=now, **run_fingerprints(agents))
 
 
 def _open_turn(run: NegotiationRun) -> tuple[NegotiationRun, Any, Any, int]:

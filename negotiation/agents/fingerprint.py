@@ -1,0 +1,52 @@
+"""What produced a run, as short hashes, so results are compared only with like results.
+
+An agent's fingerprint hashes everything that decides how it plays: strategy, profile, model,
+temperature, prompt format and the prompt version (the templates' hash, plus any strategy notes a
+reflect sequence added). The seed and the code version are recorded beside it, not inside it: the
+seed varies by design within a batch, and the code version changes with every commit while the
+agent's behaviour usually does not. Pages show all three, so a reader can judge.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+FINGERPRINT_FIELDS = ("strategy", "profile", "model", "temperature", "prompt_format", "prompt_version", "fallback")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def agent_fingerprint(entry: dict[str, Any]) -> str:
+    """12 hex characters over the fields that decide how a resolved agent plays."""
+    data = {k: entry.get(k) for k in FINGERPRINT_FIELDS}
+    if data["temperature"] is not None:
+        data["temperature"] = round(float(data["temperature"]), 4)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def code_version() -> str:
+    """MAMS_CODE_VERSION when set (deployments without .git), else the git commit, else 'unknown'."""
+    if env := os.environ.get("MAMS_CODE_VERSION", "").strip():
+        return env[:40]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=5, check=True)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_fingerprints(agents: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The indexed fingerprint columns of a run, from its resolved agents."""
+    return {"buyer_fingerprint": agent_fingerprint(agents.get("buyer", {})),
+            "seller_fingerprint": agent_fingerprint(agents.get("seller", {})),
+            "code_version": code_version()}
+
+
+__all__ = ["FINGERPRINT_FIELDS", "agent_fingerprint", "code_version", "run_fingerprints"]
