@@ -1,0 +1,264 @@
+"""Benchmark suites as files: read and check `benchmarks/suites/<name>-v<N>/` without a database.
+
+A suite directory holds `suite.json` (name, version, description, and its scenarios: a slug, a
+title, the scenario file and the items to negotiate) and one JSON file per scenario in the REST
+API's session import format (negotiation/services/sessions.py::session_import). A suite is
+referred to as `core-v1` (that version) or `core` (its latest version).
+
+The checks here are the database's own rules, repeated so that a bad file is reported with its
+path before anything is imported: cost < least <= selling, weights in [0, 1] summing to 1, at
+most MAMS_MAX_SELLERS sellers, unique handles, and every listed item demanded and stocked. The
+content hash covers the manifest and every scenario document (canonical JSON), so the database
+side (analytics/bench/services.py::suite_load) can refuse a changed file under an old version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
+MAX_SELLERS = 10  # the same cap as settings.MAMS_MAX_SELLERS, kept here so the loader needs no settings
+_DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_HANDLE_RE = re.compile(r"^@[A-Za-z0-9_]{1,50}$")
+
+
+class SuiteError(ValueError):
+    """An unknown suite reference or an invalid suite file; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    slug: str
+    title: str
+    document: dict[str, Any] = field(repr=False)
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class SuiteFile:
+    name: str
+    version: int
+    label: str
+    description: str
+    content_hash: str
+    scenarios: list[ScenarioFile]
+
+    def scenario(self, slug: str) -> ScenarioFile:
+        for s in self.scenarios:
+            if s.slug == slug:
+                return s
+        raise SuiteError(f"suite {self.label} has no scenario '{slug}'")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(manifest: dict[str, Any], documents: dict[str, dict[str, Any]]) -> str:
+    """sha256 over the canonical JSON of the manifest and every scenario document (by slug)."""
+    return hashlib.sha256(canonical_json({"manifest": manifest, "scenarios": documents}).encode()).hexdigest()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SuiteError(f"{path}: file not found") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _money(value: Any, where: str, problems: list[str]) -> Decimal | None:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        problems.append(f"{where}: {value!r} is not a number")
+        return None
+    if not d.is_finite():
+        problems.append(f"{where}: {value!r} is not a number")
+        return None
+    return d
+
+
+def _weights(seller: dict[str, Any]) -> tuple[Any, Any]:
+    """The two weights in either spec shape (10.1's `priorities`, 5.2's `personality`), as the importer reads them."""
+    pri = seller.get("priorities") or {}
+    per = seller.get("personality") or {}
+    return (pri.get("customer_retention", per.get("customer_retention_weight", "0.5")),
+            pri.get("profit_maximization", per.get("profit_maximization_weight", "0.5")))
+
+
+def check_document(document: Any, items: list[str], where: str) -> list[str]:
+    """Every rule the database would enforce on this scenario, as a list of problems (empty if fine)."""
+    problems: list[str] = []
+    if not isinstance(document, dict):
+        return [f"{where}: the scenario must be a JSON object in the session import format"]
+    buyer = document.get("buyer")
+    demands = buyer.get("item_demands") if isinstance(buyer, dict) else None
+    if not isinstance(demands, list) or not demands:
+        problems.append(f"{where}: buyer.item_demands must list at least one demand")
+        demands = []
+    demanded: dict[str, dict[str, Any]] = {}
+    for i, d in enumerate(demands):
+        at = f"{where}: buyer.item_demands[{i}]"
+        if not isinstance(d, dict) or not str(d.get("item_name", "")).strip():
+            problems.append(f"{at}: needs an item_name")
+            continue
+        lo, hi = _money(d.get("min_price"), f"{at}.min_price", problems), _money(d.get("max_price"), f"{at}.max_price",
+                                                                                   problems)
+        if lo is not None and hi is not None and not 0 <= lo <= hi:
+            problems.append(f"{at}: needs 0 <= min_price <= max_price (got {lo} and {hi})")
+        qty = d.get("quantity", 1)
+        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 1:
+            problems.append(f"{at}.quantity: must be a whole number >= 1")
+        key = str(d["item_name"]).strip().lower()
+        if key in demanded:
+            problems.append(f"{at}: '{d['item_name']}' is demanded twice")
+        demanded[key] = d
+    sellers = document.get("sellers")
+    if not isinstance(sellers, list) or not sellers:
+        problems.append(f"{where}: sellers must list at least one seller")
+        sellers = []
+    if len(sellers) > MAX_SELLERS:
+        problems.append(f"{where}: {len(sellers)} sellers; a session has at most {MAX_SELLERS}")
+    handles: set[str] = set()
+    stocked: set[str] = set()
+    for i, s in enumerate(sellers):
+        at = f"{where}: sellers[{i}]"
+        if not isinstance(s, dict):
+            problems.append(f"{at}: must be an object")
+            continue
+        handle = str(s.get("handle", ""))
+        if not _HANDLE_RE.match(handle):
+            problems.append(f"{at}.handle: {handle!r} is not @ followed by 1-50 letters, digits or underscores")
+        if handle.lower() in handles:
+            problems.append(f"{at}.handle: {handle} is used twice")
+        handles.add(handle.lower())
+        style = s.get("style") or (s.get("personality") or {}).get("style") or "neutral"
+        if style not in ("rude", "neutral", "sweet"):
+            problems.append(f"{at}.style: {style!r} is not rude, neutral or sweet")
+        raw_r, raw_p = _weights(s)
+        r, p = _money(raw_r, f"{at} retention weight", problems), _money(raw_p, f"{at} profit weight", problems)
+        if r is not None and p is not None and (not 0 <= r <= 1 or not 0 <= p <= 1 or r + p != 1):
+            problems.append(f"{at}: weights must each lie in [0, 1] and sum to 1 (got {r} and {p})")
+        for j, line in enumerate(s.get("inventory") or []):
+            lat = f"{at}.inventory[{j}]"
+            if not isinstance(line, dict):
+                problems.append(f"{lat}: must be an object")
+                continue
+            cost = _money(line.get("cost_price"), f"{lat}.cost_price", problems)
+            least = _money(line.get("least_price"), f"{lat}.least_price", problems)
+            sell = _money(line.get("selling_price"), f"{lat}.selling_price", problems)
+            if None not in (cost, least, sell) and not 0 <= cost < least <= sell:  # type: ignore[operator]
+                problems.append(f"{lat}: needs 0 <= cost_price < least_price <= selling_price "
+                                f"(got {cost}, {least}, {sell})")
+            stocked.add(str(line.get("item_name", "")).strip().lower())
+    if not items:
+        problems.append(f"{where}: the manifest lists no items to negotiate")
+    for item in items:
+        if item.strip().lower() not in demanded:
+            problems.append(f"{where}: item '{item}' is not demanded by the buyer")
+        elif item.strip().lower() not in stocked:
+            problems.append(f"{where}: no seller stocks '{item}'")
+    if len(items) > 1 and {i.strip().lower() for i in items} != set(demanded):
+        # A multi-item scenario runs as one batch over every demanded item (batch_create's item_name=None).
+        problems.append(f"{where}: a scenario with several items must list every demanded item "
+                        f"({', '.join(str(d['item_name']) for d in demanded.values())})")
+    return problems
+
+
+def _load_dir(path: Path) -> SuiteFile:
+    m = _DIR_RE.match(path.name)
+    if not m:
+        raise SuiteError(f"{path}: a suite directory is named <name>-v<N>, e.g. core-v1")
+    manifest = _read_json(path / "suite.json")
+    where = f"{path.name}/suite.json"
+    if not isinstance(manifest, dict):
+        raise SuiteError(f"{where}: must be a JSON object")
+    name, version = manifest.get("name"), manifest.get("version")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SuiteError(f"{where}: name must be lower-case letters, digits, '-' or '_' (got {name!r})")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SuiteError(f"{where}: version must be a whole number >= 1 (got {version!r})")
+    if (name, version) != (m["name"], int(m["version"])):
+        raise SuiteError(f"{where}: says {name}-v{version} but lives in {path.name}/; rename one to match")
+    entries = manifest.get("scenarios")
+    if not isinstance(entries, list) or not entries:
+        raise SuiteError(f"{where}: scenarios must list at least one scenario")
+    scenarios: list[ScenarioFile] = []
+    documents: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        at = f"{where}: scenarios[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{at}: must be an object with slug, title, file and items")
+            continue
+        slug, file, items = entry.get("slug"), entry.get("file"), entry.get("items")
+        if not isinstance(slug, str) or not _SLUG_RE.match(slug):
+            problems.append(f"{at}.slug: lower-case letters, digits and '-', at most 64 (got {slug!r})")
+            continue
+        if slug in documents:
+            problems.append(f"{at}.slug: '{slug}' is used twice")
+            continue
+        if not isinstance(file, str) or "/" in file or "\\" in file or not file.endswith(".json"):
+            problems.append(f"{at}.file: a .json file name in the suite directory (got {file!r})")
+            continue
+        if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+            problems.append(f"{at}.items: a list of item names (got {items!r})")
+            continue
+        document = _read_json(path / file)
+        problems.extend(check_document(document, items, f"{path.name}/{file}"))
+        documents[slug] = document
+        scenarios.append(ScenarioFile(slug=slug, title=str(entry.get("title") or slug), document=document,
+                                      items=[x.strip() for x in items]))
+    if problems:
+        raise SuiteError(f"suite {path.name} is invalid:\n- " + "\n- ".join(problems))
+    return SuiteFile(name=name, version=version, label=f"{name}-v{version}",
+                     description=str(manifest.get("description", "")), content_hash=content_hash(manifest, documents),
+                     scenarios=scenarios)
+
+
+def _dirs(root: Path) -> list[tuple[str, int, Path]]:
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _DIR_RE.match(p.name)
+        if p.is_dir() and m and (p / "suite.json").is_file():
+            out.append((m["name"], int(m["version"]), p))
+    return sorted(out)
+
+
+def list_suites(root: Path | None = None) -> list[SuiteFile]:
+    """Every suite version under the suites directory, by name then version (invalid ones raise)."""
+    return [_load_dir(p) for _, _, p in _dirs(root or SUITES_DIR)]
+
+
+def load_suite(ref: str, root: Path | None = None) -> SuiteFile:
+    """The suite `ref` names: "core-v1" (that version) or "core" (its latest version)."""
+    ref = (ref or "").strip()
+    found = _dirs(root or SUITES_DIR)
+    known = sorted({f"{n} (v{', v'.join(str(v) for nn, v, _ in found if nn == n)})" for n, _, _ in found})
+    hint = f"Known suites: {', '.join(known)}." if known else f"No suites found under {root or SUITES_DIR}."
+    m = _DIR_RE.match(ref)
+    if m:
+        for n, v, p in found:
+            if (n, v) == (m["name"], int(m["version"])):
+                return _load_dir(p)
+    else:
+        versions = [(v, p) for n, v, p in found if n == ref]
+        if versions:
+            return _load_dir(max(versions)[1])
+    raise SuiteError(f"unknown suite '{ref}'. Use <name> for the latest version or <name>-v<N>. {hint}")
+
+
+__all__ = ["SUITES_DIR", "ScenarioFile", "SuiteError", "SuiteFile", "check_document", "content_hash",
+           "list_suites", "load_suite"]
