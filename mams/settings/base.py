@@ -190,6 +190,8 @@ MAMS_MAX_SELLERS = 10
 MAMS_LLM_MAX_RETRIES = env_int("MAMS_LLM_MAX_RETRIES", 6)
 
 LOGGING = {
+# Item demands per buyer and inventory lines per seller (a session document stays small to import and play).
+MAMS_MAX_ITEMS = 50
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},

@@ -28,6 +28,28 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+def body_too_large(meta: Any) -> PayloadTooLarge:
+    """413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE, with its declared size when there is one."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        size = int((meta or {}).get("CONTENT_LENGTH") or 0)
+    except (TypeError, ValueError):
+        size = 0
+    size_note = f" (this one is {size} bytes)" if size > limit else ""
+    return PayloadTooLarge(f"The request body is larger than the {limit} bytes allowed{size_note}. A session "
+                           "document is a few KiB: check that you are sending the right file. Operators set "
+                           "the limit with MAMS_MAX_BODY_BYTES.")
+
+
+# DRF quotes the input in some messages ("xxx…" is not a valid choice); a megabyte quoted back helps no one.
+MAX_MESSAGE_CHARS = 300
+
+
+def _short(message: Any) -> str:
+    text = str(message)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     """DRF's nested error detail (dicts, lists per item) as {"a.b[0].c": [messages]}."""
     out: dict[str, list[str]] = {}
@@ -43,13 +65,13 @@ def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
                     walk(value, f"{path}.{key}" if path else str(key))
         elif isinstance(node, list):
             if all(not isinstance(x, dict | list) for x in node):
-                out.setdefault(path or "non_field_errors", []).extend(str(x) for x in node)
+                out.setdefault(path or "non_field_errors", []).extend(_short(x) for x in node)
             else:
                 for i, item in enumerate(node):
                     if item:
                         walk(item, f"{path}[{i}]")
         else:
-            out.setdefault(path or "non_field_errors", []).append(str(node))
+            out.setdefault(path or "non_field_errors", []).append(_short(node))
 
     walk(detail, prefix)
     return out
@@ -79,8 +101,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         msg = "This object is still referenced by runs or batches and cannot be deleted."
         return Response(error_body(msg, {"non_field_errors": [msg]}), status=status.HTTP_409_CONFLICT)
     if isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge(f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
-                              "allowed.")
+        exc = body_too_large(getattr(context.get("request"), "META", None))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -6,8 +6,10 @@ configuration API. The live negotiation endpoints are the ones that show a buyer
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -15,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.api.common import MAX_JSON_DEPTH, MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
 from negotiation.models import Seller, Session, Style
 from negotiation.selectors import session_get, session_list
 from negotiation.services.sessions import (
@@ -34,14 +36,46 @@ TAG = ["sessions"]
 
 # --- shared shapes (spec 5.1, 5.2 and 10.1) ----------------------------------------------------
 
-class DemandSerializer(serializers.Serializer):
+REJECT_UNKNOWN_KEYS = "reject_unknown_keys"
+MAX_ITEMS = settings.MAMS_MAX_ITEMS
+STYLE_ERRORS = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
+
+
+def items_limit(what: str, cap: int, advice: str) -> dict[str, Any]:
+    """A list's size cap, refused before any of its elements is validated, with a message that says what to do."""
+    return {"max_length": cap, "error_messages": {"max_length": f"At most {cap} {what}; {advice}"}}
+
+
+class StrictKeys(serializers.Serializer):
+    """With `reject_unknown_keys` in the context, a key this serializer does not declare is a 400.
+
+    Imported files are edited by hand: a misspelt `invetory` would otherwise import a seller with no
+    stock, without a word. The one-resource endpoints keep DRF's default (extra keys are ignored).
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = sorted(set(data) - set(self.fields)) if (
+            self.context.get(REJECT_UNKNOWN_KEYS) and isinstance(data, Mapping)) else []
+        message = f"Unknown key; expected one of: {', '.join(self.fields)}."
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                exc.detail.update({key[:50]: [message] for key in unknown})
+            raise
+        if unknown:
+            raise serializers.ValidationError({key[:50]: [message] for key in unknown})
+        return value
+
+
+class DemandSerializer(StrictKeys):
     item_name = serializers.CharField(max_length=255)
     quantity = serializers.IntegerField(min_value=1, max_value=2_147_483_647, default=1)
     min_price = serializers.DecimalField(**MONEY, min_value=0)
     max_price = serializers.DecimalField(**MONEY, min_value=0)
 
 
-class InventoryLineSerializer(serializers.Serializer):
+class InventoryLineSerializer(StrictKeys):
     item_name = serializers.CharField(max_length=255)
     cost_price = serializers.DecimalField(**MONEY, min_value=0)
     selling_price = serializers.DecimalField(**MONEY, min_value=0)
@@ -51,40 +85,47 @@ class InventoryLineSerializer(serializers.Serializer):
 WEIGHT = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
 
 
-class PrioritiesSerializer(serializers.Serializer):
+class PrioritiesSerializer(StrictKeys):
     customer_retention = serializers.DecimalField(**WEIGHT, required=False)
     profit_maximization = serializers.DecimalField(**WEIGHT, required=False)
 
 
-class PersonalitySerializer(serializers.Serializer):
+class PersonalitySerializer(StrictKeys):
     """Spec 5.2's form of the same settings; `priorities` wins when both are given."""
 
-    style = serializers.ChoiceField(choices=Style.choices, required=False)
+    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
     customer_retention_weight = serializers.DecimalField(**WEIGHT, required=False)
     profit_maximization_weight = serializers.DecimalField(**WEIGHT, required=False)
 
 
-class SellerInputSerializer(serializers.Serializer):
+class SellerInputSerializer(StrictKeys):
     handle = serializers.CharField(max_length=51, help_text="@ followed by letters, digits or underscores.")
-    style = serializers.ChoiceField(choices=Style.choices, required=False)
+    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
     priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
     personality = PersonalitySerializer(required=False)
     inventory = InventoryLineSerializer(many=True, required=False, default=list,
-                                        help_text="cost_price < least_price <= selling_price for each item.")
+                                        help_text="cost_price < least_price <= selling_price for each item.",
+                                        **items_limit("inventory lines per seller", MAX_ITEMS,
+                                                      "list only the items this marketplace negotiates."))
 
 
-class BuyerSerializer(serializers.Serializer):
-    item_demands = DemandSerializer(many=True)
+ITEM_DEMANDS_LIMIT = items_limit("item demands per buyer", MAX_ITEMS, "split them across sessions.")
 
 
-class SessionDocumentSerializer(serializers.Serializer):
+class BuyerSerializer(StrictKeys):
+    item_demands = DemandSerializer(many=True, **ITEM_DEMANDS_LIMIT)
+
+
+class SessionDocumentSerializer(StrictKeys):
     """The whole session as one document (spec section 5), as imported and exported."""
 
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
     buyer = BuyerSerializer()
     sellers = SellerInputSerializer(many=True, required=False, default=list,
-                                    help_text="At most 10 sellers, each handle unique (case-insensitive).")
+                                    help_text="At most 10 sellers, each handle unique (case-insensitive).",
+                                    **items_limit("sellers per session", settings.MAMS_MAX_SELLERS,
+                                                  "remove some, or split them across sessions."))
 
 
 class DemandOutputSerializer(serializers.Serializer):
@@ -207,7 +248,8 @@ class BuyerConfigApi(APIView):
     """Set the buyer's demands (spec 10.1). Replaces the whole buyer configuration."""
 
     class BuyerConfigInput(serializers.Serializer):
-        items = DemandSerializer(many=True, help_text="The complete list: items left out are removed.")
+        items = DemandSerializer(many=True, help_text="The complete list: items left out are removed.",
+                                 **ITEM_DEMANDS_LIMIT)
 
     class BuyerConfigOutput(serializers.Serializer):
         session_id = serializers.UUIDField()
@@ -255,6 +297,10 @@ class SellerApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+              type(None): "null"}
+
+
 class SessionImportApi(APIView):
     """Create a whole session from one document (spec section 5 shapes), or nothing at all."""
 
@@ -262,9 +308,18 @@ class SessionImportApi(APIView):
                    responses={201: SessionDetailSerializer, **errors(400, 401, 413)},
                    description="One transaction: a document with any bad line writes nothing, and each error "
                                "names its path, e.g. `sellers[1].inventory[0].least_price`. "
-                               "`GET /api/sessions/{id}/export` returns this same document.")
+                               "`GET /api/sessions/{id}/export` returns this same document. Refused with a "
+                               "message that says what to change: a key the document does not define, more "
+                               f"than {settings.MAMS_MAX_SELLERS} sellers or {MAX_ITEMS} item demands or "
+                               "inventory lines per seller, a string over its field's length, JSON nested "
+                               f"deeper than {MAX_JSON_DEPTH} levels, a key given twice, and (413) a body "
+                               "over the size limit.")
     def post(self, request: Request) -> Response:
-        data = SessionDocumentSerializer(data=request.data)
+        if not isinstance(request.data, Mapping):
+            got = JSON_TYPES.get(type(request.data), "something else")
+            raise serializers.ValidationError({"non_field_errors": [
+                f"The session document must be a JSON object with `buyer` and `sellers`; this body is {got}."]})
+        data = SessionDocumentSerializer(data=request.data, context={REJECT_UNKNOWN_KEYS: True})
         data.is_valid(raise_exception=True)
         session = session_import(document=data.validated_data, owner=request.user)
         return _detail(request, session.pk, status.HTTP_201_CREATED)

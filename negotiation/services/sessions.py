@@ -79,6 +79,10 @@ def _build_seller(session: Session, raw: Any, path: str, errors: dict[str, list[
     if not isinstance(inventory, list):
         errors.setdefault(f"{path}.inventory", []).append("Inventory must be a list of items.")
         inventory = []
+    if len(inventory) > settings.MAMS_MAX_ITEMS:
+        errors.setdefault(f"{path}.inventory", []).append(
+            f"At most {settings.MAMS_MAX_ITEMS} inventory lines per seller; this one has {len(inventory)}.")
+        inventory = []
     seen: set[str] = set()
     for j, line in enumerate(inventory):
         ipath = f"{path}.inventory[{j}]"
@@ -128,6 +132,11 @@ def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
     if len(sellers_raw) > settings.MAMS_MAX_SELLERS:
         errors.setdefault("sellers", []).append(
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {len(sellers_raw)}.")
+        sellers_raw = []  # reported; validating thousands of them would only take time
+    if len(demands_raw) > settings.MAMS_MAX_ITEMS:
+        errors.setdefault("buyer.item_demands", []).append(
+            f"At most {settings.MAMS_MAX_ITEMS} item demands per buyer; this one has {len(demands_raw)}.")
+        demands_raw = []
     demands: list[BuyerDemand] = []
     seen_items: set[str] = set()
     for i, raw in enumerate(demands_raw):
