@@ -1,5 +1,6 @@
-"""URLs: the admin for configuration, the REST API under /api/ and its docs (login required), and the
-analytics pages under /analytics/ (the site root goes there)."""
+"""URLs: the admin for configuration, the REST API under /api/ and its docs (login required), the
+environment API for external agents under /env/, and the analytics pages under /analytics/ (the site
+root goes there)."""
 
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
@@ -16,6 +17,7 @@ urlpatterns = [
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
     path("api/", include("negotiation.urls")),
+    path("env/", include("negotiation.api.environment")),  # the environment API for external agents
     path("analytics/", include("analytics.urls")),
     path("", RedirectView.as_view(pattern_name="analytics:batches", permanent=False)),
 ]

@@ -202,6 +202,9 @@ class NegotiationRun(models.Model):
         EXTERNAL = "external", "external agent buyer (environment API)"
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    # The buyer's turns arrive through the API (a person, or an external agent through /env/): no
+    # round task plays them, and every response about such a run carries only the buyer's view.
+    OUTSIDE_BUYER = (Mode.HUMAN_BUYER, Mode.EXTERNAL)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")

@@ -218,14 +218,14 @@ def run_buyer_view(*, run: NegotiationRun) -> Any:
 def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...]]]:
     """The messages of a run with who could see each one.
 
-    For a run with a human buyer only the buyer's view is returned (today that is every message,
+    For a run with a human or external-agent buyer only the buyer's view is returned (today that is every message,
     since every reply goes to the buyer; the filter keeps it true if that ever changes).
     """
     from negotiation.engine import visibility
 
     ctx = run_context(run)
     msgs = ctx.transcript
-    if run.mode == NegotiationRun.Mode.HUMAN_BUYER:
+    if run.mode in NegotiationRun.OUTSIDE_BUYER:
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                      max_rounds=run.max_rounds, transcript=ctx.transcript).thread
     out = []
@@ -301,11 +301,11 @@ RESULT_COLUMNS = [
 def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
     """Spec 10.3: rounds, messages, mean response time, outcome with savings vs the first ask.
 
-    For a human-buyer run only what the buyer may know is reported: no seller-side event counts.
+    For a human- or external-buyer run only what the buyer may know is reported: no seller-side event counts.
     """
     msgs = list(Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"))
     outcome = getattr(run, "outcome", None)
-    human = run.mode == NegotiationRun.Mode.HUMAN_BUYER
+    human = run.mode in NegotiationRun.OUTSIDE_BUYER
     timed = [m.latency_ms for m in msgs if m.llm_calls and (m.sender_type == "seller" or not human)]
     avg = sum(timed) / len(timed) / 1000 if timed else None
     rounds = max((m.round_no for m in msgs if m.sender_type == "seller"), default=0)

@@ -1,6 +1,6 @@
 """Runs: a negotiation's record with its outcome, its transcript (who saw each message), analytics.
 
-For a run with a human buyer every response here is the buyer's view: the seller handles, the
+For a run with a human or external-agent buyer every response here is the buyer's view: the seller handles, the
 buyer's own constraints and the messages addressed to the buyer, never `scenario` (the sellers'
 costs, floors, styles and weights) nor the sellers' private reasoning.
 """
@@ -25,7 +25,7 @@ TAG = ["negotiations"]
 
 
 def is_human(run: NegotiationRun) -> bool:
-    return run.mode == NegotiationRun.Mode.HUMAN_BUYER
+    return run.mode in NegotiationRun.OUTSIDE_BUYER
 
 
 class OutcomeSerializer(serializers.Serializer):
@@ -85,7 +85,7 @@ class RunSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.JSONField(allow_null=True, help_text=(
         "The private configuration snapshot (buyer demand, sellers' prices, styles and weights); null for "
-        "human-buyer runs, whose responses carry only the buyer's view.")))
+        "human- and external-buyer runs, whose responses carry only the buyer's view.")))
     def get_scenario(self, run: NegotiationRun) -> dict | None:
         return None if is_human(run) else run.scenario
 

@@ -110,7 +110,7 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
 
     ctx = run_context(run)
     msgs = ctx.transcript
-    if run.mode == NegotiationRun.Mode.HUMAN_BUYER:
+    if run.mode in NegotiationRun.OUTSIDE_BUYER:
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                      max_rounds=run.max_rounds, transcript=ctx.transcript).thread
     slots = {h: i + 1 for i, h in enumerate(ctx.handles)}

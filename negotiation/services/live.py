@@ -26,7 +26,7 @@ from negotiation.agents.gateway import LLMError
 from negotiation.engine import routing, visibility
 from negotiation.engine.types import ALL, BUYER, BuyerAct, BuyerAction, money
 from negotiation.models import Message, NegotiationRun, Session
-from negotiation.selectors import run_context
+from negotiation.selectors import RunContext, run_context
 from negotiation.services import play
 from negotiation.services.batches import scenario_for
 from negotiation.services.errors import ConflictError
@@ -34,8 +34,8 @@ from negotiation.services.errors import ConflictError
 HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "fallback": ""}
 
 
-def _agents(seller: dict | None, analyst: dict | None) -> dict[str, dict]:
-    # The buyer is a person: resolve it as a baseline (no LLM, nothing to configure), then mark it.
+def _agents(seller: dict | None, analyst: dict | None, buyer: dict) -> dict[str, dict]:
+    # The buyer is outside MAMS: resolve it as a baseline (no LLM, nothing to configure), then mark it.
     raw = {"buyer": {"strategy": "linear"}, "seller": seller or {}, "analyst": analyst or {}}
     errors: dict[str, list[str]] = {}
     try:
@@ -47,14 +47,20 @@ def _agents(seller: dict | None, analyst: dict | None) -> dict[str, dict]:
         raise ValidationError(errors) from exc
     except LLMError as exc:
         raise ValidationError({"agents": [str(exc)]}) from exc
-    resolved["buyer"] = dict(HUMAN)
+    resolved["buyer"] = dict(buyer)
     return resolved
 
 
 @transaction.atomic
 def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: dict | None = None,
-               analyst_agent: dict | None = None, max_rounds: int = 5, seed: int = 0) -> NegotiationRun:
-    """Open a negotiation room for one item with a person as the buyer; it is running at once."""
+               analyst_agent: dict | None = None, max_rounds: int = 5, seed: int = 0,
+               mode: str = NegotiationRun.Mode.HUMAN_BUYER, buyer: dict | None = None,
+               task: dict | None = None) -> NegotiationRun:
+    """Open a negotiation room for one item whose buyer is outside MAMS; it is running at once.
+
+    `mode` is one of NegotiationRun.OUTSIDE_BUYER (a person by default, or an external agent with
+    `buyer`, its recorded agent entry); `task` labels the scenario the room was made from.
+    """
     errors: dict[str, list[str]] = {}
     if not isinstance(max_rounds, int) or not 1 <= max_rounds <= settings.MAMS_MAX_ROUNDS_LIMIT:
         errors["max_rounds"] = [f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}."]
@@ -67,32 +73,41 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
         for key, msgs in exc.message_dict.items():
             errors.setdefault(key, []).extend(msgs)
     try:
-        agents = _agents(seller_agent, analyst_agent)
+        agents = _agents(seller_agent, analyst_agent, buyer or HUMAN)
     except ValidationError as exc:
         for key, msgs in exc.message_dict.items():
             errors.setdefault(key, []).extend(msgs)
     if errors:
         raise ValidationError(errors)
+    if task:
+        scenario["task"] = task
     now = timezone.now()
     return NegotiationRun.objects.create(
-        session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=NegotiationRun.Mode.HUMAN_BUYER,
+        session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=mode,
         status=NegotiationRun.Status.RUNNING, seed=seed, agents=agents, scenario=scenario, max_rounds=max_rounds,
         started_at=now, heartbeat_at=now, **run_fingerprints(agents))
+
+
+def round_waiting(ctx: RunContext, round_no: int) -> list[str] | None:
+    """The sellers addressed in `round_no` that have not answered yet; None if the buyer has not spoken."""
+    buyer = ctx.message(round_no, BUYER)
+    if buyer is None:
+        return None
+    return [h for h in buyer.recipients if ctx.message(round_no, h) is None]
 
 
 def _open_turn(run: NegotiationRun) -> tuple[NegotiationRun, Any, Any, int]:
     """The run re-read, its context and buyer view, and the round whose buyer turn is open now."""
     run.refresh_from_db()
-    if run.mode != NegotiationRun.Mode.HUMAN_BUYER:
-        raise ConflictError("This run has an LLM buyer; only runs started with mode=human_buyer take a "
-                            "person's turns.", field="mode")
+    if run.mode not in NegotiationRun.OUTSIDE_BUYER:
+        raise ConflictError("This run has an LLM buyer; only runs started with mode=human_buyer (or episodes "
+                            "of the environment API) take turns from outside.", field="mode")
     if run.status != NegotiationRun.Status.RUNNING:
         raise ConflictError(f"This negotiation is already {run.status}; it takes no more turns.", field="status")
     ctx = run_context(run)
     round_no = run.current_round
-    if ctx.message(round_no, BUYER) is not None:
-        buyer = ctx.message(round_no, BUYER)
-        waiting = [h for h in buyer.recipients if ctx.message(round_no, h) is None]
+    waiting = round_waiting(ctx, round_no)
+    if waiting is not None:
         raise ConflictError(f"Round {round_no} is still waiting for {', '.join(waiting) or 'the sellers'}; "
                             "wait for their replies (or watch the stream) before your next turn.", field="round")
     view = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=round_no, max_rounds=run.max_rounds,

@@ -54,8 +54,8 @@ def round_play(*, run_id: Any, round_no: int) -> None:
         return
     ctx = run_context(run)
     if ctx.message(round_no, BUYER) is None:
-        if run.mode == NegotiationRun.Mode.HUMAN_BUYER:
-            return  # a person takes this turn through the API
+        if run.mode in NegotiationRun.OUTSIDE_BUYER:
+            return  # a person or an external agent takes this turn through the API
         view = _buyer_view(run, ctx, round_no)
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
                                 meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER))
