@@ -18,3 +18,7 @@ def enqueue_seller_turn(run_id: UUID | str, round_no: int, seller_id: str) -> No
 
 def enqueue_batch_start(batch_id: UUID | str) -> None:
     app.send_task("negotiation.batch_start", args=[str(batch_id)], queue=Queue.ROUNDS)
+
+
+def enqueue_reflect(run_id: UUID | str) -> None:
+    app.send_task("negotiation.reflect", args=[str(run_id)], queue=Queue.ANALYSIS)

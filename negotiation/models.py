@@ -335,3 +335,177 @@ class Outcome(models.Model):
         if self.decision == self.Decision.DEAL:
             return f"deal with {self.chosen_handle} at ${self.final_price}"
         return f"no deal ({self.reason})"
+
+
+# --- paired experiments and reflect sequences ---------------------------------------------------
+
+
+class PromptVersion(models.Model):
+    """The exact prompts an agent played with, under the 12-character version its run records.
+
+    A run's `agents[role]["prompt_version"]` is this row's id: the templates of the prompt variant
+    and, for a reflecting agent, the coach's notes appended to its prompt, so any run can be
+    replayed with exactly what produced it. A notes-free version is shared by every role (blank
+    `role`); a version with notes belongs to one role (the sellers' notes are kept per handle).
+    """
+
+    id = models.CharField(max_length=12, primary_key=True)
+    role = models.CharField(max_length=8, blank=True, help_text="buyer or seller; blank when shared by every role.")
+    variant = models.CharField(max_length=40, default="default")
+    base_version = models.CharField(max_length=12, help_text="PROMPT_VERSION of the templates in this version.")
+    templates = models.JSONField(help_text="The template texts and the variant's extra lines.")
+    notes = models.JSONField(default=list, blank=True,
+                             help_text="Coach notes: a list for the buyer, {handle: [notes]} for the sellers.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.role or 'all roles'}, {self.variant})"
+
+
+class Experiment(models.Model):
+    """Two or more conditions played on the same scenarios with the same seeds (common random numbers).
+
+    Each condition becomes one ordinary batch with the experiment's base seed, so run i of every
+    condition has seed base_seed + i and runs pair by (item, seed). Its status is derived from the
+    batches (see `negotiation.services.experiments.experiment_status`).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="mams_experiments")
+    name = models.CharField(max_length=200)
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="experiments")
+    item_name = models.CharField(max_length=255, blank=True, help_text="Blank means every demanded item.")
+    runs = models.PositiveIntegerField(default=10, help_text="Runs per condition (and per item).")
+    base_seed = models.BigIntegerField(default=0)
+    max_rounds = models.PositiveSmallIntegerField(default=5)
+    created_at = models.DateTimeField(auto_now_add=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(runs__gte=1), name="experiment_runs_at_least_1",
+                                   violation_error_message="An experiment needs at least one run per condition."),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+
+class ExperimentCondition(models.Model):
+    """One arm of an experiment: an agent configuration, a temperature, a prompt variant (in `agents`),
+    or a seller population (`sellers`: the handles that take part, all when empty; `styles`:
+    {handle: style} overrides). Position 0 is the control every other condition is compared with."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="conditions")
+    position = models.PositiveSmallIntegerField(default=0)
+    label = models.CharField(max_length=60, validators=[RegexValidator(
+        r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", "A label is letters, digits and _.- (e.g. 'control', 'temp-0.2').")])
+    agents = models.JSONField(default=dict, blank=True,
+                              help_text='Per role: strategy, profile, model, temperature, prompt_variant, e.g. '
+                                        '{"buyer": {"prompt_variant": "anchoring"}}.')
+    temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(2)])
+    sellers = ArrayField(models.CharField(max_length=51), default=list, blank=True,
+                         help_text="Seller handles taking part; empty means every seller of the session.")
+    styles = models.JSONField(default=dict, blank=True, help_text='Style overrides, e.g. {"@QuickTech": "rude"}.')
+    batch = models.OneToOneField(Batch, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="experiment_condition")
+
+    class Meta:
+        ordering = ["experiment", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "label"], name="condition_label_unique",
+                                    violation_error_message="Another condition of this experiment has this label."),
+            models.UniqueConstraint(fields=["experiment", "position"], name="condition_position_unique",
+                                    violation_error_message="Another condition of this experiment has this "
+                                                            "position."),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class ReflectSequence(models.Model):
+    """N runs of one scenario played one after another; after each, a coach writes a strategy note
+    for each reflecting side, appended to that agent's prompt for the next run (NegotiationGym's
+    no-reflect, buyer-reflect, seller-reflect and both-reflect modes)."""
+
+    class Mode(models.TextChoices):
+        NONE = "none", "no reflection"
+        BUYER = "buyer", "the buyer reflects"
+        SELLER = "seller", "the sellers reflect"
+        BOTH = "both", "both sides reflect"
+
+    class SeedPolicy(models.TextChoices):
+        INCREMENT = "increment", "run i has seed base_seed + i"
+        FIXED = "fixed", "every run has seed base_seed"
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="mams_sequences")
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="sequences")
+    item_name = models.CharField(max_length=255)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.BOTH)
+    length = models.PositiveSmallIntegerField(help_text="How many runs the sequence plays.")
+    agents = models.JSONField(help_text="The resolved agent configuration of the first run (no notes yet).")
+    max_rounds = models.PositiveSmallIntegerField(default=5)
+    base_seed = models.BigIntegerField(default=0)
+    seed_policy = models.CharField(max_length=10, choices=SeedPolicy.choices, default=SeedPolicy.INCREMENT)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(length__gte=1), name="sequence_length_at_least_1",
+                                   violation_error_message="A sequence plays at least one run."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display()} × {self.length} · {self.item_name}"
+
+
+class SequenceStep(models.Model):
+    """One run of a sequence: the prompt versions it played with, each side's utility, and the notes
+    the coach wrote after it (empty when nobody reflects, or when a coach answer was unusable)."""
+
+    sequence = models.ForeignKey(ReflectSequence, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveSmallIntegerField()
+    run = models.OneToOneField(NegotiationRun, on_delete=models.CASCADE, related_name="sequence_step")
+    buyer_prompt = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    seller_prompt = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="+")
+    buyer_utility = models.FloatField(null=True, blank=True)
+    seller_utility = models.FloatField(null=True, blank=True, help_text="The seller side: Σ seller utilities.")
+    seller_utilities = models.JSONField(default=dict, blank=True, help_text="{handle: utility}")
+    notes = models.JSONField(default=dict, blank=True,
+                             help_text='Notes written after this run: {"buyer": "...", "@Handle": "..."}.')
+    coach_calls = models.PositiveIntegerField(default=0)
+    coach_prompt_tokens = models.PositiveIntegerField(default=0)
+    coach_completion_tokens = models.PositiveIntegerField(default=0)
+    coach_latency_ms = models.PositiveIntegerField(default=0)
+    coach_fallbacks = models.PositiveSmallIntegerField(default=0, help_text="Coach answers that were unusable "
+                                                                             "(the agent continued without a note).")
+    coach_errors = models.JSONField(default=dict, blank=True, help_text="{who: why no note was written}")
+    reflected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["sequence", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["sequence", "index"], name="sequence_step_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.index} of {self.sequence_id}"

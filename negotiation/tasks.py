@@ -84,3 +84,27 @@ def batch_start_task(batch_id: str) -> None:
 def sweep_task() -> int:
     """Backstop: re-queue running runs with a stale heartbeat. Safe to repeat: round tasks are idempotent."""
     return play.runs_sweep(stale_after=timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS))
+
+
+@shared_task(bind=True, name="negotiation.reflect", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,
+             soft_time_limit=300, time_limit=330)
+def reflect_task(self: Task, run_id: str) -> None:
+    """After a reflect sequence's run: utilities, the coach's notes, the next run. Safe to redeliver:
+    the step is recorded by a conditional update only one delivery wins, and the next run is unique
+    per (sequence, index). On the analysis queue, so a coach never delays a negotiation turn.
+
+    Transient coach errors retry with backoff and jitter; after MAMS_LLM_MAX_RETRIES the agents play
+    on without new notes (counted). Any other error ends the sequence failed, with the reason.
+    """
+    from negotiation.services import reflect
+
+    try:
+        reflect.sequence_step_reflect(run_id=run_id, give_up=self.request.retries >= settings.MAMS_LLM_MAX_RETRIES)
+    except LLMTransientError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries, exc.retry_after)) from exc
+    except INFRA_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(min(self.request.retries, 4), None)) from exc
+    except Exception as exc:
+        log.exception("run %s: the reflection failed", run_id)
+        reflect.sequence_step_fail(run_id=run_id, reason=f"{exc.__class__.__name__}: {exc}")
+        raise

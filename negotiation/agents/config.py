@@ -13,7 +13,7 @@ from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from negotiation.agents.gateway import LLMError, get_profile, profile_names
-from negotiation.agents.prompts import PROMPT_VERSION
+from negotiation.agents.prompts import VARIANTS, prompt_version
 
 BASELINES = ("boulware", "linear", "conceder")
 ROLES = ("buyer", "seller", "analyst")
@@ -27,6 +27,14 @@ class AgentSpec(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     fallback: Literal["boulware", "linear", "conceder"] = "linear"
+    prompt_variant: str = "default"
+
+    @field_validator("prompt_variant")
+    @classmethod
+    def _known_variant(cls, v: str) -> str:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown prompt variant '{v}'; choose one of {', '.join(VARIANTS)}")
+        return v
 
     @field_validator("profile")
     @classmethod
@@ -69,7 +77,7 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
                 raise UnknownModel(role, f"unknown model '{entry['model']}' for profile '{spec.profile}'; known: "
                                          f"{', '.join(known)} (setting: {raw_profile.get('known_models_env')})")
             entry["prompt_format"] = profile.prompt_format
-            entry["prompt_version"] = PROMPT_VERSION
+            entry["prompt_version"] = prompt_version(variant=spec.prompt_variant)
         else:
             entry["model"] = ""
             entry["profile"] = ""

@@ -44,9 +44,10 @@ def decide_seller(view: SellerView, *, spec: dict, seed: int, deadline: int, met
         return baseline_seller(view, strategy=Strategy(name.upper()), deadline=deadline)
     if spec["strategy"] != "llm":
         return Decision(action=baseline(spec["strategy"]))
+    opts = prompts.options_for(spec, role="seller", handle=view.me.handle)  # its variant and its own notes
     return _llm_turn(spec=spec, seed=seed, parse=parse_seller, fallback=lambda: baseline(spec["fallback"]),
-                     chat=lambda: prompts.seller_chat(view), completion=lambda: prompts.seller_completion(view),
-                     meta=meta)
+                     chat=lambda: prompts.seller_chat(view, opts),
+                     completion=lambda: prompts.seller_completion(view, opts), meta=meta)
 
 
 def decide_buyer(view: BuyerView, *, spec: dict, seed: int, meta: dict | None = None) -> Decision:
@@ -54,9 +55,10 @@ def decide_buyer(view: BuyerView, *, spec: dict, seed: int, meta: dict | None = 
         return baseline_buyer(view, strategy=Strategy(name.upper()))
     if spec["strategy"] != "llm":
         return Decision(action=baseline(spec["strategy"]))
+    opts = prompts.options_for(spec, role="buyer")
     return _llm_turn(spec=spec, seed=seed, parse=parse_buyer, fallback=lambda: baseline(spec["fallback"]),
-                     chat=lambda: prompts.buyer_chat(view), completion=lambda: prompts.buyer_completion(view),
-                     meta=meta)
+                     chat=lambda: prompts.buyer_chat(view, opts),
+                     completion=lambda: prompts.buyer_completion(view, opts), meta=meta)
 
 
 def _llm_turn(*, spec: dict, seed: int, parse: Callable[[str], A], fallback: Callable[[], A],

@@ -5,13 +5,21 @@ Two formats. `chat` follows the spec's system prompts (section 5) for instructio
 prompts make it echo, but two short example transcripts followed by the transcript so far make it
 write a plausible JSON line (DESIGN, "Facts measured"). Both end where the model's JSON begins.
 PROMPT_VERSION hashes every template, so each run records exactly which prompts produced it.
+
+A run's prompts may differ from these in two recorded ways: a named *variant* (`VARIANTS`: a few
+lines of extra instruction per role, for paired experiments) and a reflect sequence's coach
+*notes*, appended for the agent they were written for. `prompt_version()` hashes both on top of
+PROMPT_VERSION, so a changed prompt always has a changed version (and agent fingerprint).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from negotiation.engine.types import BUYER, BuyerView, Msg, SellerView
 
@@ -94,6 +102,89 @@ PROMPT_VERSION = hashlib.sha256(
 ).hexdigest()[:12]
 
 
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named prompt variant: extra instructions appended for each role (empty for the default)."""
+
+    name: str
+    description: str
+    buyer: str = ""
+    seller: str = ""
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("default", "The spec's prompts, unchanged."),
+    Variant("terse", "Every message is one short sentence.",
+            buyer="Keep every message to one short sentence with your price in it.",
+            seller="Keep every message to one short sentence with your price in it."),
+    Variant("anchoring", "The buyer anchors low and concedes in small steps; sellers hold near the ask.",
+            buyer="Open close to your minimum acceptable price, raise your counter-offer only in small steps, "
+                  "and remind each seller that others are competing for the order.",
+            seller="Open at your asking price and concede in small steps; never halve the gap at once."),
+)}
+NOTES_KEPT = 5  # a reflecting agent keeps its most recent notes only, so a prompt stays short
+NOTE_MAX_CHARS = 300
+
+
+def prompt_version(*, variant: str = "default", role: str = "", notes: Sequence[str] | Mapping[str, Any] = ()
+                   ) -> str:
+    """12 hex characters naming the exact prompts a role plays with.
+
+    The default variant without notes is PROMPT_VERSION (shared by every role). A variant hashes its
+    extra lines onto it; notes (a list for the buyer, {handle: [notes]} for the sellers) hash the
+    role and the notes on top of that.
+    """
+    v = VARIANTS[variant]
+    base = PROMPT_VERSION
+    if v.buyer or v.seller:
+        base = hashlib.sha256("\x00".join([PROMPT_VERSION, v.name, v.buyer, v.seller]).encode()).hexdigest()[:12]
+    if not notes:
+        return base
+    payload = json.dumps(notes, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256("\x00".join([base, role, payload]).encode()).hexdigest()[:12]
+
+
+def variant_templates(variant: str) -> dict[str, str]:
+    """The template texts of a variant, as stored with a prompt version so a run can be reproduced."""
+    v = VARIANTS[variant]
+    return {"SELLER_SYSTEM": SELLER_SYSTEM, "BUYER_SYSTEM": BUYER_SYSTEM, "SELLER_FEWSHOT": SELLER_FEWSHOT,
+            "BUYER_FEWSHOT": BUYER_FEWSHOT, "PRIMER": PRIMER, "REPAIR": REPAIR, "buyer_extra": v.buyer,
+            "seller_extra": v.seller}
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """What a run's agent spec adds to one agent's prompt: the variant's lines and its own notes."""
+
+    extra: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def options_for(spec: Mapping[str, Any], *, role: str, handle: str = "") -> PromptOptions:
+    """The options of one agent: a seller gets only the notes written for its own handle."""
+    extra = getattr(VARIANTS.get(spec.get("prompt_variant") or "default", VARIANTS["default"]), role)
+    notes = spec.get("notes") or ()
+    if role == "seller":
+        notes = notes.get(handle, ()) if isinstance(notes, Mapping) else ()
+    return PromptOptions(extra=extra, notes=tuple(str(n) for n in notes if isinstance(n, str))[-NOTES_KEPT:])
+
+
+def _chat_addendum(opts: PromptOptions) -> str:
+    out = f"\n\n{opts.extra}" if opts.extra else ""
+    if opts.notes:
+        out += "\n\nYour coach's strategy notes from your earlier negotiations (apply them):\n" + "\n".join(
+            f"- {n}" for n in opts.notes)
+    return out
+
+
+def _completion_addendum(opts: PromptOptions, who: str) -> str:
+    lines = [f"{who}'s approach: {opts.extra}"] if opts.extra else []
+    lines += [f"{who}'s note: {n}" for n in opts.notes]
+    return "".join(f"{line}\n" for line in lines)
+
+
 def _d(value: Decimal | None) -> str:
     return "null" if value is None else f"{value:.2f}"
 
@@ -120,12 +211,12 @@ def _reply_line(msg: Msg) -> str:
 
 # --- chat format -------------------------------------------------------------------------------
 
-def seller_chat(view: SellerView) -> list[dict[str, str]]:
+def seller_chat(view: SellerView, opts: PromptOptions = PromptOptions()) -> list[dict[str, str]]:
     me = view.me
     system = SELLER_SYSTEM.format(
         handle=me.handle, style=me.style, item=view.item_name, cost=_d(me.cost_price),
         selling=_d(me.selling_price), least=_d(me.least_price), retention=_pct(me.retention_weight),
-        profit=_pct(me.profit_weight), quantity=view.quantity)
+        profit=_pct(me.profit_weight), quantity=view.quantity) + _chat_addendum(opts)
     chat = [{"role": "system", "content": system}]
     for msg in view.thread:
         if msg.sender == BUYER:
@@ -136,10 +227,10 @@ def seller_chat(view: SellerView) -> list[dict[str, str]]:
     return chat
 
 
-def buyer_chat(view: BuyerView) -> list[dict[str, str]]:
+def buyer_chat(view: BuyerView, opts: PromptOptions = PromptOptions()) -> list[dict[str, str]]:
     me = view.me
     system = BUYER_SYSTEM.format(item=me.item_name, quantity=me.quantity, min_price=_d(me.min_price),
-                                 max_price=_d(me.max_price), handles=", ".join(view.handles))
+                                 max_price=_d(me.max_price), handles=", ".join(view.handles)) + _chat_addendum(opts)
     chat = [{"role": "system", "content": system}]
     replies: list[str] = []
     for msg in view.thread:
@@ -166,10 +257,11 @@ def _buyer_status(view: BuyerView) -> str:
 
 # --- completion format (base models) ----------------------------------------------------------
 
-def seller_completion(view: SellerView) -> str:
+def seller_completion(view: SellerView, opts: PromptOptions = PromptOptions()) -> str:
     me = view.me
     lines = [SELLER_FEWSHOT.format(item=view.item_name, quantity=view.quantity, handle=me.handle,
-                                   selling=_d(me.selling_price), least=_d(me.least_price), style=me.style)]
+                                   selling=_d(me.selling_price), least=_d(me.least_price), style=me.style),
+             _completion_addendum(opts, me.handle)]
     for msg in view.thread:
         if msg.sender == BUYER:
             counter = f" (counter-offer ${_d(msg.price)})" if msg.price is not None else ""
@@ -179,10 +271,11 @@ def seller_completion(view: SellerView) -> str:
     return "".join(lines) + f"{me.handle}: {PRIMER}"
 
 
-def buyer_completion(view: BuyerView) -> str:
+def buyer_completion(view: BuyerView, opts: PromptOptions = PromptOptions()) -> str:
     me = view.me
     lines = [BUYER_FEWSHOT.format(item=me.item_name, quantity=me.quantity, min_price=_d(me.min_price),
-                                  max_price=_d(me.max_price), handles=", ".join(view.handles))]
+                                  max_price=_d(me.max_price), handles=", ".join(view.handles)),
+             _completion_addendum(opts, "Buyer")]
     for msg in view.thread:
         lines.append(f"Buyer: {_as_json(msg, buyer=True)}\n" if msg.sender == BUYER else _reply_line(msg) + "\n")
     return "".join(lines) + f"Buyer: {PRIMER}"

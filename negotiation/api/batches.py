@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.agents.config import BASELINES
+from negotiation.agents.prompts import VARIANTS
 from negotiation.api.common import (
     PAGE_PARAMETERS,
     CSVRenderer,
@@ -64,6 +65,10 @@ class AgentSpecSerializer(serializers.Serializer):
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
     fallback = serializers.ChoiceField(choices=list(BASELINES), required=False,
                                        help_text="The baseline that acts when the LLM's output is unusable.")
+    prompt_variant = serializers.ChoiceField(choices=list(VARIANTS), required=False,
+                                             help_text="A named prompt variant (negotiation/agents/prompts.py): "
+                                                       + "; ".join(f"{v.name}: {v.description}"
+                                                                   for v in VARIANTS.values()))
 
 
 class AgentsSerializer(serializers.Serializer):

@@ -24,6 +24,7 @@ from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Session
 from negotiation.selectors import scenario_snapshot
 from negotiation.services.errors import LimitExceeded
+from negotiation.services.prompt_versions import prompt_versions_record
 
 RUN_CHUNK = 1000
 
@@ -47,8 +48,12 @@ def _agents(raw: dict | None, temperature: float, errors: dict[str, list[str]]) 
     return {}
 
 
-def scenario_for(*, session: Session, item_name: str) -> dict[str, Any]:
-    """Check an item can be negotiated in a session and snapshot its private configuration."""
+def scenario_for(*, session: Session, item_name: str, population: dict | None = None) -> dict[str, Any]:
+    """Check an item can be negotiated in a session and snapshot its private configuration.
+
+    A `population` ({"sellers": [handles], "styles": {handle: style}}) keeps only the listed sellers
+    and overrides their styles in the snapshot, so the runs play exactly that population.
+    """
     demand = BuyerDemand.objects.filter(session=session, item_name__iexact=item_name.strip()).first()
     if demand is None:
         known = ", ".join(session.demands.values_list("item_name", flat=True)) or "none"
@@ -58,7 +63,21 @@ def scenario_for(*, session: Session, item_name: str) -> dict[str, Any]:
     if not inventory:
         raise ValidationError({"item_name": [f"No seller in this session stocks '{demand.item_name}'; add it to a "
                                              "seller's inventory first."]})
-    return scenario_snapshot(demand=demand, inventory=inventory)
+    snapshot = scenario_snapshot(demand=demand, inventory=inventory)
+    return population_apply(snapshot, population) if population else snapshot
+
+
+def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, Any]:
+    """The snapshot with only the population's sellers (all when none are listed), styles overridden."""
+    wanted = {h.lower() for h in population.get("sellers") or []}
+    styles = {h.lower(): s for h, s in (population.get("styles") or {}).items()}
+    sellers = [{**s, "style": styles.get(s["handle"].lower(), s["style"])} for s in snapshot["sellers"]
+               if not wanted or s["handle"].lower() in wanted]
+    if not sellers:
+        item = snapshot["buyer"]["item_name"]
+        raise ValidationError({"sellers": [f"No seller of this population stocks '{item}'; stocked by: "
+                                           f"{', '.join(s['handle'] for s in snapshot['sellers'])}."]})
+    return {**snapshot, "sellers": sellers}
 
 
 def _check_active_batches(owner: Any) -> None:
@@ -80,7 +99,7 @@ def _check_active_batches(owner: Any) -> None:
 @transaction.atomic
 def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
-                 idempotency_key: str | None = None) -> Batch:
+                 idempotency_key: str | None = None, population: dict | None = None) -> Batch:
     errors: dict[str, list[str]] = {}
     _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
     _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
@@ -103,7 +122,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     scenarios = []
     for name in names:
         try:
-            scenarios.append(scenario_for(session=session, item_name=name))
+            scenarios.append(scenario_for(session=session, item_name=name, population=population))
         except ValidationError as exc:
             for key, msgs in exc.message_dict.items():
                 errors.setdefault(key, []).extend(msgs)
@@ -115,6 +134,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "")
+    prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
     stamps = run_fingerprints(resolved)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
                            seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds,

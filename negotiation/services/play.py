@@ -34,6 +34,7 @@ from negotiation.engine.types import (
 from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
 from negotiation.selectors import RunContext, run_context
 from negotiation.services.events import publish_on_commit
+from negotiation.services.reflect import sequence_run_ended
 
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
@@ -253,13 +254,15 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
     if not done:
         raise IntegrityError(f"run {run.pk} was no longer running")
     # The batch is refreshed first after commit, then the analysis is queued (it can wait).
-    _after_terminal(run.batch_id)
+    _after_terminal(run.batch_id, run.pk)
     run_finished(run_id=run.pk)  # metrics row in this transaction; analysis queued after commit
 
 
-def _after_terminal(batch_id: Any) -> None:
+def _after_terminal(batch_id: Any, run_id: Any) -> None:
     if batch_id:
         transaction.on_commit(lambda: batch_refresh(batch_id=batch_id))
+    else:  # a reflect sequence's runs have no batch: the sequence moves on after this run
+        sequence_run_ended(run_id=run_id)
 
 
 def run_fail(*, run_id: Any, reason: str) -> None:
@@ -271,7 +274,7 @@ def run_fail(*, run_id: Any, reason: str) -> None:
         done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
             status=Status.FAILED, error=reason[:2000], ended_at=timezone.now())
         if done:
-            _after_terminal(run.batch_id)
+            _after_terminal(run.batch_id, run.pk)
             run_failed(run_id=run_id)
 
 
@@ -283,7 +286,7 @@ def run_cancel(*, run_id: Any) -> None:
         done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
             status=Status.CANCELLED, ended_at=timezone.now())
         if done:
-            _after_terminal(run.batch_id)
+            _after_terminal(run.batch_id, run.pk)
 
 
 def batch_refresh(*, batch_id: Any) -> None:

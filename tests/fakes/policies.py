@@ -30,6 +30,8 @@ def negotiation(req: Request) -> str:
     system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
     if "You are a negotiation analyst" in system:
         return analyst(req)
+    if "You are a negotiation coach" in system:
+        return coach(req)
     if "Your absolute bottom line" in system:
         return _seller(req, system)
     if "strategic buyer" in system:
@@ -83,3 +85,15 @@ def analyst(req: Request) -> str:
     return json.dumps({"deal_quality": quality, "strategy_effectiveness": level, "coherence": 0.9,
                        "hallucination": 0.05, "recommendations": ["Anchor lower in round 1.", "Name the best rival."],
                        "reasons": f"The buyer kept {quality:.0%} of the ZOPA; its messages matched its actions."})
+
+
+def coach(req: Request) -> str:
+    """The reflect coach: one note naming whom it coaches and the utility it read, so a test can find
+    the note in that agent's next prompt (and nowhere else)."""
+    last = (req.messages or [{}])[-1].get("content", "")
+    who = re.search(r"You coach the (BUYER|SELLER (@\w+))", last)
+    utility = re.search(r"utility in this negotiation: ([0-9.]+)", last)
+    name = (who.group(2) or "buyer") if who else "agent"
+    value = utility.group(1) if utility else "?"
+    advice = "open lower and concede in smaller steps" if name == "buyer" else "hold your price one round longer"
+    return json.dumps({"note": f"Coach for {name} after utility {value}: {advice}."})

@@ -1,0 +1,350 @@
+"""Reflect sequences: N runs one after another, a coach's note after each, for the sides that reflect.
+
+NegotiationGym's idea, done so that every result can be traced. After each run of a sequence a
+coach (the sequence's analyst profile: a chat model, through the gateway, under the global rate
+limiter, on the analysis queue) reads one agent's side of that run and the agent's own utility
+(negotiation/engine/utility.py), and writes ONE short strategy note. The note is appended to that
+agent's prompt for the next run (the most recent NOTES_KEPT are kept). Information asymmetry holds
+for the coach too: the buyer's coach reads the buyer's view, and each seller's coach reads only that
+seller's own thread and configuration, and its note goes only into that seller's prompt.
+
+Every prompt a run plays with is stored as a `PromptVersion` whose id the run records, so the agent
+fingerprint changes whenever notes change, and any run can be replayed. A coach answer that is not
+a valid note (after one repair) is counted as a fallback and the agent plays on with the notes it
+had. Steps are exactly-once: the coach's result is recorded with a conditional update, and the next
+run is unique per (sequence, index), so a redelivered task writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticError
+
+from negotiation.agents.fingerprint import run_fingerprints
+from negotiation.agents.gateway import LLMError, LLMReply, complete, get_profile
+from negotiation.agents.outputs import OutputError, extract_json
+from negotiation.agents.prompts import NOTE_MAX_CHARS
+from negotiation.dispatch import enqueue_reflect, enqueue_round
+from negotiation.engine import visibility
+from negotiation.engine.types import BUYER, Msg
+from negotiation.engine.utility import run_utilities
+from negotiation.models import NegotiationRun, Outcome, ReflectSequence, SequenceStep, Session
+from negotiation.selectors import run_context
+from negotiation.services.batches import _agents, _check_range, scenario_for
+from negotiation.services.errors import LimitExceeded
+from negotiation.services.prompt_versions import agents_with_notes, prompt_versions_record
+
+log = logging.getLogger(__name__)
+Mode = ReflectSequence.Mode
+MAX_LENGTH = 100
+COACH_MAX_TOKENS = 200
+REFLECTS = {Mode.NONE: (), Mode.BUYER: ("buyer",), Mode.SELLER: ("seller",), Mode.BOTH: ("buyer", "seller")}
+
+COACH_SYSTEM = (
+    "You are a negotiation coach. You privately advise ONE agent of a marketplace negotiation, and you "
+    "see only what that agent saw. Read its last negotiation and its utility, and write ONE short "
+    "strategy note (one or two sentences, at most 40 words) that would raise its utility in its next "
+    "negotiation with the same counterparts. Be concrete: prices, timing, wording. Answer with ONE JSON "
+    'object and nothing else: {"note": "<the note>"}'
+)
+REPAIR = 'That answer was not usable ({error}). Reply with only {{"note": "<one short strategy note>"}}.'
+
+
+class CoachNote(BaseModel):
+    """The coach's answer: one note of a sensible length, whitespace collapsed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    note: str = Field(min_length=8, max_length=NOTE_MAX_CHARS)
+
+    @field_validator("note", mode="before")
+    @classmethod
+    def _squash(cls, v: Any) -> Any:
+        return " ".join(v.split()) if isinstance(v, str) else v
+
+
+def parse_note(text: str) -> str:
+    """The note in a coach's text, or OutputError saying what was wrong."""
+    try:
+        return CoachNote.model_validate(extract_json(text)).note
+    except PydanticError as exc:
+        err = exc.errors()[0]
+        raise OutputError(f"{'.'.join(str(p) for p in err['loc']) or 'note'}: {err['msg']}") from exc
+
+
+# --- creating a sequence -----------------------------------------------------------------------
+
+@transaction.atomic
+def sequence_create(*, owner: Any, session: Session, item_name: str, mode: str, length: int,
+                    agents: dict | None = None, temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0,
+                    seed_policy: str = ReflectSequence.SeedPolicy.INCREMENT) -> ReflectSequence:
+    """Check a sequence, store it and queue its first run. Errors by field path; nothing half-written."""
+    errors: dict[str, list[str]] = {}
+    if mode not in Mode.values:
+        errors.setdefault("mode", []).append(f"Must be one of {', '.join(Mode.values)}.")
+    if seed_policy not in ReflectSequence.SeedPolicy.values:
+        errors.setdefault("seed_policy", []).append(
+            f"Must be one of {', '.join(ReflectSequence.SeedPolicy.values)}.")
+    _check_range(errors, "length", length, 1, MAX_LENGTH)
+    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    _check_range(errors, "base_seed", base_seed, 0, 2**31 - 1 - (MAX_LENGTH if isinstance(length, int) else 0))
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
+        temperature = 0.7
+    resolved = _agents(agents, float(temperature), errors)
+    if resolved and mode in Mode.values:
+        _check_reflectors(resolved, mode, errors)
+    scenario: dict[str, Any] = {}
+    if not isinstance(item_name, str) or not item_name.strip():
+        errors.setdefault("item_name", []).append("Name the one demanded item the sequence negotiates.")
+    else:
+        try:
+            scenario = scenario_for(session=session, item_name=item_name)
+        except ValidationError as exc:
+            for key, msgs in exc.message_dict.items():
+                errors.setdefault(key, []).extend(msgs)
+    if errors:
+        raise ValidationError(errors)
+    _check_active_sequences(owner)
+    sequence = ReflectSequence.objects.create(
+        owner=owner, session=session, item_name=scenario["buyer"]["item_name"], mode=mode, length=length,
+        agents=resolved, max_rounds=max_rounds, base_seed=base_seed, seed_policy=seed_policy)
+    _step_create(sequence=sequence, index=0, agents=resolved, scenario=scenario)
+    return sequence
+
+
+def _check_reflectors(agents: dict[str, dict], mode: str, errors: dict[str, list[str]]) -> None:
+    for role in REFLECTS[Mode(mode)]:
+        if agents[role]["strategy"] != "llm":
+            errors.setdefault(f"agents.{role}.strategy", []).append(
+                f"In mode '{mode}' the {role} reflects, so it must be an LLM (strategy 'llm'): a baseline "
+                "strategy cannot read a coach's notes.")
+    if mode == Mode.NONE:
+        return
+    coach = agents["analyst"]
+    if coach["strategy"] != "llm" or coach.get("prompt_format") != "chat":
+        errors.setdefault("agents.analyst", []).append(
+            "The coach is the analyst agent: give it an LLM profile that serves a chat model (a baseline or a "
+            "base model with completion prompts cannot write a note).")
+
+
+def _check_active_sequences(owner: Any) -> None:
+    """At most MAMS_MAX_ACTIVE_BATCHES_PER_USER running sequences per user (the batches' cap, counted apart)."""
+    cap = settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER
+    if owner is None or cap <= 0:
+        return
+    running = ReflectSequence.objects.filter(owner=owner, status=ReflectSequence.Status.RUNNING).count()
+    if running >= cap:
+        raise LimitExceeded(f"You already have {running} sequences running (the limit is {cap}, "
+                            "MAMS_MAX_ACTIVE_BATCHES_PER_USER); wait for one to finish.", field="length")
+
+
+def _seed(sequence: ReflectSequence, index: int) -> int:
+    if sequence.seed_policy == ReflectSequence.SeedPolicy.FIXED:
+        return sequence.base_seed
+    return sequence.base_seed + index
+
+
+def _step_create(*, sequence: ReflectSequence, index: int, agents: dict[str, dict], scenario: dict[str, Any]
+                 ) -> SequenceStep:
+    """The run of step `index` with these agents (prompt versions stored), queued after commit.
+
+    Every run of a sequence plays the first run's scenario snapshot, so an edit to the session
+    during a sequence cannot change what it measures.
+    """
+    versions = prompt_versions_record(agents=agents)
+    run = NegotiationRun.objects.create(
+        session=sequence.session, owner=sequence.owner, item_name=sequence.item_name, seed=_seed(sequence, index),
+        agents=agents, scenario=scenario, max_rounds=sequence.max_rounds, **run_fingerprints(agents))
+    step = SequenceStep.objects.create(sequence=sequence, index=index, run=run, buyer_prompt=versions.get("buyer"),
+                                       seller_prompt=versions.get("seller"))
+    transaction.on_commit(lambda: enqueue_round(run.pk, 1))
+    return step
+
+
+def sequence_run_ended(*, run_id: Any) -> None:
+    """Called by the play service in the transaction that ends a run without a batch: if the run is a
+    sequence's, its reflection is queued after commit."""
+    if SequenceStep.objects.filter(run_id=run_id).exists():
+        transaction.on_commit(lambda: enqueue_reflect(run_id))
+
+
+# --- after each run: utilities, the coach, the next run ----------------------------------------
+
+def _line(m: Msg) -> str:
+    price = f" ${m.price:.2f}" if m.price is not None else ""
+    to = ", ".join(m.recipients) or "-"
+    return f"R{m.round_no} {m.sender} -> {to}: [{m.action}{price}] {m.text[:400]}"
+
+
+def _notes_block(notes: list[str]) -> str:
+    return "Notes it already follows:\n" + "\n".join(f"- {n}" for n in notes) if notes else "No notes yet."
+
+
+def buyer_coach_prompt(*, run: NegotiationRun, utility: float) -> list[dict[str, str]]:
+    """The buyer's coach sees the buyer's view only: its constraints, the handles, what was said to it."""
+    ctx = run_context(run)
+    me = ctx.buyer
+    view = visibility.buyer_view(me=me, handles=ctx.handles, round_no=run.current_round,
+                                 max_rounds=run.max_rounds, transcript=ctx.transcript)
+    outcome = run.outcome
+    if outcome.decision == Outcome.Decision.DEAL:
+        result = (f"It bought from {outcome.chosen_handle} at ${outcome.final_price} per unit after "
+                  f"{outcome.rounds} rounds.")
+    else:
+        result = f"No deal ({outcome.reason}) after {outcome.rounds} rounds."
+    lines = [
+        "You coach the BUYER.",
+        f"Its private constraints: {me.quantity} x {me.item_name}, acceptable price ${me.min_price:.2f} to "
+        f"${me.max_price:.2f} per unit. Sellers: {', '.join(ctx.handles)}.",
+        "Its utility is (max − price) / (max − min) on a deal (1 at its minimum, 0 at its maximum) and 0 "
+        "with no deal.",
+        _notes_block(list(run.agents["buyer"].get("notes") or [])),
+        f"Transcript (what the buyer saw), {run.max_rounds} rounds at most:",
+        *(_line(m) for m in view.thread),
+        f"Outcome: {result}",
+        f"Its utility in this negotiation: {utility:.3f}",
+    ]
+    return [{"role": "system", "content": COACH_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def seller_coach_prompt(*, run: NegotiationRun, handle: str, utility: float) -> list[dict[str, str]]:
+    """A seller's coach sees that seller's own configuration and thread, nothing of its rivals."""
+    ctx = run_context(run)
+    me = ctx.sellers[handle]
+    view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
+                                  round_no=run.current_round, transcript=ctx.transcript)
+    outcome = run.outcome
+    sold = outcome.decision == Outcome.Decision.DEAL and outcome.chosen_handle == handle
+    result = (f"The buyer bought from it at ${outcome.final_price} per unit." if sold
+              else "The buyer did not buy from it.")
+    notes = (run.agents["seller"].get("notes") or {}).get(handle) or []
+    lines = [
+        f"You coach the SELLER {handle}.",
+        f"Its private configuration: {view.quantity} x {view.item_name} wanted; it asks ${me.selling_price:.2f}, "
+        f"its floor is ${me.least_price:.2f}, its cost ${me.cost_price:.2f}; style {me.style}; priorities: "
+        f"customer retention {me.retention_weight * 100:.0f}%, profit {me.profit_weight * 100:.0f}%.",
+        "Its utility is retention weight + profit weight × (price − cost) / (ask − cost) when it makes the "
+        "sale, and 0 when it does not.",
+        _notes_block(list(notes)),
+        "Transcript (its own thread with the buyer):",
+        *(_line(m) for m in view.thread),
+        f"Outcome: {result}",
+        f"Its utility in this negotiation: {utility:.3f}",
+    ]
+    return [{"role": "system", "content": COACH_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _ask_coach(*, spec: dict[str, Any], messages: list[dict[str, str]], seed: int
+               ) -> tuple[str | None, list[LLMReply], str]:
+    """One coach call and, if its answer is unusable, one repair: (note or None, replies, why not).
+
+    LLMTransientError propagates, so the task retries with backoff. Temperature 0: the same run and
+    notes give the same advice, as far as the provider allows.
+    """
+    try:
+        profile = get_profile(spec["profile"])
+    except LLMError as exc:
+        return None, [], str(exc)
+    replies: list[LLMReply] = []
+    error = ""
+    for attempt in range(2):
+        try:
+            reply = complete(profile=profile, model=spec["model"], chat=messages, temperature=0.0,
+                             max_tokens=COACH_MAX_TOKENS, seed=seed + attempt)
+        except LLMError as exc:
+            return None, replies, str(exc)
+        replies.append(reply)
+        try:
+            return parse_note(reply.text), replies, ""
+        except OutputError as exc:
+            error = str(exc)
+            messages = [*messages, {"role": "assistant", "content": reply.text},
+                        {"role": "user", "content": REPAIR.format(error=error)}]
+    return None, replies, f"the coach's answer was not a usable note after one repair: {error}"
+
+
+def sequence_step_reflect(*, run_id: Any, give_up: bool = False) -> None:
+    """After a sequence's run ends: record each side's utility, ask the coach for the reflecting
+    sides' notes, and start the next run with them (or finish the sequence). Idempotent.
+
+    `give_up=True` (the last retry after transient coach errors) skips the coach: the agents play on
+    without new notes, and each skipped note is counted as a fallback.
+    """
+    step = SequenceStep.objects.select_related("sequence", "run").filter(run_id=run_id).first()
+    if step is None or step.reflected_at is not None or step.run.status not in NegotiationRun.TERMINAL:
+        return
+    sequence, run = step.sequence, step.run
+    if run.status != NegotiationRun.Status.COMPLETED:
+        _step_failed(step, f"run {step.index + 1} of {sequence.length} {run.status}: {run.error or 'no reason'}")
+        return
+    outcome = run.outcome
+    deal = outcome.decision == Outcome.Decision.DEAL
+    u = run_utilities(scenario=run.scenario, deal=deal, chosen=outcome.chosen_handle or None,
+                      price=outcome.final_price)
+    notes: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    replies: list[LLMReply] = []
+    last = step.index + 1 >= sequence.length
+    if not last and sequence.status == ReflectSequence.Status.RUNNING:
+        asks: list[tuple[str, list[dict[str, str]]]] = []
+        if "buyer" in REFLECTS[Mode(sequence.mode)]:
+            asks.append((BUYER, buyer_coach_prompt(run=run, utility=u["buyer"])))
+        if "seller" in REFLECTS[Mode(sequence.mode)]:
+            asks += [(h, seller_coach_prompt(run=run, handle=h, utility=v)) for h, v in u["sellers"].items()]
+        for i, (who, messages) in enumerate(asks):
+            if give_up:
+                errors[who] = "the coach's provider kept failing; gave up after the last retry"
+                continue
+            note, got, error = _ask_coach(spec=run.agents["analyst"], messages=messages, seed=run.seed * 31 + i)
+            replies += got
+            if note is None:
+                errors[who] = error
+            else:
+                notes[who] = note
+    with transaction.atomic():
+        done = SequenceStep.objects.filter(pk=step.pk, reflected_at=None).update(
+            buyer_utility=u["buyer"], seller_utility=u["seller_side"], seller_utilities=u["sellers"], notes=notes,
+            coach_calls=len(replies), coach_prompt_tokens=sum(r.prompt_tokens for r in replies),
+            coach_completion_tokens=sum(r.completion_tokens for r in replies),
+            coach_latency_ms=sum(r.latency_ms for r in replies), coach_fallbacks=len(errors), coach_errors=errors,
+            reflected_at=timezone.now())
+        if not done:
+            return  # another delivery recorded this step first
+        seq = ReflectSequence.objects.select_for_update().get(pk=sequence.pk)
+        if seq.status != ReflectSequence.Status.RUNNING:
+            return
+        if last:
+            seq.status, seq.finished_at = ReflectSequence.Status.COMPLETED, timezone.now()
+            seq.save(update_fields=["status", "finished_at"])
+            return
+        sellers = {h: n for h, n in notes.items() if h != BUYER}
+        agents = agents_with_notes(run.agents, buyer=notes.get(BUYER), sellers=sellers)
+        _step_create(sequence=seq, index=step.index + 1, agents=agents, scenario=run.scenario)
+    if errors:
+        log.info("sequence %s step %s: no note for %s", sequence.pk, step.index, ", ".join(errors))
+
+
+def _step_failed(step: SequenceStep, reason: str) -> None:
+    with transaction.atomic():
+        SequenceStep.objects.filter(pk=step.pk, reflected_at=None).update(reflected_at=timezone.now())
+        ReflectSequence.objects.filter(pk=step.sequence_id, status=ReflectSequence.Status.RUNNING).update(
+            status=ReflectSequence.Status.FAILED, error=reason[:2000], finished_at=timezone.now())
+
+
+def sequence_step_fail(*, run_id: Any, reason: str) -> None:
+    """A bug in a reflection must not leave its sequence running forever: end it failed, with why."""
+    step = SequenceStep.objects.filter(run_id=run_id).first()
+    if step is not None:
+        _step_failed(step, f"the reflection after run {step.index + 1} failed: {reason}")
+
+
+__all__ = ["COACH_SYSTEM", "CoachNote", "parse_note", "sequence_create", "sequence_run_ended",
+           "sequence_step_fail", "sequence_step_reflect"]

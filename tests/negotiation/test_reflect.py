@@ -1,0 +1,289 @@
+"""Reflect sequences (negotiation/services/reflect.py): the coach's note reaches exactly the agent it was
+written for, in the prompt the fake LLM server actually received, and every prompt version is stored.
+
+Most tests play each run in-process (`play_through`) and call the reflection service directly, so
+each step can be inspected; the last test runs a whole sequence through a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from negotiation.agents.fingerprint import agent_fingerprint
+from negotiation.agents.prompts import NOTES_KEPT, PROMPT_VERSION, prompt_version
+from negotiation.engine.utility import run_utilities
+from negotiation.models import Message, NegotiationRun, PromptVersion, ReflectSequence, SequenceStep, Session
+from negotiation.services.prompt_versions import agents_with_notes
+from negotiation.services.reflect import parse_note, sequence_create, sequence_step_reflect
+from negotiation.services.scenarios import scenario_document
+from negotiation.services.sessions import session_import
+from tests.conftest import wait_for
+from tests.factories import UserFactory
+from tests.fakes.policies import negotiation
+
+LLM = {"buyer": {"profile": "openai-compatible"}, "seller": {"profile": "openai-compatible"},
+       "analyst": {"profile": "openai-compatible"}}
+CASE_SELLERS = ("@CableHouse", "@TechMart")  # the two sellers of the sample's iPhone Case
+
+
+@pytest.fixture(autouse=True)
+def _fast_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process calls use the worker's limits for the fake (the default 60/minute is a real provider's)."""
+    from django.conf import settings
+
+    monkeypatch.setitem(settings.LLM_PROFILES["openai-compatible"], "rate", "6000/minute")
+
+
+@pytest.fixture
+def owner(db: Any) -> Any:
+    return UserFactory(username="rhea")
+
+
+@pytest.fixture
+def sample(owner: Any) -> Session:
+    return session_import(document=scenario_document("spec_sample"), owner=owner)
+
+
+@pytest.fixture
+def prompts_seen(llm: Any) -> list[dict[str, Any]]:
+    """Every request the fake LLM server answered: its chat messages, as the server received them."""
+    seen: list[dict[str, Any]] = []
+
+    def capture(req: Any) -> str:
+        system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
+        seen.append({"system": system, "text": req.text})
+        return negotiation(req)
+
+    llm.policy = capture
+    return seen
+
+
+def _sequence(sample: Session, owner: Any, *, mode: str, length: int = 3, item: str = "iPhone Case",
+              agents: dict | None = None) -> ReflectSequence:
+    return sequence_create(owner=owner, session=sample, item_name=item, mode=mode, length=length,
+                           agents=agents or LLM, max_rounds=3, base_seed=40)
+
+
+def _step(seq: ReflectSequence, index: int) -> SequenceStep:
+    return SequenceStep.objects.select_related("run").get(sequence=seq, index=index)
+
+
+def _play_and_reflect(seq: ReflectSequence, index: int, play_through: Callable[[Any], NegotiationRun]
+                      ) -> SequenceStep:
+    step = _step(seq, index)
+    run = play_through(step.run_id)
+    assert run.status == "completed"
+    sequence_step_reflect(run_id=run.pk)
+    step.refresh_from_db()
+    return step
+
+
+def test_buyer_reflect_puts_the_note_in_the_next_buyer_prompt_and_stores_its_version(
+        sample: Session, owner: Any, prompts_seen: list[dict[str, Any]], play_through: Any) -> None:
+    # given a buyer-reflect sequence of 3 runs
+    seq = _sequence(sample, owner, mode="buyer")
+    first = _step(seq, 0)
+    assert first.run.agents["buyer"]["prompt_version"] == PROMPT_VERSION and first.buyer_prompt_id == PROMPT_VERSION
+    # when run 1 is played and reflected on
+    step = _play_and_reflect(seq, 0, play_through)
+    run1 = step.run
+    # then the buyer's utility is its own, and the coach wrote one note for the buyer only
+    outcome = run1.outcome
+    expected = run_utilities(scenario=run1.scenario, deal=outcome.decision == "deal",
+                             chosen=outcome.chosen_handle or None, price=outcome.final_price)
+    assert step.buyer_utility == pytest.approx(expected["buyer"])
+    assert step.seller_utility == pytest.approx(expected["seller_side"])
+    assert list(step.notes) == ["buyer"] and step.coach_calls == 1 and step.coach_fallbacks == 0
+    note = step.notes["buyer"]
+    assert note.startswith("Coach for buyer after utility")
+    # and the coach read the buyer's view: no seller's floor or cost
+    coach = [p for p in prompts_seen if "negotiation coach" in p["system"]]
+    assert len(coach) == 1
+    for floor_or_cost in ("12.00", "8.00", "14.50", "9.00"):
+        assert f"${floor_or_cost}" not in coach[0]["text"]
+    # and run 2 plays with the note: a new prompt version, stored, and a new buyer fingerprint
+    second = _step(seq, 1)
+    buyer = second.run.agents["buyer"]
+    assert buyer["notes"] == [note]
+    assert buyer["prompt_version"] == prompt_version(role="buyer", notes=[note]) != PROMPT_VERSION
+    stored = PromptVersion.objects.get(pk=buyer["prompt_version"])
+    assert (stored.role, stored.notes, stored.base_version) == ("buyer", [note], PROMPT_VERSION)
+    assert "BUYER_SYSTEM" in stored.templates and second.buyer_prompt_id == stored.pk
+    assert second.run.buyer_fingerprint == agent_fingerprint(buyer) != run1.buyer_fingerprint
+    assert second.run.seller_fingerprint == run1.seller_fingerprint  # the sellers do not reflect
+    assert second.run.agents["seller"]["prompt_version"] == PROMPT_VERSION
+    # when run 2 is played
+    before = len(prompts_seen)
+    play_through(second.run_id)
+    # then every buyer prompt the server received in run 2 carried the note, and no seller prompt did
+    run2 = [p for p in prompts_seen[before:] if "negotiation coach" not in p["system"]]
+    buyer_prompts = [p for p in run2 if "strategic buyer" in p["system"]]
+    seller_prompts = [p for p in run2 if "absolute bottom line" in p["system"]]
+    assert buyer_prompts and seller_prompts
+    assert all(note in p["system"] for p in buyer_prompts)
+    assert not any(note in p["text"] for p in seller_prompts)
+    assert len(buyer_prompts) == Message.objects.filter(run_id=second.run_id, sender="buyer").count()
+    # and no prompt before the coach's (run 1's) had it
+    assert not any(note in p["text"] for p in prompts_seen[:prompts_seen.index(coach[0])])
+
+
+def test_seller_reflect_gives_each_seller_only_its_own_note_from_only_its_own_thread(
+        sample: Session, owner: Any, prompts_seen: list[dict[str, Any]], play_through: Any) -> None:
+    # given a seller-reflect sequence on the iPhone Case (two sellers)
+    seq = _sequence(sample, owner, mode="seller", length=2)
+    # when run 1 is played and reflected on
+    step = _play_and_reflect(seq, 0, play_through)
+    # then each seller got its own note, and the buyer none
+    assert set(step.notes) == set(CASE_SELLERS) and step.coach_calls == 2
+    coach = {h: next(p["text"] for p in prompts_seen if f"You coach the SELLER {h}." in p["text"]) for h in CASE_SELLERS}
+    scenario = {s["handle"]: s for s in step.run.scenario["sellers"]}
+    for me, rival in (CASE_SELLERS, CASE_SELLERS[::-1]):
+        # a seller's coach saw its own numbers, not its rival's, nor the buyer's budget
+        assert f"${scenario[me]['least_price']}" in coach[me]
+        assert rival not in coach[me]
+        assert f"${scenario[rival]['least_price']}" not in coach[me] and "18.00 per unit" not in coach[me]
+    second = _step(seq, 1)
+    spec = second.run.agents["seller"]
+    assert spec["notes"] == {h: [step.notes[h]] for h in CASE_SELLERS}
+    assert PromptVersion.objects.get(pk=spec["prompt_version"]).notes == spec["notes"]
+    assert second.run.agents["buyer"]["prompt_version"] == PROMPT_VERSION
+    # when run 2 is played, each seller's prompts carry its own note and never its rival's
+    before = len(prompts_seen)
+    play_through(second.run_id)
+    for me, rival in (CASE_SELLERS, CASE_SELLERS[::-1]):
+        mine = [p for p in prompts_seen[before:] if f"You are {me}," in p["system"]]
+        assert mine and all(step.notes[me] in p["system"] and step.notes[rival] not in p["text"] for p in mine)
+    buyer = [p for p in prompts_seen[before:] if "strategic buyer" in p["system"]]
+    assert buyer and not any(n in p["text"] for p in buyer for n in step.notes.values())
+
+
+def test_an_unusable_coach_answer_is_a_counted_fallback_and_the_agent_plays_on_without_a_note(
+        sample: Session, owner: Any, llm: Any, play_through: Any) -> None:
+    # given a coach that never answers with a note
+    def garbage_coach(req: Any) -> str:
+        if "negotiation coach" in req.text:
+            return "Great negotiation! Keep it up."
+        return negotiation(req)
+
+    llm.policy = garbage_coach
+    seq = _sequence(sample, owner, mode="buyer", length=2)
+    # when run 1 is reflected on
+    step = _play_and_reflect(seq, 0, play_through)
+    # then one repair was tried, the fallback is counted with its reason, and run 2 has no notes
+    assert step.notes == {} and step.coach_fallbacks == 1 and step.coach_calls == 2
+    assert "not a usable note" in step.coach_errors["buyer"]
+    second = _step(seq, 1)
+    assert second.run.agents["buyer"]["prompt_version"] == PROMPT_VERSION
+    assert "notes" not in second.run.agents["buyer"]
+
+
+def test_the_last_run_completes_the_sequence_without_asking_the_coach(
+        sample: Session, owner: Any, prompts_seen: list[dict[str, Any]], play_through: Any) -> None:
+    seq = _sequence(sample, owner, mode="both", length=1)
+    step = _play_and_reflect(seq, 0, play_through)
+    seq.refresh_from_db()
+    assert seq.status == "completed" and seq.finished_at is not None
+    assert step.coach_calls == 0 and step.buyer_utility is not None
+    assert not any("negotiation coach" in p["system"] for p in prompts_seen)
+    assert SequenceStep.objects.filter(sequence=seq).count() == 1
+
+
+def test_a_redelivered_reflection_writes_nothing_twice(sample: Session, owner: Any, llm: Any,
+                                                       play_through: Any) -> None:
+    seq = _sequence(sample, owner, mode="buyer", length=3)
+    _play_and_reflect(seq, 0, play_through)
+    calls = len(llm.requests)
+    sequence_step_reflect(run_id=_step(seq, 0).run_id)  # the same delivery again
+    assert SequenceStep.objects.filter(sequence=seq).count() == 2
+    assert len(llm.requests) == calls  # a recorded step is not coached again
+
+
+def test_a_failed_run_ends_the_sequence_with_its_reason(sample: Session, owner: Any, llm: Any) -> None:
+    from negotiation.services.play import run_fail
+
+    seq = _sequence(sample, owner, mode="buyer", length=3)
+    run_id = _step(seq, 0).run_id
+    run_fail(run_id=run_id, reason="the provider refused the key")
+    sequence_step_reflect(run_id=run_id)
+    seq.refresh_from_db()
+    assert seq.status == "failed" and "run 1 of 3 failed: the provider refused the key" in seq.error
+    assert SequenceStep.objects.filter(sequence=seq).count() == 1
+
+
+def test_notes_accumulate_per_agent_and_only_the_most_recent_are_kept() -> None:
+    agents = {"buyer": {"strategy": "llm", "prompt_variant": "default", "prompt_version": PROMPT_VERSION},
+              "seller": {"strategy": "llm", "prompt_variant": "terse", "prompt_version": prompt_version(
+                  variant="terse")}}
+    for i in range(NOTES_KEPT + 2):
+        agents = agents_with_notes(agents, buyer=f"buyer note {i}", sellers={"@A": f"a{i}"} if i % 2 else {})
+    assert agents["buyer"]["notes"] == [f"buyer note {i}" for i in range(2, NOTES_KEPT + 2)]
+    assert agents["seller"]["notes"] == {"@A": ["a1", "a3", "a5"]}
+    assert agents["seller"]["prompt_version"] == prompt_version(variant="terse", role="seller",
+                                                                notes={"@A": ["a1", "a3", "a5"]})
+
+
+def test_the_coach_answer_is_validated() -> None:
+    assert parse_note('Sure: {"note": "  Open at $11   and hold. "}') == "Open at $11 and hold."
+    for bad in ("no json here", '{"advice": "x"}', '{"note": "short"}', json.dumps({"note": "x" * 400})):
+        with pytest.raises(ValueError):
+            parse_note(bad)
+
+
+@pytest.mark.parametrize(("mode", "agents", "path"), [
+    ("buyer", {**LLM, "buyer": {"strategy": "boulware"}}, "agents.buyer.strategy"),
+    ("seller", {**LLM, "seller": {"strategy": "linear"}}, "agents.seller.strategy"),
+    ("both", {**LLM, "analyst": {"strategy": "linear"}}, "agents.analyst"),
+    ("sideways", LLM, "mode"),
+])
+def test_a_sequence_that_cannot_reflect_is_refused_before_anything_is_written(
+        sample: Session, owner: Any, mode: str, agents: dict, path: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        _sequence(sample, owner, mode=mode, agents=agents)
+    assert path in exc.value.message_dict
+    assert not ReflectSequence.objects.exists() and not NegotiationRun.objects.exists()
+
+
+def test_a_sequence_checks_its_numbers_and_item(sample: Session, owner: Any) -> None:
+    with pytest.raises(ValidationError) as exc:
+        sequence_create(owner=owner, session=sample, item_name="Laptop", mode="none", length=0, agents=LLM,
+                        base_seed=-1, seed_policy="random")
+    assert {"item_name", "length", "base_seed", "seed_policy"} <= set(exc.value.message_dict)
+    # no reflection needs no coach: a baseline analyst is fine in mode none
+    seq = _sequence(sample, owner, mode="none", agents={**LLM, "analyst": {"strategy": "linear"}})
+    assert seq.steps.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
+def test_a_both_reflect_sequence_runs_through_the_worker(celery_worker: Any, prompts_seen: list[dict[str, Any]]
+                                                         ) -> None:
+    # given a both-reflect sequence of 3 runs on the sample's iPhone Case
+    owner = UserFactory(username="wren")
+    sample = session_import(document=scenario_document("spec_sample"), owner=owner)
+    seq = _sequence(sample, owner, mode="both", length=3)
+    # when the worker plays it (runs, coach calls on the analysis queue, next runs)
+    wait_for(lambda: ReflectSequence.objects.get(pk=seq.pk).status != "running", timeout=180,
+             what=f"sequence {seq.pk}")
+    seq.refresh_from_db()
+    assert seq.status == "completed", (seq.error, celery_worker.log_tail())
+    steps = list(SequenceStep.objects.filter(sequence=seq).select_related("run").order_by("index"))
+    assert [s.index for s in steps] == [0, 1, 2] and all(s.reflected_at for s in steps)
+    assert [s.run.seed for s in steps] == [40, 41, 42]
+    # then notes accumulated run by run, each run's versions are stored, and each version changed
+    versions = [(s.run.agents["buyer"]["prompt_version"], s.run.agents["seller"]["prompt_version"]) for s in steps]
+    assert len({b for b, _ in versions}) == 3 and len({s for _, s in versions}) == 3
+    assert versions[0][0] == versions[0][1] == PROMPT_VERSION  # no notes yet: one version for every role
+    assert PromptVersion.objects.filter(pk__in=[v for pair in versions for v in pair]).count() == 5
+    assert len(steps[2].run.agents["buyer"]["notes"]) == 2
+    assert steps[2].run.agents["buyer"]["notes"] == [steps[0].notes["buyer"], steps[1].notes["buyer"]]
+    # and the last run's buyer prompts, as the server received them, carried both notes
+    last_buyer = [p for p in prompts_seen if "strategic buyer" in p["system"]
+                  and steps[1].notes["buyer"] in p["system"]]
+    assert last_buyer and all(steps[0].notes["buyer"] in p["system"] for p in last_buyer)
+    assert all(s.buyer_utility is not None and s.seller_utility is not None for s in steps)
+    assert steps[2].coach_calls == 0  # nothing follows the last run
