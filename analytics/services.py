@@ -72,10 +72,12 @@ def run_metrics_record(*, run_id: Any) -> RunMetrics | None:
     outcome = Outcome.objects.filter(run_id=run_id).first()
     if run is None or outcome is None:
         return None
-    values = run_metrics_compute(run=run, outcome=outcome)
-    row, _ = RunMetrics.objects.update_or_create(
-        run_id=run.pk, defaults={"batch_id": run.batch_id, "seed": run.seed, "item_name": run.item_name,
-                                 "max_price": Decimal(run.scenario["buyer"]["max_price"]), **values})
+    values = {"batch_id": run.batch_id, "seed": run.seed, "item_name": run.item_name,
+              "max_price": Decimal(run.scenario["buyer"]["max_price"]), **run_metrics_compute(run=run, outcome=outcome)}
+    # One INSERT ... ON CONFLICT (run) DO UPDATE, not update_or_create's savepoints and SELECT: this
+    # runs inside the transaction of a run's finishing turn.
+    (row,) = RunMetrics.objects.bulk_create([RunMetrics(run_id=run.pk, **values)], update_conflicts=True,
+                                            unique_fields=["run"], update_fields=list(values))
     return row
 
 

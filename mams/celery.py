@@ -3,9 +3,20 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mams.settings.local")
 
 app = Celery("mams")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_db_connections(**_kwargs: object) -> None:
+    """What Django does around each request: drop this thread's connection if it is broken (after a
+    Postgres restart) or older than CONN_MAX_AGE, and keep it otherwise (CELERY_DB_REUSE_MAX)."""
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -119,6 +119,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every DB connection before and after each task unless this is set, so each
+# turn paid for a new Postgres connection (TCP + SCRAM auth). Reuse them; mams.celery closes a connection
+# that is broken or older than CONN_MAX_AGE, as Django does between requests.
+CELERY_DB_REUSE_MAX = env_int("MAMS_CELERY_DB_REUSE_MAX", 1_000_000)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -186,12 +190,15 @@ MAMS_MAX_RUNS_PER_BATCH = env_int("MAMS_MAX_RUNS_PER_BATCH", 10000)
 MAMS_MAX_ACTIVE_BATCHES_PER_USER = env_int("MAMS_MAX_ACTIVE_BATCHES_PER_USER", 10)
 MAMS_MAX_ROUNDS_LIMIT = env_int("MAMS_MAX_ROUNDS_LIMIT", 20)
 MAMS_MAX_SELLERS = 10
-# Transient LLM failures (429, 5xx, timeouts) retry this often before a run fails.
-MAMS_LLM_MAX_RETRIES = env_int("MAMS_LLM_MAX_RETRIES", 6)
-
-LOGGING = {
 # Item demands per buyer and inventory lines per seller (a session document stays small to import and play).
 MAMS_MAX_ITEMS = 50
+# Transient LLM failures (429, 5xx, timeouts) retry this often before a run fails.
+MAMS_LLM_MAX_RETRIES = env_int("MAMS_LLM_MAX_RETRIES", 6)
+# Postgres or Redis errors (a restart, a failover) retry a turn this often, on a budget of their own, with
+# a backoff of 1, 2, 4 ... 60 s: 60 retries is about an hour. Then the run fails with the reason.
+MAMS_INFRA_MAX_RETRIES = env_int("MAMS_INFRA_MAX_RETRIES", 60)
+
+LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
@@ -203,7 +210,8 @@ MAMS_MAX_ITEMS = 50
     },
 }
 
-# A running run with no progress for this long is re-queued by the sweeper (every minute).
+# A running run with no progress for this long is re-queued by the sweeper (every minute); so is a queued
+# run of an unfinished batch that waited this long while the rounds queue was empty (its task was lost).
 MAMS_STALE_RUN_SECONDS = env_int("MAMS_STALE_RUN_SECONDS", 600)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "negotiation.sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},

@@ -146,8 +146,8 @@ def live_message(*, run: NegotiationRun, text: str, recipients: list[str], price
         raise ValidationError(errors)
     action = BuyerAction(action=BuyerAct.MESSAGE, message=text, to=tuple(named) or (ALL,),
                          price=money(price) if price is not None else None)
-    if not play.buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=Decision(action=action,
-                                                                                          model="human")):
+    if play.buyer_turn_record(run=run, ctx=ctx, round_no=round_no,
+                              decision=Decision(action=action, model="human")) is None:
         raise ConflictError(f"Your message for round {round_no} was already recorded.", field="round")
     msg = Message.objects.get(run=run, round_no=round_no, sender=BUYER)
     transaction.on_commit(lambda: play.fan_out(run_id=run.pk, round_no=round_no))
@@ -203,8 +203,8 @@ def live_decide(*, run: NegotiationRun, decision: str, seller: str | None = None
         action = BuyerAction(action=BuyerAct.WALK_AWAY, message=text or "No deal, thank you.")
     else:
         raise ValidationError({"decision": ['Must be "accept" or "walk_away".']})
-    if not play.buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=Decision(action=action,
-                                                                                          model="human")):
+    if play.buyer_turn_record(run=run, ctx=ctx, round_no=round_no,
+                              decision=Decision(action=action, model="human")) is None:
         raise ConflictError(f"Your turn for round {round_no} was already recorded.", field="round")
     run.refresh_from_db()
     return run

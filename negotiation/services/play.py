@@ -5,23 +5,27 @@ record (one short transaction). The record step inserts a message that is unique
 (run, round, sender), so a redelivered task writes nothing twice; state changes are conditional
 updates (`current_round=r -> r+1`, `running -> completed`), so of two racing deliveries exactly
 one moves the run. The last seller to answer a round advances it; a periodic sweeper re-queues
-runs whose heartbeat went stale (a worker killed between a commit and an enqueue).
+runs whose heartbeat went stale (a worker killed between a commit and an enqueue), and queued runs
+whose first task was lost before any worker took it.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from contextlib import nullcontext
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from analytics import tracing
 from analytics.services import run_failed, run_finished
+from mams.queues import Queue
 from negotiation.agents.decide import Decision, decide_buyer, decide_seller
-from negotiation.dispatch import enqueue_round, enqueue_seller_turn
+from negotiation.dispatch import enqueue_round, enqueue_seller_turn, queue_depth
 from negotiation.engine import audit, guardrails, protocol, routing, visibility
 from negotiation.engine.types import (
     BUYER,
@@ -48,9 +52,11 @@ def turn_seed(seed: int, round_no: int, slot: int) -> int:
 
 # --- the buyer's turn --------------------------------------------------------------------------
 
-def round_play(*, run_id: Any, round_no: int) -> None:
-    """The buyer speaks in `round_no`, then the addressed sellers are fanned out."""
-    run = _claim(run_id)
+def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> None:
+    """The buyer speaks in `round_no`, then the addressed sellers are fanned out.
+
+    `requeued` is the token of a sweeper's re-queue of a queued run (see `runs_sweep_queued`)."""
+    run = _claim(run_id, requeued=requeued)
     if run is None or run.current_round != round_no:
         return
     ctx = run_context(run)
@@ -60,8 +66,13 @@ def round_play(*, run_id: Any, round_no: int) -> None:
         view = _buyer_view(run, ctx, round_no)
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
                                 meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER))
-        if not buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision):
+        recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision)
+        if recipients is None:
             return
+        # This delivery recorded the buyer's message, so no seller can have answered it yet.
+        for handle in recipients:
+            enqueue_seller_turn(run.pk, round_no, ctx.seller_ids[handle])
+        return
     fan_out(run_id=run.pk, round_no=round_no)
 
 
@@ -71,8 +82,11 @@ def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
                                  transcript=ctx.transcript)
 
 
-def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision) -> bool:
-    """Guard, route and record the buyer's action; end the run if it ended. False if already recorded."""
+def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision
+                      ) -> tuple[str, ...] | None:
+    """Guard, route and record the buyer's action; end the run if it ended.
+
+    Returns the sellers to hear from (none when the run ended), or None if already recorded."""
     view = _buyer_view(run, ctx, round_no)
     action, events = guardrails.guard_buyer(decision.action, me=ctx.buyer, standing_offers=view.standing_offers,
                                             active=view.handles)
@@ -92,16 +106,18 @@ def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, de
                             detail=f"cited ${price} which no seller offered"))
     if decision.fallback:
         events.append(Event(kind=EventKind.FALLBACK, actor=BUYER, detail=decision.fallback_reason))
-    with transaction.atomic():
+    end = step if isinstance(step, protocol.End) else None
+    with transaction.atomic() if events or end else nullcontext():
         msg = _insert_message(run=run, round_no=round_no, sender=BUYER, seller_id=None,
                               recipients=list(recipients), text=action.message, action=action.action.value,
                               price=action.price, reasoning=action.reasoning, decision=decision)
         if msg is None:
-            return False
+            return None
         _insert_events(run, msg, round_no, events)
-        if isinstance(step, protocol.End):
-            _finish(run=run, ctx=ctx, end=step, reasoning=action.reasoning or action.message)
-    return True
+        if end is not None:
+            _finish(run=run, ctx=ctx, end=end, reasoning=action.reasoning or action.message)
+            return ()
+    return recipients
 
 
 def fan_out(*, run_id: Any, round_no: int) -> None:
@@ -151,41 +167,54 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
                                 detail="the price in the text differs from the structured price"))
         if decision.fallback:
             events.append(Event(kind=EventKind.FALLBACK, actor=handle, detail=decision.fallback_reason))
-        with transaction.atomic():
+        with transaction.atomic() if events else nullcontext():
             msg = _insert_message(run=run, round_no=round_no, sender=handle, seller_id=seller_id,
                                   recipients=[BUYER], text=action.message, action=action.action.value,
                                   price=action.price, reasoning=action.reasoning, decision=decision)
             if msg is not None:
                 _insert_events(run, msg, round_no, events)
-    round_advance(run_id=run_id, round_no=round_no)
+    round_advance(run_id=run_id, round_no=round_no, run=run)
 
 
-def round_advance(*, run_id: Any, round_no: int) -> None:
-    """When every addressed seller has answered, move to the next round or end the run."""
-    said = list(Message.objects.filter(run_id=run_id, round_no=round_no).values_list("sender", "recipients"))
-    recipients = next((to for sender, to in said if sender == BUYER), None)
-    if recipients is None or len(said) - 1 < len(recipients):
+def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = None) -> None:
+    """When every addressed seller has answered, move to the next round or end the run.
+
+    The transcript is read once, before the conditional update: once every addressed seller has
+    answered, nothing more can be said in this round, so the read cannot go stale. Moving on is one
+    conditional UPDATE (only one delivery wins it); ending also writes the outcome, in one transaction.
+    """
+    run = run or NegotiationRun.objects.filter(pk=run_id).first()
+    if run is None:
         return
-    with transaction.atomic():
+    ctx = run_context(run)
+    buyer = ctx.message(round_no, BUYER)
+    if buyer is None or any(ctx.message(round_no, handle) is None for handle in buyer.recipients):
+        return
+    active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
+    end = protocol.after_sellers(active_after=active)
+    with transaction.atomic() if end is not None else nullcontext():
         moved = NegotiationRun.objects.filter(pk=run_id, status=Status.RUNNING, current_round=round_no).update(
             current_round=round_no + 1, heartbeat_at=timezone.now())
         if not moved:
             return
-        run = NegotiationRun.objects.get(pk=run_id)
-        ctx = run_context(run)
-        active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
-        end = protocol.after_sellers(active_after=active)
+        run.current_round = round_no + 1
         if end is not None:
             _finish(run=run, ctx=ctx, end=end, reasoning="every seller declined")
             return
-        if run.mode == NegotiationRun.Mode.AGENT:
-            transaction.on_commit(lambda: enqueue_round(run_id, round_no + 1))
+    if run.mode == NegotiationRun.Mode.AGENT:
+        enqueue_round(run_id, round_no + 1)
 
 
 # --- claiming, finishing, failing -------------------------------------------------------------
 
-def _claim(run_id: Any) -> NegotiationRun | None:
-    """Start a queued run (once), or return the running one; None when there is nothing to do."""
+def _claim(run_id: Any, requeued: str | None = None) -> NegotiationRun | None:
+    """Start a queued run (once), or return the running one; None when there is nothing to do.
+
+    A queued run has no heartbeat until the sweeper re-queues it; the re-queue writes one and sends
+    it with the task as a token. Only the delivery carrying the current token may start the run, and
+    the start is conditional on it, so if the original task was not lost after all, exactly one of
+    the two plays the turn and the other does nothing.
+    """
     run = NegotiationRun.objects.select_related("batch").filter(pk=run_id).first()
     if run is None or run.status in NegotiationRun.TERMINAL:
         return None
@@ -193,8 +222,10 @@ def _claim(run_id: Any) -> NegotiationRun | None:
         run_cancel(run_id=run.pk)
         return None
     if run.status == Status.QUEUED:
+        if run.heartbeat_at is not None and (requeued is None or datetime.fromisoformat(requeued) != run.heartbeat_at):
+            return None  # superseded by a sweeper's re-queue
         now = timezone.now()
-        NegotiationRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+        NegotiationRun.objects.filter(pk=run.pk, status=Status.QUEUED, heartbeat_at=run.heartbeat_at).update(
             status=Status.RUNNING, started_at=now, heartbeat_at=now)
         if run.batch_id:
             Batch.objects.filter(pk=run.batch_id, status=Batch.Status.QUEUED).update(status=Batch.Status.RUNNING)
@@ -205,10 +236,13 @@ def _claim(run_id: Any) -> NegotiationRun | None:
 def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_id: Any, recipients: list[str],
                     text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision
                     ) -> Message | None:
+    # A turn is one INSERT, committed on its own (autocommit) unless the caller also writes events or
+    # the outcome. Inside the caller's transaction there is no savepoint: the insert is its first
+    # write, so on a duplicate delivery the whole (empty) transaction is marked for rollback.
+    # Progress is the message itself: the sweeper reads the newest message's time, so a turn does
+    # not also UPDATE the run's heartbeat.
     try:
-        # No savepoint: the insert is the caller's transaction's first write, so on a duplicate
-        # delivery the whole (empty) transaction is marked for rollback, two round trips cheaper.
-        with transaction.atomic(savepoint=False):
+        with transaction.atomic(savepoint=False) if connection.in_atomic_block else nullcontext():
             msg = Message.objects.create(
                 run=run, round_no=round_no, sender=sender, seller_id=seller_id,
                 sender_type="buyer" if sender == BUYER else "seller", recipients=recipients, text=text[:4000],
@@ -220,7 +254,6 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
-    NegotiationRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
     return msg
 
 
@@ -230,6 +263,8 @@ def _column_price(value: Decimal | None) -> Decimal | None:
 
 
 def _insert_events(run: NegotiationRun, msg: Message, round_no: int, events: list[Event]) -> None:
+    if not events:
+        return
     rows = []
     for e in events:
         detail = e.detail if _column_price(e.original) == e.original else f"{e.detail} (price {e.original})"
@@ -306,10 +341,41 @@ def runs_sweep(*, stale_after: timedelta) -> int:
     round task is idempotent, so re-queueing one that was merely slow costs at most a duplicate call.
     """
     cutoff = timezone.now() - stale_after
+    recent = Message.objects.filter(run=OuterRef("pk"), created_at__gte=cutoff)
     stale = list(NegotiationRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff,
                                                mode=NegotiationRun.Mode.AGENT)
+                 .exclude(Exists(recent))
                  .values_list("pk", "current_round")[:1000])
     for run_id, round_no in stale:
         NegotiationRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
         enqueue_round(run_id, round_no)
     return len(stale)
+
+
+def runs_sweep_queued(*, stale_after: timedelta) -> int:
+    """Re-queue the queued runs of unfinished batches whose round-1 task was lost (a broker message lost
+    before any worker took it, a lost `batch_start`); returns how many.
+
+    A queued run qualifies when it has waited longer than `stale_after` (since it was made, or since
+    its last re-queue) while the rounds queue is empty: with nothing waiting in the broker, its task
+    is gone. A run that is merely waiting behind a long backlog is left in its place. Each re-queue
+    writes a new token to the run's heartbeat, conditionally (of two concurrent sweeps one wins), and
+    the task carries it: the original delivery, should it turn up after all, starts nothing.
+    """
+    cutoff = timezone.now() - stale_after
+    waiting = (NegotiationRun.objects.filter(
+        status=Status.QUEUED, mode=NegotiationRun.Mode.AGENT, created_at__lt=cutoff,
+        batch__status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING])
+        .exclude(heartbeat_at__gte=cutoff))
+    if not waiting.exists() or queue_depth(Queue.ROUNDS):
+        return 0
+    requeued = 0
+    for run_id, token in waiting.values_list("pk", "heartbeat_at").iterator(chunk_size=500):
+        now = timezone.now()
+        if NegotiationRun.objects.filter(pk=run_id, status=Status.QUEUED, heartbeat_at=token).update(
+                heartbeat_at=now):
+            enqueue_round(run_id, 1, requeued=now.isoformat())
+            requeued += 1
+    if requeued:
+        log.warning("re-queued %d queued run(s) whose first task was lost", requeued)
+    return requeued
