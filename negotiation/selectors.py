@@ -356,4 +356,25 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
         }
         share = run_buyer_share(run)
         out["buyer_surplus_share"] = share
+    data["analysis"] = run_verdict(run=run, full=not human)
+    return data
+
+
+VERDICT_SCORES = ("deal_quality", "strategy_effectiveness", "coherence", "hallucination")
+
+
+def run_verdict(*, run: NegotiationRun, full: bool) -> dict[str, Any] | None:
+    """The post-deal analysis of a run, or None before the analysis task has written it.
+
+    The analyst saw every private number, so its words (reasons, recommendations) are shown only on
+    runs whose buyer is an agent; a person's or an external agent's run gets the scores alone.
+    """
+    verdict = getattr(run, "analysis", None)
+    if verdict is None:
+        return None
+    data: dict[str, Any] = {"status": verdict.status, "source": verdict.source or None,
+                            "model": verdict.model or None, **{k: getattr(verdict, k) for k in VERDICT_SCORES}}
+    data["strategy_effectiveness"] = data["strategy_effectiveness"] or None
+    if full:
+        data.update(reasons=verdict.reasons, recommendations=verdict.recommendations, error=verdict.error or None)
     return data

@@ -239,6 +239,22 @@ class RunAnalyticsApi(APIView):
         counts = serializers.JSONField(required=False, help_text="Agent runs only: leaks, guardrail violations, "
                                                                  "fallbacks, LLM calls and tokens.")
 
+        class Verdict(serializers.Serializer):
+            status = serializers.ChoiceField(choices=["pending", "done", "failed"])
+            source = serializers.CharField(allow_null=True, help_text='"llm" (the analyst model) or "local" scorers.')
+            model = serializers.CharField(allow_null=True)
+            deal_quality = serializers.FloatField(allow_null=True, help_text="0..1")
+            strategy_effectiveness = serializers.CharField(allow_null=True, help_text="low, medium or high.")
+            coherence = serializers.FloatField(allow_null=True, help_text="0..1")
+            hallucination = serializers.FloatField(allow_null=True, help_text="0..1, lower is better.")
+            reasons = serializers.CharField(required=False, help_text="Agent-buyer runs only.")
+            recommendations = serializers.ListField(child=serializers.CharField(), required=False,
+                                                    help_text="Agent-buyer runs only.")
+            error = serializers.CharField(required=False, allow_null=True,
+                                          help_text="Why the analyst model's verdict was not used.")
+
+        analysis = Verdict(allow_null=True, help_text="The post-deal analysis; null until it has run.")
+
     @extend_schema(tags=TAG, operation_id="negotiations_analytics",
                    responses={200: AnalyticsOutput, **errors(401, 404)})
     def get(self, request: Request, run_id: Any) -> Response:

@@ -17,22 +17,6 @@ pytestmark = pytest.mark.django_db
 SELLERS_LINEAR = {"seller": {"strategy": "linear"}, "analyst": {"strategy": "linear"}}
 
 
-@pytest.fixture
-def sellers_answer(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Play the addressed sellers' turns of the open round in-process (as the worker would)."""
-    from negotiation.services import play
-
-    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
-
-    def answer(run_id: Any) -> None:
-        run = NegotiationRun.objects.get(pk=run_id)
-        buyer = Message.objects.filter(run=run, sender="buyer").order_by("-round_no").first()
-        ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
-        for handle in buyer.recipients:
-            play.seller_turn(run_id=run.pk, round_no=buyer.round_no, seller_id=ids[handle])
-    return answer
-
-
 def _start(api: Any, sample: Session, **changes: Any) -> Any:
     body = {"session_id": str(sample.pk), "item_name": "usb-c cable", "mode": "human_buyer",
             "agents": SELLERS_LINEAR, "max_rounds": 3, **changes}
@@ -207,3 +191,15 @@ def test_other_users_cannot_drive_my_negotiation(api: Any, other_api: Any, anon:
     assert r.status_code == 400 and "session" in r.json()["errors"]
     assert anon.post("/api/negotiations/start", {}, format="json").status_code == 401
     assert NegotiationRun.objects.get(pk=rid).status == "running"
+
+
+def test_a_person_sees_the_analysis_scores_but_not_the_analysts_words(api: Any, sample: Session) -> None:
+    from analytics.models import RunAnalysis
+
+    run = NegotiationRun.objects.get(pk=_start(api, sample).json()["negotiation_id"])
+    RunAnalysis.objects.create(run=run, status="done", source="llm", deal_quality=0.4, coherence=0.8,
+                               reasons="@BudgetWires's floor was 5.65 and the buyer stopped above it.",
+                               recommendations=["Push @BudgetWires toward 5.65."])
+    a = api.get(f"/api/negotiations/{run.pk}/analytics").json()["analysis"]
+    assert a["deal_quality"] == 0.4 and a["coherence"] == 0.8
+    assert "reasons" not in a and "recommendations" not in a

@@ -62,6 +62,19 @@ def test_analytics_in_the_spec_shape(api: Any, finished: NegotiationRun) -> None
         assert out["within_budget"] is True
         assert float(out["savings_vs_initial"]) >= 0 and out["seller"].startswith("@")
     assert set(a["counts"]) >= {"leaks", "guardrail_violations", "fallbacks"}
+    assert a["analysis"] is None  # the analysis task has not run in this test
+
+
+def test_analytics_carry_the_analysis_verdict(api: Any, finished: NegotiationRun) -> None:
+    from analytics.models import RunAnalysis
+
+    RunAnalysis.objects.create(run=finished, batch=finished.batch, status="done", source="llm", model="judge-1",
+                               deal_quality=0.75, strategy_effectiveness="high", coherence=0.9, hallucination=0.1,
+                               recommendations=["Anchor lower."], reasons="Good anchoring.")
+    a = api.get(f"/api/negotiations/{finished.pk}/analytics").json()["analysis"]
+    assert a == {"status": "done", "source": "llm", "model": "judge-1", "deal_quality": 0.75,
+                 "strategy_effectiveness": "high", "coherence": 0.9, "hallucination": 0.1,
+                 "reasons": "Good anchoring.", "recommendations": ["Anchor lower."], "error": None}
 
 
 def test_other_users_runs_are_404_anonymous_401_staff_200(finished: NegotiationRun, other_api: Any, anon: Any,
