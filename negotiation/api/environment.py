@@ -25,8 +25,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import MONEY, PAGE_PARAMETERS, Pagination, errors, page_of
+from negotiation.api.live import RoomInput
 from negotiation.models import NegotiationRun
 from negotiation.services.environment import (
     ACTIONS,
@@ -246,25 +246,12 @@ class EnvTasksApi(APIView):
 class EnvResetApi(APIView):
     """Start an episode of a task: you play the buyer, MAMS's sellers answer. Returns the first observation."""
 
-    class ResetInput(serializers.Serializer):
-        class EnvAgents(serializers.Serializer):
-            seller = AgentSpecSerializer(required=False)
-            analyst = AgentSpecSerializer(required=False)
-
+    class ResetInput(RoomInput):
         task = serializers.CharField(max_length=600, help_text="A task id from GET /env/tasks.")
-        seed = serializers.IntegerField(min_value=0, max_value=2_147_483_647, default=0,
-                                        help_text="The same task, seed and sellers replay the same sellers.")
-        max_rounds = serializers.IntegerField(default=5)
-        agents = EnvAgents(required=False, help_text="How MAMS plays the sellers (default: the default profile).")
         agent_name = serializers.RegexField(MODEL_NAME, required=False, default="", error_messages={
             "invalid": "A name is letters, digits and ._:/@+- only."}, help_text=(
             "Your buyer's name and version, e.g. my-buyer-v3: recorded as the buyer's model, so results group "
             "by it (buyer_fingerprint)."))
-
-        def validate_max_rounds(self, value: int) -> int:
-            if not 1 <= value <= settings.MAMS_MAX_ROUNDS_LIMIT:
-                raise serializers.ValidationError(f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}.")
-            return value
 
     @extend_schema(tags=TAG, operation_id="env_reset", request=ResetInput,
                    responses={201: StepOutputSerializer, **errors(400, 401, 413)})

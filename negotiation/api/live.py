@@ -49,31 +49,36 @@ class SellerReplySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class RoomInput(serializers.Serializer):
+    """What opening a room for an outside buyer takes (here and POST /env/reset): sellers, rounds, seed."""
+
+    class LiveAgents(serializers.Serializer):
+        seller = AgentSpecSerializer(required=False)
+        analyst = AgentSpecSerializer(required=False)
+
+    agents = LiveAgents(required=False, help_text="How the sellers are played (default: the default profile).")
+    max_rounds = serializers.IntegerField(default=5)
+    seed = serializers.IntegerField(min_value=0, max_value=2_147_483_647, default=0)
+
+    def validate_max_rounds(self, value: int) -> int:
+        if not 1 <= value <= settings.MAMS_MAX_ROUNDS_LIMIT:
+            raise serializers.ValidationError(f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}.")
+        return value
+
+
 class LiveStartApi(APIView):
     """Open a negotiation room for one item with you as the buyer."""
 
-    class LiveStartInput(serializers.Serializer):
-        class LiveAgents(serializers.Serializer):
-            seller = AgentSpecSerializer(required=False)
-            analyst = AgentSpecSerializer(required=False)
-
+    class LiveStartInput(RoomInput):
         session = serializers.UUIDField(required=False)
         session_id = serializers.UUIDField(required=False, help_text="Alias of `session` (spec 10.2).")
         item_name = serializers.CharField(max_length=255)
         mode = serializers.ChoiceField(choices=["human_buyer"], default="human_buyer")
-        agents = LiveAgents(required=False, help_text="How the sellers are played (default: the default profile).")
-        max_rounds = serializers.IntegerField(default=5)
-        seed = serializers.IntegerField(min_value=0, max_value=2_147_483_647, default=0)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if not attrs.get("session") and not attrs.get("session_id"):
                 raise serializers.ValidationError({"session": ["This field is required."]})
             return attrs
-
-        def validate_max_rounds(self, value: int) -> int:
-            if not 1 <= value <= settings.MAMS_MAX_ROUNDS_LIMIT:
-                raise serializers.ValidationError(f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}.")
-            return value
 
     @extend_schema(tags=TAG, operation_id="negotiations_start", request=LiveStartInput,
                    responses={201: LiveRunSerializer, **errors(400, 401, 413)})

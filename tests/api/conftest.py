@@ -58,6 +58,23 @@ def anon() -> APIClient:
 
 
 @pytest.fixture
+def sellers_answer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Play the addressed sellers' turns of a live run's open round in-process (as the worker would)."""
+    from negotiation.models import Message, NegotiationRun
+    from negotiation.services import play
+
+    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+
+    def answer(run_id: Any) -> None:
+        run = NegotiationRun.objects.get(pk=run_id)
+        buyer = Message.objects.filter(run=run, sender="buyer").order_by("-round_no").first()
+        ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
+        for handle in buyer.recipients:
+            play.seller_turn(run_id=run.pk, round_no=buyer.round_no, seller_id=ids[handle])
+    return answer
+
+
+@pytest.fixture
 def sample(user: Any) -> Session:
     """The spec's sample session (negotiation/scenarios/spec_sample.json), owned by alice."""
     return session_import(document=scenario_document("spec_sample"), owner=user)

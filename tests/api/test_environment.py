@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
 from analytics.models import RunMetrics
 from analytics.suites import load_suite
 from negotiation.models import Message, NegotiationRun, Outcome, RunEvent, Session
+from negotiation.services.environment import ACTIONS
 from negotiation.services.sessions import session_import
 from tests.api.conftest import BASELINE, LLM, client_for
 from tests.api.test_live import carries
@@ -66,22 +70,6 @@ def load_agent() -> Any:
 @pytest.fixture
 def planted(user: Any) -> Session:
     return session_import(document=PLANTED, owner=user)
-
-
-@pytest.fixture
-def sellers_answer(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Play the addressed sellers' turns of the open round in-process (as the worker would)."""
-    from negotiation.services import play
-
-    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
-
-    def answer(episode_id: Any) -> None:
-        run = NegotiationRun.objects.get(pk=episode_id)
-        buyer = Message.objects.filter(run=run, sender="buyer").order_by("-round_no").first()
-        ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
-        for handle in buyer.recipients:
-            play.seller_turn(run_id=run.pk, round_no=buyer.round_no, seller_id=ids[handle])
-    return answer
 
 
 def _reset(api: Any, task: str, **changes: Any) -> Any:
@@ -310,6 +298,43 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     # and no body the agent received held a seller's private number, style or weights
     for body in bodies:
         assert_nothing_private(body)
+
+
+HANDLES = st.sampled_from(["@Alpha", "@beta", "@Nobody", "all", "Alpha", "@", "", "x" * 60])
+PRICES = st.one_of(st.none(), st.sampled_from(["0", "16.00", "39.99", "40.00", "40.01", "-1", "1e9", "abc"]),
+                   st.decimals(min_value=0, max_value=100, places=2).map(str))
+ACTION = st.fixed_dictionaries({"type": st.sampled_from([*ACTIONS, "haggle"])}, optional={
+    "to": st.lists(HANDLES, max_size=3), "price": PRICES, "seller": HANDLES,
+    "text": st.one_of(st.text(max_size=30), st.just("@Nobody: hi"), st.just("x" * 4001))})
+
+
+def test_no_action_answers_5xx_and_a_refused_one_records_nothing(api: Any, planted: Session,
+                                                                 sellers_answer: Any) -> None:
+    seen: list[int] = []
+
+    @given(actions=st.lists(ACTION, min_size=1, max_size=4))
+    @hypothesis_settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(actions: list[dict[str, Any]]) -> None:
+        # given an episode whose sellers have answered round 1
+        eid = _reset(api, f"session/{planted.pk}/Brass Widget", max_rounds=2).json()["episode_id"]
+        _step(api, eid, type="message", text="Offers?")
+        sellers_answer(eid)
+        for action in actions:
+            before = (Message.objects.filter(run_id=eid).count(), Outcome.objects.filter(run_id=eid).exists())
+            r = _step(api, eid, **action)
+            seen.append(r.status_code)
+            # then every answer is a step result or a readable refusal, and a refusal changed nothing
+            assert r.status_code in (200, 202, 400, 409), (action, r.content)
+            if r.status_code >= 400:
+                body = r.json()
+                assert body["detail"] and body["errors"], body
+                after = (Message.objects.filter(run_id=eid).count(), Outcome.objects.filter(run_id=eid).exists())
+                assert after == before, (action, body)
+            elif r.status_code == 202:
+                sellers_answer(eid)
+
+    check()
+    assert {200, 400, 409} <= set(seen), seen
 
 
 def test_walking_away_from_a_possible_deal_scores_zero_and_mutual_loss(api: Any, planted: Session) -> None:
