@@ -208,3 +208,38 @@ def forest(rows: Sequence[tuple[str, float | None, float | None, float | None]],
     out.append(f'<text x="{zero}" y="{height - 4}" text-anchor="middle" class="tick">0 (B − A; each row to its '
                'own scale)</text>')
     return _svg(out, label=label, height=height)
+
+
+def lines(series: dict[str, Sequence[float | None]], *, label: str, top: float = 1.0, x_label: str = "run",
+          y_fmt: Any = _fmt) -> str:
+    """Values over steps 1..n (e.g. a cumulative average utility per run): one line per series, y from
+    0 to `top`; a None leaves a gap. Each point carries data-step and a tooltip."""
+    n = max((len(v) for v in series.values()), default=0)
+    if not n or not any(x is not None for v in series.values() for x in v):
+        return empty(label)
+    plot_w, plot_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = PAD_L + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+        return x, H - PAD_B - plot_h * max(0.0, min(v, top)) / top
+
+    out = _y_axis(top, fmt=y_fmt)
+    step = max(1, n // 12)
+    for i in range(0, n, step):
+        x, _ = xy(i, 0)
+        out.append(f'<text x="{x:.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{i + 1}</text>')
+    out.append(f'<text x="{W - PAD_R}" y="{H - PAD_B + 30}" text-anchor="end" class="tick">{escape(x_label)}</text>')
+    for j, (name, values) in enumerate(series.items()):
+        color = PALETTE[j % len(PALETTE)]
+        points = [(i, v) for i, v in enumerate(values) if v is not None]
+        for (i1, v1), (i2, v2) in zip(points, points[1:], strict=False):
+            if i2 == i1 + 1:
+                (x1, y1), (x2, y2) = xy(i1, v1), xy(i2, v2)
+                out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
+                           f'class="series"/>')
+        for i, v in points:
+            x, y = xy(i, v)
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}" class="point" data-step="{i + 1}">'
+                       f'<title>{escape(name)} after {escape(x_label)} {i + 1}: {escape(y_fmt(v))}</title></circle>')
+    out += _legend(list(series), y=H - 10)
+    return _svg(out, label=label)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from analytics import views
+from analytics import research_views, views
 
 app_name = "analytics"
 urlpatterns = [
@@ -15,4 +15,8 @@ urlpatterns = [
     path("compare/", views.compare, name="compare"),
     path("sessions/", views.session_list, name="sessions"),
     path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
+    path("experiments/", research_views.experiments, name="experiments"),
+    path("experiments/<uuid:experiment_id>/", research_views.experiment_detail, name="experiment"),
+    path("sequences/", research_views.sequences, name="sequences"),
+    path("sequences/<uuid:sequence_id>/", research_views.sequence_detail, name="sequence"),
 ]

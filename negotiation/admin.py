@@ -18,15 +18,21 @@ from django.http import HttpRequest
 from negotiation.models import (
     Batch,
     BuyerDemand,
+    Experiment,
+    ExperimentCondition,
     InventoryItem,
     Message,
     NegotiationRun,
     Outcome,
+    PromptVersion,
+    ReflectSequence,
     RunEvent,
     Seller,
+    SequenceStep,
     Session,
 )
 from negotiation.services.batches import batch_cancel
+from negotiation.services.experiments import experiment_launch, experiment_status
 
 
 class UniqueNameFormSet(BaseInlineFormSet):
@@ -210,3 +216,95 @@ class OutcomeAdmin(ReadOnlyAdmin):
 class RunEventAdmin(ReadOnlyAdmin):
     list_display = ("run", "round_no", "actor", "kind", "detail")
     list_filter = ("kind",)
+
+
+# --- paired experiments and reflect sequences ---------------------------------------------------
+
+
+class ExperimentConditionInline(admin.TabularInline):
+    model = ExperimentCondition
+    extra = 0
+    min_num = 2
+    fields = ("position", "label", "agents", "temperature", "sellers", "styles", "batch")
+    readonly_fields = ("batch",)
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("validate_min", True)  # an experiment compares at least a control and one condition
+        return super().get_formset(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields if obj is not None and obj.launched_at else self.readonly_fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None or not obj.launched_at
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None or not obj.launched_at
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    """Draft an experiment with its conditions (the first position is the control), then launch it with
+    the action: one batch per condition, all with the experiment's seeds, through the API's service."""
+
+    list_display = ("name", "session", "item_name", "runs", "base_seed", "status", "created_at")
+    readonly_fields = ("launched_at",)
+    fields = ("name", "owner", "session", "item_name", "runs", "max_rounds", "base_seed", "launched_at")
+    inlines = [ExperimentConditionInline]
+    actions = ["launch"]
+
+    @admin.display(description="status")
+    def status(self, obj: Experiment) -> str:
+        return experiment_status(obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.launched_at:
+            return self.fields  # what ran is a record: start a new experiment to change it
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Experiment, form: Any, change: bool) -> None:
+        if obj.owner_id is None:
+            obj.owner = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Launch selected experiments (one batch per condition, same seeds)")
+    def launch(self, request: HttpRequest, queryset: Any) -> None:
+        from django.core.exceptions import ValidationError
+
+        from negotiation.services.errors import ConflictError, LimitExceeded, flatten
+
+        for experiment in queryset:
+            try:
+                experiment_launch(experiment=experiment)
+            except ValidationError as exc:
+                problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in flatten(exc).items())
+                self.message_user(request, f"{experiment}: not launched. {problems}", messages.ERROR)
+            except (ConflictError, LimitExceeded) as exc:
+                self.message_user(request, f"{experiment}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{experiment}: launched.", messages.SUCCESS)
+
+
+class SequenceStepInline(admin.TabularInline):
+    model = SequenceStep
+    extra = 0
+    can_delete = False
+    fields = ("index", "run", "buyer_prompt", "seller_prompt", "buyer_utility", "seller_utility", "notes",
+              "coach_calls", "coach_fallbacks", "coach_errors")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ReflectSequence)
+class ReflectSequenceAdmin(ReadOnlyAdmin):
+    list_display = ("id", "session", "item_name", "mode", "length", "status", "created_at")
+    list_filter = ("mode", "status")
+    inlines = [SequenceStepInline]
+
+
+@admin.register(PromptVersion)
+class PromptVersionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "role", "variant", "base_version", "created_at")
+    list_filter = ("role", "variant")

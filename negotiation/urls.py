@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from negotiation.api import batches, live, runs, sessions, stream
+from negotiation.api import batches, experiments, live, runs, sessions, stream
 
 urlpatterns = [
     path("sessions", sessions.SessionsApi.as_view(), name="sessions"),
@@ -18,6 +18,12 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/results.csv", batches.BatchResultsCsvApi.as_view(), name="batch-results-csv"),
     path("batches/<uuid:batch_id>/results.jsonl", batches.BatchResultsJsonlApi.as_view(),
          name="batch-results-jsonl"),
+    path("experiments", experiments.ExperimentsApi.as_view(), name="experiments"),
+    path("experiments/<uuid:experiment_id>", experiments.ExperimentApi.as_view(), name="experiment"),
+    path("experiments/<uuid:experiment_id>/results", experiments.ExperimentResultsApi.as_view(),
+         name="experiment-results"),
+    path("sequences", experiments.SequencesApi.as_view(), name="sequences"),
+    path("sequences/<uuid:sequence_id>", experiments.SequenceApi.as_view(), name="sequence"),
     path("negotiations", runs.RunsApi.as_view(), name="negotiations"),
     path("negotiations/start", live.LiveStartApi.as_view(), name="negotiation-start"),
     path("negotiations/<uuid:run_id>", runs.RunApi.as_view(), name="negotiation"),

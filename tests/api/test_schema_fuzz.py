@@ -26,7 +26,9 @@ from schemathesis.checks import not_a_server_error
 
 from negotiation.models import NegotiationRun, Session
 from negotiation.services.batches import batch_create
+from negotiation.services.experiments import experiment_create
 from negotiation.services.live import live_start
+from negotiation.services.reflect import sequence_create
 from tests.api.conftest import BASELINE
 
 MAX_EXAMPLES = 25
@@ -58,9 +60,14 @@ def wsgi(db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 def real_ids(user: Any, sample: Session) -> dict[str, str]:
     batch = batch_create(session=sample, item_name="USB-C Cable", runs=2, agents=BASELINE, owner=user)
     live = live_start(owner=user, session=sample, item_name="USB-C Cable", seller_agent=LINEAR, analyst_agent=LINEAR)
+    experiment = experiment_create(owner=user, session=sample, name="fuzz", item_name="USB-C Cable", runs=1,
+                                   conditions=[{"label": "a", "agents": BASELINE}, {"label": "b", "agents": BASELINE}])
+    sequence = sequence_create(owner=user, session=sample, item_name="USB-C Cable", mode="none", length=2,
+                               agents=BASELINE)
     return {"session_id": str(sample.pk), "batch_id": str(batch.pk), "run_id": str(live.pk),
             "seller_id": str(sample.sellers.first().pk),
-            "agent_run_id": str(NegotiationRun.objects.filter(batch=batch).first().pk)}
+            "agent_run_id": str(NegotiationRun.objects.filter(batch=batch).first().pk),
+            "experiment_id": str(experiment.pk), "sequence_id": str(sequence.pk)}
 
 
 def test_the_fuzzed_operations_cover_the_api() -> None:

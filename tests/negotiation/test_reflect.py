@@ -140,7 +140,8 @@ def test_seller_reflect_gives_each_seller_only_its_own_note_from_only_its_own_th
     step = _play_and_reflect(seq, 0, play_through)
     # then each seller got its own note, and the buyer none
     assert set(step.notes) == set(CASE_SELLERS) and step.coach_calls == 2
-    coach = {h: next(p["text"] for p in prompts_seen if f"You coach the SELLER {h}." in p["text"]) for h in CASE_SELLERS}
+    coach = {h: next(p["text"] for p in prompts_seen if f"You coach the SELLER {h}." in p["text"])
+             for h in CASE_SELLERS}
     scenario = {s["handle"]: s for s in step.run.scenario["sellers"]}
     for me, rival in (CASE_SELLERS, CASE_SELLERS[::-1]):
         # a seller's coach saw its own numbers, not its rival's, nor the buyer's budget
