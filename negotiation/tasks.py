@@ -108,3 +108,11 @@ def reflect_task(self: Task, run_id: str) -> None:
         log.exception("run %s: the reflection failed", run_id)
         reflect.sequence_step_fail(run_id=run_id, reason=f"{exc.__class__.__name__}: {exc}")
         raise
+
+
+@shared_task(name="negotiation.reflect_sweep", queue=Queue.MAINTENANCE, acks_late=True)
+def reflect_sweep_task() -> int:
+    """Backstop: re-queue reflections that were never queued. Safe to repeat: a reflection is idempotent."""
+    from negotiation.services import reflect
+
+    return reflect.sequences_sweep(stale_after=timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS))

@@ -215,6 +215,8 @@ LOGGING = {
 MAMS_STALE_RUN_SECONDS = env_int("MAMS_STALE_RUN_SECONDS", 600)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "negotiation.sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
+    # Re-queue a reflect sequence's reflection whose task was lost (idempotent).
+    "sweep-sequences": {"task": "negotiation.reflect_sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
     # Read Galileo's scores of recent traces back (a no-op without GALILEO_API_KEY).
     "galileo-scores": {"task": "analytics.galileo_scores", "schedule": 300.0, "options": {"queue": "maintenance"}},
 }

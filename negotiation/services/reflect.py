@@ -18,6 +18,7 @@ run is unique per (sequence, index), so a redelivered task writes nothing twice.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -332,6 +333,21 @@ def sequence_step_reflect(*, run_id: Any, give_up: bool = False) -> None:
         log.info("sequence %s step %s: no note for %s", sequence.pk, step.index, ", ".join(errors))
 
 
+def sequences_sweep(*, stale_after: timedelta) -> int:
+    """Backstop: re-queue the reflection of runs that ended more than `stale_after` ago and were never
+    reflected on (the enqueue after commit was lost: Redis down at that moment, a killed process).
+    Safe to repeat: a reflection is idempotent."""
+    cutoff = timezone.now() - stale_after
+    lost = list(SequenceStep.objects.filter(
+        reflected_at=None, sequence__status=ReflectSequence.Status.RUNNING, run__status__in=NegotiationRun.TERMINAL,
+        run__ended_at__lt=cutoff).values_list("run_id", flat=True)[:500])
+    for run_id in lost:
+        enqueue_reflect(run_id)
+    if lost:
+        log.warning("re-queued the reflection of %d sequence run(s)", len(lost))
+    return len(lost)
+
+
 def _step_failed(step: SequenceStep, reason: str) -> None:
     with transaction.atomic():
         SequenceStep.objects.filter(pk=step.pk, reflected_at=None).update(reflected_at=timezone.now())
@@ -347,4 +363,4 @@ def sequence_step_fail(*, run_id: Any, reason: str) -> None:
 
 
 __all__ = ["COACH_SYSTEM", "CoachNote", "parse_note", "sequence_create", "sequence_run_ended",
-           "sequence_step_fail", "sequence_step_reflect"]
+           "sequence_step_fail", "sequence_step_reflect", "sequences_sweep"]

@@ -216,6 +216,28 @@ def test_a_failed_run_ends_the_sequence_with_its_reason(sample: Session, owner: 
     assert SequenceStep.objects.filter(sequence=seq).count() == 1
 
 
+def test_the_sweeper_requeues_a_reflection_that_was_never_queued(sample: Session, owner: Any, llm: Any,
+                                                                 play_through: Any, monkeypatch: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from negotiation.services import reflect
+
+    queued: list[str] = []
+    monkeypatch.setattr(reflect, "enqueue_reflect", lambda run_id: queued.append(str(run_id)))
+    # given a sequence whose first run ended but whose reflection was never queued
+    seq = _sequence(sample, owner, mode="none", length=2, agents={**LLM, "analyst": {"strategy": "linear"}})
+    run = play_through(_step(seq, 0).run_id)
+    # then a sweep leaves it while it is recent, and re-queues it once it is stale
+    assert reflect.sequences_sweep(stale_after=timedelta(minutes=10)) == 0
+    NegotiationRun.objects.filter(pk=run.pk).update(ended_at=timezone.now() - timedelta(minutes=11))
+    assert reflect.sequences_sweep(stale_after=timedelta(minutes=10)) == 1 and queued == [str(run.pk)]
+    # and once reflected on, it is not swept again
+    sequence_step_reflect(run_id=run.pk)
+    assert reflect.sequences_sweep(stale_after=timedelta(minutes=10)) == 0
+
+
 def test_notes_accumulate_per_agent_and_only_the_most_recent_are_kept() -> None:
     agents = {"buyer": {"strategy": "llm", "prompt_variant": "default", "prompt_version": PROMPT_VERSION},
               "seller": {"strategy": "llm", "prompt_variant": "terse", "prompt_version": prompt_version(
