@@ -56,11 +56,15 @@ def _rounds(value: int) -> int:
     return value
 
 
-def _session(request: Request, session_id: Any) -> Any:
-    session = session_get(user=request.user, session_id=session_id)
+def _validated(request: Request, serializer: type[serializers.Serializer]) -> tuple[Any, dict[str, Any]]:
+    """The request's validated fields, and the session they name (one of the user's, else a 400)."""
+    data = serializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    fields = dict(data.validated_data)
+    session = session_get(user=request.user, session_id=fields.pop("session"))
     if session is None:
         raise ValidationError({"session": ["No session with this id (or it is not yours)."]})
-    return session
+    return session, fields
 
 
 # --- experiments ---------------------------------------------------------------------------------
@@ -175,11 +179,8 @@ class ExperimentsApi(APIView):
     @extend_schema(tags=TAG, operation_id="experiments_create", request=ExperimentCreateInput,
                    responses={201: ExperimentOutputSerializer, **errors(400, 401, 413, 429)})
     def post(self, request: Request) -> Response:
-        data = self.ExperimentCreateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = dict(data.validated_data)
-        session = _session(request, v.pop("session"))
-        experiment = experiment_create(owner=request.user, session=session, **v)
+        session, fields = _validated(request, self.ExperimentCreateInput)
+        experiment = experiment_create(owner=request.user, session=session, **fields)
         return Response(ExperimentOutputSerializer(experiment_or_404(request, experiment.pk)).data,
                         status=status.HTTP_201_CREATED)
 
@@ -294,11 +295,8 @@ class SequencesApi(APIView):
     @extend_schema(tags=SEQ_TAG, operation_id="sequences_create", request=SequenceCreateInput,
                    responses={201: SequenceOutputSerializer, **errors(400, 401, 413, 429)})
     def post(self, request: Request) -> Response:
-        data = self.SequenceCreateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = dict(data.validated_data)
-        session = _session(request, v.pop("session"))
-        sequence = sequence_create(owner=request.user, session=session, **v)
+        session, fields = _validated(request, self.SequenceCreateInput)
+        sequence = sequence_create(owner=request.user, session=session, **fields)
         return Response(SequenceOutputSerializer(sequence_or_404(request, sequence.pk)).data,
                         status=status.HTTP_201_CREATED)
 

@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -19,11 +18,6 @@ from tests.analytics.conftest import BASELINE
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_cache() -> None:
-    cache.clear()
 
 
 @pytest.fixture

@@ -30,16 +30,6 @@ LLM_SELLERS = {"seller": {"profile": "openai-compatible"}, "analyst": {"strategy
 BASELINE = {"buyer": {"strategy": "boulware"}, "seller": {"strategy": "linear"}, "analyst": {"strategy": "linear"}}
 
 
-@pytest.fixture
-def owner(db: Any) -> Any:
-    return UserFactory(username="iris")
-
-
-@pytest.fixture
-def sample(owner: Any) -> Session:
-    return session_import(document=scenario_document("spec_sample"), owner=owner)
-
-
 def _conditions(*pairs: tuple[str, dict]) -> list[dict[str, Any]]:
     return [{"label": label, **fields} for label, fields in pairs]
 

@@ -40,16 +40,6 @@ def _fast_fake(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def owner(db: Any) -> Any:
-    return UserFactory(username="rhea")
-
-
-@pytest.fixture
-def sample(owner: Any) -> Session:
-    return session_import(document=scenario_document("spec_sample"), owner=owner)
-
-
-@pytest.fixture
 def prompts_seen(llm: Any) -> list[dict[str, Any]]:
     """Every request the fake LLM server answered: its chat messages, as the server received them."""
     seen: list[dict[str, Any]] = []
