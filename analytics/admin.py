@@ -33,3 +33,6 @@ class RunAnalysisAdmin(_ReadOnly):
     list_filter = ("status", "source", "strategy_effectiveness")
     search_fields = ("run__id", "batch__id", "error")
     list_select_related = ("run",)
+
+
+from analytics.bench import admin as _bench_admin  # noqa: E402, F401  (schedules, suites, benchmark runs)

@@ -74,6 +74,23 @@ def mutual_loss(*, deal: bool, max_price: Decimal, least_prices: Iterable[Decima
     return not deal and feasible_floor(max_price=max_price, least_prices=least_prices) is not None
 
 
+# A run is a buyer *win* when it ends in a deal in which the buyer kept more than this share of the
+# ZOPA (buyer_surplus_share > WIN_SHARE_THRESHOLD), i.e. more than half of the surplus. The win rate
+# counts only runs where a deal was possible (some seller's least_price <= max_price): in a market
+# with no ZOPA walking away is right, and nobody can win or lose there. Defined once, here; the
+# leaderboard's column and its label read it.
+WIN_SHARE_THRESHOLD = 0.5
+
+
+def buyer_wins(*, deal: np.ndarray, buyer_share: np.ndarray, zopa: np.ndarray,
+               threshold: float = WIN_SHARE_THRESHOLD) -> np.ndarray:
+    """Per run: 1.0 for a deal with buyer_surplus_share > threshold, 0.0 otherwise, NaN when no deal was
+    possible (zopa < 0 or unknown). Arrays of equal length, NaN for NULL."""
+    possible = ~np.isnan(zopa) & (zopa >= 0)
+    won = (deal > 0) & (np.nan_to_num(buyer_share, nan=-1.0) > threshold)
+    return np.where(possible, won.astype(float), np.nan)
+
+
 def savings_vs_first_ask(*, price: Decimal | None, first_ask: Decimal | None) -> Decimal | None:
     """Per-unit saving against the chosen seller's first offer: first_ask − p (None without both)."""
     if price is None or first_ask is None:

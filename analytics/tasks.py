@@ -51,3 +51,29 @@ def galileo_scores_task() -> int:
     from analytics.tracing import galileo_scores_sweep
 
     return galileo_scores_sweep()
+
+
+@shared_task(bind=True, name="analytics.run_benchmark_schedule", queue=Queue.MAINTENANCE, acks_late=True,
+             soft_time_limit=300, time_limit=330)
+def run_benchmark_schedule_task(self: Task, schedule_id: int) -> str | None:
+    """What beat calls for a BenchmarkSchedule: launch its suite as ordinary batches.
+
+    Safe to redeliver: the benchmark run is keyed by this task's id (BenchmarkRun.trigger), so a
+    redelivered message returns the run it made instead of launching another.
+    """
+    from analytics.bench.services import benchmark_schedule_fire
+
+    run = benchmark_schedule_fire(schedule_id=schedule_id, trigger=self.request.id or "")
+    return None if run is None else str(run.pk)
+
+
+@shared_task(name="analytics.benchmark_finish_sweep", queue=Queue.MAINTENANCE, acks_late=True, soft_time_limit=240,
+             time_limit=270)
+def benchmark_finish_sweep_task() -> int:
+    """Finish benchmark runs whose batches have all ended, and check them for drift.
+
+    Safe to repeat: finishing is a conditional update of `finished_at`, so only one call wins.
+    """
+    from analytics.bench.services import benchmarks_finish_due
+
+    return benchmarks_finish_due()

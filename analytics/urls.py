@@ -3,6 +3,7 @@
 from django.urls import path
 
 from analytics import research_views, views
+from analytics.bench.views import leaderboard_page
 
 app_name = "analytics"
 urlpatterns = [
@@ -13,6 +14,7 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/live.json", views.batch_live, name="batch-live"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("compare/", views.compare, name="compare"),
+    path("leaderboard/", leaderboard_page, name="leaderboard"),
     path("sessions/", views.session_list, name="sessions"),
     path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
     path("experiments/", research_views.experiments, name="experiments"),

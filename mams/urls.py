@@ -8,6 +8,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from analytics.bench.api import LeaderboardApi, LeaderboardSlashApi
+
 admin.site.site_header = "MAMS — Multi-Agent Marketplace Simulator"
 admin.site.site_title = "MAMS admin"
 
@@ -16,6 +18,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
+    path("api/leaderboard", LeaderboardApi.as_view(), name="leaderboard"),
+    path("api/leaderboard/", LeaderboardSlashApi.as_view(), name="leaderboard-slash"),
     path("api/", include("negotiation.urls")),
     path("env/", include("negotiation.api.environment")),  # the environment API for external agents
     path("analytics/", include("analytics.urls")),

@@ -178,9 +178,10 @@ class EventInline(admin.TabularInline):
 
 @admin.register(NegotiationRun)
 class NegotiationRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "item_name", "status", "current_round", "seed", "batch", "started_at", "ended_at")
+    list_display = ("id", "item_name", "status", "current_round", "seed", "buyer_fingerprint", "seller_fingerprint",
+                    "code_version", "batch", "started_at", "ended_at")
     list_filter = ("status", "mode")
-    search_fields = ("id", "item_name")
+    search_fields = ("id", "item_name", "buyer_fingerprint", "seller_fingerprint", "code_version")
     inlines = [MessageInline, EventInline]
 
 

@@ -63,6 +63,11 @@ class RunSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=NegotiationRun.Mode.choices)
     status = serializers.ChoiceField(choices=NegotiationRun.Status.choices)
     seed = serializers.IntegerField()
+    buyer_fingerprint = serializers.CharField(help_text="12-hex hash of the buyer agent's configuration (strategy, "
+                                                        "profile, model, temperature, prompt format and version, "
+                                                        "fallback): runs compare only with like runs.")
+    seller_fingerprint = serializers.CharField(help_text="The same hash of the sellers' agent configuration.")
+    code_version = serializers.CharField(help_text="The commit that produced the run.")
     max_rounds = serializers.IntegerField()
     current_round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
     agents = serializers.JSONField()

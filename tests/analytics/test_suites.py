@@ -115,3 +115,71 @@ def test_manifest_must_match_its_directory(tmp_path: Path):
     (root / "core-v1").rename(root / "core-v3")
     with pytest.raises(SuiteError, match="says core-v1 but lives in core-v3"):
         load_suite("core-v3", root=root)
+
+
+# --- into the database: idempotent, and never two contents under one version ----------------------
+
+@pytest.mark.django_db
+def test_a_suite_loads_once_and_again_is_a_no_op():
+    from analytics.bench.models import Suite, SuiteScenario
+    from analytics.bench.services import suite_load
+    from negotiation.models import Session
+
+    # given nothing loaded, when core is loaded twice
+    first, created = suite_load(ref="core")
+    sessions = Session.objects.count()
+    again, created_again = suite_load(ref="core-v1")
+    # then one suite with its eight scenarios exists, made once, each an ownerless session
+    assert created and not created_again and again.pk == first.pk
+    assert Suite.objects.count() == 1 and Session.objects.count() == sessions
+    scenarios = SuiteScenario.objects.filter(suite=first).select_related("session")
+    assert {s.slug for s in scenarios} >= REQUIRED
+    assert all(s.session.owner_id is None for s in scenarios)
+    several = scenarios.get(slug="several-items")
+    assert sorted(several.items) == sorted(several.session.demands.values_list("item_name", flat=True))
+    assert first.content_hash == load_suite("core-v1").content_hash
+
+
+@pytest.mark.django_db
+def test_the_same_version_with_other_content_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analytics.bench.models import Suite
+    from analytics.bench.services import suite_load
+
+    # given core-v1 loaded from a copy of the files
+    root = _copy_core(tmp_path)
+    monkeypatch.setattr("analytics.suites.SUITES_DIR", root)
+    suite_load(ref="core-v1")
+    # when a scenario file is edited without bumping the version
+    path = root / "core-v1" / "one_seller_easy.json"
+    doc = json.loads(path.read_text())
+    doc["sellers"][0]["inventory"][0]["least_price"] = "30.00"
+    path.write_text(json.dumps(doc))
+    # then loading it again is refused, telling the user to bump the version, and nothing changes
+    with pytest.raises(SuiteError, match=r"already loaded with different content.*core-v2.*\"version\": 2"):
+        suite_load(ref="core-v1")
+    assert Suite.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_suite_sessions_are_usable_by_every_user_without_leaking(db: Any):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tests.analytics.bench_helpers import BOULWARE, launch
+    from tests.factories import UserFactory
+
+    # given alice's benchmark run on the shared suite sessions
+    alice, bob = UserFactory(username="alice5"), UserFactory(username="bob5")
+    run = launch(buyers=[BOULWARE], owner=alice)
+    batch = run.entries.first().batch
+
+    def client(user: Any) -> APIClient:
+        c = APIClient()
+        c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        return c
+
+    # then alice reads her batch, bob does not, and neither sees the suite's sessions in their list
+    assert client(alice).get(f"/api/batches/{batch.pk}").status_code == 200
+    assert client(bob).get(f"/api/batches/{batch.pk}").status_code == 404
+    assert client(alice).get("/api/sessions").json()["count"] == 0
+    assert client(bob).get(f"/api/sessions/{batch.session_id}").status_code == 404

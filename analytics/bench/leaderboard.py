@@ -1,0 +1,217 @@
+"""The leaderboard: one row per buyer configuration on a suite version, per pinned opponent.
+
+A row is every completed benchmark run of that buyer fingerprint against that seller fingerprint
+on that suite version (all benchmark runs, all nights), with five metrics, each a mean with a
+seeded bootstrap 95% CI and its n (analytics/metrics.py::bootstrap_many, the dashboards' own):
+
+- buyer surplus share, on deals (analytics/metrics.py::buyer_surplus_share);
+- deal rate, over all runs;
+- win rate: deals with buyer share > metrics.WIN_SHARE_THRESHOLD, over runs where a deal was possible;
+- mutual loss: no deal although some seller's floor was within the budget (metrics.mutual_loss);
+- rounds, over all runs.
+
+Results against different opponents are not comparable, so they are never mixed: each opponent
+fingerprint gets its own table. Baseline buyers (Boulware, Linear, Conceder) are reference rows.
+
+Who sees what: benchmark runs without an owner (scheduled, or launched from the command line)
+are shared with every signed-in user; a user's own benchmark runs are theirs; staff see all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max, Q, QuerySet
+
+from analytics import metrics
+from analytics.bench.models import BenchmarkBatch, BenchmarkRun, DriftFlag, Suite
+from analytics.models import RunMetrics
+from analytics.selectors import metric_columns
+from analytics.suites import SuiteError, load_suite
+from negotiation.agents.fingerprint import FINGERPRINT_FIELDS
+from negotiation.models import NegotiationRun
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    fmt: str  # as analytics_tags.fmt: "pct" or "num"
+    higher_is_better: bool
+
+
+COLUMNS = [
+    Column("buyer_share", "Buyer surplus share", "pct", True),
+    Column("deal_rate", "Deal rate", "pct", True),
+    Column("win_rate", f"Win rate (share > {metrics.WIN_SHARE_THRESHOLD:.0%})", "pct", True),
+    Column("mutual_loss", "Mutual loss", "pct", False),
+    Column("rounds", "Rounds", "num", False),
+]
+COLUMN_KEYS = {c.key: c for c in COLUMNS}
+SORTS = [*COLUMN_KEYS, "runs", "label"]
+DEFAULT_SORT = "-buyer_share"
+_SOURCE = ["deal", "buyer_share", "mutual_loss", "rounds", "zopa"]
+_LABELS = ("run__buyer_fingerprint", "run__seller_fingerprint")
+COMPARABLE_NOTE = ("Results are comparable only against the same opponents (the same seller fingerprint: strategy, "
+                   "profile, model, temperature and prompt version) on the same suite version; each opponent has its "
+                   "own table.")
+
+
+class LeaderboardError(ValueError):
+    """A bad leaderboard request (unknown suite or sort); `field` names the parameter."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def per_run_columns(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The five leaderboard columns, one value per run (NaN where a metric is undefined for the run)."""
+    deal = arrays["deal"]
+    return {
+        "buyer_share": np.where(deal > 0, arrays["buyer_share"], np.nan),
+        "deal_rate": deal,
+        "win_rate": metrics.buyer_wins(deal=deal, buyer_share=arrays["buyer_share"], zopa=arrays["zopa"]),
+        "mutual_loss": arrays["mutual_loss"],
+        "rounds": arrays["rounds"],
+    }
+
+
+def estimates(qs: QuerySet, *, seed: int = 0) -> dict[str, metrics.Estimate]:
+    """Mean, bootstrap 95% CI and n of each leaderboard column over the RunMetrics in `qs`."""
+    cols = per_run_columns(metric_columns(qs, _SOURCE))
+    return metrics.bootstrap_many(cols, seed=seed, n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
+
+
+def visible_benchmarks(user: Any) -> QuerySet:
+    """Shared benchmark runs and the user's own; staff, and the command line (user=None), see all."""
+    qs = BenchmarkRun.objects.all()
+    if user is None or getattr(user, "is_staff", False):
+        return qs
+    return qs.filter(Q(owner__isnull=True) | Q(owner_id=getattr(user, "pk", None)))
+
+
+def suite_resolve(ref: str | None) -> Suite | None:
+    """The loaded suite `ref` names ("core-v1", or "core" for its latest loaded version).
+
+    None when the suite exists as files but was never loaded (no results yet); LeaderboardError
+    when nobody knows it.
+    """
+    ref = (ref or "core").strip()
+    name, _, version = ref.rpartition("-v")
+    if name and version.isdigit():
+        found = Suite.objects.filter(name=name, version=int(version)).first()
+    else:
+        found = Suite.objects.filter(name=ref).order_by("-version").first()
+    if found is not None:
+        return found
+    try:
+        load_suite(ref)
+    except SuiteError as exc:
+        loaded = ", ".join(s.label for s in Suite.objects.order_by("name", "version"))
+        raise LeaderboardError(f"{exc}{' Loaded: ' + loaded + '.' if loaded else ''}", field="suite") from None
+    return None
+
+
+def _sort_key(sort: str) -> tuple[str, bool]:
+    sort = (sort or DEFAULT_SORT).strip()
+    key, desc = sort.removeprefix("-"), sort.startswith("-")
+    if key not in SORTS:
+        raise LeaderboardError(f"unknown sort '{sort}'; use one of {', '.join(SORTS)}, with '-' for descending "
+                               f"(e.g. {DEFAULT_SORT}).", field="sort")
+    return key, desc
+
+
+def agent_label(agent: dict[str, Any]) -> str:
+    """How a configuration is written on the command line: baseline:boulware, local:gemma-3-270m@0.7."""
+    if agent.get("strategy", "llm") != "llm":
+        return f"baseline:{agent['strategy']}"
+    temp = agent.get("temperature")
+    return f"{agent.get('profile')}:{agent.get('model')}" + (f"@{temp:g}" if temp is not None else "")
+
+
+def _parts(agent: dict[str, Any]) -> dict[str, Any]:
+    return {k: agent.get(k) for k in FINGERPRINT_FIELDS}
+
+
+def leaderboard(*, user: Any, suite: str | None = None, sort: str = DEFAULT_SORT, opponent: str = "") -> dict[str, Any]:
+    """The leaderboard of a suite version as plain data (the page, the API and the command share it)."""
+    key, desc = _sort_key(sort)
+    found = suite_resolve(suite)
+    out: dict[str, Any] = {"suite": found.label if found else (suite or "core"), "content_hash": "",
+                           "suites": [s.label for s in Suite.objects.order_by("name", "-version")],
+                           "sort": f"{'-' if desc else ''}{key}", "opponent": opponent or "",
+                           "win_threshold": metrics.WIN_SHARE_THRESHOLD, "note": COMPARABLE_NOTE,
+                           "opponents": [], "tables": []}
+    if found is None:
+        return out
+    out["content_hash"] = found.content_hash
+    benchmarks = visible_benchmarks(user).filter(suite=found)
+    entries = BenchmarkBatch.objects.filter(benchmark__in=benchmarks)
+    mq = RunMetrics.objects.filter(batch__benchmark_entry__in=entries)
+    groups = list(mq.values(*_LABELS).annotate(n=Count("run_id")).order_by(*_LABELS))
+    opponents = sorted({g["run__seller_fingerprint"] for g in groups})
+    out["opponents"] = [_opponent(benchmarks, fp) for fp in opponents]
+    if opponent:
+        groups = [g for g in groups if g["run__seller_fingerprint"] == opponent]
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for g in groups:
+        buyer_fp, seller_fp = g["run__buyer_fingerprint"], g["run__seller_fingerprint"]
+        row_mq = mq.filter(run__buyer_fingerprint=buyer_fp, run__seller_fingerprint=seller_fp)
+        tables.setdefault(seller_fp, []).append(_row(benchmarks, row_mq, buyer_fp, seller_fp))
+    for seller_fp, rows in tables.items():
+        rows = _sorted(rows, key, desc)
+        for rank, row in enumerate(rows, 1):
+            row["rank"] = rank
+        out["tables"].append({"opponent": _opponent(benchmarks, seller_fp), "rows": rows})
+    return out
+
+
+def _sorted(rows: list[dict[str, Any]], key: str, desc: bool) -> list[dict[str, Any]]:
+    """Rows by one column; rows without a value (no deals yet) always last."""
+    def value(r: dict[str, Any]) -> Any:
+        return r["label"].lower() if key == "label" else r["runs"] if key == "runs" else r["metrics"][key]["mean"]
+
+    present = sorted((r for r in rows if value(r) is not None), key=lambda r: (value(r), r["label"]), reverse=desc)
+    return present + sorted((r for r in rows if value(r) is None), key=lambda r: r["label"])
+
+
+def _opponent(benchmarks: QuerySet, seller_fp: str) -> dict[str, Any]:
+    latest = benchmarks.filter(seller_fingerprint=seller_fp).order_by("-created_at").first()
+    agent = latest.opponents if latest else {}
+    agg = benchmarks.filter(seller_fingerprint=seller_fp).aggregate(n=Count("id"), last=Max("created_at"))
+    return {"fingerprint": seller_fp, "label": agent_label(agent) if agent else seller_fp, **_parts(agent),
+            "benchmark_runs": agg["n"], "last_run_at": agg["last"]}
+
+
+def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str) -> dict[str, Any]:
+    mine = benchmarks.filter(seller_fingerprint=seller_fp, entries__buyer_fingerprint=buyer_fp).distinct()
+    latest = mine.order_by("-created_at").first()
+    agent = next((b for b in (latest.buyers if latest else []) if _fp(b) == buyer_fp), {})
+    est = estimates(mq)
+    runs = NegotiationRun.objects.filter(metrics__in=mq)
+    code_versions = sorted(set(runs.values_list("code_version", flat=True)))
+    last_done = mine.filter(finished_at__isnull=False).order_by("-created_at").first()
+    drift = [] if last_done is None else list(DriftFlag.objects.filter(
+        benchmark=last_done, buyer_fingerprint=buyer_fp).order_by("metric"))
+    return {
+        "buyer_fingerprint": buyer_fp, "seller_fingerprint": seller_fp,
+        "label": agent_label(agent) if agent else buyer_fp, "baseline": agent.get("strategy", "llm") != "llm",
+        "buyer": _parts(agent), "runs": int(mq.count()), "benchmark_runs": mine.count(),
+        "last_run_at": latest.created_at if latest else None, "code_versions": code_versions,
+        "metrics": {c.key: {"mean": est[c.key].mean, "low": est[c.key].low, "high": est[c.key].high,
+                            "n": est[c.key].n} for c in COLUMNS},
+        "drift": [{"metric": f.metric, "label": COLUMN_KEYS[f.metric].label, "mean": f.mean, "low": f.low,
+                   "high": f.high, "n": f.n, "previous_mean": f.previous_mean, "previous_low": f.previous_low,
+                   "previous_high": f.previous_high, "previous_n": f.previous_n, "benchmark": str(f.benchmark_id),
+                   "previous": str(f.previous_id), "created_at": f.created_at} for f in drift],
+    }
+
+
+def _fp(agent: dict[str, Any]) -> str:
+    from negotiation.agents.fingerprint import agent_fingerprint
+
+    return agent_fingerprint(agent)
