@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -141,6 +142,7 @@ def _check_active_sequences(owner: Any) -> None:
     cap = settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER
     if owner is None or cap <= 0:
         return
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()  # two requests cannot both pass
     running = ReflectSequence.objects.filter(owner=owner, status=ReflectSequence.Status.RUNNING).count()
     if running >= cap:
         raise LimitExceeded(f"You already have {running} sequences running (the limit is {cap}, "
@@ -334,18 +336,24 @@ def sequence_step_reflect(*, run_id: Any, give_up: bool = False) -> None:
 
 
 def sequences_sweep(*, stale_after: timedelta) -> int:
-    """Backstop: re-queue the reflection of runs that ended more than `stale_after` ago and were never
-    reflected on (the enqueue after commit was lost: Redis down at that moment, a killed process).
-    Safe to repeat: a reflection is idempotent."""
+    """Backstop for what an enqueue after commit can lose (Redis down at that moment, a killed process):
+    the reflection of a run that ended more than `stale_after` ago and was never reflected on, and the
+    first round of a sequence's run still queued, never started, after `stale_after`. The batch
+    sweeper does not see these runs (they have no batch). Safe to repeat: a reflection is idempotent,
+    and a round task for a run that has started does nothing twice."""
     cutoff = timezone.now() - stale_after
-    lost = list(SequenceStep.objects.filter(
-        reflected_at=None, sequence__status=ReflectSequence.Status.RUNNING, run__status__in=NegotiationRun.TERMINAL,
-        run__ended_at__lt=cutoff).values_list("run_id", flat=True)[:500])
+    steps = SequenceStep.objects.filter(reflected_at=None, sequence__status=ReflectSequence.Status.RUNNING)
+    lost = list(steps.filter(run__status__in=NegotiationRun.TERMINAL, run__ended_at__lt=cutoff)
+                .values_list("run_id", flat=True)[:500])
+    unstarted = list(steps.filter(run__status=NegotiationRun.Status.QUEUED, run__heartbeat_at=None,
+                                  run__created_at__lt=cutoff).values_list("run_id", flat=True)[:500])
     for run_id in lost:
         enqueue_reflect(run_id)
-    if lost:
-        log.warning("re-queued the reflection of %d sequence run(s)", len(lost))
-    return len(lost)
+    for run_id in unstarted:
+        enqueue_round(run_id, 1)
+    if lost or unstarted:
+        log.warning("sequences: re-queued %d reflection(s) and %d first round(s)", len(lost), len(unstarted))
+    return len(lost) + len(unstarted)
 
 
 def _step_failed(step: SequenceStep, reason: str) -> None:

@@ -215,10 +215,16 @@ def test_the_sweeper_requeues_a_reflection_that_was_never_queued(sample: Session
     from negotiation.services import reflect
 
     queued: list[str] = []
+    rounds: list[str] = []
     monkeypatch.setattr(reflect, "enqueue_reflect", lambda run_id: queued.append(str(run_id)))
-    # given a sequence whose first run ended but whose reflection was never queued
+    monkeypatch.setattr(reflect, "enqueue_round", lambda run_id, round_no: rounds.append(f"{run_id}:{round_no}"))
     seq = _sequence(sample, owner, mode="none", length=2, agents={**LLM, "analyst": {"strategy": "linear"}})
-    run = play_through(_step(seq, 0).run_id)
+    # given a sequence whose first run never started (its round task was lost), the sweeper starts it
+    first = _step(seq, 0).run_id
+    NegotiationRun.objects.filter(pk=first).update(created_at=timezone.now() - timedelta(minutes=11))
+    assert reflect.sequences_sweep(stale_after=timedelta(minutes=10)) == 1 and rounds == [f"{first}:1"]
+    # given the run ended but its reflection was never queued
+    run = play_through(first)
     # then a sweep leaves it while it is recent, and re-queues it once it is stale
     assert reflect.sequences_sweep(stale_after=timedelta(minutes=10)) == 0
     NegotiationRun.objects.filter(pk=run.pk).update(ended_at=timezone.now() - timedelta(minutes=11))
