@@ -16,13 +16,13 @@ an observation, a reward and a done flag.
   as analytics defines and stores it (RunMetrics.buyer_share: (max_price - p) / (max_price -
   least_price of the chosen seller)), and 0 on no deal. After an episode, the share and the price
   together tell the agent the chosen seller's floor: that is the nature of a post-episode reward.
-- A suite scenario is played in one shared session owned by nobody (so no user can read its
-  private configuration through the sessions API), imported once per suite content hash.
+- A suite scenario is played in the session the suite's benchmarks use (loaded once by
+  analytics/bench/services.py::suite_load), which belongs to nobody: no user can read its private
+  configuration through the sessions API.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -40,7 +40,6 @@ from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outco
 from negotiation.selectors import run_context, run_get, session_get
 from negotiation.services.errors import ConflictError
 from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start, round_waiting
-from negotiation.services.sessions import session_import
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +152,20 @@ def env_tasks(*, user: Any, suite: str | None = None, source: str | None = None)
 
 
 def _suite_session(suite: SuiteFile, scenario: ScenarioFile) -> Session:
-    """The shared session of one suite scenario at one content hash, imported on first use.
+    """The session of a suite scenario, the same one the suite's benchmark batches use.
 
-    It belongs to nobody, so its private configuration is readable by staff only. Two first resets
-    racing each other serialize on an advisory lock, so the scenario is imported once.
+    The suite is loaded into the database on first use (analytics/bench/services.py::suite_load,
+    idempotent); its sessions belong to nobody, so their private configuration is readable by staff
+    only. A version whose files changed since it was loaded is refused with the loader's message.
     """
-    name = f"{suite.label}/{scenario.slug}"
-    marker = f"[suite content {suite.content_hash[:16]}]"
-    key = int.from_bytes(hashlib.sha256(f"mams-env:{name}:{marker}".encode()).digest()[:8], "big", signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
-    found = Session.objects.filter(owner=None, name=name, description__endswith=marker).order_by("created_at").first()
-    if found is not None:
-        return found
-    document = {**scenario.document, "name": name, "description": f"{scenario.title} {marker}"}
-    return session_import(document=document, owner=None)
+    from analytics.bench.models import SuiteScenario
+    from analytics.bench.services import suite_load
+
+    try:
+        loaded, _ = suite_load(ref=suite.label)
+    except SuiteError as exc:
+        raise _task_error(str(exc)) from exc
+    return SuiteScenario.objects.select_related("session").get(suite=loaded, slug=scenario.slug).session
 
 
 def _task_error(message: str) -> ValidationError:

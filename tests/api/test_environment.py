@@ -20,6 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
+from analytics.bench.models import Suite, SuiteScenario
 from analytics.models import RunMetrics
 from analytics.suites import load_suite
 from negotiation.models import Message, NegotiationRun, Outcome, RunEvent, Session
@@ -174,7 +175,7 @@ def test_a_reset_with_bad_agents_imports_no_suite_session(api: Any) -> None:
     # the suite scenario's session would be imported first; the refusal rolls it back too
     r = _reset(api, THREE, agents={"seller": {"profile": "nope"}})
     assert r.status_code == 400
-    assert not Session.objects.exists() and not NegotiationRun.objects.exists()
+    assert not Session.objects.exists() and not NegotiationRun.objects.exists() and not Suite.objects.exists()
 
 
 def test_malformed_json_and_another_users_session_are_refused(api: Any, other_api: Any, anon: Any,
@@ -190,10 +191,12 @@ def test_malformed_json_and_another_users_session_are_refused(api: Any, other_ap
 def test_a_suite_scenario_is_imported_once_and_nobody_can_read_it(api: Any, other_api: Any) -> None:
     a = _reset(api, THREE).json()
     b = _reset(other_api, "core-v1/three-sellers/wireless mouse").json()
-    # both episodes play the one shared session of that scenario, owned by nobody
+    # both episodes play the session the suite's benchmarks use (the suite loaded once), owned by nobody
     runs = NegotiationRun.objects.filter(pk__in=[a["episode_id"], b["episode_id"]])
-    assert {r.session_id for r in runs} == {Session.objects.get(name="core-v1/three-sellers").pk}
-    session = Session.objects.get(name="core-v1/three-sellers")
+    suite = Suite.objects.get(name="core", version=1)
+    session = SuiteScenario.objects.get(suite=suite, slug="three-sellers").session
+    assert {r.session_id for r in runs} == {session.pk}
+    assert Session.objects.filter(name="core-v1/three-sellers").count() == 1
     assert session.owner is None and session.sellers.count() == 3
     assert b["observation"]["task"] == THREE  # the canonical spelling
     assert api.get(f"/api/sessions/{session.pk}").status_code == 404
@@ -203,6 +206,14 @@ def test_a_suite_scenario_is_imported_once_and_nobody_can_read_it(api: Any, othe
     assert run.scenario["task"] == {"id": THREE, "source": "suite", "suite": "core-v1", "scenario": "three-sellers",
                                     "content_hash": load_suite("core-v1").content_hash}
     assert run.agents["buyer"]["strategy"] == "external" and run.seller_fingerprint and run.code_version
+
+
+def test_a_suite_whose_files_changed_since_it_was_loaded_is_refused(api: Any) -> None:
+    assert _reset(api, THREE).status_code == 201
+    Suite.objects.filter(name="core", version=1).update(content_hash="0" * 64)  # as if the files were edited
+    r = _reset(api, THREE)
+    assert r.status_code == 400 and "already loaded with different content" in r.json()["errors"]["task"][0]
+    assert NegotiationRun.objects.count() == 1
 
 
 def test_the_agent_name_sets_the_buyer_fingerprint(api: Any) -> None:
