@@ -8,8 +8,18 @@ from mams.celery import app
 from mams.queues import Queue
 
 
-def enqueue_round(run_id: UUID | str, round_no: int) -> None:
-    app.send_task("negotiation.round", args=[str(run_id), round_no], queue=Queue.ROUNDS)
+def enqueue_round(run_id: UUID | str, round_no: int, *, requeued: str | None = None) -> None:
+    kwargs = {"requeued": requeued} if requeued else {}
+    app.send_task("negotiation.round", args=[str(run_id), round_no], kwargs=kwargs, queue=Queue.ROUNDS)
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting in a broker queue, not counting those workers have already taken."""
+    with app.connection_for_write() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except conn.channel_errors:
+            return 0  # the broker has no such queue: Redis drops a list once it is empty
 
 
 def enqueue_seller_turn(run_id: UUID | str, round_no: int, seller_id: str) -> None:

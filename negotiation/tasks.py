@@ -1,8 +1,11 @@
 """Celery entry points: thin, by id, each stating why a redelivery is safe.
 
 Retries: transient LLM errors (429, 5xx, timeouts, connection errors) retry with exponential
-backoff and jitter, waiting at least the provider's Retry-After. When retries run out, or on any
-error no retry will fix, the run ends `failed` with a readable reason instead of hanging.
+backoff and jitter, waiting at least the provider's Retry-After, MAMS_LLM_MAX_RETRIES times. Postgres
+and Redis errors (a restart, a failover) have a budget of their own, MAMS_INFRA_MAX_RETRIES with a
+backoff capped at a minute (about an hour in all), so a long database restart does not use up the
+LLM retries. When either budget runs out, or on any error no retry will fix, the run ends `failed`
+with a readable reason instead of hanging.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from negotiation.services import batches, play
 
 log = logging.getLogger(__name__)
 INFRA_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperationalError)
+INFRA_BACKOFF_CAP = 60
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:
@@ -31,24 +35,46 @@ def _backoff(retries: int, retry_after: float | None) -> float:
     return max(base, retry_after or 0)
 
 
-def _run_guarded(task: Task, fn: Any, **kwargs: Any) -> None:
+def infra_backoff(retries: int) -> float:
+    """Seconds before infrastructure retry `retries + 1`: 1, 2, 4 ... capped at 60, plus up to 25% jitter."""
+    return min(2 ** retries, INFRA_BACKOFF_CAP) * (1 + random.random() / 4)  # noqa: S311 - jitter, not crypto
+
+
+def infra_budget_minutes(retries: int) -> int:
+    return round(sum(min(2 ** n, INFRA_BACKOFF_CAP) for n in range(retries)) / 60)
+
+
+def _run_guarded(task: Task, fn: Any, infra_retries: int, **kwargs: Any) -> None:
     run_id = kwargs["run_id"]
+    # Celery counts a task's retries of both kinds; the infrastructure ones travel in the task's
+    # kwargs, so each kind is held to its own budget.
+    llm_retries = task.request.retries - infra_retries
     try:
         fn(**kwargs)
     except LLMTransientError as exc:
-        if task.request.retries >= settings.MAMS_LLM_MAX_RETRIES:
-            play.run_fail(run_id=run_id, reason=f"gave up after {task.request.retries} retries: {exc}")
+        if llm_retries >= settings.MAMS_LLM_MAX_RETRIES:
+            play.run_fail(run_id=run_id, reason=f"gave up after {llm_retries} retries: {exc}")
             return
-        raise task.retry(exc=exc, countdown=_backoff(task.request.retries, exc.retry_after)) from exc
+        raise task.retry(exc=exc, countdown=_backoff(llm_retries, exc.retry_after)) from exc
     except LLMError as exc:
         play.run_fail(run_id=run_id, reason=str(exc))
     except INFRA_ERRORS as exc:
         # Postgres or Redis (broker, limiter) went away: a restart, a failover. Every committed turn is
         # in Postgres, so wait and retry the whole turn. If even the retry cannot be queued (Redis
         # still down), the delivery is not acknowledged and comes back, or the sweeper re-queues
-        # the run once its heartbeat is stale. Never fail a run for an outage of our own services.
-        log.warning("run %s: %s; retrying the turn", run_id, exc.__class__.__name__)
-        raise task.retry(exc=exc, countdown=_backoff(min(task.request.retries, 4), None)) from exc
+        # the run once its heartbeat is stale. Only an outage longer than the whole budget fails
+        # the run; if Postgres itself is what stays down, even that cannot be written, and the
+        # sweeper picks the run up once it is back.
+        if infra_retries >= settings.MAMS_INFRA_MAX_RETRIES:
+            play.run_fail(run_id=run_id, reason=(
+                f"gave up after {infra_retries} retries over about {infra_budget_minutes(infra_retries)} min "
+                f"waiting for the database or Redis ({exc.__class__.__name__}: {str(exc).strip()[:300]}). "
+                "Check that Postgres and Redis are up; MAMS_INFRA_MAX_RETRIES sets how long a turn waits."))
+            return
+        log.warning("run %s: %s; retrying the turn (%d of %d)", run_id, exc.__class__.__name__, infra_retries + 1,
+                    settings.MAMS_INFRA_MAX_RETRIES)
+        raise task.retry(exc=exc, countdown=infra_backoff(infra_retries),
+                         kwargs={**(task.request.kwargs or {}), "infra_retries": infra_retries + 1}) from exc
     except Exception as exc:
         # A bug must not leave a run "running" forever: fail it with the reason, then re-raise for Sentry.
         log.exception("run %s: unexpected error", run_id)
@@ -58,18 +84,19 @@ def _run_guarded(task: Task, fn: Any, **kwargs: Any) -> None:
 
 @shared_task(bind=True, name="negotiation.round", queue=Queue.ROUNDS, acks_late=True, max_retries=None,
              soft_time_limit=600, time_limit=660)
-def round_task(self: Task, run_id: str, round_no: int) -> None:
+def round_task(self: Task, run_id: str, round_no: int, requeued: str | None = None, infra_retries: int = 0) -> None:
     """The buyer's turn of one round, then the fan-out. Safe to redeliver: the (run, round, buyer)
-    message is unique and the fan-out only enqueues sellers that have not answered."""
-    _run_guarded(self, play.round_play, run_id=run_id, round_no=round_no)
+    message is unique and the fan-out only enqueues sellers that have not answered. `requeued`: the
+    sweeper's token for a queued run it re-queued (only that delivery may start the run)."""
+    _run_guarded(self, play.round_play, infra_retries, run_id=run_id, round_no=round_no, requeued=requeued)
 
 
 @shared_task(bind=True, name="negotiation.seller_turn", queue=Queue.AGENTS, acks_late=True, max_retries=None,
              soft_time_limit=600, time_limit=660)
-def seller_turn_task(self: Task, run_id: str, round_no: int, seller_id: str) -> None:
+def seller_turn_task(self: Task, run_id: str, round_no: int, seller_id: str, infra_retries: int = 0) -> None:
     """One seller answers the buyer. Safe to redeliver: the (run, round, seller) message is unique
     and advancing the round is a conditional update that only one delivery wins."""
-    _run_guarded(self, play.seller_turn, run_id=run_id, round_no=round_no, seller_id=seller_id)
+    _run_guarded(self, play.seller_turn, infra_retries, run_id=run_id, round_no=round_no, seller_id=seller_id)
 
 
 @shared_task(name="negotiation.batch_start", queue=Queue.ROUNDS, acks_late=True, autoretry_for=INFRA_ERRORS,
@@ -82,8 +109,10 @@ def batch_start_task(batch_id: str) -> None:
 
 @shared_task(name="negotiation.sweep", queue=Queue.MAINTENANCE, acks_late=True)
 def sweep_task() -> int:
-    """Backstop: re-queue running runs with a stale heartbeat. Safe to repeat: round tasks are idempotent."""
-    return play.runs_sweep(stale_after=timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS))
+    """Backstop: re-queue running runs with a stale heartbeat, and queued runs whose first task was lost.
+    Safe to repeat: round tasks are idempotent, and a queued run's re-queue is conditional."""
+    stale = timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS)
+    return play.runs_sweep(stale_after=stale) + play.runs_sweep_queued(stale_after=stale)
 
 
 @shared_task(bind=True, name="negotiation.reflect", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,

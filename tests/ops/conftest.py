@@ -125,11 +125,15 @@ class PrivatePostgres:
     def start(self) -> None:
         self.pg(str(PGBIN / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                 "--locale=C.UTF-8", "--no-sync")
-        self.pg(str(PGBIN / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "postgres.log"), "-w",
-                "-t", "60", "start", "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off")
+        self.start_again()
         psql = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-qtAc"]
         subprocess.run([*psql, "create role mams login createdb"], check=True, capture_output=True)
         subprocess.run([*psql, f"create database {self.name} owner mams"], check=True, capture_output=True)
+
+    def start_again(self) -> None:
+        """Start the (initialised) cluster, as after an outage."""
+        self.pg(str(PGBIN / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "postgres.log"), "-w",
+                "-t", "60", "start", "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off")
 
     def restart(self) -> None:
         """What an operator's `pg_ctl restart -m fast` does: every connection is cut."""
@@ -210,8 +214,11 @@ def received_task_ids(worker: WorkerProcess) -> set[str]:
 
 
 def wait_with_sweeper(batch_id: Any, *, timeout: float, worker: WorkerProcess, stale: float = 8.0) -> int:
-    """Wait for a batch to finish, sweeping stale runs every 2 s as beat would; returns runs re-queued."""
+    """Wait for a batch to finish, sweeping stale runs every 2 s as beat's sweep task would (running runs
+    with a stale heartbeat, queued runs whose task was lost); returns runs re-queued."""
     from django.db import InterfaceError, OperationalError, connections
+    from kombu.exceptions import OperationalError as KombuOperationalError
+    from redis.exceptions import RedisError
 
     from negotiation.models import NegotiationRun
     from negotiation.services import play
@@ -226,8 +233,11 @@ def wait_with_sweeper(batch_id: Any, *, timeout: float, worker: WorkerProcess, s
             if not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists():
                 return requeued
             requeued += play.runs_sweep(stale_after=timedelta(seconds=stale))
+            requeued += play.runs_sweep_queued(stale_after=timedelta(seconds=stale))
         except (OperationalError, InterfaceError):
             connections.close_all()  # this process's connection died in a database restart too
+        except (KombuOperationalError, RedisError):
+            pass  # the broker is restarting: sweep again next time
         time.sleep(2)
 
 

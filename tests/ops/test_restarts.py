@@ -7,7 +7,9 @@ would), and the database blip restarts a throwaway Postgres cluster of its own.
 
 from __future__ import annotations
 
+import re
 import time
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -57,3 +59,31 @@ def test_a_database_restart_mid_batch_is_retried_and_the_batch_completes(
     wait_with_sweeper(batch.pk, timeout=180, worker=worker)
     assert_every_turn_exactly_once(batch)
     assert "retrying the turn" in worker.log.read_text(), "no turn met the restart; the test proved nothing"
+
+
+def test_a_long_database_outage_does_not_use_up_the_llm_retries(
+        private_postgres: Any, private_redis: Any, workers: list[WorkerProcess], llm: Any) -> None:
+    # given a worker whose turns may retry a provider error twice, and a batch of 6 runs in flight
+    llm.configure(latency=0.25)
+    worker = ops_worker("dblong", llm, {"MAMS_LLM_MAX_RETRIES": "2"})
+    workers.append(worker)
+    batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=6, agents=LLM, max_rounds=4)
+    wait_for(lambda: Message.objects.filter(run__batch=batch).count() >= 8, timeout=60, interval=0.05,
+             what="the batch to be well under way")
+    # when Postgres is down for 8 s (the turns it catches retry after 1, 2 and 4 s: three times) ...
+    private_postgres.stop()
+    time.sleep(8)
+    private_postgres.start_again()
+    # ... and then the provider answers 429 for 15 s (Retry-After: until it recovers, so one LLM retry does)
+    llm.configure(outage_for=15, outage_status=429)
+    # then every run completes with every turn exactly once
+    wait_with_sweeper(batch.pk, timeout=240, worker=worker)
+    assert_every_turn_exactly_once(batch)
+    # and some turn retried at least twice for the database before its LLM retry: with one shared
+    # budget of 2 that turn's run would have failed
+    retries: dict[str, list[str]] = defaultdict(list)
+    for task_id, error in re.findall(r"\[([0-9a-f-]{36})\] retry: Retry in [0-9.]+s: (\w+)", worker.log.read_text()):
+        retries[task_id].append(error)
+    both = [kinds for kinds in retries.values() if kinds.count("OperationalError") >= 2 and
+            "LLMTransientError" in kinds[kinds.index("OperationalError"):]]
+    assert both, f"no turn met both outages; the test proved nothing: {dict(retries)}"
