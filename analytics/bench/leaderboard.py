@@ -19,6 +19,7 @@ are shared with every signed-in user; a user's own benchmark runs are theirs; st
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,8 @@ SORTS = [*COLUMN_KEYS, "runs", "label"]
 DEFAULT_SORT = "-buyer_share"
 _SOURCE = ["deal", "buyer_share", "mutual_loss", "rounds", "zopa"]
 _LABELS = ("run__buyer_fingerprint", "run__seller_fingerprint")
+_REF_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
+_FP_RE = re.compile(r"^[0-9a-f]{12}$")
 COMPARABLE_NOTE = ("Results are comparable only against the same opponents (the same seller fingerprint: strategy, "
                    "profile, model, temperature and prompt version) on the same suite version; each opponent has its "
                    "own table.")
@@ -101,6 +104,9 @@ def suite_resolve(ref: str | None) -> Suite | None:
     when nobody knows it.
     """
     ref = (ref or "core").strip()
+    if not _REF_RE.match(ref):
+        raise LeaderboardError(f"unknown suite {ref[:80]!r}; a suite is named like core (its latest version) or "
+                               "core-v1.", field="suite")
     name, _, version = ref.rpartition("-v")
     if name and version.isdigit():
         found = Suite.objects.filter(name=name, version=int(version)).first()
@@ -140,6 +146,9 @@ def _parts(agent: dict[str, Any]) -> dict[str, Any]:
 def leaderboard(*, user: Any, suite: str | None = None, sort: str = DEFAULT_SORT, opponent: str = "") -> dict[str, Any]:
     """The leaderboard of a suite version as plain data (the page, the API and the command share it)."""
     key, desc = _sort_key(sort)
+    if opponent and not _FP_RE.match(opponent):
+        raise LeaderboardError("opponent must be a seller fingerprint: 12 hex characters, as listed in `opponents`.",
+                               field="opponent")
     found = suite_resolve(suite)
     out: dict[str, Any] = {"suite": found.label if found else (suite or "core"), "content_hash": "",
                            "suites": [s.label for s in Suite.objects.order_by("name", "-version")],

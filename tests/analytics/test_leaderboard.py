@@ -87,6 +87,11 @@ def test_the_api_filters_by_suite_version_and_refuses_bad_input(board: Any, ana:
     assert body.status_code == 400 and "unknown suite 'nope'" in body.json()["errors"]["suite"][0]
     body = api.get("/api/leaderboard", {"sort": "price"})
     assert body.status_code == 400 and "unknown sort 'price'" in body.json()["errors"]["sort"][0]
+    for bad in ("\x00", "core-v1\x00", "Core V1", "x" * 200):
+        body = api.get("/api/leaderboard", {"suite": bad})
+        assert body.status_code == 400 and "unknown suite" in body.json()["errors"]["suite"][0], bad
+    body = api.get("/api/leaderboard", {"opponent": "abc\x00"})
+    assert body.status_code == 400 and "12 hex characters" in body.json()["errors"]["opponent"][0]
     assert api.get("/api/leaderboard", {"win_threshold": "x"}).json()["win_threshold"] == WIN_SHARE_THRESHOLD
 
 
