@@ -22,8 +22,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 SUITES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
-MAX_SELLERS = 10  # the same cap as settings.MAMS_MAX_SELLERS, kept here so the loader needs no settings
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -127,8 +128,8 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
     if not isinstance(sellers, list) or not sellers:
         problems.append(f"{where}: sellers must list at least one seller")
         sellers = []
-    if len(sellers) > MAX_SELLERS:
-        problems.append(f"{where}: {len(sellers)} sellers; a session has at most {MAX_SELLERS}")
+    if len(sellers) > settings.MAMS_MAX_SELLERS:
+        problems.append(f"{where}: {len(sellers)} sellers; a session has at most {settings.MAMS_MAX_SELLERS}")
     handles: set[str] = set()
     stocked: set[str] = set()
     for i, s in enumerate(sellers):

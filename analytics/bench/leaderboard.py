@@ -32,7 +32,7 @@ from analytics.bench.models import BenchmarkBatch, BenchmarkRun, DriftFlag, Suit
 from analytics.models import RunMetrics
 from analytics.selectors import metric_columns
 from analytics.suites import SuiteError, load_suite
-from negotiation.agents.fingerprint import FINGERPRINT_FIELDS
+from negotiation.agents.fingerprint import FINGERPRINT_FIELDS, agent_fingerprint
 from negotiation.models import NegotiationRun
 
 
@@ -199,7 +199,7 @@ def _opponent(benchmarks: QuerySet, seller_fp: str) -> dict[str, Any]:
 def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str) -> dict[str, Any]:
     mine = benchmarks.filter(seller_fingerprint=seller_fp, entries__buyer_fingerprint=buyer_fp).distinct()
     latest = mine.order_by("-created_at").first()
-    agent = next((b for b in (latest.buyers if latest else []) if _fp(b) == buyer_fp), {})
+    agent = next((b for b in (latest.buyers if latest else []) if agent_fingerprint(b) == buyer_fp), {})
     est = estimates(mq)
     runs = NegotiationRun.objects.filter(metrics__in=mq)
     code_versions = sorted(set(runs.values_list("code_version", flat=True)))
@@ -219,8 +219,3 @@ def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str) -> d
                    "previous": str(f.previous_id), "created_at": f.created_at} for f in drift],
     }
 
-
-def _fp(agent: dict[str, Any]) -> str:
-    from negotiation.agents.fingerprint import agent_fingerprint
-
-    return agent_fingerprint(agent)
