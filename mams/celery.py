@@ -14,9 +14,12 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def _recycle_db_connections(**_kwargs: object) -> None:
+def _recycle_db_connections(task: object = None, **_kwargs: object) -> None:
     """What Django does around each request: drop this thread's connection if it is broken (after a
-    Postgres restart) or older than CONN_MAX_AGE, and keep it otherwise (CELERY_DB_REUSE_MAX)."""
+    Postgres restart) or older than CONN_MAX_AGE, and keep it otherwise (CELERY_DB_REUSE_MAX).
+    Not for a task applied in-process (`apply()`): that connection belongs to the caller."""
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()

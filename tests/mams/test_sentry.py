@@ -53,7 +53,7 @@ def test_an_exception_in_a_task_reaches_sentry_tagged_with_run_and_batch(
     batch = batch_create(session=sample, item_name="USB-C Cable", runs=1, agents=BASELINE, owner=user)
     run = NegotiationRun.objects.get(batch=batch)
 
-    def buggy_turn(*, run_id: Any, round_no: int) -> None:
+    def buggy_turn(*, run_id: Any, round_no: int, **_: Any) -> None:
         # built at run time, so the values are data in the frame, not text of this source file
         prompt = " ".join(["You are a strategic buyer.", "Maximum", "acceptable", "price:", "$9.00"])  # noqa: F841
         api_key = "-".join(["sk", "live", "secret"])  # noqa: F841
