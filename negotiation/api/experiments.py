@@ -69,7 +69,7 @@ def _validated(request: Request, serializer: type[serializers.Serializer]) -> tu
 
 # --- experiments ---------------------------------------------------------------------------------
 
-class ConditionSerializer(serializers.Serializer):
+class ExperimentConditionInputSerializer(serializers.Serializer):
     label = serializers.CharField(max_length=60, help_text="Unique in the experiment, e.g. control, temp-0.2.")
     agents = AgentsSerializer(required=False, help_text="Per role: strategy, profile, model, temperature, "
                                                         "prompt_variant.")
@@ -82,7 +82,7 @@ class ConditionSerializer(serializers.Serializer):
 
 
 class ExperimentOutputSerializer(serializers.Serializer):
-    class ConditionOut(serializers.Serializer):
+    class ExperimentConditionOut(serializers.Serializer):
         label = serializers.CharField()
         position = serializers.IntegerField(help_text="0 is the control.")
         agents = serializers.JSONField(help_text="The agents as given (each batch stores them resolved).")
@@ -103,35 +103,35 @@ class ExperimentOutputSerializer(serializers.Serializer):
     status = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     launched_at = serializers.DateTimeField(allow_null=True)
-    conditions = ConditionOut(many=True)
+    conditions = ExperimentConditionOut(many=True)
 
     def get_status(self, obj: Experiment) -> str:
         return experiment_state(obj)
 
 
-class EstimateSerializer(serializers.Serializer):
+class ConditionEstimateSerializer(serializers.Serializer):
     mean = serializers.FloatField(allow_null=True)
     low = serializers.FloatField(allow_null=True, help_text="95% bootstrap CI.")
     high = serializers.FloatField(allow_null=True)
     n = serializers.IntegerField()
 
 
-class DifferenceSerializer(EstimateSerializer):
+class PairedDifferenceSerializer(ConditionEstimateSerializer):
     mean_control = serializers.FloatField(allow_null=True)
     mean_condition = serializers.FloatField(allow_null=True)
     sentence = serializers.CharField()
 
 
-class ResultsSerializer(serializers.Serializer):
-    class ConditionResult(serializers.Serializer):
+class ExperimentResultsSerializer(serializers.Serializer):
+    class ExperimentConditionResult(serializers.Serializer):
         label = serializers.CharField()
         batch = serializers.UUIDField(allow_null=True)
         status = serializers.CharField(allow_null=True)
         progress = serializers.DictField(child=serializers.FloatField(), allow_null=True)
         fingerprints = serializers.DictField(child=serializers.CharField())
-        metrics = serializers.DictField(child=EstimateSerializer())
+        metrics = serializers.DictField(child=ConditionEstimateSerializer())
 
-    class Comparison(serializers.Serializer):
+    class ExperimentComparison(serializers.Serializer):
         label = serializers.CharField()
         against = serializers.CharField(help_text="The control's label.")
         pairs = serializers.IntegerField(help_text="Pairs of completed runs with the same item and seed.")
@@ -139,13 +139,13 @@ class ResultsSerializer(serializers.Serializer):
         differs = serializers.ListField(child=serializers.CharField(),
                                         help_text="What this condition changes: buyer or seller configuration "
                                                   "(by fingerprint), seller population.")
-        differences = serializers.DictField(child=DifferenceSerializer(),
+        differences = serializers.DictField(child=PairedDifferenceSerializer(),
                                             help_text="Per metric: condition − control over the pairs.")
 
     status = serializers.CharField()
     paired_by = serializers.CharField()
-    conditions = ConditionResult(many=True)
-    comparisons = Comparison(many=True)
+    conditions = ExperimentConditionResult(many=True)
+    comparisons = ExperimentComparison(many=True)
 
 
 def experiment_or_404(request: Request, experiment_id: Any) -> Experiment:
@@ -167,7 +167,7 @@ class ExperimentsApi(APIView):
         max_rounds = serializers.IntegerField(default=5, validators=[_rounds])
         base_seed = serializers.IntegerField(min_value=0, max_value=SEED_MAX, default=0,
                                              help_text="Run i of every condition gets seed base_seed + i.")
-        conditions = ConditionSerializer(many=True, min_length=2, max_length=MAX_CONDITIONS,
+        conditions = ExperimentConditionInputSerializer(many=True, min_length=2, max_length=MAX_CONDITIONS,
                                          help_text="The first is the control.")
 
     @extend_schema(tags=TAG, operation_id="experiments_list", parameters=PAGE_PARAMETERS,
@@ -193,20 +193,21 @@ class ExperimentApi(APIView):
 
 
 class ExperimentResultsApi(APIView):
-    @extend_schema(tags=TAG, operation_id="experiments_results", responses={200: ResultsSerializer,
+    @extend_schema(tags=TAG, operation_id="experiments_results", responses={200: ExperimentResultsSerializer,
                                                                              **errors(401, 404)},
                    description="Each condition's metrics with seeded bootstrap 95% CIs (as on its batch page), "
                                "and each condition's paired differences against the control: runs with the same "
                                "item and seed are pairs, as on the compare page.")
     def get(self, request: Request, experiment_id: Any) -> Response:
         experiment = experiment_or_404(request, experiment_id)
-        return Response(ResultsSerializer(experiment_results_json(experiment_results(experiment=experiment))).data)
+        results = experiment_results_json(experiment_results(experiment=experiment))
+        return Response(ExperimentResultsSerializer(results).data)
 
 
 # --- reflect sequences ---------------------------------------------------------------------------
 
 class SequenceOutputSerializer(serializers.Serializer):
-    class Step(serializers.Serializer):
+    class SequenceStepOut(serializers.Serializer):
         index = serializers.IntegerField()
         run = serializers.UUIDField(source="run.pk")
         seed = serializers.IntegerField()
@@ -242,7 +243,7 @@ class SequenceOutputSerializer(serializers.Serializer):
     runs_done = serializers.IntegerField(source="summary.done")
     coach_calls = serializers.IntegerField(source="summary.coach_calls")
     coach_fallbacks = serializers.IntegerField(source="summary.coach_fallbacks")
-    steps = Step(many=True, source="summary.steps")
+    steps = SequenceStepOut(many=True, source="summary.steps")
 
     def to_representation(self, instance: ReflectSequence) -> dict[str, Any]:
         instance.summary = sequence_summary(sequence=instance)
