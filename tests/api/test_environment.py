@@ -412,6 +412,21 @@ def test_the_runs_api_shows_an_episode_as_the_buyer_sees_it(api: Any, planted: S
     assert not any("reasoning" in m for m in messages.json()["messages"])
 
 
+def test_an_episode_has_its_owners_run_page(client: Any, user: Any, other: Any, planted: Session, api: Any,
+                                            sellers_answer: Any) -> None:
+    eid = _reset(api, f"session/{planted.pk}/Brass Widget").json()["episode_id"]
+    _step(api, eid, type="message", text="Offers?")
+    sellers_answer(eid)
+    _step(api, eid, type="walk_away")
+    user.refresh_from_db()  # the factory's password is not saved; a login must match the stored one
+    other.refresh_from_db()
+    client.force_login(user)
+    page = client.get(f"/analytics/runs/{eid}/")
+    assert page.status_code == 200 and "@Beta" in page.content.decode()
+    client.force_login(other)
+    assert client.get(f"/analytics/runs/{eid}/").status_code == 404
+
+
 # --- the whole thing over HTTP -------------------------------------------------------------------
 
 @pytest.mark.worker
