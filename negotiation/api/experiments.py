@@ -278,7 +278,7 @@ class SequencesApi(APIView):
                                        help_text="Who gets a coach's note after each run: none, buyer, seller "
                                                  "(each seller its own), both.")
         length = serializers.IntegerField(min_value=1, max_value=MAX_LENGTH, help_text="Runs, one after another.")
-        agents = AgentsSerializer(required=False, help_text="The analyst profile is the coach (a chat model).")
+        agents = AgentsSerializer(required=False, help_text="The analyst profile is the coach (chat or base model).")
         temperature = serializers.FloatField(min_value=0, max_value=2, default=0.7)
         max_rounds = serializers.IntegerField(default=5, validators=[_rounds])
         base_seed = serializers.IntegerField(min_value=0, max_value=SEED_MAX - MAX_LENGTH, default=0)

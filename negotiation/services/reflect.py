@@ -1,12 +1,17 @@
 """Reflect sequences: N runs one after another, a coach's note after each, for the sides that reflect.
 
 NegotiationGym's idea, done so that every result can be traced. After each run of a sequence a
-coach (the sequence's analyst profile: a chat model, through the gateway, under the global rate
-limiter, on the analysis queue) reads one agent's side of that run and the agent's own utility
+coach (the sequence's analyst profile, through the gateway, under the global rate limiter, on the
+analysis queue) reads one agent's side of that run and the agent's own utility
 (negotiation/engine/utility.py), and writes ONE short strategy note. The note is appended to that
 agent's prompt for the next run (the most recent NOTES_KEPT are kept). Information asymmetry holds
 for the coach too: the buyer's coach reads the buyer's view, and each seller's coach reads only that
 seller's own thread and configuration, and its note goes only into that seller's prompt.
+
+The coach speaks both prompt formats, built from one `CoachCase` so the two cannot differ in what
+they reveal: a chat model gets instructions, and a base model such as the local Gemma 3 270M gets
+two worked examples and then the case, ending where the note's JSON begins (DESIGN, "Facts
+measured": instructions make it echo, examples make it write a plausible JSON line).
 
 Every prompt a run plays with is stored as a `PromptVersion` whose id the run records, so the agent
 fingerprint changes whenever notes change, and any run can be replayed. A coach answer that is not
@@ -18,6 +23,7 @@ run is unique per (sequence, index), so a redelivered task writes nothing twice.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -47,6 +53,10 @@ log = logging.getLogger(__name__)
 Mode = ReflectSequence.Mode
 MAX_LENGTH = 100
 COACH_MAX_TOKENS = 200
+COACH_COMPLETION_MAX_TOKENS = 90  # a 300-character note is about 75 tokens
+# A base model's context is small (the local server's is 2,048 tokens) and it copies what it reads
+# last, so its case holds only the end of the transcript, each line cut short.
+COMPLETION_LINES, COMPLETION_REPAIR_LINES, COMPLETION_LINE_CHARS = 8, 4, 160
 REFLECTS = {Mode.NONE: (), Mode.BUYER: ("buyer",), Mode.SELLER: ("seller",), Mode.BOTH: ("buyer", "seller")}
 
 COACH_SYSTEM = (
@@ -57,6 +67,28 @@ COACH_SYSTEM = (
     'object and nothing else: {"note": "<the note>"}'
 )
 REPAIR = 'That answer was not usable ({error}). Reply with only {{"note": "<one short strategy note>"}}.'
+COACH_FEWSHOT = """Below are strategy notes a negotiation coach wrote after marketplace negotiations. The coach saw only what one agent saw, read its outcome and its utility (0 worst, 1 best), and wrote one short, concrete note to raise that utility next time.
+
+You coach the BUYER.
+Its private constraints: 3 x Desk Lamp, acceptable price $20.00 to $30.00 per unit. Sellers: @LampCo, @BrightShop.
+R1 buyer -> all: [message $28.00] Can you do $28 each?
+R1 @LampCo -> buyer: [offer $27.00] $27 each.
+R1 @BrightShop -> buyer: [offer $25.00] I can do $25.
+R2 buyer -> @BrightShop: [accept $25.00] Deal at $25.
+Outcome: It bought from @BrightShop at $25.00 per unit after 2 rounds.
+Its utility in this negotiation: 0.500
+{"note": "Open near $21, not $28, and tell each seller the other's lower offer before accepting."}
+
+You coach the SELLER @GearBarn.
+Its private configuration: 2 x Backpack wanted; it asks $60.00, its floor is $45.00, its cost $35.00; style rude; priorities: customer retention 30%, profit 70%.
+R1 buyer -> all: [message $40.00] Would you take $40?
+R1 @GearBarn -> buyer: [decline] No. Too low.
+Outcome: The buyer did not buy from it.
+Its utility in this negotiation: 0.000
+{"note": "Never decline a first counter: offer $55 and concede in small steps toward $45."}
+
+"""  # noqa: E501 (the examples' lines are the model's input, not code)
+NOTE_PRIMER = '{"note": "'
 
 
 class CoachNote(BaseModel):
@@ -130,11 +162,10 @@ def _check_reflectors(agents: dict[str, dict], mode: str, errors: dict[str, list
                 "strategy cannot read a coach's notes.")
     if mode == Mode.NONE:
         return
-    coach = agents["analyst"]
-    if coach["strategy"] != "llm" or coach.get("prompt_format") != "chat":
+    if agents["analyst"]["strategy"] != "llm":
         errors.setdefault("agents.analyst", []).append(
-            "The coach is the analyst agent: give it an LLM profile that serves a chat model (a baseline or a "
-            "base model with completion prompts cannot write a note).")
+            "The coach is the analyst agent: give it an LLM profile, chat or base model (a baseline strategy "
+            "cannot write a note).")
 
 
 def _check_active_sequences(owner: Any) -> None:
@@ -181,17 +212,31 @@ def sequence_run_ended(*, run_id: Any) -> None:
 
 # --- after each run: utilities, the coach, the next run ----------------------------------------
 
-def _line(m: Msg) -> str:
+@dataclass(frozen=True)
+class CoachCase:
+    """What one agent's coach may read: built from that agent's own view only, rendered in either format."""
+
+    title: str  # whom the coach coaches
+    private: str  # the agent's own constraints or configuration
+    utility_rule: str
+    notes: tuple[str, ...]
+    transcript: str  # the heading of the transcript
+    thread: tuple[Msg, ...]
+    result: str
+    utility: float
+
+
+def _line(m: Msg, width: int = 400) -> str:
     price = f" ${m.price:.2f}" if m.price is not None else ""
     to = ", ".join(m.recipients) or "-"
-    return f"R{m.round_no} {m.sender} -> {to}: [{m.action}{price}] {m.text[:400]}"
+    return f"R{m.round_no} {m.sender} -> {to}: [{m.action}{price}] {m.text[:width]}"
 
 
-def _notes_block(notes: list[str]) -> str:
+def _notes_block(notes: tuple[str, ...]) -> str:
     return "Notes it already follows:\n" + "\n".join(f"- {n}" for n in notes) if notes else "No notes yet."
 
 
-def buyer_coach_prompt(*, run: NegotiationRun, utility: float) -> list[dict[str, str]]:
+def buyer_case(*, run: NegotiationRun, utility: float) -> CoachCase:
     """The buyer's coach sees the buyer's view only: its constraints, the handles, what was said to it."""
     ctx = run_context(run)
     me = ctx.buyer
@@ -203,22 +248,18 @@ def buyer_coach_prompt(*, run: NegotiationRun, utility: float) -> list[dict[str,
                   f"{outcome.rounds} rounds.")
     else:
         result = f"No deal ({outcome.reason}) after {outcome.rounds} rounds."
-    lines = [
-        "You coach the BUYER.",
-        f"Its private constraints: {me.quantity} x {me.item_name}, acceptable price ${me.min_price:.2f} to "
-        f"${me.max_price:.2f} per unit. Sellers: {', '.join(ctx.handles)}.",
-        "Its utility is (max − price) / (max − min) on a deal (1 at its minimum, 0 at its maximum) and 0 "
-        "with no deal.",
-        _notes_block(list(run.agents["buyer"].get("notes") or [])),
-        f"Transcript (what the buyer saw), {run.max_rounds} rounds at most:",
-        *(_line(m) for m in view.thread),
-        f"Outcome: {result}",
-        f"Its utility in this negotiation: {utility:.3f}",
-    ]
-    return [{"role": "system", "content": COACH_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    return CoachCase(
+        title="You coach the BUYER.",
+        private=f"Its private constraints: {me.quantity} x {me.item_name}, acceptable price ${me.min_price:.2f} to "
+                f"${me.max_price:.2f} per unit. Sellers: {', '.join(ctx.handles)}.",
+        utility_rule="Its utility is (max − price) / (max − min) on a deal (1 at its minimum, 0 at its maximum) "
+                     "and 0 with no deal.",
+        notes=tuple(run.agents["buyer"].get("notes") or ()),
+        transcript=f"Transcript (what the buyer saw), {run.max_rounds} rounds at most:",
+        thread=tuple(view.thread), result=result, utility=utility)
 
 
-def seller_coach_prompt(*, run: NegotiationRun, handle: str, utility: float) -> list[dict[str, str]]:
+def seller_case(*, run: NegotiationRun, handle: str, utility: float) -> CoachCase:
     """A seller's coach sees that seller's own configuration and thread, nothing of its rivals."""
     ctx = run_context(run)
     me = ctx.sellers[handle]
@@ -228,27 +269,58 @@ def seller_coach_prompt(*, run: NegotiationRun, handle: str, utility: float) -> 
     sold = outcome.decision == Outcome.Decision.DEAL and outcome.chosen_handle == handle
     result = (f"The buyer bought from it at ${outcome.final_price} per unit." if sold
               else "The buyer did not buy from it.")
-    notes = (run.agents["seller"].get("notes") or {}).get(handle) or []
-    lines = [
-        f"You coach the SELLER {handle}.",
-        f"Its private configuration: {view.quantity} x {view.item_name} wanted; it asks ${me.selling_price:.2f}, "
-        f"its floor is ${me.least_price:.2f}, its cost ${me.cost_price:.2f}; style {me.style}; priorities: "
-        f"customer retention {me.retention_weight * 100:.0f}%, profit {me.profit_weight * 100:.0f}%.",
-        "Its utility is retention weight + profit weight × (price − cost) / (ask − cost) when it makes the "
-        "sale, and 0 when it does not.",
-        _notes_block(list(notes)),
-        "Transcript (its own thread with the buyer):",
-        *(_line(m) for m in view.thread),
-        f"Outcome: {result}",
-        f"Its utility in this negotiation: {utility:.3f}",
-    ]
+    return CoachCase(
+        title=f"You coach the SELLER {handle}.",
+        private=f"Its private configuration: {view.quantity} x {view.item_name} wanted; it asks "
+                f"${me.selling_price:.2f}, its floor is ${me.least_price:.2f}, its cost ${me.cost_price:.2f}; style "
+                f"{me.style}; priorities: customer retention {me.retention_weight * 100:.0f}%, profit "
+                f"{me.profit_weight * 100:.0f}%.",
+        utility_rule="Its utility is retention weight + profit weight × (price − cost) / (ask − cost) when it makes "
+                     "the sale, and 0 when it does not.",
+        notes=tuple((run.agents["seller"].get("notes") or {}).get(handle) or ()),
+        transcript="Transcript (its own thread with the buyer):",
+        thread=tuple(view.thread), result=result, utility=utility)
+
+
+def coach_chat(case: CoachCase) -> list[dict[str, str]]:
+    """The case for a chat model: the instructions, then everything the agent saw."""
+    lines = [case.title, case.private, case.utility_rule, _notes_block(case.notes), case.transcript,
+             *(_line(m) for m in case.thread), f"Outcome: {case.result}",
+             f"Its utility in this negotiation: {case.utility:.3f}"]
     return [{"role": "system", "content": COACH_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
-def _ask_coach(*, spec: dict[str, Any], messages: list[dict[str, str]], seed: int
-               ) -> tuple[str | None, list[LLMReply], str]:
+def coach_completion(case: CoachCase, *, last: int = COMPLETION_LINES) -> str:
+    """The case for a base model, in the examples' shape: the end of the transcript, then the primer."""
+    lines = [case.title, case.private]
+    if case.notes:
+        lines.append(_notes_block(case.notes))
+    lines += [_line(m, COMPLETION_LINE_CHARS) for m in case.thread[-last:]]
+    lines += [f"Outcome: {case.result}", f"Its utility in this negotiation: {case.utility:.3f}"]
+    return COACH_FEWSHOT + "\n".join(lines) + "\n" + NOTE_PRIMER
+
+
+def parse_completion_note(text: str) -> str:
+    """The note in a base model's continuation of NOTE_PRIMER. It often stops before the closing '"}'
+    (the newline stop or the token limit), so the object is closed for it when that is all that is missing."""
+    raw = NOTE_PRIMER + text.rstrip()
+    try:
+        return parse_note(raw)
+    except OutputError as exc:
+        for ending in ('"}', "}"):
+            try:
+                return parse_note(raw + ending)
+            except OutputError:
+                pass
+        raise exc
+
+
+def _ask_coach(*, spec: dict[str, Any], case: CoachCase, seed: int) -> tuple[str | None, list[LLMReply], str]:
     """One coach call and, if its answer is unusable, one repair: (note or None, replies, why not).
 
+    A chat model is told what was wrong. A base model cannot take instructions, so its second try
+    is again deterministic but reads a shorter case (the last COMPLETION_REPAIR_LINES lines, no old
+    notes): at temperature 0 the same prompt would only return the same text.
     LLMTransientError propagates, so the task retries with backoff. Temperature 0: the same run and
     notes give the same advice, as far as the provider allows.
     """
@@ -256,17 +328,25 @@ def _ask_coach(*, spec: dict[str, Any], messages: list[dict[str, str]], seed: in
         profile = get_profile(spec["profile"])
     except LLMError as exc:
         return None, [], str(exc)
+    chat = (spec.get("prompt_format") or profile.prompt_format) == "chat"
+    messages = coach_chat(case)
     replies: list[LLMReply] = []
     error = ""
     for attempt in range(2):
         try:
-            reply = complete(profile=profile, model=spec["model"], chat=messages, temperature=0.0,
-                             max_tokens=COACH_MAX_TOKENS, seed=seed + attempt)
+            if chat:
+                reply = complete(profile=profile, model=spec["model"], chat=messages, temperature=0.0,
+                                 max_tokens=COACH_MAX_TOKENS, seed=seed + attempt)
+            else:
+                prompt = (coach_completion(replace(case, notes=()), last=COMPLETION_REPAIR_LINES) if attempt
+                          else coach_completion(case))
+                reply = complete(profile=profile, model=spec["model"], prompt=prompt, temperature=0.0,
+                                 max_tokens=COACH_COMPLETION_MAX_TOKENS, stop=["\n"], seed=seed + attempt)
         except LLMError as exc:
             return None, replies, str(exc)
         replies.append(reply)
         try:
-            return parse_note(reply.text), replies, ""
+            return (parse_note(reply.text) if chat else parse_completion_note(reply.text)), replies, ""
         except OutputError as exc:
             error = str(exc)
             messages = [*messages, {"role": "assistant", "content": reply.text},
@@ -297,16 +377,16 @@ def sequence_step_reflect(*, run_id: Any, give_up: bool = False) -> None:
     replies: list[LLMReply] = []
     last = step.index + 1 >= sequence.length
     if not last and sequence.status == ReflectSequence.Status.RUNNING:
-        asks: list[tuple[str, list[dict[str, str]]]] = []
+        asks: list[tuple[str, CoachCase]] = []
         if "buyer" in REFLECTS[Mode(sequence.mode)]:
-            asks.append((BUYER, buyer_coach_prompt(run=run, utility=u["buyer"])))
+            asks.append((BUYER, buyer_case(run=run, utility=u["buyer"])))
         if "seller" in REFLECTS[Mode(sequence.mode)]:
-            asks += [(h, seller_coach_prompt(run=run, handle=h, utility=v)) for h, v in u["sellers"].items()]
-        for i, (who, messages) in enumerate(asks):
+            asks += [(h, seller_case(run=run, handle=h, utility=v)) for h, v in u["sellers"].items()]
+        for i, (who, case) in enumerate(asks):
             if give_up:
                 errors[who] = "the coach's provider kept failing; gave up after the last retry"
                 continue
-            note, got, error = _ask_coach(spec=run.agents["analyst"], messages=messages, seed=run.seed * 31 + i)
+            note, got, error = _ask_coach(spec=run.agents["analyst"], case=case, seed=run.seed * 31 + i)
             replies += got
             if note is None:
                 errors[who] = error
@@ -370,5 +450,6 @@ def sequence_step_fail(*, run_id: Any, reason: str) -> None:
         _step_failed(step, f"the reflection after run {step.index + 1} failed: {reason}")
 
 
-__all__ = ["COACH_SYSTEM", "CoachNote", "parse_note", "sequence_create", "sequence_run_ended",
+__all__ = ["COACH_FEWSHOT", "COACH_SYSTEM", "CoachCase", "CoachNote", "buyer_case", "coach_chat", "coach_completion",
+           "parse_completion_note", "parse_note", "seller_case", "sequence_create", "sequence_run_ended",
            "sequence_step_fail", "sequence_step_reflect", "sequences_sweep"]

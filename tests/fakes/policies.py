@@ -15,6 +15,7 @@ from decimal import Decimal
 from tests.fakes.openai_server import Request
 
 MONEY = r"\$(\d+(?:\.\d+)?)"
+COACH_FEWSHOT_HEADER = "strategy notes a negotiation coach wrote"  # the base-model coach's prompt
 
 
 def _find(pattern: str, text: str) -> Decimal | None:
@@ -30,7 +31,7 @@ def negotiation(req: Request) -> str:
     system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
     if "You are a negotiation analyst" in system:
         return analyst(req)
-    if "You are a negotiation coach" in system:
+    if "You are a negotiation coach" in system or COACH_FEWSHOT_HEADER in (req.prompt or ""):
         return coach(req)
     if "Your absolute bottom line" in system:
         return _seller(req, system)
@@ -89,11 +90,13 @@ def analyst(req: Request) -> str:
 
 def coach(req: Request) -> str:
     """The reflect coach: one note naming whom it coaches and the utility it read, so a test can find
-    the note in that agent's next prompt (and nowhere else)."""
-    last = (req.messages or [{}])[-1].get("content", "")
-    who = re.search(r"You coach the (BUYER|SELLER (@\w+))", last)
-    utility = re.search(r"utility in this negotiation: ([0-9.]+)", last)
-    name = (who.group(2) or "buyer") if who else "agent"
-    value = utility.group(1) if utility else "?"
+    the note in that agent's next prompt (and nowhere else). A base model's prompt (two worked
+    examples, then the case) is read from its end, and answered with the rest of its '{"note": "'."""
+    case = req.prompt if req.prompt is not None else (req.messages or [{}])[-1].get("content", "")
+    who = re.findall(r"You coach the (BUYER|SELLER (@\w+))", case)
+    utility = re.findall(r"utility in this negotiation: ([0-9.]+)", case)
+    name = (who[-1][1] or "buyer") if who else "agent"
+    value = utility[-1] if utility else "?"
     advice = "open lower and concede in smaller steps" if name == "buyer" else "hold your price one round longer"
-    return json.dumps({"note": f"Coach for {name} after utility {value}: {advice}."})
+    answer = json.dumps({"note": f"Coach for {name} after utility {value}: {advice}."})
+    return answer.removeprefix('{"note": "') if req.prompt is not None else answer

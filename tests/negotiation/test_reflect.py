@@ -19,16 +19,29 @@ from negotiation.agents.prompts import NOTES_KEPT, PROMPT_VERSION, prompt_versio
 from negotiation.engine.utility import run_utilities
 from negotiation.models import Message, NegotiationRun, PromptVersion, ReflectSequence, SequenceStep, Session
 from negotiation.services.prompt_versions import agents_with_notes
-from negotiation.services.reflect import parse_note, sequence_create, sequence_step_reflect
+from negotiation.services.reflect import (
+    COACH_FEWSHOT,
+    COMPLETION_LINES,
+    COMPLETION_REPAIR_LINES,
+    NOTE_PRIMER,
+    buyer_case,
+    coach_completion,
+    parse_completion_note,
+    parse_note,
+    seller_case,
+    sequence_create,
+    sequence_step_reflect,
+)
 from negotiation.services.scenarios import scenario_document
 from negotiation.services.sessions import session_import
 from tests.conftest import wait_for
 from tests.factories import UserFactory
-from tests.fakes.policies import negotiation
+from tests.fakes.policies import COACH_FEWSHOT_HEADER, negotiation
 
 LLM = {"buyer": {"profile": "openai-compatible"}, "seller": {"profile": "openai-compatible"},
        "analyst": {"profile": "openai-compatible"}}
 CASE_SELLERS = ("@CableHouse", "@TechMart")  # the two sellers of the sample's iPhone Case
+BASE_COACH = "fake-completion"  # the fake, as a base model: the coach gets completion prompts
 
 
 @pytest.fixture(autouse=True)
@@ -37,16 +50,18 @@ def _fast_fake(monkeypatch: pytest.MonkeyPatch) -> None:
     from django.conf import settings
 
     monkeypatch.setitem(settings.LLM_PROFILES["openai-compatible"], "rate", "6000/minute")
+    monkeypatch.setitem(settings.LLM_PROFILES, BASE_COACH, {**settings.LLM_PROFILES["openai-compatible"],
+                                                            "prompt_format": "completion"})
 
 
 @pytest.fixture
 def prompts_seen(llm: Any) -> list[dict[str, Any]]:
-    """Every request the fake LLM server answered: its chat messages, as the server received them."""
+    """Every request the fake LLM server answered: its chat messages or prompt, as the server received them."""
     seen: list[dict[str, Any]] = []
 
     def capture(req: Any) -> str:
         system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
-        seen.append({"system": system, "text": req.text})
+        seen.append({"system": system, "text": req.text, "req": req})
         return negotiation(req)
 
     llm.policy = capture
@@ -168,6 +183,108 @@ def test_an_unusable_coach_answer_is_a_counted_fallback_and_the_agent_plays_on_w
     # then one repair was tried, the fallback is counted with its reason, and run 2 has no notes
     assert step.notes == {} and step.coach_fallbacks == 1 and step.coach_calls == 2
     assert "not a usable note" in step.coach_errors["buyer"]
+    second = _step(seq, 1)
+    assert second.run.agents["buyer"]["prompt_version"] == PROMPT_VERSION
+    assert "notes" not in second.run.agents["buyer"]
+
+
+def test_a_base_model_coach_writes_the_buyer_note_from_a_completion_prompt(
+        sample: Session, owner: Any, prompts_seen: list[dict[str, Any]], play_through: Any) -> None:
+    # given a buyer-reflect sequence whose coach is a base model (completion prompts, like the local Gemma)
+    seq = _sequence(sample, owner, mode="buyer", agents={**LLM, "analyst": {"profile": BASE_COACH}})
+    assert seq.agents["analyst"]["prompt_format"] == "completion"
+    # when run 1 is played and reflected on
+    step = _play_and_reflect(seq, 0, play_through)
+    # then the coach got one completion prompt: the examples, then the buyer's case, ending at the primer
+    coach = [p for p in prompts_seen if COACH_FEWSHOT_HEADER in p["text"]]
+    assert len(coach) == 1
+    req = coach[0]["req"]
+    assert req.messages is None and req.path == "/v1/completions"
+    assert req.prompt == coach_completion(buyer_case(run=step.run, utility=step.buyer_utility))
+    assert req.prompt.startswith(COACH_FEWSHOT) and req.prompt.endswith(f"\n{NOTE_PRIMER}")
+    assert req.body["temperature"] == 0 and req.body["stop"] == ["\n"]
+    # and the note was rebuilt from the primer and the continuation
+    note = step.notes["buyer"]
+    assert note == f"Coach for buyer after utility {step.buyer_utility:.3f}: open lower and concede in smaller steps."
+    assert step.coach_calls == 1 and step.coach_fallbacks == 0 and step.coach_errors == {}
+    # and run 2's buyer plays with it: a new, stored prompt version
+    second = _step(seq, 1)
+    buyer = second.run.agents["buyer"]
+    assert buyer["notes"] == [note] and buyer["prompt_version"] == prompt_version(role="buyer", notes=[note])
+    assert PromptVersion.objects.get(pk=buyer["prompt_version"]).notes == [note]
+    assert second.buyer_prompt_id == buyer["prompt_version"]
+    # when run 2 is played, every buyer prompt the server received carried the note, and no seller prompt
+    before = len(prompts_seen)
+    play_through(second.run_id)
+    buyer_prompts = [p for p in prompts_seen[before:] if "strategic buyer" in p["system"]]
+    seller_prompts = [p for p in prompts_seen[before:] if "absolute bottom line" in p["system"]]
+    assert buyer_prompts and seller_prompts
+    assert all(note in p["system"] for p in buyer_prompts)
+    assert not any(note in p["text"] for p in seller_prompts)
+
+
+def test_the_completion_coach_prompts_keep_each_agent_to_its_own_view(
+        sample: Session, owner: Any, llm: Any, play_through: Any) -> None:
+    # given a played run of the iPhone Case (two sellers, three rounds)
+    seq = _sequence(sample, owner, mode="seller", agents={**LLM, "analyst": {"profile": BASE_COACH}})
+    run = play_through(_step(seq, 0).run_id)
+    scenario = {s["handle"]: s for s in run.scenario["sellers"]}
+    said = {h: [m.text for m in Message.objects.filter(run=run, sender=h)] for h in CASE_SELLERS}
+    assert all(said.values())
+
+    def case_of(prompt: str) -> str:  # the part after the fixed examples: what this run put in
+        assert prompt.startswith(COACH_FEWSHOT)
+        return prompt[len(COACH_FEWSHOT):]
+
+    # when each seller's completion coach prompt is built
+    for me, rival in (CASE_SELLERS, CASE_SELLERS[::-1]):
+        mine = case_of(coach_completion(seller_case(run=run, handle=me, utility=0.25)))
+        # then it holds its own numbers and words, and nothing of its rival's, nor the buyer's budget
+        assert f"${scenario[me]['least_price']}" in mine and f"${scenario[me]['cost_price']}" in mine
+        assert said[me][-1] in mine
+        assert rival not in mine and not any(text in mine for text in said[rival])
+        for key in ("least_price", "cost_price", "selling_price"):
+            assert f"${scenario[rival][key]}" not in mine
+        assert "$10.00" not in mine and "$18.00 per unit" not in mine
+    # and the buyer's holds no seller's cost or floor, and at most the last lines of the transcript
+    buyer = case_of(coach_completion(buyer_case(run=run, utility=0.5)))
+    for handle in CASE_SELLERS:
+        assert f"${scenario[handle]['least_price']}" not in buyer and f"${scenario[handle]['cost_price']}" not in buyer
+    lines = [line for line in buyer.splitlines() if line.startswith("R")]
+    assert Message.objects.filter(run=run).count() > COMPLETION_LINES == len(lines)
+
+
+def test_the_completion_note_is_rebuilt_from_the_primer() -> None:
+    for reply in ('Open at $11 and hold."}', "Open at $11 and hold.", 'Open at $11   and hold."'):
+        assert parse_completion_note(reply) == "Open at $11 and hold."
+    assert parse_completion_note('Hold at $16."} Buyer: more') == "Hold at $16."
+    for bad in ('"}', 'ok"}', 'Buyer: {"action": "offer", "price": 7.50}', "x" * 400):
+        with pytest.raises(ValueError):
+            parse_completion_note(bad)
+
+
+def test_a_garbage_completion_coach_answer_is_a_counted_fallback(
+        sample: Session, owner: Any, llm: Any, play_through: Any) -> None:
+    # given a base-model coach that echoes a negotiation line instead of a note
+    coach: list[Any] = []
+
+    def echoing_coach(req: Any) -> str:
+        if COACH_FEWSHOT_HEADER in (req.prompt or ""):
+            coach.append(req)
+            return 'Buyer: {"action": "offer", "price": 7.50}'
+        return negotiation(req)
+
+    llm.policy = echoing_coach
+    seq = _sequence(sample, owner, mode="buyer", length=2, agents={**LLM, "analyst": {"profile": BASE_COACH}})
+    # when run 1 is reflected on
+    step = _play_and_reflect(seq, 0, play_through)
+    # then a second deterministic try read a shorter case, and the fallback is counted with its reason
+    assert len(coach) == 2 and all(r.body["temperature"] == 0 for r in coach)
+    assert coach[1].prompt == coach_completion(buyer_case(run=step.run, utility=step.buyer_utility),
+                                               last=COMPLETION_REPAIR_LINES) != coach[0].prompt
+    assert step.notes == {} and step.coach_fallbacks == 1 and step.coach_calls == 2
+    assert "not a usable note" in step.coach_errors["buyer"]
+    # and the buyer plays run 2 without a note
     second = _step(seq, 1)
     assert second.run.agents["buyer"]["prompt_version"] == PROMPT_VERSION
     assert "notes" not in second.run.agents["buyer"]
