@@ -109,10 +109,12 @@ def batch_start_task(batch_id: str) -> None:
 
 @shared_task(name="negotiation.sweep", queue=Queue.MAINTENANCE, acks_late=True)
 def sweep_task() -> int:
-    """Backstop: re-queue running runs with a stale heartbeat, and queued runs whose first task was lost.
-    Safe to repeat: round tasks are idempotent, and a queued run's re-queue is conditional."""
+    """Backstop: re-queue running runs with a stale heartbeat, and queued runs whose first task was lost;
+    close outside-buyer rooms idle longer than MAMS_ROOM_IDLE_SECONDS. Safe to repeat: round tasks are
+    idempotent, and a queued run's re-queue and a room's end are conditional."""
     stale = timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS)
-    return play.runs_sweep(stale_after=stale) + play.runs_sweep_queued(stale_after=stale)
+    return (play.runs_sweep(stale_after=stale) + play.runs_sweep_queued(stale_after=stale)
+            + play.rooms_expire(idle_after=timedelta(seconds=settings.MAMS_ROOM_IDLE_SECONDS)))
 
 
 @shared_task(bind=True, name="negotiation.reflect", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,

@@ -188,6 +188,9 @@ LLM_DEFAULT_PROFILE = env("MAMS_DEFAULT_PROFILE", "local")
 MAMS_MAX_RUNS_PER_BATCH = env_int("MAMS_MAX_RUNS_PER_BATCH", 10000)
 # Batches one user may have queued or running at once; one more is refused with 429 (0: no limit).
 MAMS_MAX_ACTIVE_BATCHES_PER_USER = env_int("MAMS_MAX_ACTIVE_BATCHES_PER_USER", 10)
+# Rooms with an outside buyer (live negotiations and /env episodes together) one user may hold open at
+# once; one more is refused with 429 (0: no limit).
+MAMS_MAX_OPEN_ROOMS_PER_USER = env_int("MAMS_MAX_OPEN_ROOMS_PER_USER", 20)
 MAMS_MAX_ROUNDS_LIMIT = env_int("MAMS_MAX_ROUNDS_LIMIT", 20)
 MAMS_MAX_SELLERS = 10
 # Item demands per buyer and inventory lines per seller (a session document stays small to import and play).
@@ -213,6 +216,9 @@ LOGGING = {
 # A running run with no progress for this long is re-queued by the sweeper (every minute); so is a queued
 # run of an unfinished batch that waited this long while the rounds queue was empty (its task was lost).
 MAMS_STALE_RUN_SECONDS = env_int("MAMS_STALE_RUN_SECONDS", 600)
+# A room with an outside buyer (live or /env) and no message for this long is closed by the same sweeper,
+# as cancelled with the reason (0: rooms never expire).
+MAMS_ROOM_IDLE_SECONDS = env_int("MAMS_ROOM_IDLE_SECONDS", 24 * 3600)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "negotiation.sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
     # Re-queue a reflect sequence's reflection whose task was lost (idempotent).

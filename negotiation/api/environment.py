@@ -254,7 +254,10 @@ class EnvResetApi(APIView):
             "by it (buyer_fingerprint)."))
 
     @extend_schema(tags=TAG, operation_id="env_reset", request=ResetInput,
-                   responses={201: StepOutputSerializer, **errors(400, 401, 413)})
+                   responses={201: StepOutputSerializer, **errors(400, 401, 413, 429)},
+                   description="429 when you already hold MAMS_MAX_OPEN_ROOMS_PER_USER unfinished episodes and "
+                               "live rooms; an episode with no action for MAMS_ROOM_IDLE_SECONDS is closed as "
+                               "cancelled.")
     def post(self, request: Request) -> Response:
         data = self.ResetInput(data=request.data)
         data.is_valid(raise_exception=True)

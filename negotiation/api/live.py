@@ -81,7 +81,10 @@ class LiveStartApi(APIView):
             return attrs
 
     @extend_schema(tags=TAG, operation_id="negotiations_start", request=LiveStartInput,
-                   responses={201: LiveRunSerializer, **errors(400, 401, 413)})
+                   responses={201: LiveRunSerializer, **errors(400, 401, 413, 429)},
+                   description="429 when you already hold MAMS_MAX_OPEN_ROOMS_PER_USER open rooms (live "
+                               "negotiations and /env episodes together); a room with no buyer action for "
+                               "MAMS_ROOM_IDLE_SECONDS is closed as cancelled.")
     def post(self, request: Request) -> Response:
         data = self.LiveStartInput(data=request.data)
         data.is_valid(raise_exception=True)

@@ -39,7 +39,14 @@ from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
 from negotiation.selectors import run_context, run_get, session_get
 from negotiation.services.errors import ConflictError
-from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start, round_waiting
+from negotiation.services.live import (
+    live_decide,
+    live_message,
+    live_replies_wait,
+    live_start,
+    room_expired,
+    round_waiting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +298,9 @@ def env_step(*, run: NegotiationRun, action: dict[str, Any], wait_seconds: float
 
 def _check_turn_open(run: NegotiationRun) -> None:
     """Refuse (409) an action on a finished episode, or while the sellers still owe replies."""
+    if room_expired(run):
+        raise ConflictError(f"This episode expired ({run.error}) and takes no more actions; start another with "
+                            "POST /env/reset.", field="episode_id")
     if run.status != NegotiationRun.Status.RUNNING:
         raise ConflictError(f"This episode is already {run.status}; it takes no more actions. Read its result "
                             "with GET /env/score, or start another with POST /env/reset.", field="episode_id")

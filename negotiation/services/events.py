@@ -1,6 +1,7 @@
 """A run's live events: published to Redis pub/sub after each commit, streamed as server-sent events.
 
-Publishing: `play` calls `publish_on_commit` when it inserts a message or writes an outcome. The
+Publishing: `play` calls `publish_on_commit` when it inserts a message, writes an outcome, or ends a
+run otherwise (failed, cancelled, an abandoned room expired). The
 notice carries only the run id and what happened; readers load the rows from Postgres and filter
 them for their audience, so a notice can never carry more than its reader may see, and a lost
 notice costs at most one poll interval (the stream re-reads Postgres every `poll` seconds too).

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -29,7 +30,7 @@ from negotiation.models import Message, NegotiationRun, Session
 from negotiation.selectors import RunContext, run_context
 from negotiation.services import play
 from negotiation.services.batches import scenario_for
-from negotiation.services.errors import ConflictError
+from negotiation.services.errors import ConflictError, LimitExceeded
 
 HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "fallback": ""}
 
@@ -79,6 +80,7 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
             errors.setdefault(key, []).extend(msgs)
     if errors:
         raise ValidationError(errors)
+    _check_open_rooms(owner)
     if task:
         scenario["task"] = task
     now = timezone.now()
@@ -86,6 +88,31 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
         session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=mode,
         status=NegotiationRun.Status.RUNNING, seed=seed, agents=agents, scenario=scenario, max_rounds=max_rounds,
         started_at=now, heartbeat_at=now, **run_fingerprints(agents))
+
+
+def _check_open_rooms(owner: Any) -> None:
+    """Refuse a room beyond MAMS_MAX_OPEN_ROOMS_PER_USER open ones (live rooms and /env episodes together).
+
+    The user's row is locked first, as for the batch cap, so two concurrent starts cannot both take
+    the last place.
+    """
+    cap = settings.MAMS_MAX_OPEN_ROOMS_PER_USER
+    if owner is None or cap <= 0:
+        return
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    rooms = NegotiationRun.objects.filter(owner=owner, mode__in=NegotiationRun.OUTSIDE_BUYER,
+                                          status=NegotiationRun.Status.RUNNING).count()
+    if rooms >= cap:
+        expiry = (f", or wait: a room with no buyer action for {play.room_idle_note()} closes on its own"
+                  if settings.MAMS_ROOM_IDLE_SECONDS > 0 else "")
+        raise LimitExceeded(f"You already have {rooms} negotiations open as the buyer (live rooms and /env "
+                            f"episodes together; the limit is {cap}, MAMS_MAX_OPEN_ROOMS_PER_USER). Finish one "
+                            f"(accept an offer or walk away){expiry}.")
+
+
+def room_expired(run: NegotiationRun) -> bool:
+    """Whether the sweeper closed this room because its buyer went quiet (play.rooms_expire)."""
+    return run.status == NegotiationRun.Status.CANCELLED and run.error.startswith(f"{play.ROOM_EXPIRED}:")
 
 
 def round_waiting(ctx: RunContext, round_no: int) -> list[str] | None:
@@ -102,6 +129,9 @@ def _open_turn(run: NegotiationRun) -> tuple[NegotiationRun, Any, Any, int]:
     if run.mode not in NegotiationRun.OUTSIDE_BUYER:
         raise ConflictError("This run has an LLM buyer; only runs started with mode=human_buyer (or episodes "
                             "of the environment API) take turns from outside.", field="mode")
+    if room_expired(run):
+        raise ConflictError(f"This negotiation expired ({run.error}) and takes no more turns; start a new one "
+                            "with POST /api/negotiations/start.", field="status")
     if run.status != NegotiationRun.Status.RUNNING:
         raise ConflictError(f"This negotiation is already {run.status}; it takes no more turns.", field="status")
     ctx = run_context(run)

@@ -6,7 +6,8 @@ record (one short transaction). The record step inserts a message that is unique
 updates (`current_round=r -> r+1`, `running -> completed`), so of two racing deliveries exactly
 one moves the run. The last seller to answer a round advances it; a periodic sweeper re-queues
 runs whose heartbeat went stale (a worker killed between a commit and an enqueue), and queued runs
-whose first task was lost before any worker took it.
+whose first task was lost before any worker took it; it also closes rooms whose outside buyer (a
+person or an external agent) has gone quiet for longer than MAMS_ROOM_IDLE_SECONDS.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from analytics import tracing
@@ -43,6 +45,8 @@ from negotiation.services.reflect import sequence_run_ended
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
 PRICE_COLUMN_LIMIT = Decimal("100000000")
+# The first word of the error of a room `rooms_expire` closed for want of a buyer.
+ROOM_EXPIRED = "abandoned"
 
 
 def turn_seed(seed: int, round_no: int, slot: int) -> int:
@@ -300,28 +304,37 @@ def _after_terminal(batch_id: Any, run_id: Any) -> None:
         sequence_run_ended(run_id=run_id)
 
 
-def run_fail(*, run_id: Any, reason: str) -> None:
-    """End a run as failed with a reason a person can act on (e.g. which profile setting to fix)."""
+def _run_end(*, run_id: Any, status: str, reason: str = "", scope: QuerySet[NegotiationRun] | None = None) -> bool:
+    """End a queued or running run as `status` (with `reason` as its error); False if it had ended.
+
+    One conditional UPDATE, so of two racing callers exactly one ends the run; `scope` narrows it
+    further (the sweeper's "still idle"). Live streams are told after commit, and the batch or
+    sequence moves on.
+    """
     with transaction.atomic():
         run = NegotiationRun.objects.filter(pk=run_id).only("batch_id").first()
         if run is None:
-            return
-        done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
-            status=Status.FAILED, error=reason[:2000], ended_at=timezone.now())
+            return False
+        fields: dict[str, Any] = {"status": status, "ended_at": timezone.now()}
+        if reason:
+            fields["error"] = reason[:2000]
+        done = (scope if scope is not None else NegotiationRun.objects).filter(
+            pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(**fields)
         if done:
+            publish_on_commit(run.pk, "status", status=status)
             _after_terminal(run.batch_id, run.pk)
+        return bool(done)
+
+
+def run_fail(*, run_id: Any, reason: str) -> None:
+    """End a run as failed with a reason a person can act on (e.g. which profile setting to fix)."""
+    with transaction.atomic():
+        if _run_end(run_id=run_id, status=Status.FAILED, reason=reason):
             run_failed(run_id=run_id)
 
 
 def run_cancel(*, run_id: Any) -> None:
-    with transaction.atomic():
-        run = NegotiationRun.objects.filter(pk=run_id).only("batch_id").first()
-        if run is None:
-            return
-        done = NegotiationRun.objects.filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
-            status=Status.CANCELLED, ended_at=timezone.now())
-        if done:
-            _after_terminal(run.batch_id, run.pk)
+    _run_end(run_id=run_id, status=Status.CANCELLED)
 
 
 def batch_refresh(*, batch_id: Any) -> None:
@@ -379,3 +392,42 @@ def runs_sweep_queued(*, stale_after: timedelta) -> int:
     if requeued:
         log.warning("re-queued %d queued run(s) whose first task was lost", requeued)
     return requeued
+
+
+def _span(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def room_idle_note() -> str:
+    """How long a room may wait for its buyer, in words (for the messages that mention expiry)."""
+    return _span(settings.MAMS_ROOM_IDLE_SECONDS)
+
+
+def rooms_expire(*, idle_after: timedelta) -> int:
+    """End as cancelled the outside-buyer rooms (live or /env) with no buyer action for `idle_after`;
+    returns how many. A zero or negative `idle_after` expires nothing.
+
+    Such a run waits on a person or an external agent, not on a task, so no sweep re-queues it, and
+    an abandoned one would stay running (and count against its owner's open rooms) forever. Idle
+    means no heartbeat and no message since the cutoff: a turn writes only its message, so the
+    newest message is the progress signal (as in `runs_sweep`). Each end is conditional on the run
+    being running and still idle, so a buyer who acts at the last moment keeps the room, and two
+    overlapping sweeps end each room once. The reason starts with ROOM_EXPIRED, which is how the
+    turn services tell an expired room from one ended otherwise.
+    """
+    if idle_after <= timedelta(0):
+        return 0
+    cutoff = timezone.now() - idle_after
+    recent = Message.objects.filter(run=OuterRef("pk"), created_at__gte=cutoff)
+    idle = (NegotiationRun.objects.filter(status=Status.RUNNING, mode__in=NegotiationRun.OUTSIDE_BUYER,
+                                          heartbeat_at__lt=cutoff)
+            .exclude(Exists(recent)))
+    reason = (f"{ROOM_EXPIRED}: no buyer action for {_span(int(idle_after.total_seconds()))} "
+              "(MAMS_ROOM_IDLE_SECONDS)")
+    expired = sum(_run_end(run_id=run_id, status=Status.CANCELLED, reason=reason, scope=idle)
+                  for run_id in list(idle.values_list("pk", flat=True)[:1000]))
+    if expired:
+        log.info("closed %d abandoned room(s) with no buyer action since %s", expired, cutoff.isoformat())
+    return expired

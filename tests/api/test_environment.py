@@ -320,8 +320,9 @@ ACTION = st.fixed_dictionaries({"type": st.sampled_from([*ACTIONS, "haggle"])}, 
 
 
 def test_no_action_answers_5xx_and_a_refused_one_records_nothing(api: Any, planted: Session,
-                                                                 sellers_answer: Any) -> None:
+                                                                 sellers_answer: Any, settings: Any) -> None:
     seen: list[int] = []
+    settings.MAMS_MAX_OPEN_ROOMS_PER_USER = 0  # 60 episodes, most left open (the cap: tests/api/test_rooms.py)
 
     @given(actions=st.lists(ACTION, min_size=1, max_size=4))
     @hypothesis_settings(max_examples=60, deadline=None, database=None, derandomize=True,
