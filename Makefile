@@ -45,8 +45,8 @@ bench: services
 bench-dashboard: services
 	$(PY) bench/dashboard.py
 
-# Throughput with 1, 2 and 4 worker processes against a hard provider limit, the asyncio baseline,
-# and worker memory over a 2,000-run batch (~8 min on 2 cores).
+# Throughput with 1, 2 and 4 worker processes against a hard provider limit (a 300-run batch, and a
+# 60-run one on one worker), the asyncio baseline, and worker memory over a 2,000-run batch (~13 min on 2 cores).
 load: services
 	$(PY) bench/load.py
 

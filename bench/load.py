@@ -8,16 +8,20 @@ limiter is set to 19/s.
 
 1. Throughput: the same batch with 1, 2 and 4 worker processes; achieved request rate as a
    fraction of the limit, 429s, the most requests the provider accepted in any window, and the
-   batch time against the lower bound (calls / limit).
+   batch time against the lower bound (calls / limit). The batch is 300 runs (1,800 calls, ~95 s):
+   a batch has fixed costs (its first call leaves ~0.5 s after it is created; its last answer
+   takes the provider's 300 ms) that are 4% of a 60-run batch's 20 s, so a 60-run batch on one
+   worker is measured too, to show them.
 2. Baseline: the spec prototype's approach, in one process: for each negotiation, the buyer's call
    then `asyncio.gather` over the addressed sellers' calls under one `Semaphore(10)`, every
-   negotiation at once, with `openai.AsyncOpenAI` (its default retries, which honour Retry-After)
-   against the same provider. It replays the turn structure MAMS recorded for the 1-worker batch,
-   so both make the same calls.
+   negotiation at once, with `openai.AsyncOpenAI` (its retries honour Retry-After) against the
+   same provider. Its default 2 retries are not enough at 300 runs: a call that meets three 429s
+   raises RateLimitError and the whole `gather` fails, so the baseline gets 10. It replays the
+   turn structure MAMS recorded for the 1-worker batch, so both make the same calls.
 3. Memory: a 2,000-run batch of baseline strategies (no LLM, 2 rounds) on one worker; its peak RSS
    up to 200 and up to 2,000 completed runs.
 
-Usage: .venv/bin/python bench/load.py [--runs 60] [--memory-runs 2000]   (figures print last)
+Usage: .venv/bin/python bench/load.py [--runs 300] [--small-runs 60] [--memory-runs 2000]   (figures print last)
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def _reset(url: str) -> None:
     httpx.post(url.removesuffix("/v1") + "/_reset", timeout=30)
 
 
-def _rates(url: str) -> dict[str, float]:
+def _rates(url: str, started: float | None = None) -> dict[str, float]:
     stats = _provider(url, "/_stats")
     records = _provider(url, "/_requests")
     ok = sorted(r["arrival"] for r in records if r["status"] == 200)
@@ -60,7 +64,8 @@ def _rates(url: str) -> dict[str, float]:
     mid = ok[cut:-cut]
     return {"calls": len(ok), "n429": stats["by_status"].get("429", 0), "max_window": stats["max_accepted_in_window"],
             "steady": (len(mid) - 1) / (mid[-1] - mid[0]) if len(mid) > 1 else 0.0,
-            "overall": (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0}
+            "overall": (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0,
+            "first_call": ok[0] - started if ok and started else 0.0, "span": ok[-1] - ok[0] if ok else 0.0}
 
 
 def throughput(url: str, runs: int, n_workers: int) -> dict[str, float | str]:
@@ -68,10 +73,21 @@ def throughput(url: str, runs: int, n_workers: int) -> dict[str, float | str]:
     procs = [start_worker(url, THREADS // n_workers, "19/second", name=f"load{n_workers}w{i + 1}",
                           max_in_flight=THREADS) for i in range(n_workers)]
     try:
+        started = time.time()
         batch_id, wall = run_batch(runs, 4, url)
     finally:
         stop(*procs)
-    return {"batch": batch_id, "wall": wall, **_rates(url)}
+    return {"batch": batch_id, "wall": wall, "runs": runs, "workers": n_workers, **_rates(url, started)}
+
+
+def describe(r: dict) -> str:
+    bound = r["calls"] / LIMIT
+    return (f"{r['runs']} runs, {r['workers']} worker(s): {r['calls']} calls in {r['wall']:.1f}s; lower bound "
+            f"{bound:.1f}s, ratio {r['wall'] / bound:.3f} (at 19/s alone: {LIMIT / 19:.3f}); first call "
+            f"{r['first_call']:.2f}s after the batch was created, first to last call {r['span']:.1f}s; "
+            f"rate steady {r['steady']:.2f}/s = {r['steady'] / LIMIT:.2f} of the limit, "
+            f"whole batch {r['overall']:.2f}/s = {r['overall'] / LIMIT:.2f}; 429s {r['n429']}; "
+            f"max accepted in any 1 s window {r['max_window']}")
 
 
 def turn_structure(batch_id: str) -> list[list[int]]:
@@ -92,7 +108,7 @@ def baseline(url: str, structure: list[list[int]]) -> dict[str, float]:
     import openai
 
     async def main() -> float:
-        client = openai.AsyncOpenAI(base_url=url, api_key="bench-key", timeout=30)
+        client = openai.AsyncOpenAI(base_url=url, api_key="bench-key", timeout=30, max_retries=10)
         sem = asyncio.Semaphore(10)
 
         async def call(role: str) -> None:
@@ -164,7 +180,8 @@ def memory(runs: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--small-runs", type=int, default=60, help="also a batch this size on one worker (0: no)")
     parser.add_argument("--memory-runs", type=int, default=2000)
     parser.add_argument("--workers", default="1,2,4")
     opts = parser.parse_args()
@@ -177,10 +194,16 @@ def main() -> None:
     redis.Redis.from_url(overhead.REDIS).flushdb()
     fake, url = start_fake(0.3, f"{LIMIT}/1")
     results: dict[int, dict] = {}
+    small = None
     try:
         for n in (int(x) for x in opts.workers.split(",")):
             print(f"throughput: {opts.runs} runs on {n} worker process(es) ...", flush=True)
             results[n] = throughput(url, opts.runs, n)
+            print("  " + describe(results[n]), flush=True)
+        if opts.small_runs:
+            print(f"throughput: {opts.small_runs} runs on 1 worker process ...", flush=True)
+            small = throughput(url, opts.small_runs, 1)
+            print("  " + describe(small), flush=True)
         first = results[min(results)]
         print("baseline: asyncio.gather + Semaphore(10), the same calls ...", flush=True)
         base = baseline(url, turn_structure(str(first["batch"])))
@@ -190,12 +213,8 @@ def main() -> None:
     mem = memory(opts.memory_runs)
 
     print(f"\n=== MAMS load benchmark (2-core machine; provider 300 ms, hard limit {LIMIT}/s; MAMS limiter 19/s) ===")
-    for n, r in results.items():
-        bound = r["calls"] / LIMIT
-        print(f"{n} worker(s): {r['calls']} calls in {r['wall']:.1f}s; lower bound {bound:.1f}s, ratio "
-              f"{r['wall'] / bound:.2f}; rate steady {r['steady']:.2f}/s = {r['steady'] / LIMIT:.2f} of the limit, "
-              f"whole batch {r['overall']:.2f}/s = {r['overall'] / LIMIT:.2f}; 429s {r['n429']}; "
-              f"max accepted in any 1 s window {r['max_window']}")
+    for r in [*results.values(), *([small] if small else [])]:
+        print(describe(r))
     bound = base["calls"] / LIMIT
     print(f"asyncio baseline: {base['calls']} calls accepted in {base['wall']:.1f}s; ratio to the lower bound "
           f"{base['wall'] / bound:.2f}; 429s it caused {base['n429']}; max accepted in any window {base['max_window']}")
