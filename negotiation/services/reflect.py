@@ -23,7 +23,7 @@ run is unique per (sequence, index), so a redelivered task writes nothing twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -67,9 +67,10 @@ COACH_SYSTEM = (
     'object and nothing else: {"note": "<the note>"}'
 )
 REPAIR = 'That answer was not usable ({error}). Reply with only {{"note": "<one short strategy note>"}}.'
-COACH_FEWSHOT = """Below are strategy notes a negotiation coach wrote after marketplace negotiations. The coach saw only what one agent saw, read its outcome and its utility (0 worst, 1 best), and wrote one short, concrete note to raise that utility next time.
+COACH_FEWSHOT_HEAD = """Below are strategy notes a negotiation coach wrote after marketplace negotiations. The coach saw only what one agent saw, read its outcome and its utility (0 worst, 1 best), and wrote one short, concrete note to raise that utility next time.
 
-You coach the BUYER.
+"""  # noqa: E501 (the examples' lines are the model's input, not code)
+COACH_EXAMPLES = {"buyer": """You coach the BUYER.
 Its private constraints: 3 x Desk Lamp, acceptable price $20.00 to $30.00 per unit. Sellers: @LampCo, @BrightShop.
 R1 buyer -> all: [message $28.00] Can you do $28 each?
 R1 @LampCo -> buyer: [offer $27.00] $27 each.
@@ -79,7 +80,7 @@ Outcome: It bought from @BrightShop at $25.00 per unit after 2 rounds.
 Its utility in this negotiation: 0.500
 {"note": "Open near $21, not $28, and tell each seller the other's lower offer before accepting."}
 
-You coach the SELLER @GearBarn.
+""", "seller": """You coach the SELLER @GearBarn.
 Its private configuration: 2 x Backpack wanted; it asks $60.00, its floor is $45.00, its cost $35.00; style rude; priorities: customer retention 30%, profit 70%.
 R1 buyer -> all: [message $40.00] Would you take $40?
 R1 @GearBarn -> buyer: [decline] No. Too low.
@@ -87,7 +88,7 @@ Outcome: The buyer did not buy from it.
 Its utility in this negotiation: 0.000
 {"note": "Never decline a first counter: offer $55 and concede in small steps toward $45."}
 
-"""  # noqa: E501 (the examples' lines are the model's input, not code)
+"""}  # noqa: E501
 NOTE_PRIMER = '{"note": "'
 
 
@@ -216,6 +217,7 @@ def sequence_run_ended(*, run_id: Any) -> None:
 class CoachCase:
     """What one agent's coach may read: built from that agent's own view only, rendered in either format."""
 
+    role: str  # "buyer" or "seller"
     title: str  # whom the coach coaches
     private: str  # the agent's own constraints or configuration
     utility_rule: str
@@ -249,7 +251,7 @@ def buyer_case(*, run: NegotiationRun, utility: float) -> CoachCase:
     else:
         result = f"No deal ({outcome.reason}) after {outcome.rounds} rounds."
     return CoachCase(
-        title="You coach the BUYER.",
+        role="buyer", title="You coach the BUYER.",
         private=f"Its private constraints: {me.quantity} x {me.item_name}, acceptable price ${me.min_price:.2f} to "
                 f"${me.max_price:.2f} per unit. Sellers: {', '.join(ctx.handles)}.",
         utility_rule="Its utility is (max − price) / (max − min) on a deal (1 at its minimum, 0 at its maximum) "
@@ -270,7 +272,7 @@ def seller_case(*, run: NegotiationRun, handle: str, utility: float) -> CoachCas
     result = (f"The buyer bought from it at ${outcome.final_price} per unit." if sold
               else "The buyer did not buy from it.")
     return CoachCase(
-        title=f"You coach the SELLER {handle}.",
+        role="seller", title=f"You coach the SELLER {handle}.",
         private=f"Its private configuration: {view.quantity} x {view.item_name} wanted; it asks "
                 f"${me.selling_price:.2f}, its floor is ${me.least_price:.2f}, its cost ${me.cost_price:.2f}; style "
                 f"{me.style}; priorities: customer retention {me.retention_weight * 100:.0f}%, profit "
@@ -290,14 +292,22 @@ def coach_chat(case: CoachCase) -> list[dict[str, str]]:
     return [{"role": "system", "content": COACH_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
+def coach_fewshot(role: str) -> str:
+    """The two worked examples, the one for `role` last: the base model follows the example nearest
+    the case (measured on Gemma 3 270M: with the seller's example last, the buyer got a seller's note)."""
+    other = "seller" if role == "buyer" else "buyer"
+    return COACH_FEWSHOT_HEAD + COACH_EXAMPLES[other] + COACH_EXAMPLES[role]
+
+
 def coach_completion(case: CoachCase, *, last: int = COMPLETION_LINES) -> str:
-    """The case for a base model, in the examples' shape: the end of the transcript, then the primer."""
-    lines = [case.title, case.private]
-    if case.notes:
-        lines.append(_notes_block(case.notes))
-    lines += [_line(m, COMPLETION_LINE_CHARS) for m in case.thread[-last:]]
-    lines += [f"Outcome: {case.result}", f"Its utility in this negotiation: {case.utility:.3f}"]
-    return COACH_FEWSHOT + "\n".join(lines) + "\n" + NOTE_PRIMER
+    """The case for a base model, in the examples' shape: the end of the transcript, then the primer.
+
+    The agent's earlier notes are left out: given them, Gemma 3 270M copied an old note word for
+    word instead of reading the run (measured); the chat coach still reads them.
+    """
+    lines = [case.title, case.private, *(_line(m, COMPLETION_LINE_CHARS) for m in case.thread[-last:]),
+             f"Outcome: {case.result}", f"Its utility in this negotiation: {case.utility:.3f}"]
+    return coach_fewshot(case.role) + "\n".join(lines) + "\n" + NOTE_PRIMER
 
 
 def parse_completion_note(text: str) -> str:
@@ -319,8 +329,8 @@ def _ask_coach(*, spec: dict[str, Any], case: CoachCase, seed: int) -> tuple[str
     """One coach call and, if its answer is unusable, one repair: (note or None, replies, why not).
 
     A chat model is told what was wrong. A base model cannot take instructions, so its second try
-    is again deterministic but reads a shorter case (the last COMPLETION_REPAIR_LINES lines, no old
-    notes): at temperature 0 the same prompt would only return the same text.
+    is again deterministic but reads a shorter case (the last COMPLETION_REPAIR_LINES lines of the
+    transcript): at temperature 0 the same prompt would only return the same text.
     LLMTransientError propagates, so the task retries with backoff. Temperature 0: the same run and
     notes give the same advice, as far as the provider allows.
     """
@@ -338,8 +348,7 @@ def _ask_coach(*, spec: dict[str, Any], case: CoachCase, seed: int) -> tuple[str
                 reply = complete(profile=profile, model=spec["model"], chat=messages, temperature=0.0,
                                  max_tokens=COACH_MAX_TOKENS, seed=seed + attempt)
             else:
-                prompt = (coach_completion(replace(case, notes=()), last=COMPLETION_REPAIR_LINES) if attempt
-                          else coach_completion(case))
+                prompt = coach_completion(case, last=COMPLETION_REPAIR_LINES if attempt else COMPLETION_LINES)
                 reply = complete(profile=profile, model=spec["model"], prompt=prompt, temperature=0.0,
                                  max_tokens=COACH_COMPLETION_MAX_TOKENS, stop=["\n"], seed=seed + attempt)
         except LLMError as exc:
@@ -450,6 +459,6 @@ def sequence_step_fail(*, run_id: Any, reason: str) -> None:
         _step_failed(step, f"the reflection after run {step.index + 1} failed: {reason}")
 
 
-__all__ = ["COACH_FEWSHOT", "COACH_SYSTEM", "CoachCase", "CoachNote", "buyer_case", "coach_chat", "coach_completion",
-           "parse_completion_note", "parse_note", "seller_case", "sequence_create", "sequence_run_ended",
-           "sequence_step_fail", "sequence_step_reflect", "sequences_sweep"]
+__all__ = ["COACH_EXAMPLES", "COACH_FEWSHOT_HEAD", "COACH_SYSTEM", "CoachCase", "CoachNote", "buyer_case",
+           "coach_chat", "coach_completion", "coach_fewshot", "parse_completion_note", "parse_note", "seller_case",
+           "sequence_create", "sequence_run_ended", "sequence_step_fail", "sequence_step_reflect", "sequences_sweep"]

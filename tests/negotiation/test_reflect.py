@@ -20,12 +20,12 @@ from negotiation.engine.utility import run_utilities
 from negotiation.models import Message, NegotiationRun, PromptVersion, ReflectSequence, SequenceStep, Session
 from negotiation.services.prompt_versions import agents_with_notes
 from negotiation.services.reflect import (
-    COACH_FEWSHOT,
     COMPLETION_LINES,
     COMPLETION_REPAIR_LINES,
     NOTE_PRIMER,
     buyer_case,
     coach_completion,
+    coach_fewshot,
     parse_completion_note,
     parse_note,
     seller_case,
@@ -201,7 +201,7 @@ def test_a_base_model_coach_writes_the_buyer_note_from_a_completion_prompt(
     req = coach[0]["req"]
     assert req.messages is None and req.path == "/v1/completions"
     assert req.prompt == coach_completion(buyer_case(run=step.run, utility=step.buyer_utility))
-    assert req.prompt.startswith(COACH_FEWSHOT) and req.prompt.endswith(f"\n{NOTE_PRIMER}")
+    assert req.prompt.startswith(coach_fewshot("buyer")) and req.prompt.endswith(f"\n{NOTE_PRIMER}")
     assert req.body["temperature"] == 0 and req.body["stop"] == ["\n"]
     # and the note was rebuilt from the primer and the continuation
     note = step.notes["buyer"]
@@ -232,13 +232,13 @@ def test_the_completion_coach_prompts_keep_each_agent_to_its_own_view(
     said = {h: [m.text for m in Message.objects.filter(run=run, sender=h)] for h in CASE_SELLERS}
     assert all(said.values())
 
-    def case_of(prompt: str) -> str:  # the part after the fixed examples: what this run put in
-        assert prompt.startswith(COACH_FEWSHOT)
-        return prompt[len(COACH_FEWSHOT):]
+    def case_of(prompt: str, role: str) -> str:  # the part after the fixed examples: what this run put in
+        assert prompt.startswith(coach_fewshot(role))
+        return prompt[len(coach_fewshot(role)):]
 
     # when each seller's completion coach prompt is built
     for me, rival in (CASE_SELLERS, CASE_SELLERS[::-1]):
-        mine = case_of(coach_completion(seller_case(run=run, handle=me, utility=0.25)))
+        mine = case_of(coach_completion(seller_case(run=run, handle=me, utility=0.25)), "seller")
         # then it holds its own numbers and words, and nothing of its rival's, nor the buyer's budget
         assert f"${scenario[me]['least_price']}" in mine and f"${scenario[me]['cost_price']}" in mine
         assert said[me][-1] in mine
@@ -247,7 +247,7 @@ def test_the_completion_coach_prompts_keep_each_agent_to_its_own_view(
             assert f"${scenario[rival][key]}" not in mine
         assert "$10.00" not in mine and "$18.00 per unit" not in mine
     # and the buyer's holds no seller's cost or floor, and at most the last lines of the transcript
-    buyer = case_of(coach_completion(buyer_case(run=run, utility=0.5)))
+    buyer = case_of(coach_completion(buyer_case(run=run, utility=0.5)), "buyer")
     for handle in CASE_SELLERS:
         assert f"${scenario[handle]['least_price']}" not in buyer and f"${scenario[handle]['cost_price']}" not in buyer
     lines = [line for line in buyer.splitlines() if line.startswith("R")]
