@@ -41,6 +41,11 @@ def prompt_versions_record(*, agents: dict[str, dict[str, Any]]) -> dict[str, Pr
     return out
 
 
+def _append(notes: list[str], note: str) -> list[str]:
+    """The note last (a repeated note moves to the end instead of appearing twice), the last NOTES_KEPT kept."""
+    return [*(n for n in notes if n != note), note][-prompts.NOTES_KEPT:]
+
+
 def agents_with_notes(agents: dict[str, dict[str, Any]], *, buyer: str | None = None,
                       sellers: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """A copy of resolved agents with new notes appended (the last NOTES_KEPT kept) and their versions.
@@ -51,14 +56,14 @@ def agents_with_notes(agents: dict[str, dict[str, Any]], *, buyer: str | None = 
     out = copy.deepcopy(agents)
     if buyer:
         spec = out["buyer"]
-        notes = [*(spec.get("notes") or []), buyer][-prompts.NOTES_KEPT:]
+        notes = _append(spec.get("notes") or [], buyer)
         spec.update(notes=notes, prompt_version=prompts.prompt_version(
             variant=spec.get("prompt_variant") or "default", role="buyer", notes=notes))
     if sellers:
         spec = out["seller"]
         notes_by_handle = dict(spec.get("notes") or {})
         for handle, note in sorted(sellers.items()):
-            notes_by_handle[handle] = [*notes_by_handle.get(handle, []), note][-prompts.NOTES_KEPT:]
+            notes_by_handle[handle] = _append(notes_by_handle.get(handle, []), note)
         spec.update(notes=notes_by_handle, prompt_version=prompts.prompt_version(
             variant=spec.get("prompt_variant") or "default", role="seller", notes=notes_by_handle))
     return out

@@ -363,6 +363,15 @@ def test_notes_accumulate_per_agent_and_only_the_most_recent_are_kept() -> None:
                                                                 notes={"@A": ["a1", "a3", "a5"]})
 
 
+def test_a_repeated_note_moves_to_the_end_instead_of_appearing_twice() -> None:
+    agents = {"buyer": {"strategy": "llm", "prompt_variant": "default", "prompt_version": PROMPT_VERSION},
+              "seller": {"strategy": "llm", "prompt_variant": "default", "prompt_version": PROMPT_VERSION}}
+    for note in ("open low", "name the rival", "open low"):
+        agents = agents_with_notes(agents, buyer=note, sellers={"@A": note})
+    assert agents["buyer"]["notes"] == ["name the rival", "open low"]
+    assert agents["seller"]["notes"] == {"@A": ["name the rival", "open low"]}
+
+
 def test_the_coach_answer_is_validated() -> None:
     assert parse_note('Sure: {"note": "  Open at $11   and hold. "}') == "Open at $11 and hold."
     for bad in ("no json here", '{"advice": "x"}', '{"note": "short"}', json.dumps({"note": "x" * 400})):
