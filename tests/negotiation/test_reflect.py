@@ -419,13 +419,23 @@ def test_a_both_reflect_sequence_runs_through_the_worker(celery_worker: Any, pro
     steps = list(SequenceStep.objects.filter(sequence=seq).select_related("run").order_by("index"))
     assert [s.index for s in steps] == [0, 1, 2] and all(s.reflected_at for s in steps)
     assert [s.run.seed for s in steps] == [40, 41, 42]
-    # then notes accumulated run by run, each run's versions are stored, and each version changed
+    # then notes accumulated run by run (the fake coach repeats itself when the utility repeats, and a
+    # repeated note is not added twice), each run's versions are stored, and a version changes exactly
+    # when that role's notes changed
     versions = [(s.run.agents["buyer"]["prompt_version"], s.run.agents["seller"]["prompt_version"]) for s in steps]
-    assert len({b for b, _ in versions}) == 3 and len({s for _, s in versions}) == 3
     assert versions[0][0] == versions[0][1] == PROMPT_VERSION  # no notes yet: one version for every role
-    assert PromptVersion.objects.filter(pk__in=[v for pair in versions for v in pair]).count() == 5
-    assert len(steps[2].run.agents["buyer"]["notes"]) == 2
-    assert steps[2].run.agents["buyer"]["notes"] == [steps[0].notes["buyer"], steps[1].notes["buyer"]]
+    assert PromptVersion.objects.filter(pk__in=[v for pair in versions for v in pair]).count() == len(
+        {v for pair in versions for v in pair})
+    expected: list[str] = []
+    for step in steps:
+        assert (step.run.agents["buyer"].get("notes") or []) == expected
+        if (note := (step.notes or {}).get("buyer")):
+            expected = [n for n in expected if n != note] + [note]
+    assert len(expected) >= 1
+    buyer_notes = [tuple(s.run.agents["buyer"].get("notes") or []) for s in steps]
+    seller_notes = [json.dumps(s.run.agents["seller"].get("notes") or {}, sort_keys=True) for s in steps]
+    assert len({b for b, _ in versions}) == len(set(buyer_notes)) >= 2
+    assert len({s for _, s in versions}) == len(set(seller_notes)) >= 2
     # and the last run's buyer prompts, as the server received them, carried both notes
     last_buyer = [p for p in prompts_seen if "strategic buyer" in p["system"]
                   and steps[1].notes["buyer"] in p["system"]]
