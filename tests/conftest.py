@@ -118,6 +118,30 @@ def celery_worker(django_db_setup: Any, django_db_blocker: Any, fake_llm: Any, c
     stop_worker(worker)
 
 
+@pytest.fixture(autouse=True)
+def _worker_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the shared worker, let it finish what the test left queued (the post-run
+    analysis, a coach call, a cancelled batch's rounds) before pytest-django truncates the tables:
+    a worker writing into a TRUNCATE can deadlock it. Set up after pytest-django's own autouse
+    database fixture, so this teardown runs before the flush."""
+    yield
+    if "celery_worker" not in request.fixturenames:
+        return
+    import redis
+    from django.conf import settings
+
+    from mams.queues import Queue
+
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+
+    def idle() -> bool:
+        return not any(broker.llen(q.value) for q in Queue) and not broker.hlen("unacked")
+
+    deadline = time.monotonic() + 30
+    while not idle() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
