@@ -112,6 +112,7 @@ class BenchmarkRunAdmin(_ReadOnly):
     list_display = ("id", "suite", "schedule", "seller_fingerprint", "runs_per_scenario", "status", "created_at",
                     "finished_at")
     list_filter = ("suite", "schedule")
+    list_select_related = ("suite", "schedule")
     inlines = [BenchmarkBatchInline]
 
     @admin.display(description="status")

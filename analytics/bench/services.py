@@ -12,7 +12,6 @@ import json
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -28,7 +27,7 @@ from analytics.suites import SuiteError, SuiteFile, load_suite
 from mams.queues import Queue
 from negotiation.agents.fingerprint import agent_fingerprint
 from negotiation.models import Batch
-from negotiation.services.batches import batch_create
+from negotiation.services.batches import _check_active_batches, batch_create
 from negotiation.services.errors import LimitExceeded
 from negotiation.services.sessions import session_import
 
@@ -102,8 +101,8 @@ def benchmark_run_create(*, suite: str | Suite, buyers: list[dict[str, Any]], op
         agent = resolve_buyer(spec)
         resolved.setdefault(agent_fingerprint(agent), (spec, agent))
     seller = resolve_opponents(opponents)
-    _check_quota(owner, len(scenarios) * len(resolved))
     with transaction.atomic():
+        _check_quota(owner, len(scenarios) * len(resolved))
         run = BenchmarkRun.objects.create(
             suite=suite, schedule=schedule, owner=owner, opponents=seller, seller_fingerprint=agent_fingerprint(seller),
             buyers=[agent for _, agent in resolved.values()], runs_per_scenario=runs_per_scenario,
@@ -120,14 +119,12 @@ def benchmark_run_create(*, suite: str | Suite, buyers: list[dict[str, Any]], op
 
 def _check_quota(owner: Any, batches: int) -> None:
     """A user's benchmark must fit their active-batch quota as a whole, not fail half-way."""
-    cap = settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER
-    if owner is None or cap <= 0:
-        return
-    active = Batch.objects.filter(owner=owner, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).count()
-    if active + batches > cap:
+    def refuse(active: int, cap: int) -> None:
         raise LimitExceeded(f"This benchmark needs {batches} batches and you have {active} queued or running; the "
                             f"limit is {cap} (MAMS_MAX_ACTIVE_BATCHES_PER_USER). Run it without an owner (shared), "
                             "with fewer buyers, or raise the limit.", field="buyers")
+
+    _check_active_batches(owner, needed=batches, refusal=refuse)
 
 
 def benchmark_finish(*, benchmark_id: Any) -> bool:

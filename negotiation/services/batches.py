@@ -34,7 +34,8 @@ def _check_range(errors: dict[str, list[str]], name: str, value: Any, low: int, 
         errors.setdefault(name, []).append(f"Must be a whole number from {low} to {high}; got {value!r}.")
 
 
-def _agents(raw: dict | None, temperature: float, errors: dict[str, list[str]]) -> dict[str, dict]:
+def agents_resolve(raw: dict | None, temperature: float, errors: dict[str, list[str]]) -> dict[str, dict]:
+    """Resolve a request's agent configuration; problems go into `errors` by field path (then {})."""
     try:
         return resolve_agents(raw, temperature=temperature)
     except PydanticError as exc:
@@ -80,17 +81,20 @@ def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, An
     return {**snapshot, "sellers": sellers}
 
 
-def _check_active_batches(owner: Any) -> None:
-    """Refuse a user's batch beyond MAMS_MAX_ACTIVE_BATCHES_PER_USER queued or running ones.
+def _check_active_batches(owner: Any, needed: int = 1, refusal: Any = None) -> None:
+    """Refuse `needed` more batches for a user beyond MAMS_MAX_ACTIVE_BATCHES_PER_USER queued or running.
 
     The user's row is locked first, so two concurrent requests cannot both take the last place.
+    `refusal(active, cap)` may raise a caller's own LimitExceeded (a benchmark asks for many at once).
     """
     cap = settings.MAMS_MAX_ACTIVE_BATCHES_PER_USER
     if owner is None or cap <= 0:
         return
     get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
     active = Batch.objects.filter(owner=owner, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).count()
-    if active >= cap:
+    if active + needed > cap:
+        if refusal is not None:
+            refusal(active, cap)
         raise LimitExceeded(f"You already have {active} batches queued or running (the limit is {cap}, "
                             "MAMS_MAX_ACTIVE_BATCHES_PER_USER); wait for one to finish or cancel one.",
                             field="runs")
@@ -112,7 +116,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     if n_sellers > settings.MAMS_MAX_SELLERS:
         errors.setdefault("session", []).append(
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {n_sellers}.")
-    resolved = _agents(agents, float(temperature), errors)
+    resolved = agents_resolve(agents, float(temperature), errors)
     if item_name is not None and not isinstance(item_name, str):
         errors.setdefault("item_name", []).append("Must be an item name (text), or empty for every demanded item.")
         item_name = None

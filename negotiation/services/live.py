@@ -18,18 +18,15 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from pydantic import ValidationError as PydanticError
 
-from negotiation.agents.config import resolve_agents
 from negotiation.agents.decide import Decision
 from negotiation.agents.fingerprint import run_fingerprints
-from negotiation.agents.gateway import LLMError
 from negotiation.engine import routing, visibility
 from negotiation.engine.types import ALL, BUYER, BuyerAct, BuyerAction, money
 from negotiation.models import Message, NegotiationRun, Session
 from negotiation.selectors import RunContext, run_context
 from negotiation.services import play
-from negotiation.services.batches import scenario_for
+from negotiation.services.batches import agents_resolve, scenario_for
 from negotiation.services.errors import ConflictError, LimitExceeded
 
 HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "fallback": ""}
@@ -37,17 +34,11 @@ HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "
 
 def _agents(seller: dict | None, analyst: dict | None, buyer: dict) -> dict[str, dict]:
     # The buyer is outside MAMS: resolve it as a baseline (no LLM, nothing to configure), then mark it.
-    raw = {"buyer": {"strategy": "linear"}, "seller": seller or {}, "analyst": analyst or {}}
     errors: dict[str, list[str]] = {}
-    try:
-        resolved = resolve_agents(raw, temperature=0.7)
-    except PydanticError as exc:
-        for err in exc.errors():
-            path = ".".join(["agents", *(str(p) for p in err["loc"])])
-            errors.setdefault(path, []).append(err["msg"].removeprefix("Value error, "))
-        raise ValidationError(errors) from exc
-    except LLMError as exc:
-        raise ValidationError({"agents": [str(exc)]}) from exc
+    resolved = agents_resolve({"buyer": {"strategy": "linear"}, "seller": seller or {},
+                                     "analyst": analyst or {}}, 0.7, errors)
+    if errors:
+        raise ValidationError(errors)
     resolved["buyer"] = dict(buyer)
     return resolved
 

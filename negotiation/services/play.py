@@ -187,13 +187,14 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
     answered, nothing more can be said in this round, so the read cannot go stale. Moving on is one
     conditional UPDATE (only one delivery wins it); ending also writes the outcome, in one transaction.
     """
+    # A narrow look at this round first: every seller but the last stops here without the transcript.
+    said = dict(Message.objects.filter(run_id=run_id, round_no=round_no).values_list("sender", "recipients"))
+    if BUYER not in said or any(handle not in said for handle in said[BUYER]):
+        return
     run = run or NegotiationRun.objects.filter(pk=run_id).first()
     if run is None:
         return
     ctx = run_context(run)
-    buyer = ctx.message(round_no, BUYER)
-    if buyer is None or any(ctx.message(round_no, handle) is None for handle in buyer.recipients):
-        return
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
     end = protocol.after_sellers(active_after=active)
     with transaction.atomic() if end is not None else nullcontext():
@@ -347,17 +348,21 @@ def batch_refresh(*, batch_id: Any) -> None:
         finished_at=timezone.now())
 
 
+def _idle_runs(*, cutoff: Any, modes: Any) -> QuerySet[NegotiationRun]:
+    """Running runs of these modes with no progress since `cutoff`: neither a heartbeat (start, round
+    advance, re-queue) nor a message, since a turn writes only its message."""
+    recent = Message.objects.filter(run=OuterRef("pk"), created_at__gte=cutoff)
+    return (NegotiationRun.objects.filter(status=Status.RUNNING, mode__in=modes, heartbeat_at__lt=cutoff)
+            .exclude(Exists(recent)))
+
+
 def runs_sweep(*, stale_after: timedelta) -> int:
     """Re-queue the current round of running runs whose heartbeat is older than `stale_after`.
 
     A worker killed after a commit but before its enqueue leaves a run with no task in flight; the
     round task is idempotent, so re-queueing one that was merely slow costs at most a duplicate call.
     """
-    cutoff = timezone.now() - stale_after
-    recent = Message.objects.filter(run=OuterRef("pk"), created_at__gte=cutoff)
-    stale = list(NegotiationRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff,
-                                               mode=NegotiationRun.Mode.AGENT)
-                 .exclude(Exists(recent))
+    stale = list(_idle_runs(cutoff=timezone.now() - stale_after, modes=[NegotiationRun.Mode.AGENT])
                  .values_list("pk", "current_round")[:1000])
     for run_id, round_no in stale:
         NegotiationRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
@@ -420,10 +425,7 @@ def rooms_expire(*, idle_after: timedelta) -> int:
     if idle_after <= timedelta(0):
         return 0
     cutoff = timezone.now() - idle_after
-    recent = Message.objects.filter(run=OuterRef("pk"), created_at__gte=cutoff)
-    idle = (NegotiationRun.objects.filter(status=Status.RUNNING, mode__in=NegotiationRun.OUTSIDE_BUYER,
-                                          heartbeat_at__lt=cutoff)
-            .exclude(Exists(recent)))
+    idle = _idle_runs(cutoff=cutoff, modes=NegotiationRun.OUTSIDE_BUYER)
     reason = (f"{ROOM_EXPIRED}: no buyer action for {_span(int(idle_after.total_seconds()))} "
               "(MAMS_ROOM_IDLE_SECONDS)")
     expired = sum(_run_end(run_id=run_id, status=Status.CANCELLED, reason=reason, scope=idle)

@@ -45,7 +45,7 @@ from negotiation.engine.types import BUYER, Msg
 from negotiation.engine.utility import run_utilities
 from negotiation.models import NegotiationRun, Outcome, ReflectSequence, SequenceStep, Session
 from negotiation.selectors import run_context
-from negotiation.services.batches import _agents, _check_range, scenario_for
+from negotiation.services.batches import _check_range, agents_resolve, scenario_for
 from negotiation.services.errors import LimitExceeded
 from negotiation.services.prompt_versions import agents_with_notes, prompt_versions_record
 
@@ -133,7 +133,7 @@ def sequence_create(*, owner: Any, session: Session, item_name: str, mode: str, 
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
         temperature = 0.7
-    resolved = _agents(agents, float(temperature), errors)
+    resolved = agents_resolve(agents, float(temperature), errors)
     if resolved and mode in Mode.values:
         _check_reflectors(resolved, mode, errors)
     scenario: dict[str, Any] = {}
