@@ -119,7 +119,7 @@ def sweep_task() -> int:
 
 @shared_task(bind=True, name="negotiation.reflect", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,
              soft_time_limit=300, time_limit=330)
-def reflect_task(self: Task, run_id: str) -> None:
+def reflect_task(self: Task, run_id: str, infra_retries: int = 0) -> None:
     """After a reflect sequence's run: utilities, the coach's notes, the next run. Safe to redeliver:
     the step is recorded by a conditional update only one delivery wins, and the next run is unique
     per (sequence, index). On the analysis queue, so a coach never delays a negotiation turn.
@@ -129,12 +129,14 @@ def reflect_task(self: Task, run_id: str) -> None:
     """
     from negotiation.services import reflect
 
+    llm_retries = self.request.retries - infra_retries  # each kind on its own budget, as in _run_guarded
     try:
-        reflect.sequence_step_reflect(run_id=run_id, give_up=self.request.retries >= settings.MAMS_LLM_MAX_RETRIES)
+        reflect.sequence_step_reflect(run_id=run_id, give_up=llm_retries >= settings.MAMS_LLM_MAX_RETRIES)
     except LLMTransientError as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries, exc.retry_after)) from exc
+        raise self.retry(exc=exc, countdown=_backoff(llm_retries, exc.retry_after)) from exc
     except INFRA_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(min(self.request.retries, 4), None)) from exc
+        raise self.retry(exc=exc, countdown=infra_backoff(infra_retries),
+                         kwargs={**(self.request.kwargs or {}), "infra_retries": infra_retries + 1}) from exc
     except Exception as exc:
         log.exception("run %s: the reflection failed", run_id)
         reflect.sequence_step_fail(run_id=run_id, reason=f"{exc.__class__.__name__}: {exc}")
