@@ -153,7 +153,7 @@ def batch_live(request: HttpRequest, batch_id: Any) -> JsonResponse:
 
 def _lanes(run: NegotiationRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """The transcript as lanes: the buyer's view and each seller's view, aligned by round."""
-    ctx = run_context(run)
+    ctx = run_context(run, rows=True)
     events = run_events(run_id=run.pk)
     buyer = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                   max_rounds=run.max_rounds, transcript=ctx.transcript)
@@ -173,7 +173,7 @@ def _lanes(run: NegotiationRun) -> tuple[list[dict[str, Any]], list[dict[str, An
             for m in lane["thread"]:
                 if m.round_no != r:
                     continue
-                row = ctx.message(m.round_no, m.sender)
+                row = ctx.row(m.round_no, m.sender)
                 items.append({"msg": m, "row": row, "mine": m.sender == lane["key"],
                               "events": events.get(row.pk, []) if row else []})
             cells.append(items)

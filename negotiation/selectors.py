@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.db.models import Avg, Count, Q, QuerySet
 
 from analytics.metrics import buyer_surplus_share
+from negotiation import turn_rows
 from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
 
@@ -25,10 +27,19 @@ class RunContext:
     seller_ids: dict[str, str]  # handle -> Seller id
     handles: tuple[str, ...]
     transcript: tuple[Msg, ...]
-    messages: dict[tuple[int, str], Message]
+    rows: dict[tuple[int, str], Message] = field(default_factory=dict)  # only from run_context(run, rows=True)
 
-    def message(self, round_no: int, sender: str) -> Message | None:
-        return self.messages.get((round_no, sender))
+    @cached_property
+    def _said(self) -> dict[tuple[int, str], Msg]:
+        return {(m.round_no, m.sender): m for m in self.transcript}
+
+    def message(self, round_no: int, sender: str) -> Msg | None:
+        """What `sender` said in `round_no`, as the engine sees it."""
+        return self._said.get((round_no, sender))
+
+    def row(self, round_no: int, sender: str) -> Message | None:
+        """The stored message (timings, tokens, raw output); requires run_context(run, rows=True)."""
+        return self.rows.get((round_no, sender))
 
 
 def scenario_snapshot(*, demand: Any, inventory: list[Any]) -> dict[str, Any]:
@@ -45,7 +56,8 @@ def scenario_snapshot(*, demand: Any, inventory: list[Any]) -> dict[str, Any]:
     }
 
 
-def run_context(run: NegotiationRun) -> RunContext:
+def run_context(run: NegotiationRun, *, rows: bool = False) -> RunContext:
+    """The run's private configuration and transcript; `rows` also loads the stored messages."""
     sc = run.scenario
     b = sc["buyer"]
     buyer = BuyerPrivate(item_name=b["item_name"], quantity=int(b["quantity"]),
@@ -56,12 +68,15 @@ def run_context(run: NegotiationRun) -> RunContext:
                                    profit_weight=Decimal(s["profit_weight"]), cost_price=Decimal(s["cost_price"]),
                                    selling_price=Decimal(s["selling_price"]), least_price=Decimal(s["least_price"]))
         for s in sc["sellers"]}
-    rows = list(Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"))
-    transcript = tuple(Msg(round_no=m.round_no, sender=m.sender, recipients=tuple(m.recipients), text=m.text,
-                           action=m.action, price=m.price) for m in rows)
+    if rows:
+        full = list(Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"))
+        transcript = tuple(Msg(round_no=m.round_no, sender=m.sender, recipients=tuple(m.recipients), text=m.text,
+                               action=m.action, price=m.price) for m in full)
+        by_key = {(m.round_no, m.sender): m for m in full}
+    else:  # a turn needs only what the engine sees: one fixed query (see turn_rows)
+        transcript, by_key = turn_rows.transcript(run.pk), {}
     return RunContext(buyer=buyer, sellers=sellers, seller_ids={s["handle"]: s["id"] for s in sc["sellers"]},
-                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript,
-                      messages={(m.round_no, m.sender): m for m in rows})
+                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key)
 
 
 def run_rows(*, batch_id: Any) -> QuerySet[NegotiationRun]:
@@ -223,14 +238,14 @@ def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...
     """
     from negotiation.engine import visibility
 
-    ctx = run_context(run)
+    ctx = run_context(run, rows=True)
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                      max_rounds=run.max_rounds, transcript=ctx.transcript).thread
     out = []
     for m in msgs:
-        row = ctx.message(m.round_no, m.sender)
+        row = ctx.row(m.round_no, m.sender)
         if row is not None:
             out.append((row, visibility.audience(m)))
     return out

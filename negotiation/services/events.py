@@ -109,7 +109,7 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
     """
     from negotiation.selectors import run_context
 
-    ctx = run_context(run)
+    ctx = run_context(run, rows=True)
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
@@ -118,7 +118,7 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
     out: list[StreamEvent] = []
     for m in msgs:
         slot = 0 if m.sender == BUYER else slots.get(m.sender, OUTCOME_SLOT - 1)
-        row: Message | None = ctx.message(m.round_no, m.sender)
+        row: Message | None = ctx.row(m.round_no, m.sender)
         if row is None or not cursor.admits(m.round_no, slot):
             continue
         cursor = cursor.advance(m.round_no, slot)

@@ -19,13 +19,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from analytics import tracing
 from analytics.services import run_failed, run_finished
 from mams.queues import Queue
+from negotiation import turn_rows
 from negotiation.agents.decide import Decision, decide_buyer, decide_seller
 from negotiation.dispatch import enqueue_round, enqueue_seller_turn, queue_depth
 from negotiation.engine import audit, guardrails, protocol, routing, visibility
@@ -143,7 +144,8 @@ def fan_out(*, run_id: Any, round_no: int) -> None:
 # --- a seller's turn ---------------------------------------------------------------------------
 
 def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
-    run = NegotiationRun.objects.filter(pk=run_id).first()
+    found = turn_rows.run_for_turn(run_id)
+    run = found[0] if found else None
     if run is None or run.status != Status.RUNNING or run.current_round != round_no:
         return
     ctx = run_context(run)
@@ -188,7 +190,7 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
     conditional UPDATE (only one delivery wins it); ending also writes the outcome, in one transaction.
     """
     # A narrow look at this round first: every seller but the last stops here without the transcript.
-    said = dict(Message.objects.filter(run_id=run_id, round_no=round_no).values_list("sender", "recipients"))
+    said = turn_rows.round_said(run_id, round_no)
     if BUYER not in said or any(handle not in said for handle in said[BUYER]):
         return
     run = run or NegotiationRun.objects.filter(pk=run_id).first()
@@ -220,21 +222,25 @@ def _claim(run_id: Any, requeued: str | None = None) -> NegotiationRun | None:
     the start is conditional on it, so if the original task was not lost after all, exactly one of
     the two plays the turn and the other does nothing.
     """
-    run = NegotiationRun.objects.select_related("batch").filter(pk=run_id).first()
-    if run is None or run.status in NegotiationRun.TERMINAL:
+    found = turn_rows.run_for_turn(run_id)
+    if found is None or found[0].status in NegotiationRun.TERMINAL:
         return None
-    if run.batch is not None and run.batch.status == Batch.Status.CANCELLED:
+    run, batch_status = found
+    if batch_status == Batch.Status.CANCELLED:
         run_cancel(run_id=run.pk)
         return None
     if run.status == Status.QUEUED:
         if run.heartbeat_at is not None and (requeued is None or datetime.fromisoformat(requeued) != run.heartbeat_at):
             return None  # superseded by a sweeper's re-queue
         now = timezone.now()
-        NegotiationRun.objects.filter(pk=run.pk, status=Status.QUEUED, heartbeat_at=run.heartbeat_at).update(
-            status=Status.RUNNING, started_at=now, heartbeat_at=now)
+        started = NegotiationRun.objects.filter(pk=run.pk, status=Status.QUEUED, heartbeat_at=run.heartbeat_at
+                                                ).update(status=Status.RUNNING, started_at=now, heartbeat_at=now)
         if run.batch_id:
             Batch.objects.filter(pk=run.batch_id, status=Batch.Status.QUEUED).update(status=Batch.Status.RUNNING)
-        run.refresh_from_db()
+        if started:
+            run.status, run.started_at, run.heartbeat_at = Status.RUNNING, now, now
+        else:
+            run.refresh_from_db()
     return run if run.status == Status.RUNNING else None
 
 
@@ -242,20 +248,17 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
                     text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision
                     ) -> Message | None:
     # A turn is one INSERT, committed on its own (autocommit) unless the caller also writes events or
-    # the outcome. Inside the caller's transaction there is no savepoint: the insert is its first
-    # write, so on a duplicate delivery the whole (empty) transaction is marked for rollback.
+    # the outcome. A duplicate delivery's INSERT writes nothing (ON CONFLICT DO NOTHING, see
+    # turn_rows), so the caller's transaction is not aborted and it returns before writing anything.
     # Progress is the message itself: the sweeper reads the newest message's time, so a turn does
     # not also UPDATE the run's heartbeat.
-    try:
-        with transaction.atomic(savepoint=False) if connection.in_atomic_block else nullcontext():
-            msg = Message.objects.create(
-                run=run, round_no=round_no, sender=sender, seller_id=seller_id,
-                sender_type="buyer" if sender == BUYER else "seller", recipients=recipients, text=text[:4000],
-                action=action, price=price, reasoning=reasoning[:4000], llm_model=decision.model,
-                llm_calls=decision.llm_calls, prompt_tokens=decision.prompt_tokens,
-                completion_tokens=decision.completion_tokens, latency_ms=decision.latency_ms,
-                repaired=decision.repaired, fallback=decision.fallback, raw_output=decision.raw)
-    except IntegrityError:
+    msg = Message(run=run, round_no=round_no, sender=sender, seller_id=seller_id,
+                  sender_type="buyer" if sender == BUYER else "seller", recipients=recipients, text=text[:4000],
+                  action=action, price=price, reasoning=reasoning[:4000], llm_model=decision.model,
+                  llm_calls=decision.llm_calls, prompt_tokens=decision.prompt_tokens,
+                  completion_tokens=decision.completion_tokens, latency_ms=decision.latency_ms,
+                  repaired=decision.repaired, fallback=decision.fallback, raw_output=decision.raw)
+    if not turn_rows.message_insert(msg):
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
