@@ -31,7 +31,9 @@ DB = os.environ.get("MAMS_BENCH_DB", "mams_bench")
 REDIS = os.environ.get("MAMS_BENCH_REDIS_URL",
                        os.environ.get("MAMS_REDIS_URL", "redis://127.0.0.1:63790/0").rsplit("/", 1)[0] + "/2")
 os.environ.update({"DJANGO_SETTINGS_MODULE": "mams.settings.local", "MAMS_DB_NAME": DB, "MAMS_REDIS_URL": REDIS,
-                   "MAMS_OPENAI_API_KEY": "bench-key", "MAMS_LOG_LEVEL": "WARNING", "MAMS_DEBUG": os.environ.get("MAMS_DEBUG", "0")})
+                   "MAMS_OPENAI_API_KEY": "bench-key", "MAMS_LOG_LEVEL": "WARNING",
+                   # as deployed: Django's debug cursor (it times, formats and keeps every query) is off
+                   "MAMS_DEBUG": os.environ.get("MAMS_DEBUG", "0")})
 
 
 def sh(*args: str) -> str:
