@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.utils import timezone
 
 from analytics import metrics
@@ -38,24 +38,33 @@ def run_metrics_compute(*, run: NegotiationRun, outcome: Outcome) -> dict[str, A
     sc = run.scenario
     sellers = [metrics.SellerTerms(handle=s["handle"], least_price=Decimal(s["least_price"]), style=s["style"],
                                    weights=_weights(s)) for s in sc["sellers"]]
-    msgs = Message.objects.filter(run_id=run.pk)
-    offers = list(msgs.exclude(sender=BUYER).values_list("round_no", "sender", "price"))
-    by_model = list(msgs.values("llm_model", "sender_type").annotate(
-        n=Count("id"), calls=Sum("llm_calls"), pt=Sum("prompt_tokens"), ct=Sum("completion_tokens"),
-        lat=Sum("latency_ms")))
+    # One narrow read of the run's messages, summed here: a run has at most a few dozen of them, and
+    # this runs inside the finishing turn's transaction (two GROUP BY queries cost more to build).
+    rows = Message.objects.filter(run_id=run.pk).order_by("round_no", "created_at").values_list(
+        "round_no", "sender", "sender_type", "price", "llm_model", "llm_calls", "prompt_tokens",
+        "completion_tokens", "latency_ms")
+    offers: list[tuple[int, str, Decimal | None]] = []
+    tokens: dict[tuple[str, str], list[int]] = {}
+    n = calls = pt = ct = lat = 0
+    for round_no, sender, sender_type, price, model, m_calls, m_pt, m_ct, m_lat in rows:
+        if sender != BUYER:
+            offers.append((round_no, sender, price))
+        used = tokens.setdefault((model, sender_type), [0, 0])
+        used[0] += m_pt
+        used[1] += m_ct
+        n, calls, pt, ct, lat = n + 1, calls + m_calls, pt + m_pt, ct + m_ct, lat + m_lat
     agents = run.agents or {}
-    usages = [metrics.Usage(model=row["llm_model"], prompt_tokens=row["pt"] or 0, completion_tokens=row["ct"] or 0,
-                            local=(agents.get(row["sender_type"]) or {}).get("profile") == "local")
-              for row in by_model]
+    usages = [metrics.Usage(model=model, prompt_tokens=used[0], completion_tokens=used[1],
+                            local=(agents.get(sender_type) or {}).get("profile") == "local")
+              for (model, sender_type), used in tokens.items()]
     kinds = dict(RunEvent.objects.filter(run_id=run.pk).values_list("kind").annotate(n=Count("id")).values_list(
         "kind", "n"))
     deal = outcome.decision == Outcome.Decision.DEAL
     values = metrics.run_metrics(
         deal=deal, price=outcome.final_price, chosen=outcome.chosen_handle or None,
         max_price=Decimal(sc["buyer"]["max_price"]), sellers=sellers, offers=offers, rounds=outcome.rounds,
-        messages=sum(r["n"] for r in by_model), llm_calls=sum(r["calls"] or 0 for r in by_model),
-        prompt_tokens=sum(r["pt"] or 0 for r in by_model), completion_tokens=sum(r["ct"] or 0 for r in by_model),
-        latency_ms=sum(r["lat"] or 0 for r in by_model), usages=usages, prices=settings.MAMS_MODEL_PRICES,
+        messages=n, llm_calls=calls, prompt_tokens=pt, completion_tokens=ct, latency_ms=lat, usages=usages,
+        prices=settings.MAMS_MODEL_PRICES,
         event_kinds=kinds)
     values.pop("max_price")
     ended = run.ended_at or timezone.now()
@@ -66,10 +75,14 @@ def run_metrics_compute(*, run: NegotiationRun, outcome: Outcome) -> dict[str, A
     return values
 
 
-def run_metrics_record(*, run_id: Any) -> RunMetrics | None:
-    """Compute and store (or refresh) a run's metrics row; None when the run has no outcome yet."""
-    run = NegotiationRun.objects.filter(pk=run_id).first()
-    outcome = Outcome.objects.filter(run_id=run_id).first()
+def run_metrics_record(*, run_id: Any, run: NegotiationRun | None = None, outcome: Outcome | None = None
+                       ) -> RunMetrics | None:
+    """Compute and store (or refresh) a run's metrics row; None when the run has no outcome yet.
+
+    The finishing turn passes the run and the outcome it has just written, so they are not read again.
+    """
+    run = run if run is not None else NegotiationRun.objects.filter(pk=run_id).first()
+    outcome = outcome if outcome is not None else Outcome.objects.filter(run_id=run_id).first()
     if run is None or outcome is None:
         return None
     values = {"batch_id": run.batch_id, "seed": run.seed, "item_name": run.item_name,
@@ -110,7 +123,7 @@ def metrics_backfill(*, batch_id: Any = None) -> int:
     return n
 
 
-def run_finished(*, run_id: Any) -> None:
+def run_finished(*, run_id: Any, run: NegotiationRun | None = None, outcome: Outcome | None = None) -> None:
     """Called by `play._finish` inside the transaction that writes the Outcome.
 
     The metrics row is written in that transaction (under a savepoint: a bug here is logged and the
@@ -119,7 +132,7 @@ def run_finished(*, run_id: Any) -> None:
     """
     try:
         with transaction.atomic():
-            run_metrics_record(run_id=run_id)
+            run_metrics_record(run_id=run_id, run=run, outcome=outcome)
     except Exception:
         log.exception("run %s: could not record metrics; the analysis task will retry", run_id)
     if settings.MAMS_ANALYSIS_ENABLED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from uuid import UUID
 
 from mams.celery import app
@@ -22,8 +23,15 @@ def queue_depth(queue: str) -> int:
             return 0  # the broker has no such queue: Redis drops a list once it is empty
 
 
-def enqueue_seller_turn(run_id: UUID | str, round_no: int, seller_id: str) -> None:
-    app.send_task("negotiation.seller_turn", args=[str(run_id), round_no, seller_id], queue=Queue.AGENTS)
+def enqueue_seller_turns(run_id: UUID | str, round_no: int, seller_ids: Iterable[str]) -> None:
+    """One task per seller, sent through one producer (taking one from the pool costs ~0.3 ms)."""
+    seller_ids = list(seller_ids)
+    if not seller_ids:
+        return
+    with app.producer_or_acquire() as producer:
+        for seller_id in seller_ids:
+            app.send_task("negotiation.seller_turn", args=[str(run_id), round_no, seller_id], queue=Queue.AGENTS,
+                          producer=producer)
 
 
 def enqueue_batch_start(batch_id: UUID | str) -> None:

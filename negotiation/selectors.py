@@ -56,8 +56,12 @@ def scenario_snapshot(*, demand: Any, inventory: list[Any]) -> dict[str, Any]:
     }
 
 
-def run_context(run: NegotiationRun, *, rows: bool = False) -> RunContext:
-    """The run's private configuration and transcript; `rows` also loads the stored messages."""
+def run_context(run: NegotiationRun, *, rows: bool = False, transcript: tuple[Msg, ...] | None = None
+                ) -> RunContext:
+    """The run's private configuration and transcript; `rows` also loads the stored messages.
+
+    A turn passes the `transcript` it read with the run (turn_rows.run_for_turn), so it is not read twice.
+    """
     sc = run.scenario
     b = sc["buyer"]
     buyer = BuyerPrivate(item_name=b["item_name"], quantity=int(b["quantity"]),
@@ -74,7 +78,7 @@ def run_context(run: NegotiationRun, *, rows: bool = False) -> RunContext:
                                action=m.action, price=m.price) for m in full)
         by_key = {(m.round_no, m.sender): m for m in full}
     else:  # a turn needs only what the engine sees: one fixed query (see turn_rows)
-        transcript, by_key = turn_rows.transcript(run.pk), {}
+        transcript, by_key = (transcript if transcript is not None else turn_rows.transcript(run.pk)), {}
     return RunContext(buyer=buyer, sellers=sellers, seller_ids={s["handle"]: s["id"] for s in sc["sellers"]},
                       handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key)
 

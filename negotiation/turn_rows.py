@@ -10,7 +10,10 @@ queries every turn makes live here; everything else stays on the ORM.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -47,20 +50,35 @@ class _Reader:
 def _run_reader() -> tuple[_Reader, str]:
     reader = _Reader(NegotiationRun, "r")
     q = connection.ops.quote_name
-    sql = (f"SELECT {reader.columns}, b.{q('status')} FROM {q(NegotiationRun._meta.db_table)} r "
+    # The transcript rides along as one JSON array (prices as text, so no float rounding): a turn
+    # reads its run and its transcript in one round trip.
+    said = (f"SELECT COALESCE(json_agg(json_build_array(m.{q('round_no')}, m.{q('sender')}, m.{q('recipients')}, "
+            f"m.{q('text')}, m.{q('action')}, m.{q('price')}::text) ORDER BY m.{q('round_no')}, "
+            f"m.{q('sender_type')}, m.{q('created_at')}), '[]')::text "
+            f"FROM {q(Message._meta.db_table)} m WHERE m.{q('run_id')} = r.{q('id')}")
+    sql = (f"SELECT {reader.columns}, b.{q('status')}, ({said}) FROM {q(NegotiationRun._meta.db_table)} r "
            f"LEFT JOIN {q(Batch._meta.db_table)} b ON b.{q('id')} = r.{q('batch_id')} WHERE r.{q('id')} = %s")
     return reader, sql
 
 
-def run_for_turn(run_id: Any) -> tuple[NegotiationRun, str | None] | None:
-    """The run and its batch's status (None without a batch), in one query; None if there is no such run."""
+@dataclass(frozen=True)
+class TurnRun:
+    run: NegotiationRun
+    batch_status: str | None  # None for a run without a batch
+    transcript: tuple[Msg, ...]  # as `transcript(run_id)` would read it
+
+
+def run_for_turn(run_id: Any) -> TurnRun | None:
+    """The run, its batch's status and its transcript, in one query; None if there is no such run."""
     reader, sql = _run_reader()
     with connection.cursor() as cur:
         cur.execute(sql, [run_id])
         row = cur.fetchone()
     if row is None:
         return None
-    return reader.load(row), row[-1]  # type: ignore[return-value]
+    said = tuple(Msg(round_no=m[0], sender=m[1], recipients=tuple(m[2]), text=m[3], action=m[4],
+                     price=None if m[5] is None else Decimal(m[5])) for m in json.loads(row[-1]))
+    return TurnRun(run=reader.load(row), batch_status=row[-2], transcript=said)  # type: ignore[arg-type]
 
 
 @cache

@@ -176,7 +176,7 @@ def play_through(monkeypatch: pytest.MonkeyPatch) -> Any:
     from negotiation.models import Message, NegotiationRun
     from negotiation.services import play
 
-    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+    monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
     monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
     monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
 

@@ -12,8 +12,8 @@ Here each (profile, model) has two limits held in Redis:
   killed mid-call frees its slot when the lease runs out.
 
 A caller takes its concurrency slot first and its rate slot last, so the request leaves the
-moment its rate slot is granted. Both scripts read the Redis server's clock, so hosts with skewed
-clocks still agree.
+moment its rate slot is granted; when both are free, one script takes both in one round trip.
+The scripts read the Redis server's clock, so hosts with skewed clocks still agree.
 """
 
 from __future__ import annotations
@@ -59,6 +59,32 @@ return '0'
 """
 
 
+# Both at once, the common case in one round trip: the lease as _ACQUIRE_SLOT, then (only if it was
+# taken) the rate slot as _ACQUIRE_RATE. KEYS = lease set, TAT; ARGV = lease seconds, limit, token,
+# interval, burst. Returns "-1" when no lease was free (nothing held), "0" when both are held, else
+# the seconds to wait for the rate slot while the lease is held (the caller then polls _ACQUIRE_RATE).
+_ACQUIRE_BOTH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return '-1'
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+local interval = tonumber(ARGV[4])
+local tau = (tonumber(ARGV[5]) - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tat < now then tat = now end
+if now < tat - tau then
+  return tostring(tat - tau - now)
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[2], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+return '0'
+"""
+
+
 class LimiterTimeout(Exception):
     """No slot within the wait budget; the caller treats it as a transient error."""
 
@@ -75,6 +101,7 @@ class LLMLimiter:
         self.redis = redis.Redis.from_url(redis_url)
         self._slot = self.redis.register_script(_ACQUIRE_SLOT)
         self._rate = self.redis.register_script(_ACQUIRE_RATE)
+        self._both = self.redis.register_script(_ACQUIRE_BOTH)
 
     @contextmanager
     def slot(self, key: str, *, rate: str, max_concurrency: int, lease_seconds: float,
@@ -84,13 +111,21 @@ class LLMLimiter:
         deadline = started + max_wait
         token = uuid.uuid4().hex
         lease_key = f"{self.namespace}:inflight:{key}"
-        while not self._slot(keys=[lease_key], args=[lease_seconds, max_concurrency, token]):
-            _nap(deadline, 0.005, 0.02)
+        rate_key = f"{self.namespace}:gcra:{key}"
+        interval = emission_interval(rate)
+        # First try both in one round trip (a turn's usual case); while no lease is free, wait for
+        # one alone, so a waiting caller never takes a rate slot it cannot use.
+        wait = float(self._both(keys=[lease_key, rate_key],
+                                args=[lease_seconds, max_concurrency, token, interval, burst]))
+        if wait < 0:
+            while not self._slot(keys=[lease_key], args=[lease_seconds, max_concurrency, token]):
+                _nap(deadline, 0.005, 0.02)
         try:
-            interval = emission_interval(rate)
-            rate_key = f"{self.namespace}:gcra:{key}"
-            while (wait := float(self._rate(keys=[rate_key], args=[interval, burst]))) > 0:
+            if wait < 0:
+                wait = float(self._rate(keys=[rate_key], args=[interval, burst]))
+            while wait > 0:
                 _nap(deadline, wait, 0.002)
+                wait = float(self._rate(keys=[rate_key], args=[interval, burst]))
             yield time.monotonic() - started
         finally:
             try:

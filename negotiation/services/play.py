@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from analytics import tracing
@@ -28,7 +28,7 @@ from analytics.services import run_failed, run_finished
 from mams.queues import Queue
 from negotiation import turn_rows
 from negotiation.agents.decide import Decision, decide_buyer, decide_seller
-from negotiation.dispatch import enqueue_round, enqueue_seller_turn, queue_depth
+from negotiation.dispatch import enqueue_round, enqueue_seller_turns, queue_depth
 from negotiation.engine import audit, guardrails, protocol, routing, visibility
 from negotiation.engine.types import (
     BUYER,
@@ -36,6 +36,7 @@ from negotiation.engine.types import (
     EndReason,
     Event,
     EventKind,
+    Msg,
     SellerAct,
 )
 from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
@@ -61,10 +62,11 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
     """The buyer speaks in `round_no`, then the addressed sellers are fanned out.
 
     `requeued` is the token of a sweeper's re-queue of a queued run (see `runs_sweep_queued`)."""
-    run = _claim(run_id, requeued=requeued)
-    if run is None or run.current_round != round_no:
+    claimed = _claim(run_id, requeued=requeued)
+    if claimed is None or claimed[0].current_round != round_no:
         return
-    ctx = run_context(run)
+    run, said = claimed
+    ctx = run_context(run, transcript=said)
     if ctx.message(round_no, BUYER) is None:
         if run.mode in NegotiationRun.OUTSIDE_BUYER:
             return  # a person or an external agent takes this turn through the API
@@ -75,8 +77,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
         if recipients is None:
             return
         # This delivery recorded the buyer's message, so no seller can have answered it yet.
-        for handle in recipients:
-            enqueue_seller_turn(run.pk, round_no, ctx.seller_ids[handle])
+        enqueue_seller_turns(run.pk, round_no, [ctx.seller_ids[handle] for handle in recipients])
         return
     fan_out(run_id=run.pk, round_no=round_no)
 
@@ -135,8 +136,7 @@ def fan_out(*, run_id: Any, round_no: int) -> None:
                    .values_list("sender", flat=True))
     ids = {s["handle"]: s["id"] for s in run.scenario["sellers"]}
     missing = [h for h in buyer.recipients if h not in answered]
-    for handle in missing:
-        enqueue_seller_turn(run_id, round_no, ids[handle])
+    enqueue_seller_turns(run_id, round_no, [ids[handle] for handle in missing])
     if not missing:  # every reply is in but the round never advanced (a crash in between)
         round_advance(run_id=run_id, round_no=round_no)
 
@@ -145,10 +145,10 @@ def fan_out(*, run_id: Any, round_no: int) -> None:
 
 def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
     found = turn_rows.run_for_turn(run_id)
-    run = found[0] if found else None
-    if run is None or run.status != Status.RUNNING or run.current_round != round_no:
+    run = found.run if found else None
+    if found is None or run is None or run.status != Status.RUNNING or run.current_round != round_no:
         return
-    ctx = run_context(run)
+    ctx = run_context(run, transcript=found.transcript)
     handle = next((h for h, i in ctx.seller_ids.items() if i == str(seller_id)), None)
     buyer_msg = ctx.message(round_no, BUYER)
     if handle is None or buyer_msg is None or handle not in buyer_msg.recipients:
@@ -214,8 +214,9 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
 
 # --- claiming, finishing, failing -------------------------------------------------------------
 
-def _claim(run_id: Any, requeued: str | None = None) -> NegotiationRun | None:
-    """Start a queued run (once), or return the running one; None when there is nothing to do.
+def _claim(run_id: Any, requeued: str | None = None) -> tuple[NegotiationRun, tuple[Msg, ...]] | None:
+    """Start a queued run (once), or return the running one with its transcript; None when there is
+    nothing to do.
 
     A queued run has no heartbeat until the sweeper re-queues it; the re-queue writes one and sends
     it with the task as a token. Only the delivery carrying the current token may start the run, and
@@ -223,10 +224,10 @@ def _claim(run_id: Any, requeued: str | None = None) -> NegotiationRun | None:
     the two plays the turn and the other does nothing.
     """
     found = turn_rows.run_for_turn(run_id)
-    if found is None or found[0].status in NegotiationRun.TERMINAL:
+    if found is None or found.run.status in NegotiationRun.TERMINAL:
         return None
-    run, batch_status = found
-    if batch_status == Batch.Status.CANCELLED:
+    run = found.run
+    if found.batch_status == Batch.Status.CANCELLED:
         run_cancel(run_id=run.pk)
         return None
     if run.status == Status.QUEUED:
@@ -241,7 +242,7 @@ def _claim(run_id: Any, requeued: str | None = None) -> NegotiationRun | None:
             run.status, run.started_at, run.heartbeat_at = Status.RUNNING, now, now
         else:
             run.refresh_from_db()
-    return run if run.status == Status.RUNNING else None
+    return (run, found.transcript) if run.status == Status.RUNNING else None
 
 
 def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_id: Any, recipients: list[str],
@@ -286,19 +287,21 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
     """Write the outcome and complete the run; must run inside the caller's transaction."""
     rounds = max((m.round_no for m in ctx.transcript if m.sender != BUYER), default=0)
     deal = end.reason == EndReason.ACCEPTED
-    Outcome.objects.create(
+    outcome = Outcome.objects.create(
         run=run, decision=Outcome.Decision.DEAL if deal else Outcome.Decision.NO_DEAL, reason=end.reason.value,
         chosen_seller_id=ctx.seller_ids.get(end.seller or "") if deal else None,
         chosen_handle=(end.seller or "") if deal else "", final_price=end.price if deal else None,
         quantity=ctx.buyer.quantity, rounds=rounds, reasoning_summary=reasoning[:2000])
     publish_on_commit(run.pk, "outcome")
+    ended = timezone.now()
     done = NegotiationRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
-        status=Status.COMPLETED, ended_at=timezone.now())
+        status=Status.COMPLETED, ended_at=ended)
     if not done:
         raise IntegrityError(f"run {run.pk} was no longer running")
+    run.status, run.ended_at = Status.COMPLETED, ended
     # The batch is refreshed first after commit, then the analysis is queued (it can wait).
     _after_terminal(run.batch_id, run.pk)
-    run_finished(run_id=run.pk)  # metrics row in this transaction; analysis queued after commit
+    run_finished(run_id=run.pk, run=run, outcome=outcome)  # metrics in this transaction; analysis after commit
 
 
 def _after_terminal(batch_id: Any, run_id: Any) -> None:
@@ -342,12 +345,12 @@ def run_cancel(*, run_id: Any) -> None:
 
 
 def batch_refresh(*, batch_id: Any) -> None:
-    """Mark a batch finished once none of its runs is queued or running."""
-    if NegotiationRun.objects.filter(batch_id=batch_id, status__in=[Status.QUEUED, Status.RUNNING]).exists():
-        return
-    Batch.objects.filter(pk=batch_id, status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING]).update(
-        status=Batch.Status.COMPLETED, finished_at=timezone.now())
-    Batch.objects.filter(pk=batch_id, status=Batch.Status.CANCELLED, finished_at=None).update(
+    """Mark a batch finished once none of its runs is queued or running: a queued or running batch
+    becomes completed, a cancelled one gets its end time. One conditional UPDATE, after every run's end."""
+    active = NegotiationRun.objects.filter(batch_id=OuterRef("pk"), status__in=[Status.QUEUED, Status.RUNNING])
+    Batch.objects.filter(pk=batch_id, finished_at=None).exclude(Exists(active)).update(
+        status=Case(When(status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING], then=Value(Batch.Status.COMPLETED)),
+                    default=F("status")),
         finished_at=timezone.now())
 
 

@@ -63,7 +63,7 @@ def sellers_answer(monkeypatch: pytest.MonkeyPatch) -> Any:
     from negotiation.models import Message, NegotiationRun
     from negotiation.services import play
 
-    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+    monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
 
     def answer(run_id: Any) -> None:
         run = NegotiationRun.objects.get(pk=run_id)

@@ -45,7 +45,7 @@ def wsgi(db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     from negotiation.services import play
 
     settings.MAMS_LIVE_WAIT_SECONDS = 0
-    monkeypatch.setattr(play, "enqueue_seller_turn", lambda *a, **k: None)
+    monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
     # As Django's test client does: the test's transaction must outlive each request.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)

@@ -263,6 +263,31 @@ def test_a_short_max_wait_raises_limiter_timeout_when_every_slot_is_taken(limite
         assert limiter.in_flight("full") == 2
 
 
+def test_a_caller_waiting_for_a_lease_takes_no_rate_slot(limiter: LLMLimiter) -> None:
+    # given the only lease held, under a slow rate (one request per second)
+    with limiter.slot("queue", rate="1/second", max_concurrency=1, lease_seconds=5):
+        tat = limiter.redis.get(f"{limiter.namespace}:gcra:queue")
+        # when another caller waits for the lease and gives up
+        with pytest.raises(LimiterTimeout), limiter.slot("queue", rate="1/second", max_concurrency=1,
+                                                         lease_seconds=5, max_wait=0.2):
+            pass
+        # then the rate schedule is as the holder left it: the waiter reserved no request
+        assert limiter.redis.get(f"{limiter.namespace}:gcra:queue") == tat
+
+
+def test_a_caller_holding_a_lease_waits_for_its_rate_slot(limiter: LLMLimiter) -> None:
+    # given a rate of 4 per second, and one request just granted
+    with limiter.slot("spaced", rate="4/second", max_concurrency=5, lease_seconds=5):
+        pass
+    # when the next caller finds a free lease at once
+    started = time.monotonic()
+    with limiter.slot("spaced", rate="4/second", max_concurrency=5, lease_seconds=5):
+        # then it holds its lease while it waits about a quarter second for the rate slot
+        assert time.monotonic() - started >= 0.2
+        assert limiter.in_flight("spaced") == 1
+    assert limiter.in_flight("spaced") == 0
+
+
 # --- in_flight ------------------------------------------------------------------------------------
 
 def test_in_flight_counts_held_slots_and_drops_on_release_even_after_an_error(limiter: LLMLimiter) -> None:

@@ -361,3 +361,52 @@ def test_an_unknown_model_for_a_profile_is_refused_with_its_path_and_nothing_is_
     messages = err.value.message_dict["agents.seller.model"]
     assert "gpt-9-ultra" in messages[0] and "gemma-3-270m" in messages[0] and "MAMS_LOCAL_LLM_MODEL" in messages[0]
     assert not Batch.objects.exists() and not NegotiationRun.objects.exists()
+
+
+# --- Finishing (play.batch_refresh, called after each run ends) --------------------------------
+
+
+def test_a_batch_finishes_only_when_no_run_is_left_queued_or_running(session: Session) -> None:
+    from negotiation.services.play import batch_refresh
+
+    # given a running batch of 3 runs: one completed, one failed, one still running
+    batch = create(session, runs=3)
+    Batch.objects.filter(pk=batch.pk).update(status="running")
+    done, failed, running = batch.runs.order_by("seed")
+    NegotiationRun.objects.filter(pk=done.pk).update(status="completed")
+    NegotiationRun.objects.filter(pk=failed.pk).update(status="failed")
+    NegotiationRun.objects.filter(pk=running.pk).update(status="running")
+    # when a run ends while another is running, the batch is left as it is
+    batch_refresh(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert (batch.status, batch.finished_at) == ("running", None)
+    # and when the last one ends, the batch is completed with its end time
+    NegotiationRun.objects.filter(pk=running.pk).update(status="completed")
+    before = timezone.now()
+    batch_refresh(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == "completed" and batch.finished_at >= before
+    # and a second refresh (a redelivered end) keeps that end time
+    first_end = batch.finished_at
+    batch_refresh(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert (batch.status, batch.finished_at) == ("completed", first_end)
+
+
+def test_a_cancelled_batch_gets_its_end_time_but_stays_cancelled(session: Session) -> None:
+    from negotiation.services.play import batch_refresh
+
+    # given a cancelled batch whose one running run was left to stop at its next round
+    batch = create(session, runs=2)
+    first, second = batch.runs.order_by("seed")
+    NegotiationRun.objects.filter(pk=first.pk).update(status="running")
+    batch = batch_cancel(batch=batch)
+    batch_refresh(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert (batch.status, batch.finished_at) == ("cancelled", None)
+    # when that run ends
+    NegotiationRun.objects.filter(pk=first.pk).update(status="cancelled")
+    batch_refresh(batch_id=batch.pk)
+    # then the batch has its end time and is still cancelled
+    batch.refresh_from_db()
+    assert batch.status == "cancelled" and batch.finished_at is not None

@@ -45,7 +45,7 @@ def message(run: NegotiationRun, round_no: int, sender: str, **kwargs: Any) -> M
 def test_run_for_turn_is_the_orm_row_with_its_batch_status(run: NegotiationRun) -> None:
     found = turn_rows.run_for_turn(run.pk)
     assert found is not None
-    loaded, batch_status = found
+    loaded, batch_status = found.run, found.batch_status
     orm = NegotiationRun.objects.get(pk=run.pk)
     for f in NegotiationRun._meta.concrete_fields:
         assert getattr(loaded, f.attname) == getattr(orm, f.attname), f.name
@@ -58,7 +58,7 @@ def test_run_for_turn_is_the_orm_row_with_its_batch_status(run: NegotiationRun) 
 def test_run_for_turn_of_a_run_without_batch_or_of_no_run(run: NegotiationRun) -> None:
     NegotiationRun.objects.filter(pk=run.pk).update(batch=None)
     found = turn_rows.run_for_turn(run.pk)
-    assert found is not None and found[1] is None
+    assert found is not None and found.batch_status is None and found.transcript == ()
     assert turn_rows.run_for_turn("00000000-0000-0000-0000-000000000000") is None
 
 
@@ -71,6 +71,9 @@ def test_the_transcript_is_the_orm_transcript_in_the_same_order(run: Negotiation
     # then the fixed query gives exactly what the ORM path (run_context with rows) gives
     fast, full = run_context(run), run_context(run, rows=True)
     assert fast.transcript == full.transcript
+    # and so does the transcript read with the run (JSON in SQL, prices as exact decimals)
+    found = turn_rows.run_for_turn(run.pk)
+    assert found is not None and found.transcript == full.transcript
     assert [(m.round_no, m.sender) for m in fast.transcript] == [
         (1, BUYER), (1, "@QuickTech"), (1, "@CableHouse"), (2, BUYER), (2, "@CableHouse")]
     assert fast.transcript[0].recipients == ("@CableHouse", "@QuickTech")
