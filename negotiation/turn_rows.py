@@ -19,6 +19,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+from django.utils import timezone
 
 from negotiation.engine.types import Msg
 from negotiation.models import Batch, Message, NegotiationRun
@@ -99,17 +100,17 @@ def transcript(run_id: Any) -> tuple[Msg, ...]:
 
 
 @cache
-def _said_sql() -> str:
+def _move_sql() -> str:
     q = connection.ops.quote_name
-    return (f"SELECT {q('sender')}, {q('recipients')} FROM {q(Message._meta.db_table)} "
-            f"WHERE {q('run_id')} = %s AND {q('round_no')} = %s")
+    return (f"UPDATE {q(NegotiationRun._meta.db_table)} SET {q('current_round')} = %s, {q('heartbeat_at')} = %s "
+            f"WHERE {q('id')} = %s AND {q('status')} = %s AND {q('current_round')} = %s")
 
 
-def round_said(run_id: Any, round_no: int) -> dict[str, list[str]]:
-    """Who has spoken in a round, and to whom."""
+def round_move(run_id: Any, round_no: int) -> bool:
+    """Move a running run from `round_no` to the next round (conditional: one caller wins); True if moved."""
     with connection.cursor() as cur:
-        cur.execute(_said_sql(), [run_id, round_no])
-        return dict(cur.fetchall())
+        cur.execute(_move_sql(), [round_no + 1, timezone.now(), run_id, NegotiationRun.Status.RUNNING, round_no])
+        return cur.rowcount == 1
 
 
 @cache

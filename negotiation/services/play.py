@@ -189,20 +189,20 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
     answered, nothing more can be said in this round, so the read cannot go stale. Moving on is one
     conditional UPDATE (only one delivery wins it); ending also writes the outcome, in one transaction.
     """
-    # A narrow look at this round first: every seller but the last stops here without the transcript.
-    said = turn_rows.round_said(run_id, round_no)
+    # One read of the whole transcript (a few dozen short rows at most): the round's replies decide
+    # whether to move on, and the last seller needs the rest to see who is still active.
+    transcript = turn_rows.transcript(run_id)
+    said = {m.sender: m.recipients for m in transcript if m.round_no == round_no}
     if BUYER not in said or any(handle not in said for handle in said[BUYER]):
         return
     run = run or NegotiationRun.objects.filter(pk=run_id).first()
     if run is None:
         return
-    ctx = run_context(run)
+    ctx = run_context(run, transcript=transcript)
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
     end = protocol.after_sellers(active_after=active)
     with transaction.atomic() if end is not None else nullcontext():
-        moved = NegotiationRun.objects.filter(pk=run_id, status=Status.RUNNING, current_round=round_no).update(
-            current_round=round_no + 1, heartbeat_at=timezone.now())
-        if not moved:
+        if not turn_rows.round_move(run_id, round_no):
             return
         run.current_round = round_no + 1
         if end is not None:
