@@ -5,13 +5,16 @@ fake OpenAI-compatible provider running as its own process on loopback (scripted
 
 Phase A: the fake answers at once and the worker has ONE thread, so turns run strictly one after
 another; the gaps between consecutive message commits, minus the provider's own time, are the
-platform's cost per turn (task pickup, context load, prompt building, guardrails, DB writes).
+platform's cost per turn (task pickup, context load, prompt building, guardrails, DB writes). The
+worker runs as deployed (MAMS_DEBUG=0: no debug cursor) and stays up across several batches, whose
+gaps are pooled; its CPU time per turn and a reference loop's time (how fast the VM was just then)
+print beside the median.
 Phase B: the fake takes 300 ms per call and refuses (429) anything beyond 20 requests in any
 1-second window, like a real provider; MAMS's shared limiter is set to 19/s, 5% under the hard
 limit to absorb loopback jitter. We report the achieved request rate as a fraction of the limit,
 the 429s and the most requests the provider ever accepted in one window. Figures print last.
 
-Usage: make bench   (or .venv/bin/python bench/overhead.py [--runs-a 30] [--runs-b 60])
+Usage: make bench   (or .venv/bin/python bench/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 60])
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -112,24 +116,63 @@ def stop(*procs: subprocess.Popen) -> None:
             p.kill()
 
 
-def phase_a(runs: int) -> dict[str, float]:
+def reference_ms() -> float:
+    """A fixed pure-Python workload (best of 5), to show how fast the machine was during the run.
+
+    These VMs' speed drifts by tens of percent within minutes; the same code measured 8 ms and 12 ms
+    an hour apart. Printing this beside the overhead lets a reader compare runs made at different times.
+    """
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        acc = {}
+        for i in range(60_000):
+            acc[f"k{i % 997}"] = acc.get(f"k{i % 997}", 0) + len(str(i))
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return best
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def phase_a(runs: int, sessions: int) -> dict[str, Any]:
     from negotiation.models import Message, NegotiationRun
 
     fake, url = start_fake(0.0, None)
     # Negotiation turns only: the post-run analysis (its own LLM call) is queued for another worker,
     # as a deployment that separates the queues would do, so its time is not counted as turn overhead.
     worker = start_worker(url, 1, "100000/minute", queues="rounds,agents")
+    gaps: list[float] = []
+    medians: list[float] = []
+    turns = cpu = wall = 0.0
+    refs: list[float] = []
+    llm: list[int] = []
     try:
-        batch_id, wall = run_batch(runs, 4, url)
+        run_batch(3, 4, url)  # warm-up (first connections, first client), not counted
+        # Several batches on the one long-lived worker, as a deployment runs: a slow minute on the
+        # host then moves one batch's median, not the figure.
+        for _ in range(sessions):
+            refs.append(reference_ms())
+            cpu_before = cpu_seconds(worker.pid)
+            batch_id, seconds = run_batch(runs, 4, url)
+            cpu += cpu_seconds(worker.pid) - cpu_before
+            wall += seconds
+            assert not NegotiationRun.objects.filter(batch_id=batch_id).exclude(status="completed").exists()
+            msgs = list(Message.objects.filter(run__batch_id=batch_id).order_by("created_at")
+                        .values_list("created_at", "latency_ms"))
+            batch_gaps = [(b[0] - a[0]).total_seconds() * 1000 - b[1] for a, b in zip(msgs, msgs[1:], strict=False)]
+            gaps += batch_gaps
+            medians.append(statistics.median(batch_gaps))
+            turns += len(msgs)
+            llm += [m[1] for m in msgs]
     finally:
         stop(worker, fake)
-    assert not NegotiationRun.objects.filter(batch_id=batch_id).exclude(status="completed").exists()
-    msgs = list(Message.objects.filter(run__batch_id=batch_id).order_by("created_at")
-                .values_list("created_at", "latency_ms"))
-    gaps = [(b[0] - a[0]).total_seconds() * 1000 - b[1] for a, b in zip(msgs, msgs[1:], strict=False)]
-    return {"turns": len(msgs), "wall": wall, "median_ms": statistics.median(gaps),
-            "p90_ms": statistics.quantiles(gaps, n=10)[-1],
-            "llm_ms": statistics.median([m[1] for m in msgs])}
+    return {"turns": int(turns), "wall": wall, "median_ms": statistics.median(gaps),
+            "p90_ms": statistics.quantiles(gaps, n=10)[-1], "batch_medians": medians,
+            "cpu_ms": cpu * 1000 / turns, "llm_ms": statistics.median(llm), "reference_ms": statistics.median(refs)}
 
 
 def phase_b(runs: int) -> dict[str, float]:
@@ -157,7 +200,8 @@ def phase_b(runs: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs-a", type=int, default=30)
+    parser.add_argument("--runs-a", type=int, default=30, help="runs per phase-A batch")
+    parser.add_argument("--batches-a", type=int, default=3, help="phase-A batches, pooled")
     parser.add_argument("--runs-b", type=int, default=60)
     opts = parser.parse_args()
     ensure_db()
@@ -167,12 +211,16 @@ def main() -> None:
     import redis
 
     redis.Redis.from_url(REDIS).flushdb()
-    print(f"phase A: {opts.runs_a} runs, fake provider at 0 ms, one worker thread ...", flush=True)
-    a = phase_a(opts.runs_a)
+    print(f"phase A: {opts.batches_a} batches of {opts.runs_a} runs, fake provider at 0 ms, one worker thread ...",
+          flush=True)
+    a = phase_a(opts.runs_a, opts.batches_a)
     print(f"phase B: {opts.runs_b} runs, fake provider at 300 ms with a hard 20 req/s limit ...", flush=True)
     b = phase_b(opts.runs_b)
     print("\n=== MAMS benchmark (2-core machine; one Celery worker process) ===")
-    print(f"A  turns {a['turns']}, wall {a['wall']:.1f}s, provider time per call (median) {a['llm_ms']:.1f} ms")
+    print(f"A  turns {a['turns']}, wall {a['wall']:.1f}s, provider time per call (median) {a['llm_ms']:.1f} ms; "
+          f"machine speed: reference loop {a['reference_ms']:.1f} ms (lower is faster)")
+    print(f"A  worker CPU per turn {a['cpu_ms']:.1f} ms (the openai client's share included); per-batch medians "
+          + ", ".join(f"{m:.1f}" for m in a["batch_medians"]) + " ms")
     print(f"A  platform overhead per LLM turn: median {a['median_ms']:.1f} ms, p90 {a['p90_ms']:.1f} ms "
           "(target: median < 15 ms)")
     print(f"B  calls {b['calls']}, wall {b['wall']:.1f}s (lower bound calls/limit = {b['lower_bound']:.1f}s, "
