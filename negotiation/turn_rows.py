@@ -4,8 +4,11 @@ A turn's own work is small, so the ORM's per-query cost dominated it: on these m
 a queryset took 0.6-0.7 ms on top of a 0.25 ms round trip, and a turn made five or six queries (see
 bench/overhead.py). The statements here are built from the models' metadata the first time they are
 used and then only executed: columns, converters (JSON) and defaults (ids, timestamps) still come
-from the fields, so a model change reaches them, and the rows come back as model instances. Only the
-queries every turn makes live here; everything else stays on the ORM.
+from the fields, so a model change reaches them, and the rows come back as model instances.
+
+A seller's turn is now three statements (its run with the transcript, its message, the transcript
+again to see whether the round is complete) and the round's last seller adds the round move; a
+buyer's turn is two. Only these hot statements live here; everything else stays on the ORM.
 """
 
 from __future__ import annotations
