@@ -240,8 +240,9 @@ def _claim(run_id: Any, requeued: str | None = None) -> tuple[NegotiationRun, tu
             Batch.objects.filter(pk=run.batch_id, status=Batch.Status.QUEUED).update(status=Batch.Status.RUNNING)
         if started:
             run.status, run.started_at, run.heartbeat_at = Status.RUNNING, now, now
-        else:
+        else:  # another delivery started it meanwhile and may have spoken: read both again
             run.refresh_from_db()
+            return (run, turn_rows.transcript(run.pk)) if run.status == Status.RUNNING else None
     return (run, found.transcript) if run.status == Status.RUNNING else None
 
 
