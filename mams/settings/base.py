@@ -114,8 +114,6 @@ LOGIN_URL = "/admin/login/"
 # --- Redis, Celery -----------------------------------------------------------------------------
 REDIS_URL = env("MAMS_REDIS_URL", "redis://127.0.0.1:63790/0")
 CELERY_BROKER_URL = env("MAMS_BROKER_URL", REDIS_URL)
-# Kombu's Redis transport with a client reused per channel (see mams/broker.py).
-CELERY_BROKER_TRANSPORT = "mams.broker:Transport" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
