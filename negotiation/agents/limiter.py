@@ -28,61 +28,50 @@ from functools import lru_cache
 import redis
 from limits import parse
 
-# KEYS[1] = lease set; ARGV = lease seconds, limit, token.
-_ACQUIRE_SLOT = """
+# The scripts are built from shared parts, so the lease and the GCRA logic exist once.
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
-  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
-  return 1
-end
-return 0
 """
 
-# GCRA. KEYS[1] = theoretical arrival time; ARGV = emission interval (s), burst (>= 1).
-# Returns "0" when granted, else the seconds to wait (as a string: Lua numbers become integers).
-_ACQUIRE_RATE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local tau = (tonumber(ARGV[2]) - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+# The lease set KEYS[1] (tokens scored by expiry); ARGV[1..3] = lease seconds, limit, token.
+# Returns `{full}` when every slot is held; otherwise takes one and goes on.
+_LEASE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return {full}
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+"""
+
+# GCRA on the theoretical arrival time KEYS[{k}]; ARGV[{i}], ARGV[{i} + 1] = emission interval (s),
+# burst (>= 1). Returns "0" when granted, else the seconds to wait (as a string: Lua numbers become
+# integers).
+_GCRA = """
+local interval = tonumber(ARGV[{i}])
+local tau = (tonumber(ARGV[{i} + 1]) - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[{k}]) or '0')
 if tat < now then tat = now end
 if now < tat - tau then
   return tostring(tat - tau - now)
 end
 local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+redis.call('SET', KEYS[{k}], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
 return '0'
 """
 
+# KEYS[1] = lease set; ARGV = lease seconds, limit, token. Returns 1 when a lease was taken, else 0.
+_ACQUIRE_SLOT = _NOW + _LEASE.format(full="0") + "return 1\n"
+
+# KEYS[1] = theoretical arrival time; ARGV = emission interval (s), burst (>= 1).
+_ACQUIRE_RATE = _NOW + _GCRA.format(k=1, i=1)
 
 # Both at once, the common case in one round trip: the lease as _ACQUIRE_SLOT, then (only if it was
 # taken) the rate slot as _ACQUIRE_RATE. KEYS = lease set, TAT; ARGV = lease seconds, limit, token,
 # interval, burst. Returns "-1" when no lease was free (nothing held), "0" when both are held, else
 # the seconds to wait for the rate slot while the lease is held (the caller then polls _ACQUIRE_RATE).
-_ACQUIRE_BOTH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return '-1'
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
-local interval = tonumber(ARGV[4])
-local tau = (tonumber(ARGV[5]) - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tat < now then tat = now end
-if now < tat - tau then
-  return tostring(tat - tau - now)
-end
-local new_tat = tat + interval
-redis.call('SET', KEYS[2], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-return '0'
-"""
+_ACQUIRE_BOTH = _NOW + _LEASE.format(full="'-1'") + _GCRA.format(k=2, i=4)
 
 
 class LimiterTimeout(Exception):
