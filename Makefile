@@ -2,11 +2,14 @@
 SHELL := /bin/bash
 STACK := deploy/local/stack.sh
 PY := .venv/bin/python
+# The ports of the local stack; set any of them to run a second clone beside this one.
 export MAMS_DB_PORT ?= 54329
-export MAMS_REDIS_URL ?= redis://127.0.0.1:63790/0
-export MAMS_LOCAL_LLM_URL ?= http://127.0.0.1:18080/v1
+export MAMS_REDIS_PORT ?= 63790
+export MAMS_LLM_PORT ?= 18080
+export MAMS_REDIS_URL ?= redis://127.0.0.1:$(MAMS_REDIS_PORT)/0
+export MAMS_LOCAL_LLM_URL ?= http://127.0.0.1:$(MAMS_LLM_PORT)/v1
 
-.PHONY: install services demo test fuzz up down bench bench-dashboard load lint
+.PHONY: install services demo test fuzz up down purge bench bench-dashboard load lint
 
 install:
 	@$(STACK) setup
@@ -38,6 +41,10 @@ up: services
 
 down:
 	@$(STACK) down
+
+# `down`, then delete this clone's database cluster (kept outside the clone, see deploy/local/stack.sh) and .local.
+purge:
+	@$(STACK) purge
 
 bench: services
 	$(PY) bench/overhead.py

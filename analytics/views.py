@@ -41,7 +41,7 @@ from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Batch, NegotiationRun, Session
-from negotiation.selectors import run_context
+from negotiation.selectors import batch_workers, run_context
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import ConflictError, LimitExceeded
 
@@ -129,7 +129,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
     others = batch_list_rows(user=request.user, session_id=batch.session_id).exclude(pk=batch.pk)[:5]
     ctx = {"batch": batch, "d": d, "cards": cards, "charts": _dashboard_charts(d), "others": others,
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
-           "version": d["version"], **_runs_page(request, batch)}
+           "version": d["version"], "workers": batch_workers(progress=d["progress"]), **_runs_page(request, batch)}
     template = "analytics/_batch_body.html" if request.GET.get("fragment") else "analytics/batch_detail.html"
     return render(request, template, ctx)
 

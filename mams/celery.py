@@ -5,11 +5,15 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 
+from mams.presence import HeartbeatStep
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mams.settings.local")
 
 app = Celery("mams")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each worker keeps a heartbeat key in Redis while its consumer consumes (pages and /api/health read it).
+app.steps["consumer"].add(HeartbeatStep)
 
 
 @task_prerun.connect

@@ -10,6 +10,8 @@ from typing import Any
 from django.db.models import Avg, Count, Q, QuerySet
 
 from analytics.metrics import buyer_surplus_share
+from mams.presence import NO_WORKER_HINT, PLAY_QUEUES, workers_presence
+from mams.queues import ALL_QUEUES
 from negotiation import turn_rows
 from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
@@ -208,6 +210,23 @@ def batch_eta(*, batch: Batch, now: Any = None) -> dict[str, Any]:
         "eta_at": now + timedelta(seconds=eta) if eta else None,
         "started_at": first,
     }
+
+
+def batch_workers(*, progress: dict[str, int]) -> dict[str, Any]:
+    """Whether a worker will play this batch's remaining runs: the live workers consuming the queues a
+    batch needs, and, when runs remain and none does (or Redis cannot be asked), what to do about it."""
+    presence = workers_presence()
+    remaining = progress["queued"] + progress["running"]
+    live = sum(1 for w in presence.workers if PLAY_QUEUES & set(w.get("queues", ()))) if presence.known else None
+    alert = None
+    if remaining and not presence.known:
+        alert = "Redis (the broker) does not answer, so no run can move: start it again (`make services` locally)."
+    elif remaining and not presence.can_play:
+        missing = ", ".join(presence.missing_queues)
+        alert = (f"{remaining} run(s) are waiting and {NO_WORKER_HINT}." if not presence.workers else
+                 f"{remaining} run(s) are waiting, but no running worker consumes the {missing} queue(s): start "
+                 f"one with `-Q {ALL_QUEUES}`.")
+    return {"live": live, "alert": alert}
 
 
 def run_list(*, user: Any, batch_id: Any = None, status: str | None = None, mode: str | None = None) -> QuerySet:

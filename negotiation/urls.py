@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from negotiation.api import batches, experiments, live, runs, sessions, stream
+from negotiation.api import batches, experiments, health, live, runs, sessions, stream
 
 urlpatterns = [
+    path("health", health.HealthApi.as_view(), name="health"),
     path("sessions", sessions.SessionsApi.as_view(), name="sessions"),
     path("sessions/import", sessions.SessionImportApi.as_view(), name="sessions-import"),
     path("sessions/<uuid:session_id>", sessions.SessionApi.as_view(), name="session"),

@@ -53,15 +53,20 @@ def llm(fake_llm: Any) -> Iterator[Any]:
 
 @dataclass
 class WorkerProcess:
-    proc: subprocess.Popen
+    proc: subprocess.Popen  # the worker, or its supervisor (deploy/local/supervise.sh) when supervised
     hostname: str
     log: Path
+    child_pidfile: Path | None = None  # supervised: the current worker process's pid
+
+    def child_pid(self) -> int:
+        return int(self.child_pidfile.read_text()) if self.child_pidfile else self.proc.pid
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def start_worker(*, db_name: str, llm_url: str, name: str, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+def start_worker(*, db_name: str, llm_url: str, name: str, extra_env: dict[str, str] | None = None,
+                 supervised: bool = False) -> WorkerProcess:
     from django.conf import settings
 
     from mams.celery import app
@@ -75,17 +80,22 @@ def start_worker(*, db_name: str, llm_url: str, name: str, extra_env: dict[str, 
            "MAMS_OPENAI_API_KEY": "test-key", "MAMS_OPENAI_RATE": "6000/minute", "MAMS_OPENAI_CONCURRENCY": "16",
            "MAMS_LLM_MAX_RETRIES": "2", "MAMS_LLM_TIMEOUT": "90", "MAMS_DB_CONN_MAX_AGE": "0",
            **(extra_env or {})}
+    command = [sys.executable, "-m", "celery", "-A", "mams", "worker", "-Q", ALL_QUEUES, "-P", "threads", "-c", "8",
+               "--hostname", hostname, "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
+    child_pidfile = None
+    if supervised:
+        child_pidfile = OUTPUT / f"worker-{name}.child.pid"
+        child_pidfile.unlink(missing_ok=True)
+        env["MAMS_SUPERVISE_CHILD_PIDFILE"] = str(child_pidfile)
+        command = [str(ROOT / "deploy" / "local" / "supervise.sh"), f"worker {name}", "--", *command]
     with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mams", "worker", "-Q", ALL_QUEUES, "-P", "threads", "-c", "8",
-             "--hostname", hostname, "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the Celery worker exited:\n{log.read_text()[-3000:]}")
         if app.control.ping(destination=[hostname], timeout=0.5):
-            return WorkerProcess(proc=proc, hostname=hostname, log=log)
+            return WorkerProcess(proc=proc, hostname=hostname, log=log, child_pidfile=child_pidfile)
     proc.kill()
     raise RuntimeError(f"the Celery worker did not answer a ping in 60 s:\n{log.read_text()[-3000:]}")
 

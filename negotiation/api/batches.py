@@ -43,6 +43,7 @@ from negotiation.selectors import (
     batch_get,
     batch_list,
     batch_summary,
+    batch_workers,
     run_result_row,
     run_results,
     session_get,
@@ -134,7 +135,18 @@ class BatchDetailSerializer(BatchOutputSerializer):
         mean_rounds = serializers.FloatField(allow_null=True)
         wall_seconds = serializers.FloatField(allow_null=True)
 
+    class BatchWorkers(serializers.Serializer):
+        live = serializers.IntegerField(allow_null=True, help_text="Live Celery workers consuming the queues a batch "
+                                                                   "is played on; null when Redis does not answer.")
+        alert = serializers.CharField(allow_null=True, help_text="Set when runs remain and no worker will play "
+                                                                 "them: what is wrong and what to do.")
+
     summary = serializers.SerializerMethodField()
+    workers = serializers.SerializerMethodField()
+
+    @extend_schema_field(BatchWorkers)
+    def get_workers(self, obj: Batch) -> dict[str, Any]:
+        return self.BatchWorkers(batch_workers(progress=obj.eta["progress"])).data
 
     @extend_schema_field(BatchSummary)
     def get_summary(self, obj: Batch) -> dict[str, Any]:

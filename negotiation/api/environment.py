@@ -6,8 +6,8 @@ it from the engine's buyer view only): no seller cost, floor, style or weights, 
 
 Authentication is the API's token, and an episode is its owner's (another user's is a 404), except
 `/env/health`: orchestrators probe it before they hold a token, as with OpenEnv servers, and it
-says only whether episodes can be played now (the database and the broker answer), nothing about
-any user, episode or configuration.
+says only whether episodes can be played now (the database and the broker answer, and a worker
+consumes the queues), nothing about any user, episode or configuration.
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ class EnvHealthApi(APIView):
         max_rounds_limit = serializers.IntegerField()
 
     @extend_schema(tags=TAG, operation_id="env_health", auth=[], responses={
-        200: EnvHealthOutput, 503: OpenApiResponse(EnvHealthOutput, description="The database or the broker is down.")})
+        200: EnvHealthOutput, 503: OpenApiResponse(EnvHealthOutput, description="The database or the broker is down, "
+                                                                   "or no Celery worker is running.")})
     def get(self, request: Request) -> Response:
         body = env_health()
         return Response(self.EnvHealthOutput(body).data,

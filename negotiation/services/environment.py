@@ -31,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 
 from analytics.suites import ScenarioFile, SuiteError, SuiteFile, list_suites, load_suite
 from negotiation.engine import protocol, visibility
@@ -39,6 +39,7 @@ from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
 from negotiation.selectors import run_context, run_get, session_get
 from negotiation.services.errors import ConflictError
+from negotiation.services.health import UP, platform_health
 from negotiation.services.live import (
     live_decide,
     live_message,
@@ -412,23 +413,9 @@ def episode_score(run: NegotiationRun) -> dict[str, Any]:
 # --- health -----------------------------------------------------------------------------------------
 
 def env_health() -> dict[str, Any]:
-    """Whether episodes can be played now: Postgres answers and the Celery broker (Redis) answers."""
-    from negotiation.services.events import redis_client
-
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception:  # noqa: BLE001 - any failure means "not available", and says no more
-        log.exception("health: the database did not answer")
-        checks["database"] = "unavailable"
-    try:
-        redis_client().ping()
-        checks["broker"] = "ok"
-    except Exception:  # noqa: BLE001
-        log.exception("health: the broker did not answer")
-        checks["broker"] = "unavailable"
+    """Whether episodes can be played now: Postgres and the broker (Redis) answer, and a Celery worker
+    consumes the queues the sellers' turns run on."""
+    checks = {part: "ok" if state == UP else "unavailable" for part, state in platform_health().items()}
     ok = all(v == "ok" for v in checks.values())
     return {"status": "ok" if ok else "unavailable", "env": ENV_NAME, "api_version": ENV_API_VERSION,
             "checks": checks, "max_rounds_limit": settings.MAMS_MAX_ROUNDS_LIMIT}

@@ -86,11 +86,16 @@ def _step(api: Any, episode_id: str, wait_seconds: float = 0, **action: Any) -> 
 # --- health and tasks ----------------------------------------------------------------------------
 
 @pytest.mark.django_db
-def test_health_is_public_and_says_only_whether_episodes_can_run(anon: Any) -> None:
+@pytest.mark.worker
+def test_health_is_public_and_says_only_whether_episodes_can_run(anon: Any, celery_worker: Any) -> None:
+    from mams.presence import workers_presence
+    from tests.conftest import wait_for
+
+    wait_for(lambda: workers_presence().can_play, timeout=30, what="the worker's heartbeat")
     r = anon.get("/env/health", HTTP_AUTHORIZATION="Token not-a-real-token")
     assert r.status_code == 200, r.content
     body = r.json()
-    assert body["status"] == "ok" and body["checks"] == {"database": "ok", "broker": "ok"}
+    assert body["status"] == "ok" and body["checks"] == {"database": "ok", "broker": "ok", "workers": "ok"}
     assert set(body) == {"status", "env", "api_version", "checks", "max_rounds_limit"}
 
 
@@ -104,7 +109,8 @@ def test_health_answers_503_when_the_broker_is_down(anon: Any, monkeypatch: pyte
 
     monkeypatch.setattr(events, "redis_client", lambda: Down())
     r = anon.get("/env/health")
-    assert r.status_code == 503 and r.json()["checks"] == {"database": "ok", "broker": "unavailable"}
+    assert r.status_code == 503 and r.json()["status"] == "unavailable"
+    assert r.json()["checks"]["database"] == "ok" and r.json()["checks"]["broker"] == "unavailable"
     assert "refused" not in r.content.decode()
 
 

@@ -77,10 +77,13 @@ class PrivateRedis:
 def _point_celery_at(url: str) -> None:
     from mams.celery import app
 
+    from kombu import pools
+
     app.conf.broker_url = url
-    # Drop the pools bound to the previous broker, so the next publish connects to this one.
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # Drop the pools bound to the previous broker, so the next publish connects to this one. kombu keeps
+    # its pools in a process-wide registry keyed by broker URL: closing one in place (force_close_all)
+    # left a closed pool there that the next test on that URL got back ("Acquire on closed pool").
+    pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
 
@@ -193,12 +196,13 @@ FAST_RECOVERY = {"MAMS_VISIBILITY_TIMEOUT": "5", "MAMS_UNACKED_RESTORE_SECONDS":
                  "MAMS_ANALYSIS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 
 
-def ops_worker(name: str, llm: Any, extra: dict[str, str] | None = None) -> WorkerProcess:
+def ops_worker(name: str, llm: Any, extra: dict[str, str] | None = None, *, supervised: bool = False
+               ) -> WorkerProcess:
     from django.db import connection
 
     extra = {"MAMS_DB_PORT": str(connection.settings_dict["PORT"]), **(extra or {})}
     return start_worker(db_name=connection.settings_dict["NAME"], llm_url=llm.base_url, name=name,
-                        extra_env={**FAST_RECOVERY, **(extra or {})})
+                        extra_env={**FAST_RECOVERY, **(extra or {})}, supervised=supervised)
 
 
 def unacked_task_ids(redis_url: str) -> set[str]:

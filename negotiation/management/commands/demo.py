@@ -6,6 +6,7 @@ workers by polling Postgres, so what it prints is exactly what the database hold
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
@@ -38,6 +39,27 @@ def demo_admin() -> tuple[Any, str | None]:
         pw_file.write_text(password + "\n")
         pw_file.chmod(0o600)
     return user, (pw_file.read_text().strip() if pw_file.exists() else None)
+
+
+def describe_agents(agents: dict[str, dict[str, str]]) -> str:
+    """"buyer boulware, sellers LLM on profile local": a profile is named only where an LLM uses it."""
+    parts = []
+    for role, label in (("buyer", "buyer"), ("seller", "sellers")):
+        spec = agents[role]
+        parts.append(f"{label} LLM on profile {spec['profile']}" if spec["strategy"] == "llm"
+                     else f"{label} {spec['strategy']} (no LLM)")
+    return ", ".join(parts)
+
+
+def admin_hint(password: str | None) -> str:
+    """Where the admin is: on the port `make up` serves (MAMS_WEB_PORT), with the password only if it is known."""
+    url = f"http://127.0.0.1:{os.environ.get('MAMS_WEB_PORT', '8000')}/admin/"
+    if password:
+        how = f"as user 'admin' with password {password} (kept in .local/admin-password)"
+    else:
+        how = ("as user 'admin'; its password is not saved in .local/admin-password, so set one with "
+               "`.venv/bin/python manage.py changepassword admin`")
+    return f"Open the admin: run `make up`, then browse {url} {how}."
 
 
 def fmt(value: Any, spec: str = "") -> str:
@@ -76,12 +98,10 @@ class Command(BaseCommand):
             problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in flatten(exc).items())
             raise CommandError(f"cannot launch the batch: {problems}") from exc
         self.stdout.write(f"Batch {batch.pk}: {opts['runs']} × '{opts['item']}' on session '{session}' "
-                          f"(profile {opts['profile']}, max {opts['max_rounds']} rounds)")
+                          f"({describe_agents(agents)}; max {opts['max_rounds']} rounds)")
         self._wait(batch.pk, opts["timeout"])
         self._report(batch.pk)
-        self.stdout.write("\nOpen the admin: run `make up`, then browse http://127.0.0.1:8000/admin/ "
-                          f"as user 'admin'{f' with password {password}' if password else ''} "
-                          "(kept in .local/admin-password).")
+        self.stdout.write("\n" + admin_hint(password))
 
     def _check_provider(self, profile_name: str) -> None:
         try:

@@ -1,0 +1,131 @@
+"""Which Celery workers are alive and consuming MAMS's queues, read in one Redis round trip.
+
+A batch whose runs sit in `queued` because no worker runs is indistinguishable, in Postgres, from
+one waiting behind a backlog; the pages and the API must say which it is. Celery's own `ping` is a
+broadcast that waits for replies (a second or more per page load), so each worker instead keeps a
+key of its own in Redis, `mams:worker:<hostname>`, refreshed every `HEARTBEAT_SECONDS` with a TTL of
+`HEARTBEAT_TTL`. The refresh runs on the consumer's own timer (a consumer bootstep), so it stops
+when the consumer stops consuming (connection lost, shutting down), not only when the process dies;
+a killed worker's key expires within the TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import bootsteps
+from django.conf import settings
+
+from mams.queues import Queue
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "mams:worker:"
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TTL = 15
+# Queues a batch needs to be played: the rounds and the seller turns.
+PLAY_QUEUES = frozenset({Queue.ROUNDS.value, Queue.AGENTS.value})
+NO_WORKER_HINT = ("no worker is running: start one with `make up` (or `deploy/local/stack.sh worker`) or "
+                  "`systemctl start mams-worker@1`")
+
+_client: redis.Redis | None = None
+_client_url: str | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client, _client_url
+    if _client is None or _client_url != settings.REDIS_URL:
+        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        _client_url = settings.REDIS_URL
+    return _client
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Live workers, and whether the queues a batch needs are consumed. `known` is False when Redis
+    could not be asked (then nothing is claimed either way)."""
+
+    known: bool
+    workers: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def queues(self) -> frozenset[str]:
+        return frozenset(q for w in self.workers for q in w.get("queues", ()))
+
+    @property
+    def can_play(self) -> bool:
+        return PLAY_QUEUES <= self.queues
+
+    @property
+    def missing_queues(self) -> list[str]:
+        return sorted(PLAY_QUEUES - self.queues)
+
+
+def workers_presence() -> Presence:
+    """The workers whose heartbeat is fresh (one SCAN and one MGET)."""
+    try:
+        client = _redis()
+        keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=500))
+        values = client.mget(keys) if keys else []
+    except redis.RedisError as exc:
+        log.warning("worker presence: Redis did not answer (%s)", exc)
+        return Presence(known=False)
+    workers = []
+    for raw in values:
+        if raw is None:  # expired between SCAN and MGET
+            continue
+        try:
+            workers.append(json.loads(raw))
+        except ValueError:
+            continue
+    workers.sort(key=lambda w: str(w.get("hostname", "")))
+    return Presence(known=True, workers=tuple(workers))
+
+
+def heartbeat_write(*, hostname: str, queues: list[str]) -> None:
+    body = json.dumps({"hostname": hostname, "queues": sorted(queues), "pid": os.getpid(), "at": time.time()})
+    _redis().set(f"{KEY_PREFIX}{hostname}", body, ex=HEARTBEAT_TTL)
+
+
+def heartbeat_clear(*, hostname: str) -> None:
+    _redis().delete(f"{KEY_PREFIX}{hostname}")
+
+
+class HeartbeatStep(bootsteps.StartStopStep):
+    """A consumer bootstep: started when the consumer is connected and consuming, stopped (and the key
+    removed) when it stops, restarted after the consumer reconnects."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def _beat(self, consumer: Any) -> None:
+        try:
+            queues = [q.name for q in consumer.task_consumer.queues] if consumer.task_consumer else []
+            heartbeat_write(hostname=consumer.hostname, queues=queues)
+        except Exception as exc:  # noqa: BLE001 - a missed beat must never hurt the consumer
+            log.warning("worker heartbeat not written (%s); the next one retries", exc)
+
+    def start(self, parent: Any) -> None:
+        self._beat(parent)
+        self.tref = parent.timer.call_repeatedly(HEARTBEAT_SECONDS, self._beat, (parent,), priority=10)
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        try:
+            heartbeat_clear(hostname=parent.hostname)
+        except Exception as exc:  # noqa: BLE001
+            log.info("worker heartbeat not removed (%s); it expires in %ss", exc, HEARTBEAT_TTL)
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
