@@ -9,7 +9,7 @@ export MAMS_LLM_PORT ?= 18080
 export MAMS_REDIS_URL ?= redis://127.0.0.1:$(MAMS_REDIS_PORT)/0
 export MAMS_LOCAL_LLM_URL ?= http://127.0.0.1:$(MAMS_LLM_PORT)/v1
 
-.PHONY: install services demo test fuzz up down purge bench bench-dashboard load lint
+.PHONY: install services demo test fuzz up down purge bench bench-dashboard load soak lint
 
 install:
 	@$(STACK) setup
@@ -56,6 +56,11 @@ bench-dashboard: services
 # 60-run one on one worker), the asyncio baseline, and worker memory over a 2,000-run batch (~13 min on 2 cores).
 load: services
 	$(PY) bench/load.py
+
+# One 500-run batch on two supervised workers while Redis restarts 20 times, Postgres 10 times and a
+# worker is SIGKILLed 10 times, on a Postgres and Redis of its own; prints completed/duplicates/missing/stuck last.
+soak: services
+	$(PY) bench/soak.py
 
 lint: install
 	.venv/bin/ruff check .

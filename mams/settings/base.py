@@ -114,6 +114,8 @@ LOGIN_URL = "/admin/login/"
 # --- Redis, Celery -----------------------------------------------------------------------------
 REDIS_URL = env("MAMS_REDIS_URL", "redis://127.0.0.1:63790/0")
 CELERY_BROKER_URL = env("MAMS_BROKER_URL", REDIS_URL)
+# Kombu's Redis transport with a fix that keeps a worker alive through a Redis restart (see mams/broker.py).
+CELERY_BROKER_TRANSPORT = "mams.broker:Transport" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -126,6 +128,9 @@ CELERY_DB_REUSE_MAX = env_int("MAMS_CELERY_DB_REUSE_MAX", 1_000_000)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Retry the broker forever (Celery's default gives up after 100 tries and the worker exits): a Redis
+# outage longer than that must leave the worker waiting, ready when Redis returns.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A task whose worker died is redelivered after this many seconds (acks_late).
     "visibility_timeout": env_int("MAMS_VISIBILITY_TIMEOUT", 3600),
