@@ -143,6 +143,7 @@ def batch_live(request: HttpRequest, batch_id: Any) -> JsonResponse:
         "status": batch.status, "version": d["version"], "progress": d["progress"], "total": d["total"],
         "finished": d["finished"], "percent": d["percent"],
         "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
+        "workers_alert": batch_workers(progress=d["progress"])["alert"],
         "headlines": {h.key: {"mean": d["headlines"][h.key].mean, "low": d["headlines"][h.key].low,
                               "high": d["headlines"][h.key].high, "n": d["headlines"][h.key].n,
                               "text": fmt(d["headlines"][h.key].mean, h.fmt)} for h in HEADLINES},

@@ -101,7 +101,10 @@ def test_a_waiting_batch_with_no_worker_says_what_to_do_in_the_api_and_on_its_pa
     assert body["workers"]["live"] == 0
     assert "no worker is running" in body["workers"]["alert"] and "make up" in body["workers"]["alert"]
     assert "systemctl start mams-worker@1" in body["workers"]["alert"]
-    assert 'id="workers-alert"' in html and "no worker is running" in html
+    assert 'id="workers-alert" role="alert">' in html and "no worker is running" in html
+    # and the page's live poll carries it too, so the alert appears and goes without a reload
+    live = page.get(f"/analytics/batches/{batch.pk}/live.json").json()
+    assert "no worker is running" in live["workers_alert"]
 
 
 @pytest.mark.django_db

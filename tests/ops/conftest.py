@@ -75,9 +75,9 @@ class PrivateRedis:
 
 
 def _point_celery_at(url: str) -> None:
-    from mams.celery import app
-
     from kombu import pools
+
+    from mams.celery import app
 
     app.conf.broker_url = url
     # Drop the pools bound to the previous broker, so the next publish connects to this one. kombu keeps

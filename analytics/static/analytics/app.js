@@ -15,6 +15,12 @@
           if (fill) { fill.style.width = data.percent + "%"; }
           var status = document.getElementById("batch-status");
           if (status) { status.textContent = data.status; status.className = "badge " + data.status; }
+          // Say at once when runs wait and no worker runs (or when one has started again).
+          var alertBox = document.getElementById("workers-alert");
+          if (alertBox) {
+            alertBox.hidden = !data.workers_alert;
+            document.getElementById("workers-alert-text").textContent = data.workers_alert || "";
+          }
           if (data.version !== version) {
             version = data.version;
             var sep = window.location.search ? "&" : "?";
