@@ -11,8 +11,12 @@ export MAMS_LOCAL_LLM_URL ?= http://127.0.0.1:$(MAMS_LLM_PORT)/v1
 
 .PHONY: install services demo test fuzz up down purge bench bench-dashboard load soak lint
 
+# The Python extras to install: `make up MAMS_EXTRAS=dev` skips the local model (no llama.cpp compile) for
+# a stack that uses OpenRouter or the baseline strategies only.
+MAMS_EXTRAS ?= local,dev
+
 install:
-	@$(STACK) setup
+	@$(STACK) setup $(MAMS_EXTRAS)
 
 services: install
 	@$(STACK) services

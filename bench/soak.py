@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--redis", type=int, default=20, help="Redis restarts")
     parser.add_argument("--postgres", type=int, default=10, help="Postgres restarts")
     parser.add_argument("--kills", type=int, default=10, help="worker SIGKILLs")
-    parser.add_argument("--every", type=float, default=4.0, help="seconds between faults (jittered)")
+    parser.add_argument("--every", type=float, default=3.0, help="seconds between faults (jittered)")
     parser.add_argument("--latency", type=float, default=0.2, help="the fake provider's seconds per call")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -354,8 +354,9 @@ def main() -> None:
         rd.remove()
         pg.remove()
 
-    ok = (result["completed"] == result["runs"] == opts.runs and not result["duplicates"] and not result["missing"]
-          and not result["stuck"])
+    all_faults = done["redis"] == opts.redis and done["postgres"] == opts.postgres and done["kill"] == opts.kills
+    ok = (all_faults and result["completed"] == result["runs"] == opts.runs and not result["duplicates"]
+          and not result["missing"] and not result["stuck"])
     print(f"\n=== MAMS soak ({opts.runs}-run batch, 2 supervised worker processes, 2 cores; logs in {LOGS}) ===")
     print(f"restarts survived: Redis {done['redis']}/{opts.redis}, Postgres {done['postgres']}/{opts.postgres}, "
           f"worker SIGKILLs {done['kill']}/{opts.kills}; supervisors alive at the end {len(alive)}/2")

@@ -3,9 +3,9 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 
-from mams.presence import HeartbeatStep
+from mams.presence import HeartbeatStep, database_watch
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mams.settings.local")
 
@@ -27,3 +27,8 @@ def _recycle_db_connections(task: object = None, **_kwargs: object) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_ready.connect
+def _say_if_the_database_is_down(**_kwargs: object) -> None:
+    database_watch()

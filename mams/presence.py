@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 from django.conf import settings
+from django.db import connection
 
 from mams.queues import Queue
 
@@ -129,3 +131,31 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
+
+
+def database_watch(*, first_delay: float = 0.0) -> None:
+    """At worker start: if Postgres does not answer, say so in the log, then check again with a backoff
+    (2, 4 … 60 s) and say when it answers. The worker itself keeps running: its turns retry on their
+    infrastructure budget (MAMS_INFRA_MAX_RETRIES), so nothing needs a restart when Postgres returns."""
+    def check() -> None:
+        delay, warned = 2.0, False
+        time.sleep(first_delay)
+        while True:
+            try:
+                connection.ensure_connection()
+                if warned:
+                    log.warning("Postgres answers again (%s:%s); turns continue", connection.settings_dict["HOST"],
+                                connection.settings_dict["PORT"])
+                connection.close()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure is "not answering"; the log says which
+                connection.close()
+                log.warning("Postgres at %s:%s (database %s) does not answer (%s): this worker waits; turns retry "
+                            "on their own budget. Checking again in %.0f s.", connection.settings_dict["HOST"],
+                            connection.settings_dict["PORT"], connection.settings_dict["NAME"],
+                            str(exc).strip().splitlines()[0][:200], delay)
+                warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    threading.Thread(target=check, name="mams-database-watch", daemon=True).start()

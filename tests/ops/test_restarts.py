@@ -87,3 +87,29 @@ def test_a_long_database_outage_does_not_use_up_the_llm_retries(
     both = [kinds for kinds in retries.values() if kinds.count("OperationalError") >= 2 and
             "LLMTransientError" in kinds[kinds.index("OperationalError"):]]
     assert both, f"no turn met both outages; the test proved nothing: {dict(retries)}"
+
+
+def test_a_worker_started_while_postgres_is_down_stays_up_says_so_and_plays_when_it_returns(
+        private_postgres: Any, private_redis: Any, workers: list[WorkerProcess], llm: Any) -> None:
+    # given Postgres is down when a worker starts
+    private_postgres.stop()
+    worker = ops_worker("pgdown", llm)
+    workers.append(worker)
+    # then the worker stays up and says in its log what is wrong, checking again with a backoff
+    wait_for(lambda: worker.log.read_text().count("does not answer") >= 2, timeout=30, interval=0.5,
+             what="the worker to say twice that Postgres does not answer")
+    log = worker.log.read_text()
+    assert "Checking again in 2 s" in log and "Checking again in 4 s" in log
+    assert worker.proc.poll() is None
+    # when Postgres comes back
+    private_postgres.start_again()
+    from django.db import connections
+
+    connections.close_all()
+    wait_for(lambda: "Postgres answers again" in worker.log.read_text(), timeout=30, interval=0.5,
+             what="the worker to see Postgres again")
+    # then a batch launched now is played to the end by that same worker process
+    batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=2, agents=LLM, max_rounds=3)
+    wait_with_sweeper(batch.pk, timeout=120, worker=worker)
+    assert_every_turn_exactly_once(batch)
+    assert worker.proc.poll() is None
