@@ -16,3 +16,5 @@ STORAGES = {
 REDIS_URL = env("MAMS_TEST_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/1")  # noqa: F405
 CELERY_BROKER_URL = REDIS_URL
 LLM_DEFAULT_PROFILE = "openai-compatible"
+# Two suites on one Postgres server (a helper's worktree beside main) need test databases of their own.
+DATABASES["default"]["TEST"] = {"NAME": env("MAMS_TEST_DB_NAME", "test_" + DATABASES["default"]["NAME"])}  # noqa: F405
