@@ -316,3 +316,23 @@ def _zopa(demand: Any, sellers: list[Any]) -> Decimal | None:
     floors = [line.least_price for s in sellers for line in s.inventory.all()
               if line.item_name.lower() == demand.item_name.lower()]
     return demand.max_price - min(floors) if floors else None
+
+
+# --- error pages (DEBUG off) ------------------------------------------------------------------
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "analytics/error.html", {"code": 404, "title": "Not found", "message": (
+        "There is no page here, or it is not yours to see. The batches list is the way in.")}, status=404)
+
+
+def page_forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "analytics/error.html", {"code": 403, "title": "Not allowed", "message": (
+        "You are signed in as someone who may not see this. Sign in as its owner, or ask a staff user.")},
+        status=403)
+
+
+def page_error(request: HttpRequest) -> HttpResponse:
+    """A 500 renders without the database or the session (either may be what failed)."""
+    from django.template import loader
+
+    return HttpResponse(loader.get_template("analytics/error_500.html").render(), status=500)

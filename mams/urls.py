@@ -4,11 +4,12 @@ root goes there)."""
 
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from analytics.bench.api import LeaderboardApi, LeaderboardSlashApi
+from negotiation.api.not_found import api_not_found
 
 admin.site.site_header = "MAMS — Multi-Agent Marketplace Simulator"
 admin.site.site_title = "MAMS admin"
@@ -22,6 +23,12 @@ urlpatterns = [
     path("api/leaderboard/", LeaderboardSlashApi.as_view(), name="leaderboard-slash"),
     path("api/", include("negotiation.urls")),
     path("env/", include("negotiation.api.environment")),  # the environment API for external agents
+    re_path(r"^(?:api|env)/", api_not_found),  # any other /api/ or /env/ path: a JSON 404, never an HTML page
     path("analytics/", include("analytics.urls")),
     path("", RedirectView.as_view(pattern_name="analytics:batches", permanent=False)),
 ]
+
+# Pages (when DEBUG is off, as in production): error pages with the navigation bar.
+handler403 = "analytics.views.page_forbidden"
+handler404 = "analytics.views.page_not_found"
+handler500 = "analytics.views.page_error"
