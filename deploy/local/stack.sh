@@ -141,7 +141,10 @@ llm_start() {
   port_free "$LLM_PORT" "the LLM server" MAMS_LLM_PORT
   log "starting the llama.cpp server (Gemma 3 270M) on 127.0.0.1:$LLM_PORT"
   # One request at a time (the server has no batching); never interrupt a running completion.
-  nohup "$PY" -m llama_cpp.server --model "$model" --model_alias gemma-3-270m --host 127.0.0.1 \
+  # OMP_WAIT_POLICY=PASSIVE: llama.cpp's OpenMP threads sleep instead of spinning between steps. With
+  # both cores busy (workers, tests, a build) spinning threads starve each other: measured here, two
+  # 30-token completions took 25.8 s spinning and 6.1 s passive on a loaded 2-core machine.
+  OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" nohup "$PY" -m llama_cpp.server --model "$model" --model_alias gemma-3-270m --host 127.0.0.1 \
     --port "$LLM_PORT" --n_ctx 2048 --interrupt_requests False --n_threads 2 \
     >"$LOCAL/llm/llm.log" 2>&1 &
   echo $! >"$LOCAL/llm/llm.pid"
