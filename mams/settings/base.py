@@ -272,6 +272,8 @@ SPECTACULAR_SETTINGS = {
         "BatchStatusEnum": "negotiation.models.Batch.Status",
         "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
         "LiveModeEnum": ["human_buyer"],
+        "PartStateEnum": ["up", "down"],  # /api/health, per part
+        "EnvCheckEnum": ["ok", "unavailable"],  # /env/health, per check
     },
 }
 # Live negotiation: how long `POST /message` with wait=true waits for the sellers, and the SSE
