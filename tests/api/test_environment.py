@@ -496,13 +496,16 @@ def test_a_scripted_external_agent_plays_over_http(user: Any, celery_worker: Any
     played = agent.play_episode(client, task, seed=12, max_rounds=3, agents=sellers, wait_seconds=60)
     assert played["score"]["done"] and set(played["statuses"]) == {200}
     assert RunMetrics.objects.filter(run_id=played["episode_id"]).exists()
-    # and no body the agent received (tasks, resets, steps, states, scores) held a seller's secret
+    # and no body the agent received before an episode was done (tasks, resets, steps, states) held a seller's
+    # secret; the bodies of a done episode carry its debrief (services/outside.py, tests/api/test_outside_policy.py)
     client.state(eid)
     assert len(client.bodies) >= 10
+    done = [b for b in client.bodies if '"done":true' in b]
+    assert done and all('"debrief":{' in b for b in done if '"score"' in b or '"reward":' in b)
     for body in client.bodies:
         if '"results"' in body:  # the task list names suite scenarios (e.g. sweet-retention-first)
             assert_nothing_private(body, words=["cost_price", "least_price", "selling_price", "priorities"])
-        else:
+        elif body not in done:
             assert_nothing_private(body)
     # (the sellers did not give their floors away in play, so the check above is not vacuous)
     offered = {str(p) for p in Message.objects.filter(run__mode="external", sender_type="seller")
