@@ -21,10 +21,26 @@ buyer-side surface asks this module instead of deciding for itself:
   training use case. (A suite task is fixed, so the debrief teaches its floors for later episodes
   of the same task: that is what training on a fixed task means, and results say which task.)
 
-Surfaces and what they consult: `run_analytics`, the run API and transcript, the stream and the live
-room's answers (negotiation/api/runs.py, stream.py, live.py), `/env` observations, state and score
-(services/environment.py), and the run page (analytics/views.py). Batch exports never hold an outside
-buyer's run: live rooms and episodes belong to no batch.
+"The run has ended" means its status is terminal; the Outcome is written in the same transaction
+that completes the run, so an outcome, its scores and the run's metrics never exist while it is
+sealed. Per surface, before the end / after it:
+
+- `GET /api/negotiations/{id}` (and the live room's `start`): no `scenario`, `debrief` null / the
+  scenario and the debrief (api/runs.py).
+- `GET .../messages`: the buyer's view, without reasoning, model, tokens, repair flags or quality /
+  every message with all of them (selectors.run_transcript, api/runs.py::message_data).
+- `GET .../analytics`: no counts, share, quality averages or verdict / all of them and the debrief
+  (selectors.run_analytics, selectors.run_verdict).
+- `POST .../message`: replies and standing offers, `debrief` null / the debrief, if its round ended
+  the run; `POST .../decide` ends the run, so its answer carries the debrief (api/live.py).
+- `GET .../stream`: the buyer's messages and offers / the outcome, then a `debrief` event, then
+  `end` (services/events.py::run_stream).
+- `/env/step`, `/env/state`: the observation (the buyer view), reward 0, no score / `info.score`
+  with the reward and the debrief; `/env/score`: every result field null / all of them and the
+  debrief (services/environment.py::episode_score).
+- The run page `/analytics/runs/<id>/`: the buyer's lane only, no floor guides, events, metrics or
+  verdict / the whole page and the debrief (analytics/views.py::run_detail).
+- Batch exports and dashboards never hold an outside buyer's run: rooms and episodes have no batch.
 
 The debrief's numbers come from the metric definitions in analytics/metrics.py (pure functions, no
 Django), so they are the same numbers the analytics pages and RunMetrics report.
