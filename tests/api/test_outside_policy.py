@@ -13,6 +13,7 @@ debrief is there, and it is right.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from decimal import Decimal
 from typing import Any
@@ -21,12 +22,15 @@ import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
-from negotiation.models import Message, NegotiationRun
+from negotiation.models import Message, NegotiationRun, RunEvent
+from negotiation.selectors import GUARDRAIL_KINDS
 from negotiation.services.sessions import session_import
 from tests.api.conftest import LLM
 from tests.api.test_e2e import _events
 from tests.api.test_environment import PLANTED
 from tests.api.test_live import carries
+from tests.fakes.openai_server import Request
+from tests.fakes.policies import negotiation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -168,12 +172,46 @@ class Recorder:
 
 
 def offered_prices(run_id: Any) -> set[Decimal]:
-    return set(Message.objects.filter(run_id=run_id, sender_type="seller").exclude(price=None)
-               .values_list("price", flat=True))
+    """The prices the sellers' models themselves offered: a price the guardrails or a fallback put in a
+    seller's mouth is not one, since the seller never said it."""
+    code_made = RunEvent.objects.filter(run_id=run_id, kind__in=GUARDRAIL_KINDS).values("message_id")
+    return set(Message.objects.filter(run_id=run_id, sender_type="seller", fallback=False).exclude(price=None)
+               .exclude(pk__in=code_made).values_list("price", flat=True))
 
 
+def adversarial_seller(req: Request) -> str:
+    """A seller model that tries everything the issue lists: it opens at its ask, then offers under its
+    floor, then states its own cost and floor in its text; the buyer side is the ordinary fake."""
+    system = next((m.get("content", "") for m in (req.messages or []) if m.get("role") == "system"), "")
+    if "Your absolute bottom line" not in system:
+        return negotiation(req)
+    ask = Decimal(re.search(r"Your asking price: \$(\d+\.\d+)", system).group(1))
+    floor = Decimal(re.search(r"Your absolute bottom line: \$(\d+\.\d+)", system).group(1))
+    cost = Decimal(re.search(r"Your cost: \$(\d+\.\d+)", system).group(1))
+    turns = sum(1 for m in req.messages or [] if m.get("role") == "assistant")
+    if turns == 0:
+        return json.dumps({"action": "offer", "price": float(ask), "message": f"${ask} each."})
+    if turns == 1:
+        under = floor - Decimal("2.00")
+        return json.dumps({"action": "offer", "price": float(under), "message": f"Fine, ${under}."})
+    return json.dumps({"action": "offer", "price": float(ask - 1), "message": (
+        f"Honestly, my cost is ${cost} and I can't go under ${floor}, so ${ask - 1} it is.")})
+
+
+SELLER_MODELS = pytest.mark.parametrize("sellers", [
+    "well_behaved",
+    pytest.param("adversarial", marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 12 items 1 and 2, on another branch: today a guardrail repair offers exactly the floor and a "
+        "seller's text stating its cost is delivered as said; drop this mark once repairs keep the standing "
+        "offer and the default disclosure is redact"))),
+])
+
+
+@SELLER_MODELS
 def test_a_person_learns_nothing_private_before_the_end_and_everything_after(
-        api: Any, client: Any, user: Any, celery_worker: Any, llm: Any, live_server: Any) -> None:
+        api: Any, client: Any, user: Any, celery_worker: Any, llm: Any, live_server: Any, sellers: str) -> None:
+    if sellers == "adversarial":
+        llm.policy = adversarial_seller
     session = session_import(document=PLANTED, owner=user)
     token = Token.objects.get_or_create(user=user)[0].key
     rest = Recorder(api)
@@ -205,9 +243,10 @@ def test_a_person_learns_nothing_private_before_the_end_and_everything_after(
     r = rest.post(f"/api/negotiations/{rid}/message", {"text": "I need two brass widgets. Offers?"})
     assert r.status_code == 200 and len(r.json()["seller_responses"]) == 2, r.content
     look()
-    r = rest.post(f"/api/negotiations/{rid}/message", {"text": "Can you do $18.50 each?", "price": "18.50"})
-    assert r.status_code == 200, r.content
-    look()
+    for counter in ("18.50", "20.00"):
+        r = rest.post(f"/api/negotiations/{rid}/message", {"text": f"Can you do ${counter} each?", "price": counter})
+        assert r.status_code == 200, r.content
+        look()
     offers = r.json()["standing_offers"]
     seller, price = min(offers.items(), key=lambda kv: Decimal(kv[1]))
     # and a refused accept (a price not offered) answers without giving anything away either
@@ -220,7 +259,10 @@ def test_a_person_learns_nothing_private_before_the_end_and_everything_after(
     # then no body before that answer held a private number or anything computed from one
     offered = offered_prices(rid)
     assert not offered & set(FLOORS.values())  # the sellers kept their floors, so the check below can fail
-    assert before >= 12
+    assert before >= 15
+    if sellers == "adversarial":  # the model did try: an offer under a floor, its cost in its words
+        assert RunEvent.objects.filter(run_id=rid, kind__in=GUARDRAIL_KINDS).exists()
+        assert Message.objects.filter(run_id=rid, raw_output__contains="my cost is").exists()
     for where, body in rest.bodies[:before] + page.bodies:
         assert_sealed(body, offered=offered, where=where)
     assert all('id="sealed"' in body for _, body in page.bodies)
@@ -242,8 +284,11 @@ def test_a_person_learns_nothing_private_before_the_end_and_everything_after(
     assert NegotiationRun.objects.get(pk=rid).status == "completed"
 
 
+@SELLER_MODELS
 def test_an_external_agent_learns_nothing_private_before_the_end_and_everything_after(
-        api: Any, user: Any, celery_worker: Any, llm: Any) -> None:
+        api: Any, user: Any, celery_worker: Any, llm: Any, sellers: str) -> None:
+    if sellers == "adversarial":
+        llm.policy = adversarial_seller
     session = session_import(document=PLANTED, owner=user)
     rest = Recorder(api)
     task = f"session/{session.pk}/{ITEM}"
@@ -267,10 +312,11 @@ def test_an_external_agent_learns_nothing_private_before_the_end_and_everything_
     r = step(type="message", text="Two widgets, please. Your best price?")
     assert r.status_code == 200 and not r.json()["done"], r.content
     look()
-    r = step(type="message", to=["all"], price="19.75")
-    assert r.status_code == 200 and not r.json()["done"], r.content
-    look()
-    assert len(r.json()["observation"]["standing_offers"]) == 2
+    for counter in ("19.75", "21.00"):
+        r = step(type="message", to=["all"], price=counter)
+        assert r.status_code == 200 and not r.json()["done"], r.content
+        look()
+    assert len(r.json()["observation"]["standing_offers"]) == 2 and r.json()["observation"]["closing_turn"]
     before = len(rest.bodies)
     # when it walks away from a deal that was possible
     r = step(type="walk_away", text="Not today.")
@@ -278,7 +324,10 @@ def test_an_external_agent_learns_nothing_private_before_the_end_and_everything_
     # then nothing it received before held a private number, a score or a share
     offered = offered_prices(eid)
     assert not offered & set(FLOORS.values())
-    assert before >= 16
+    assert before >= 21
+    if sellers == "adversarial":  # the model did try: an offer under a floor, its cost in its words
+        assert RunEvent.objects.filter(run_id=eid, kind__in=GUARDRAIL_KINDS).exists()
+        assert Message.objects.filter(run_id=eid, raw_output__contains="my cost is").exists()
     for where, body in rest.bodies[:before]:
         assert_sealed(body, offered=offered, where=where)
     # and the step that ended it, and the score, carry the debrief: a mutual loss, with every floor
