@@ -42,6 +42,7 @@ from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Batch, NegotiationRun, Session
 from negotiation.selectors import batch_workers, run_context
+from negotiation.services import outside
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import ConflictError, LimitExceeded
 
@@ -152,14 +153,18 @@ def batch_live(request: HttpRequest, batch_id: Any) -> JsonResponse:
 
 # --- the run page ------------------------------------------------------------------------------
 
-def _lanes(run: NegotiationRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """The transcript as lanes: the buyer's view and each seller's view, aligned by round."""
+def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The transcript as lanes: the buyer's view and each seller's view, aligned by round.
+
+    A sealed run (an outside buyer's, not ended: negotiation/services/outside.py) shows the buyer's lane
+    only, without the guardrail and leak events (a repair tells of a seller's floor).
+    """
     ctx = run_context(run, rows=True)
-    events = run_events(run_id=run.pk)
+    events = {} if sealed else run_events(run_id=run.pk)
     buyer = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                   max_rounds=run.max_rounds, transcript=ctx.transcript)
     lanes = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
-    for handle in ctx.handles:
+    for handle in () if sealed else ctx.handles:
         view = visibility.seller_view(me=ctx.sellers[handle], item_name=ctx.buyer.item_name,
                                       quantity=ctx.buyer.quantity, round_no=run.current_round,
                                       transcript=ctx.transcript)
@@ -182,7 +187,7 @@ def _lanes(run: NegotiationRun) -> tuple[list[dict[str, Any]], list[dict[str, An
     return lanes, rows, last
 
 
-def _offers_chart(run: NegotiationRun, rounds: int) -> str:
+def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool) -> str:
     ctx = run_context(run)
     lines: dict[str, list[charts.Point]] = {}
     for m in ctx.transcript:
@@ -191,11 +196,12 @@ def _offers_chart(run: NegotiationRun, rounds: int) -> str:
         name = "buyer counter" if m.sender == BUYER else m.sender
         lines.setdefault(name, []).append(charts.Point(m.round_no, float(m.price), m.action))
     guides = {"buyer max": float(ctx.buyer.max_price)}
-    floors = sorted((float(s.least_price), h) for h, s in ctx.sellers.items())
+    floors = [] if sealed else sorted((float(s.least_price), h) for h, s in ctx.sellers.items())
     if floors:
         guides[f"lowest floor {floors[0][1]}"] = floors[0][0]
     outcome = getattr(run, "outcome", None)
-    if outcome is not None and outcome.chosen_handle in ctx.sellers and outcome.chosen_handle != floors[0][1]:
+    if (floors and outcome is not None and outcome.chosen_handle in ctx.sellers
+            and outcome.chosen_handle != floors[0][1]):
         guides[f"{outcome.chosen_handle} floor"] = float(ctx.sellers[outcome.chosen_handle].least_price)
     return charts.offers(lines, rounds=rounds, label="Offers and counters over rounds", guides=guides)
 
@@ -208,10 +214,11 @@ SCORE_ROWS = [("deal_quality", "Deal quality", "higher is better"), ("coherence"
 def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = get_object_or_404(visible(NegotiationRun.objects.select_related("batch", "session"), request.user),
                             pk=run_id)
-    metrics = RunMetrics.objects.filter(run=run).first()
-    analysis = RunAnalysis.objects.filter(run=run).first()
+    closed = outside.sealed(run)
+    metrics = None if closed else RunMetrics.objects.filter(run=run).first()
+    analysis = None if closed else RunAnalysis.objects.filter(run=run).first()
     outcome = getattr(run, "outcome", None)
-    lanes, rows, last = _lanes(run)
+    lanes, rows, last = _lanes(run, sealed=closed)
     scores = []
     galileo = (analysis.galileo or {}) if analysis is not None else {}
     galileo_scores = galileo.get("scores") or {}
@@ -221,8 +228,9 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
                            "local": (analysis.local or {}).get(key), "galileo": galileo_scores.get(key)})
     ctx = {"run": run, "metrics": metrics, "analysis": analysis, "outcome": outcome, "lanes": lanes, "rows": rows,
            "last_round": last, "scores": scores, "galileo": galileo, "galileo_scores": galileo_scores,
-           "chart": mark_safe(_offers_chart(run, max(last, 1))),  # noqa: S308 - the chart escapes its text
-           "orphan_events": run_events(run_id=run.pk).get(None, [])}
+           "chart": mark_safe(_offers_chart(run, max(last, 1), sealed=closed)),  # noqa: S308 - escaped inside
+           "orphan_events": [] if closed else run_events(run_id=run.pk).get(None, []), "sealed": closed,
+           "debrief": outside.debrief(run) if outside.is_outside(run) else None}
     return render(request, "analytics/run_detail.html", ctx)
 
 

@@ -15,6 +15,7 @@ from mams.queues import ALL_QUEUES
 from negotiation import turn_rows
 from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
+from negotiation.services import outside
 
 GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK)
                    and not k.value.startswith(("claim_", "unsupported_"))]
@@ -256,14 +257,14 @@ def run_buyer_view(*, run: NegotiationRun) -> Any:
 def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...]]]:
     """The messages of a run with who could see each one.
 
-    For a run with a human or external-agent buyer only the buyer's view is returned (today that is every message,
-    since every reply goes to the buyer; the filter keeps it true if that ever changes).
+    While an outside buyer's run is sealed (services/outside.py) only the buyer's view is returned (today that is
+    every message, since every reply goes to the buyer; the filter keeps it true if that ever changes).
     """
     from negotiation.engine import visibility
 
     ctx = run_context(run, rows=True)
     msgs = ctx.transcript
-    if run.mode in NegotiationRun.OUTSIDE_BUYER:
+    if outside.sealed(run):
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                      max_rounds=run.max_rounds, transcript=ctx.transcript).thread
     out = []
@@ -339,11 +340,14 @@ RESULT_COLUMNS = [
 def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
     """Spec 10.3: rounds, messages, mean response time, outcome with savings vs the first ask.
 
-    For a human- or external-buyer run only what the buyer may know is reported: no seller-side event counts.
+    While an outside buyer's run is sealed (services/outside.py) only what the buyer may know is reported:
+    no quality scores (they average over the sellers' messages too, so they show a seller's repair), no
+    event counts, no surplus share and no verdict. Once it has ended, everything, with the `debrief`.
     """
     msgs = list(Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"))
     outcome = getattr(run, "outcome", None)
-    human = run.mode in NegotiationRun.OUTSIDE_BUYER
+    closed = outside.sealed(run)
+    human = outside.is_outside(run)
     timed = [m.latency_ms for m in msgs if m.llm_calls and (m.sender_type == "seller" or not human)]
     avg = sum(timed) / len(timed) / 1000 if timed else None
     rounds = max((m.round_no for m in msgs if m.sender_type == "seller"), default=0)
@@ -362,7 +366,7 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
             out["savings_vs_initial"] = first - outcome.final_price
             out["savings_vs_initial_total"] = (first - outcome.final_price) * outcome.quantity
         out["within_budget"] = outcome.final_price <= max_price
-    quality = [m.quality for m in msgs if m.quality]
+    quality = [m.quality for m in msgs if m.quality] if not closed else []
     galileo = None
     if quality:
         keys = sorted({k for q in quality for k, v in q.items() if isinstance(v, int | float)})
@@ -375,11 +379,11 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
         "avg_response_time": f"{avg:.1f}s" if avg is not None else None,
         "avg_response_seconds": round(avg, 3) if avg is not None else None,
         "galileo_metrics": galileo,
-        "galileo_note": None if galileo else "No quality scores for this run yet: they appear once the "
-                                             "post-deal analysis has scored it.",
+        "galileo_note": None if galileo else SEALED_NOTE if closed else (
+            "No quality scores for this run yet: they appear once the post-deal analysis has scored it."),
         "outcome": out,
     }
-    if not human:
+    if not closed:
         from negotiation.models import RunEvent
 
         kinds = dict(RunEvent.objects.filter(run=run).values_list("kind").annotate(n=Count("id"))
@@ -394,25 +398,29 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
         }
         share = run_buyer_share(run)
         out["buyer_surplus_share"] = share
-    data["analysis"] = run_verdict(run=run, full=not human)
+    data["analysis"] = None if closed else run_verdict(run=run)
+    data["debrief"] = outside.debrief(run)
     return data
+
+
+SEALED_NOTE = ("Quality scores, counts and the analysis appear once the negotiation has ended, with a debrief "
+               "of every seller's floor: until then nothing derived from the sellers' private numbers is shown.")
 
 
 VERDICT_SCORES = ("deal_quality", "strategy_effectiveness", "coherence", "hallucination")
 
 
-def run_verdict(*, run: NegotiationRun, full: bool) -> dict[str, Any] | None:
-    """The post-deal analysis of a run, or None before the analysis task has written it.
-
-    The analyst saw every private number, so its words (reasons, recommendations) are shown only on
-    runs whose buyer is an agent; a person's or an external agent's run gets the scores alone.
-    """
+def run_verdict(*, run: NegotiationRun) -> dict[str, Any] | None:
+    """The post-deal analysis of a run, or None before the analysis task has written it, or while the run
+    is sealed from its outside buyer (the analyst saw every private number, and its deal quality is the
+    buyer's surplus share: services/outside.py)."""
+    if outside.sealed(run):
+        return None
     verdict = getattr(run, "analysis", None)
     if verdict is None:
         return None
     data: dict[str, Any] = {"status": verdict.status, "source": verdict.source or None,
                             "model": verdict.model or None, **{k: getattr(verdict, k) for k in VERDICT_SCORES}}
     data["strategy_effectiveness"] = data["strategy_effectiveness"] or None
-    if full:
-        data.update(reasons=verdict.reasons, recommendations=verdict.recommendations, error=verdict.error or None)
+    data.update(reasons=verdict.reasons, recommendations=verdict.recommendations, error=verdict.error or None)
     return data

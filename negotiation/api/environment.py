@@ -1,8 +1,10 @@
 """The environment API for external buyer agents (OpenEnv style), mounted at /env/ (mams/urls.py).
 
 `GET /env/health`, `GET /env/tasks`, `POST /env/reset`, `POST /env/step`, `GET /env/state` and
-`GET /env/score`. Every answer about an episode is the buyer's view (services/environment.py builds
-it from the engine's buyer view only): no seller cost, floor, style or weights, ever.
+`GET /env/score`. Until an episode is done every answer about it is the buyer's view
+(services/environment.py builds it from the engine's buyer view only): no seller cost, floor, style
+or weights, nor anything computed from them; once it is done, the score carries a `debrief` that
+states them (the one outside-buyer policy: negotiation/services/outside.py).
 
 Authentication is the API's token, and an episode is its owner's (another user's is a 404), except
 `/env/health`: orchestrators probe it before they hold a token, as with OpenEnv servers, and it
@@ -27,6 +29,7 @@ from rest_framework.views import APIView
 
 from negotiation.api.common import MONEY, PAGE_PARAMETERS, Pagination, errors, page_of
 from negotiation.api.live import RoomInput
+from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
 from negotiation.models import NegotiationRun
 from negotiation.services.environment import (
     ACTIONS,
@@ -144,6 +147,7 @@ class ScoreSerializer(serializers.Serializer):
     seller_fingerprint = serializers.CharField(help_text="Compare results only with the same seller fingerprint.")
     code_version = serializers.CharField()
     error = serializers.CharField(allow_null=True)
+    debrief = DebriefSerializer(allow_null=True, help_text=DEBRIEF_HELP)
 
 
 class RecordedSerializer(serializers.Serializer):
@@ -314,7 +318,7 @@ class EnvStepApi(APIView):
 
 
 class EnvStateApi(APIView):
-    """The episode now, as the buyer may know it. Never a seller's cost, floor, style or weights."""
+    """The episode now, as the buyer may know it: no seller's cost, floor, style or weights until it is done."""
 
     @extend_schema(tags=TAG, operation_id="env_state", parameters=[EPISODE_PARAMETER],
                    responses={200: StepOutputSerializer, **errors(400, 401, 404)})

@@ -1,7 +1,9 @@
 """A person as the buyer (spec 10.2 and 12.4): start a negotiation, message the sellers, decide.
 
-Every response is the buyer's view: seller handles and ids, what the sellers said to the buyer,
-their offers, and the buyer's own constraints; never a seller's cost, floor, style or weights.
+Until the negotiation ends every response is the buyer's view: seller handles and ids, what the
+sellers said to the buyer, their offers, and the buyer's own constraints; never a seller's cost,
+floor, style or weights, nor anything computed from them. The answer that ends it (a decision, or a
+message whose round ended it) carries the `debrief` that states them (negotiation/services/outside.py).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from rest_framework.views import APIView
 
 from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import MONEY, errors
-from negotiation.api.runs import OutcomeSerializer, RunDetailSerializer, run_or_404
+from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer, OutcomeSerializer, RunDetailSerializer, run_or_404
 from negotiation.models import Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, session_get
+from negotiation.services import outside
 from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start
 
 TAG = ["live negotiation"]
@@ -111,6 +114,7 @@ class LiveMessageOutput(serializers.Serializer):
     current_round = serializers.IntegerField()
     standing_offers = serializers.DictField(child=serializers.DecimalField(**MONEY))
     outcome = OutcomeSerializer(allow_null=True)
+    debrief = DebriefSerializer(allow_null=True, help_text=DEBRIEF_HELP)
 
 
 def _message_result(run: NegotiationRun, msg: Message, replies: list[Message]) -> dict[str, Any]:
@@ -121,7 +125,8 @@ def _message_result(run: NegotiationRun, msg: Message, replies: list[Message]) -
         "message_id": msg.pk, "round": msg.round_no, "recipients": msg.recipients,
         "seller_responses": replies, "pending": [h for h in msg.recipients if h not in answered],
         "complete": answered >= set(msg.recipients), "status": run.status, "current_round": run.current_round,
-        "standing_offers": run_buyer_view(run=run).standing_offers, "outcome": outcome}).data
+        "standing_offers": run_buyer_view(run=run).standing_offers, "outcome": outcome,
+        "debrief": outside.debrief(run)}).data
 
 
 class LiveMessageApi(APIView):
@@ -181,6 +186,8 @@ class LiveDecideOutput(serializers.Serializer):
     reason = serializers.CharField()
     deal_summary = DealSummary(allow_null=True)
     analysis = DealAnalysis()
+    debrief = DebriefSerializer(help_text="Every seller's floor, the ZOPA, your surplus share and whether it was a "
+                                          "mutual loss: the negotiation has ended, so nothing is withheld.")
 
 
 def _decide_result(run: NegotiationRun) -> dict[str, Any]:
@@ -207,6 +214,7 @@ def _decide_result(run: NegotiationRun) -> dict[str, Any]:
                      "within_budget": stats["within_budget"], "summary": summary,
                      "note": "Quality scores and the LLM post-deal analysis appear on the run's analytics once "
                              "the analysis task has scored it."},
+        "debrief": outside.debrief(run),
     }).data
 
 

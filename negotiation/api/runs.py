@@ -1,8 +1,10 @@
 """Runs: a negotiation's record with its outcome, its transcript (who saw each message), analytics.
 
-For a run with a human or external-agent buyer every response here is the buyer's view: the seller handles, the
-buyer's own constraints and the messages addressed to the buyer, never `scenario` (the sellers'
-costs, floors, styles and weights) nor the sellers' private reasoning.
+For a run with a human or external-agent buyer, what these responses show follows the one outside-buyer
+policy (negotiation/services/outside.py): until the run ends, the buyer's view only (the seller handles,
+the buyer's own constraints and the messages addressed to the buyer), never `scenario` (the sellers'
+costs, floors, styles and weights), the sellers' reasoning or anything computed from them; once it has
+ended, the whole run and a `debrief` that states every seller's floor.
 """
 
 from __future__ import annotations
@@ -20,12 +22,46 @@ from rest_framework.views import APIView
 from negotiation.api.common import MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
 from negotiation.models import Message, NegotiationRun, Outcome
 from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_transcript
+from negotiation.services import outside
 
 TAG = ["negotiations"]
 
 
-def is_human(run: NegotiationRun) -> bool:
-    return run.mode in NegotiationRun.OUTSIDE_BUYER
+class DebriefSerializer(serializers.Serializer):
+    """services/outside.py::debrief: the run laid open for its buyer once it has ended."""
+
+    class DebriefSeller(serializers.Serializer):
+        handle = serializers.CharField()
+        least_price = serializers.DecimalField(**MONEY, help_text="Its floor: the lowest price it could accept.")
+        cost_price = serializers.DecimalField(**MONEY)
+        selling_price = serializers.DecimalField(**MONEY, help_text="Its asking price.")
+        style = serializers.CharField()
+        retention_weight = serializers.DecimalField(max_digits=4, decimal_places=2)
+        profit_weight = serializers.DecimalField(max_digits=4, decimal_places=2)
+        within_budget = serializers.BooleanField(help_text="Its floor was at or below your maximum price.")
+
+    status = serializers.CharField()
+    max_price = serializers.DecimalField(**MONEY)
+    sellers = DebriefSeller(many=True)
+    lowest_floor = serializers.DecimalField(**MONEY, allow_null=True)
+    lowest_floor_seller = serializers.CharField(allow_null=True)
+    zopa = serializers.DecimalField(**MONEY, allow_null=True, help_text=(
+        "max_price - the lowest floor; below 0 no deal was possible."))
+    deal = serializers.BooleanField()
+    price = serializers.DecimalField(**MONEY, allow_null=True)
+    seller = serializers.CharField(allow_null=True)
+    chosen_floor = serializers.DecimalField(**MONEY, allow_null=True, help_text="The chosen seller's floor.")
+    buyer_share = serializers.FloatField(allow_null=True, help_text=(
+        "(max_price - price) / (max_price - chosen_floor): the share of the surplus you captured."))
+    seller_share = serializers.FloatField(allow_null=True)
+    best_price = serializers.DecimalField(**MONEY, allow_null=True, help_text="The lowest floor within max_price.")
+    left_on_table = serializers.DecimalField(**MONEY, allow_null=True, help_text="price - best_price, per unit.")
+    mutual_loss = serializers.BooleanField(help_text="No deal although some floor was within max_price.")
+    summary = serializers.CharField()
+
+
+DEBRIEF_HELP = ("Null until the negotiation has ended; then every seller's floor, the ZOPA, your surplus share and "
+                "whether it was a mutual loss (negotiation/services/outside.py).")
 
 
 class OutcomeSerializer(serializers.Serializer):
@@ -90,9 +126,9 @@ class RunSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.JSONField(allow_null=True, help_text=(
         "The private configuration snapshot (buyer demand, sellers' prices, styles and weights); null for "
-        "human- and external-buyer runs, whose responses carry only the buyer's view.")))
+        "a human- or external-buyer run until it has ended.")))
     def get_scenario(self, run: NegotiationRun) -> dict | None:
-        return None if is_human(run) else run.scenario
+        return None if outside.sealed(run) else run.scenario
 
     @extend_schema_field(OutcomeSerializer(allow_null=True))
     def get_outcome(self, run: NegotiationRun) -> dict | None:
@@ -102,6 +138,12 @@ class RunSerializer(serializers.Serializer):
 
 class RunDetailSerializer(RunSerializer):
     standing_offers = serializers.SerializerMethodField()
+    debrief = serializers.SerializerMethodField()
+
+    @extend_schema_field(DebriefSerializer(allow_null=True, help_text=DEBRIEF_HELP))
+    def get_debrief(self, run: NegotiationRun) -> dict | None:
+        body = outside.debrief(run)
+        return None if body is None else DebriefSerializer(body).data
 
     @extend_schema_field(serializers.DictField(child=serializers.DecimalField(**MONEY), help_text=(
         "Each active seller's latest offer to the buyer, by handle: what the buyer may accept now.")))
@@ -147,7 +189,7 @@ class MessageFullSerializer(MessageSerializer):
 
 
 def message_data(run: NegotiationRun, msg: Message, audience: tuple[str, ...]) -> dict[str, Any]:
-    cls = MessageSerializer if is_human(run) else MessageFullSerializer
+    cls = MessageSerializer if outside.sealed(run) else MessageFullSerializer
     return cls(msg, context={"audience": {msg.pk: audience}}).data
 
 
@@ -202,8 +244,9 @@ class RunMessagesApi(APIView):
     class TranscriptOutput(serializers.Serializer):
         negotiation_id = serializers.UUIDField()
         mode = serializers.CharField()
-        messages = MessageFullSerializer(many=True, help_text="Human-buyer runs show the buyer's view only: no "
-                                                              "reasoning, model or token fields.")
+        messages = MessageFullSerializer(many=True, help_text="A human- or external-buyer run shows the buyer's "
+                                                              "view only until it has ended: no reasoning, model, "
+                                                              "token, repair or quality fields.")
 
     @extend_schema(tags=TAG, operation_id="negotiations_messages",
                    responses={200: TranscriptOutput, **errors(401, 404)})
@@ -241,8 +284,9 @@ class RunAnalyticsApi(APIView):
         galileo_metrics = serializers.JSONField(allow_null=True)
         galileo_note = serializers.CharField(allow_null=True)
         outcome = AnalyticsOutcome()
-        counts = serializers.JSONField(required=False, help_text="Agent runs only: leaks, guardrail violations, "
-                                                                 "fallbacks, LLM calls and tokens.")
+        counts = serializers.JSONField(required=False, help_text="Leaks, guardrail violations, fallbacks, LLM calls "
+                                                                 "and tokens; absent while a human- or external-"
+                                                                 "buyer run has not ended.")
 
         class Verdict(serializers.Serializer):
             status = serializers.ChoiceField(choices=["pending", "done", "failed"])
@@ -252,13 +296,14 @@ class RunAnalyticsApi(APIView):
             strategy_effectiveness = serializers.CharField(allow_null=True, help_text="low, medium or high.")
             coherence = serializers.FloatField(allow_null=True, help_text="0..1")
             hallucination = serializers.FloatField(allow_null=True, help_text="0..1, lower is better.")
-            reasons = serializers.CharField(required=False, help_text="Agent-buyer runs only.")
-            recommendations = serializers.ListField(child=serializers.CharField(), required=False,
-                                                    help_text="Agent-buyer runs only.")
+            reasons = serializers.CharField(required=False)
+            recommendations = serializers.ListField(child=serializers.CharField(), required=False)
             error = serializers.CharField(required=False, allow_null=True,
                                           help_text="Why the analyst model's verdict was not used.")
 
-        analysis = Verdict(allow_null=True, help_text="The post-deal analysis; null until it has run.")
+        analysis = Verdict(allow_null=True, help_text="The post-deal analysis; null until it has run (and, for a "
+                                                      "human- or external-buyer run, until the run has ended).")
+        debrief = DebriefSerializer(allow_null=True, help_text=DEBRIEF_HELP)
 
     @extend_schema(tags=TAG, operation_id="negotiations_analytics",
                    responses={200: AnalyticsOutput, **errors(401, 404)})

@@ -1,7 +1,9 @@
 """`GET /api/negotiations/{id}/stream`: a run's messages, offers and outcome as server-sent events.
 
 Events: `message` (a buyer message or a seller's decline), `offer` (a seller reply with a price),
-`outcome`, then `end` (with the run's final status) before the server closes the stream. A
+`outcome`, for a human or external buyer a `debrief` (every seller's floor, the ZOPA, the buyer's
+surplus share: negotiation/services/outside.py), then `end` (with the run's final status) before the
+server closes the stream. A
 comment line (`: keep-alive`) is sent every MAMS_SSE_HEARTBEAT_SECONDS. Each event's `id` is a
 resume cursor (see negotiation/services/events.py): reconnect with the `Last-Event-ID` header (or
 `?last_event_id=`, for clients that cannot set headers) and every event not yet received arrives
@@ -21,8 +23,9 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from negotiation.api.common import EventStreamRenderer, errors
-from negotiation.api.runs import OutcomeSerializer, message_data, run_or_404
+from negotiation.api.runs import DebriefSerializer, OutcomeSerializer, message_data, run_or_404
 from negotiation.models import NegotiationRun
+from negotiation.services import outside
 from negotiation.services.events import Cursor, run_stream
 
 
@@ -30,6 +33,9 @@ def _renderer(run: NegotiationRun) -> Any:
     def render(kind: str, row: Any, audience: tuple[str, ...]) -> dict[str, Any]:
         if kind == "outcome":
             return OutcomeSerializer(row).data
+        if kind == "debrief":
+            body = outside.debrief(row)
+            return DebriefSerializer(body).data if body is not None else {}
         return message_data(run, row, audience)
     return render
 

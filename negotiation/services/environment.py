@@ -14,8 +14,10 @@ an observation, a reward and a done flag.
   the standing offers. It never holds a seller's cost, floor, style or weights.
 - The reward is 0 until the episode ends; then it is the buyer's surplus share of the deal, exactly
   as analytics defines and stores it (RunMetrics.buyer_share: (max_price - p) / (max_price -
-  least_price of the chosen seller)), and 0 on no deal. After an episode, the share and the price
-  together tell the agent the chosen seller's floor: that is the nature of a post-episode reward.
+  least_price of the chosen seller)), and 0 on no deal. What the agent may learn and when is the
+  one outside-buyer policy (services/outside.py): nothing derived from a seller's private numbers
+  while the episode runs; once it is done, the score carries the `debrief` (every floor, the ZOPA,
+  the share, mutual loss), since the share and the price state the chosen floor anyway.
 - A suite scenario is played in the session the suite's benchmarks use (loaded once by
   analytics/bench/services.py::suite_load), which belongs to nobody: no user can read its private
   configuration through the sessions API.
@@ -38,6 +40,7 @@ from negotiation.engine import protocol, visibility
 from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
 from negotiation.selectors import run_context, run_get, session_get
+from negotiation.services import outside
 from negotiation.services.errors import ConflictError
 from negotiation.services.health import UP, platform_health
 from negotiation.services.live import (
@@ -388,15 +391,16 @@ def episode_score(run: NegotiationRun) -> dict[str, Any]:
     """The episode's result in the analytics definitions (analytics/metrics.py), once it has ended.
 
     reward = buyer surplus share on a deal, else 0. `mutual_loss` (no deal although a deal was
-    possible) and the savings against the chosen seller's first ask are reported beside it; the
-    ZOPA and the selection regret are not, because they would state seller floors outright.
+    possible) and the savings against the chosen seller's first ask are reported beside it, and the
+    `debrief` states every seller's floor and the ZOPA. While the episode runs it is sealed
+    (services/outside.py): every one of those fields is null, whatever is stored.
     """
-    outcome = Outcome.objects.filter(run=run).first()
+    outcome = None if outside.sealed(run) else Outcome.objects.filter(run=run).first()
     base: dict[str, Any] = {
         "episode_id": run.pk, "task": _task_id(run), "status": run.status,
         "done": run.status in NegotiationRun.TERMINAL, "seed": run.seed, "max_rounds": run.max_rounds,
         "buyer_fingerprint": run.buyer_fingerprint, "seller_fingerprint": run.seller_fingerprint,
-        "code_version": run.code_version, "error": run.error or None}
+        "code_version": run.code_version, "error": run.error or None, "debrief": outside.debrief(run)}
     if outcome is None:
         return {**base, "deal": None, "reason": None, "seller": None, "price": None, "quantity": None,
                 "rounds": None, "messages": None, "buyer_share": None, "reward": 0.0 if base["done"] else None,

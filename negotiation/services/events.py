@@ -31,6 +31,7 @@ from django.db import transaction
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.services import outside
 
 log = logging.getLogger(__name__)
 OUTCOME_SLOT = 11
@@ -147,6 +148,9 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
                poll: float) -> Iterator[str]:
     """Server-sent events of a run: what the cursor has not seen, then live events until the run ends.
 
+    An outside buyer's stream then carries a `debrief` event (no id: it is sent on every reconnection
+    after the end, like `end`), rendered by `render("debrief", run, ())`.
+
     Subscribes before reading Postgres, so nothing committed in between is missed; re-reads on every
     notice and at least every `poll` seconds; sends a comment line every `heartbeat` seconds; ends
     with an `end` event once the run is over, or after `max_seconds` (the client resumes).
@@ -170,6 +174,8 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
             for ev in events:
                 yield sse(event=ev.kind, data=ev.data, event_id=ev.cursor.encode())
             if run.status in NegotiationRun.TERMINAL:
+                if outside.is_outside(run):  # the run has ended: its buyer gets the debrief (services/outside.py)
+                    yield sse(event="debrief", data=render("debrief", run, ()))
                 yield sse(event="end", data={"status": run.status, "error": run.error or None})
                 return
             now = time.monotonic()

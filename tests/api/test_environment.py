@@ -289,9 +289,11 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
         assert r.status_code == 400 and path in r.json()["errors"], (action, r.content)
     assert not Message.objects.filter(run_id=eid, round_no=3).exists() and not Outcome.objects.exists()
     # when the buyer accepts Beta's standing offer, the episode ends with the analytics reward
+    # (until now no body the agent received held a seller's private number, style or weights)
+    for body in bodies:
+        assert_nothing_private(body)
     r = _step(api, eid, type="accept", seller="@Beta", price=offer)
     assert r.status_code == 200, r.content
-    bodies.append(r.content.decode())
     end = r.json()
     metrics = RunMetrics.objects.get(run_id=eid)
     assert end["done"] is True and end["observation"]["legal_actions"] == []
@@ -311,10 +313,14 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     assert r.status_code == 409 and "already completed" in r.json()["detail"]
     r = _step(api, eid, type="wait")
     assert r.status_code == 200 and r.json()["done"] is True and r.json()["reward"] == end["reward"]
-    bodies += [r.content.decode(), api.get("/env/state", {"episode_id": eid}).content.decode()]
-    # and no body the agent received held a seller's private number, style or weights
-    for body in bodies:
-        assert_nothing_private(body)
+    # and, the episode being done, the score states what was hidden: the debrief (services/outside.py)
+    debrief = score["debrief"]
+    assert debrief == end["info"]["score"]["debrief"] == r.json()["info"]["score"]["debrief"]
+    assert [(s["handle"], s["least_price"], s["cost_price"]) for s in debrief["sellers"]] == [
+        ("@Alpha", "27.91", "13.37"), ("@Beta", "24.87", "11.13")]
+    assert debrief["zopa"] == "15.13" and debrief["lowest_floor_seller"] == "@Beta"
+    assert debrief["buyer_share"] == pytest.approx(end["reward"]) and debrief["chosen_floor"] == "24.87"
+    assert debrief["mutual_loss"] is False and "24.87" in debrief["summary"]
 
 
 HANDLES = st.sampled_from(["@Alpha", "@beta", "@Nobody", "all", "Alpha", "@", "", "x" * 60])
@@ -365,6 +371,8 @@ def test_walking_away_from_a_possible_deal_scores_zero_and_mutual_loss(api: Any,
     score = api.get("/env/score", {"episode_id": eid}).json()
     assert score["deal"] is False and score["reason"] == "walked_away" and score["mutual_loss"] is True
     assert score["buyer_share"] is None and score["reward"] == 0.0
+    assert score["debrief"]["mutual_loss"] is True and score["debrief"]["best_price"] == "24.87"
+    assert "both sides lost a possible deal" in score["debrief"]["summary"]
 
 
 def test_the_closing_turn_takes_only_accept_or_walk_away(api: Any, planted: Session, sellers_answer: Any) -> None:
@@ -375,7 +383,8 @@ def test_the_closing_turn_takes_only_accept_or_walk_away(api: Any, planted: Sess
     assert obs["closing_turn"] is True and obs["legal_actions"] == ["accept", "walk_away"]
     r = _step(api, eid, type="message", text="Lower?")
     assert r.status_code == 409 and "rounds have been played" in r.json()["detail"]
-    assert api.get("/env/score", {"episode_id": eid}).json()["done"] is False
+    score = api.get("/env/score", {"episode_id": eid}).json()
+    assert score["done"] is False and score["reward"] is None and score["debrief"] is None
 
 
 def test_a_round_task_never_plays_an_external_buyer(api: Any, planted: Session) -> None:
@@ -427,12 +436,18 @@ def test_an_episode_has_its_owners_run_page(client: Any, user: Any, other: Any, 
     eid = _reset(api, f"session/{planted.pk}/Brass Widget").json()["episode_id"]
     _step(api, eid, type="message", text="Offers?")
     sellers_answer(eid)
-    _step(api, eid, type="walk_away")
     user.refresh_from_db()  # the factory's password is not saved; a login must match the stored one
     other.refresh_from_db()
     client.force_login(user)
+    # while the episode runs, the page is the buyer's view: no seller lane, floor guide, style or score
     page = client.get(f"/analytics/runs/{eid}/")
-    assert page.status_code == 200 and "@Beta" in page.content.decode()
+    assert page.status_code == 200 and 'id="sealed"' in page.content.decode()
+    assert_nothing_private(page.content.decode(), words=["lowest floor", "what @alpha saw", "rude", "sweet",
+                                                         'id="debrief"'])
+    # once it is done, the page lays it open, with the debrief
+    _step(api, eid, type="walk_away")
+    page = client.get(f"/analytics/runs/{eid}/").content.decode()
+    assert 'id="debrief"' in page and "What @Beta saw" in page and "$24.87" in page and 'id="sealed"' not in page
     client.force_login(other)
     assert client.get(f"/analytics/runs/{eid}/").status_code == 404
 
@@ -481,13 +496,16 @@ def test_a_scripted_external_agent_plays_over_http(user: Any, celery_worker: Any
     played = agent.play_episode(client, task, seed=12, max_rounds=3, agents=sellers, wait_seconds=60)
     assert played["score"]["done"] and set(played["statuses"]) == {200}
     assert RunMetrics.objects.filter(run_id=played["episode_id"]).exists()
-    # and no body the agent received (tasks, resets, steps, states, scores) held a seller's secret
+    # and no body the agent received before an episode was done (tasks, resets, steps, states) held a seller's
+    # secret; the bodies of a done episode carry its debrief (services/outside.py, tests/api/test_outside_policy.py)
     client.state(eid)
     assert len(client.bodies) >= 10
+    done = [b for b in client.bodies if '"done":true' in b]
+    assert done and all('"debrief":{' in b for b in done if '"score"' in b or '"reward":' in b)
     for body in client.bodies:
         if '"results"' in body:  # the task list names suite scenarios (e.g. sweet-retention-first)
             assert_nothing_private(body, words=["cost_price", "least_price", "selling_price", "priorities"])
-        else:
+        elif body not in done:
             assert_nothing_private(body)
     # (the sellers did not give their floors away in play, so the check above is not vacuous)
     offered = {str(p) for p in Message.objects.filter(run__mode="external", sender_type="seller")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -78,6 +79,7 @@ def test_start_message_decide(api: Any, sample: Session, sellers_answer: Any, se
     assert run.current_round == 3
     detail = api.get(f"/api/negotiations/{rid}").json()
     offers = detail["standing_offers"]
+    assert detail["debrief"] is None and detail["scenario"] is None
     assert set(offers) == {"@BudgetWires", "@CableHouse", "@QuickTech", "@TechMart"}
     bodies += [json.dumps(detail), api.get(f"/api/negotiations/{rid}/messages").content.decode(),
                api.get(f"/api/negotiations/{rid}/analytics").content.decode()]
@@ -90,30 +92,42 @@ def test_start_message_decide(api: Any, sample: Session, sellers_answer: Any, se
     assert not Message.objects.filter(run_id=rid, round_no=3).exists()
     # accepting at the offered price ends the run with a deal (spec 10.2 decide)
     seller_id = next(s["id"] for s in run.scenario["sellers"] if s["handle"] == "@BudgetWires")
+    # (and until then no response carried a seller's private configuration or anything computed from it)
+    for body in bodies:
+        for secret in private_strings(sample, run_id=rid):
+            assert not carries(body, secret), secret
+        for word in ("cost_price", "least_price", "retention", "profit_maximization", "sweet", "rude", "deal_quality",
+                     "avg_rule_adherence", "guardrail_violations"):
+            assert word not in body, word
     r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "accept", "seller_id": seller_id,
                                                      "price": offers["@BudgetWires"], "quantity": 3}, format="json")
     assert r.status_code == 200, r.content
     out = r.json()
-    bodies.append(r.content.decode())
     assert out["status"] == "completed" and out["decision"] == "deal" and out["outcome_id"]
     assert out["deal_summary"]["seller"] == "@BudgetWires" and out["deal_summary"]["final_price"] == offers[
         "@BudgetWires"]
     assert out["deal_summary"]["quantity"] == 3 and out["analysis"]["within_budget"] is True
     assert "below its first ask" in out["analysis"]["summary"]
+    # and the answer that ended it lays the sellers open: the debrief (services/outside.py)
+    debrief = out["debrief"]
+    floors = {s.handle: str(s.inventory.get(item_name="USB-C Cable").least_price)
+              for s in sample.sellers.prefetch_related("inventory")}
+    assert {s["handle"]: s["least_price"] for s in debrief["sellers"]} == floors
+    price, top, floor = (Decimal(offers["@BudgetWires"]), Decimal(debrief["max_price"]),
+                         Decimal(floors["@BudgetWires"]))
+    assert debrief["chosen_floor"] == floors["@BudgetWires"] and debrief["seller"] == "@BudgetWires"
+    assert debrief["buyer_share"] == pytest.approx(float((top - price) / (top - floor)))
+    assert Decimal(debrief["zopa"]) == top - min(Decimal(f) for f in floors.values())
+    assert debrief["mutual_loss"] is False and debrief["deal"] is True
     # a decision or a message on a finished run is a conflict
     r = api.post(f"/api/negotiations/{rid}/decide", {"decision": "walk_away"}, format="json")
     assert r.status_code == 409 and "already completed" in r.json()["detail"]
     r = api.post(f"/api/negotiations/{rid}/message", {"text": "one more thing", "wait": False}, format="json")
     assert r.status_code == 409
-    bodies.append(api.get(f"/api/negotiations/{rid}/messages").content.decode())
-    # then no response ever carried a seller's private configuration
-    for body in bodies:
-        for secret in private_strings(sample, run_id=rid):
-            assert not carries(body, secret), secret
-        for word in ("cost_price", "least_price", "retention", "profit_maximization", "sweet", "rude"):
-            assert word not in body, word
-    transcript = api.get(f"/api/negotiations/{rid}/messages").json()["messages"]
-    assert transcript and not any("reasoning" in m or "raw_output" in m for m in transcript)
+    # then, the run having ended, the run API shows it whole, with the same debrief
+    detail = api.get(f"/api/negotiations/{rid}").json()
+    assert detail["debrief"] == debrief and detail["scenario"] == run.scenario
+    assert api.get(f"/api/negotiations/{rid}/analytics").json()["debrief"] == debrief
 
 
 def test_walk_away(api: Any, sample: Session) -> None:
@@ -193,13 +207,29 @@ def test_other_users_cannot_drive_my_negotiation(api: Any, other_api: Any, anon:
     assert NegotiationRun.objects.get(pk=rid).status == "running"
 
 
-def test_a_person_sees_the_analysis_scores_but_not_the_analysts_words(api: Any, sample: Session) -> None:
+def test_nothing_scored_reaches_a_person_before_the_end_and_everything_after(api: Any, sample: Session) -> None:
     from analytics.models import RunAnalysis
 
-    run = NegotiationRun.objects.get(pk=_start(api, sample).json()["negotiation_id"])
+    # given a running room for which scores exist anyway: a verdict, and a repaired seller message
+    rid = _start(api, sample).json()["negotiation_id"]
+    run = NegotiationRun.objects.get(pk=rid)
     RunAnalysis.objects.create(run=run, status="done", source="llm", deal_quality=0.4, coherence=0.8,
                                reasons="@BudgetWires's floor was 5.65 and the buyer stopped above it.",
                                recommendations=["Push @BudgetWires toward 5.65."])
-    a = api.get(f"/api/negotiations/{run.pk}/analytics").json()["analysis"]
-    assert a["deal_quality"] == 0.4 and a["coherence"] == 0.8
-    assert "reasons" not in a and "recommendations" not in a
+    Message.objects.create(run=run, round_no=1, sender="buyer", sender_type="buyer", recipients=["@QuickTech"],
+                           text="Offers?", action="message", quality={"rule_adherence": 1.0})
+    Message.objects.create(run=run, round_no=1, sender="@QuickTech", sender_type="seller", recipients=["buyer"],
+                           text="$7.00", action="offer", price="7.00", quality={"rule_adherence": 0.0})
+    NegotiationRun.objects.filter(pk=rid).update(current_round=2)
+    # when the buyer reads the run's analytics while it runs
+    a = api.get(f"/api/negotiations/{rid}/analytics").json()
+    # then no score, count, verdict or debrief is there, not even a seller's rule adherence
+    assert a["analysis"] is None and a["galileo_metrics"] is None and a["debrief"] is None
+    assert "counts" not in a and a["outcome"].get("buyer_surplus_share") is None
+    assert "ended" in a["galileo_note"]
+    # when the buyer walks away, then the verdict is shown whole, with the analyst's words and the debrief
+    assert api.post(f"/api/negotiations/{rid}/decide", {"decision": "walk_away"}, format="json").status_code == 200
+    a = api.get(f"/api/negotiations/{rid}/analytics").json()
+    assert a["analysis"]["deal_quality"] == 0.4 and a["analysis"]["reasons"].startswith("@BudgetWires's floor")
+    assert a["galileo_metrics"]["avg_rule_adherence"] == 0.5 and "counts" in a
+    assert a["debrief"]["mutual_loss"] is True and a["debrief"]["deal"] is False
