@@ -16,7 +16,7 @@ from negotiation import turn_rows
 from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
 
-GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK)
+GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK, EventKind.REASK)
                    and not k.value.startswith(("claim_", "unsupported_"))]
 
 
@@ -91,7 +91,8 @@ def run_rows(*, batch_id: Any) -> QuerySet[NegotiationRun]:
             .select_related("outcome")
             .annotate(leaks=Count("events", filter=Q(events__kind=EventKind.LEAK.value)),
                       guardrails=Count("events", filter=Q(events__kind__in=GUARDRAIL_KINDS)),
-                      fallbacks=Count("events", filter=Q(events__kind=EventKind.FALLBACK.value)))
+                      fallbacks=Count("events", filter=Q(events__kind=EventKind.FALLBACK.value)),
+                      reasks=Count("events", filter=Q(events__kind=EventKind.REASK.value)))
             .order_by("created_at", "seed"))
 
 
@@ -388,6 +389,7 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
             "leaks": kinds.get(EventKind.LEAK.value, 0),
             "guardrail_violations": sum(n for k, n in kinds.items() if k in GUARDRAIL_KINDS),
             "fallbacks": kinds.get(EventKind.FALLBACK.value, 0),
+            "reasks": kinds.get(EventKind.REASK.value, 0),
             "llm_calls": sum(m.llm_calls for m in msgs),
             "prompt_tokens": sum(m.prompt_tokens for m in msgs),
             "completion_tokens": sum(m.completion_tokens for m in msgs),
