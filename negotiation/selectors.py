@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -13,7 +14,7 @@ from analytics.metrics import buyer_surplus_share
 from mams.presence import NO_WORKER_HINT, PLAY_QUEUES, workers_presence
 from mams.queues import ALL_QUEUES
 from negotiation import turn_rows
-from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
+from negotiation.engine.types import BUYER, BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
 
 GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK, EventKind.REASK)
@@ -30,6 +31,35 @@ class RunContext:
     handles: tuple[str, ...]
     transcript: tuple[Msg, ...]
     rows: dict[tuple[int, str], Message] = field(default_factory=dict)  # only from run_context(run, rows=True)
+    disclosure: str = "redact"  # the run's rule (negotiation.engine.disclosure)
+
+    def received(self, viewer: str) -> tuple[Msg, ...]:
+        """The transcript as `viewer` (BUYER or a seller handle) receives it under the run's rule.
+
+        Every view of one side (prompts, API bodies, the stream, /env) is cut from this, never
+        from `transcript`, so the disclosure rule is applied in one place; `transcript` keeps the
+        words as said, for the owner's pages and the audit.
+        """
+        from negotiation.engine.disclosure import as_received
+
+        return as_received(self.transcript, viewer=viewer, rule=self.disclosure, buyer=self.buyer,
+                           sellers=self.sellers)
+
+    def row_received(self, row: Message, viewer: str) -> Message:
+        """A stored message as `viewer` receives it: an unsaved copy whose text is the delivered words.
+
+        For the API bodies and stream events that serialize rows; the row itself is left as said.
+        """
+        from negotiation.engine.disclosure import as_received
+
+        said = Msg(round_no=row.round_no, sender=row.sender, recipients=tuple(row.recipients), text=row.text,
+                   action=row.action, price=row.price)
+        (got,) = as_received((said,), viewer=viewer, rule=self.disclosure, buyer=self.buyer, sellers=self.sellers)
+        if got.text == row.text:
+            return row
+        delivered = copy.copy(row)
+        delivered.text = got.text
+        return delivered
 
     @cached_property
     def _said(self) -> dict[tuple[int, str], Msg]:
@@ -82,7 +112,8 @@ def run_context(run: NegotiationRun, *, rows: bool = False, transcript: tuple[Ms
     else:  # a turn needs only what the engine sees: one fixed query (see turn_rows)
         transcript, by_key = (transcript if transcript is not None else turn_rows.transcript(run.pk)), {}
     return RunContext(buyer=buyer, sellers=sellers, seller_ids={s["handle"]: s["id"] for s in sc["sellers"]},
-                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key)
+                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key,
+                      disclosure=run.disclosure)
 
 
 def run_rows(*, batch_id: Any) -> QuerySet[NegotiationRun]:
@@ -251,7 +282,7 @@ def run_buyer_view(*, run: NegotiationRun) -> Any:
 
     ctx = run_context(run)
     return visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                 max_rounds=run.max_rounds, transcript=ctx.transcript)
+                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
 
 
 def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...]]]:
@@ -266,11 +297,13 @@ def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                     max_rounds=run.max_rounds, transcript=ctx.transcript).thread
+                                     max_rounds=run.max_rounds, transcript=ctx.received(BUYER)).thread
     out = []
     for m in msgs:
         row = ctx.row(m.round_no, m.sender)
         if row is not None:
+            if run.mode in NegotiationRun.OUTSIDE_BUYER:
+                row = ctx.row_received(row, BUYER)
             out.append((row, visibility.audience(m)))
     return out
 

@@ -89,7 +89,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
 def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
     return visibility.buyer_view(me=ctx.buyer, handles=active, round_no=round_no, max_rounds=run.max_rounds,
-                                 transcript=ctx.transcript)
+                                 transcript=ctx.received(BUYER))
 
 
 def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision
@@ -161,7 +161,7 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
     if ctx.message(round_no, handle) is None:
         me = ctx.sellers[handle]
         view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
-                                      round_no=round_no, transcript=ctx.transcript)
+                                      round_no=round_no, transcript=ctx.received(handle))
         slot = ctx.handles.index(handle) + 1
         # Sellers answer in rounds 1..max_rounds (t = 0..max_rounds-1); a baseline reaches its floor last.
         previous = next((m.price for m in reversed(view.thread)
