@@ -84,7 +84,9 @@ def guard_seller(
     either the agent's own or its standing offer (see `standing_price`), never the floor itself.
     """
     if action.action == SellerAct.DECLINE:
-        return action, []
+        # A decline carries no price: a stray one (possibly under the floor) would reach the buyer
+        # beside it as if it were an offer.
+        return (action if action.price is None else replace(action, price=None)), []
 
     actor = me.handle
     events: list[Event] = []

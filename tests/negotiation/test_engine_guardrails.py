@@ -186,13 +186,13 @@ def test_accepting_a_counter_above_the_previous_offer_is_capped_at_that_offer():
     assert events == []
 
 
-def test_decline_passes_unchanged():
-    # given a decline with stray price data
+def test_decline_passes_with_its_stray_price_dropped():
+    # given a decline with stray price data (under the floor, as it happens)
     decline = SellerAction(action=SellerAct.DECLINE, message="no thanks", price=Decimal("1"))
     # when it is guarded
     action, events = guard_seller(decline, me=ME, previous_offer=money("7.00"), buyer_counter=money("3.00"))
-    # then it is untouched
-    assert action is decline
+    # then it stays a decline with its words, and carries no price to the buyer
+    assert action == SellerAction(action=SellerAct.DECLINE, message="no thanks", price=None)
     assert events == []
 
 
@@ -370,9 +370,9 @@ def test_seller_guard_keeps_every_price_within_floor_and_ceiling(me, action, cou
         lambda cents: money(Decimal(cents) / 100)))
     # when it is guarded
     repaired, events = guard_seller(action, me=me, previous_offer=previous, buyer_counter=counter)
-    # then a decline is untouched
+    # then a decline stays a decline, without a price
     if action.action == SellerAct.DECLINE:
-        assert repaired == action and events == []
+        assert repaired.action == SellerAct.DECLINE and repaired.price is None and events == []
         return
     # and any priced action sits in [least_price, min(selling_price, previous offer or selling_price)]
     ceiling = min(me.selling_price, previous if previous is not None else me.selling_price)
