@@ -327,6 +327,7 @@ def run_results(*, batch_id: Any) -> QuerySet:
             .annotate(leaks=_per_run(RunEvent, None, kind=EventKind.LEAK.value),
                       guardrails=_per_run(RunEvent, None, kind__in=GUARDRAIL_KINDS),
                       fallbacks=_per_run(RunEvent, None, kind=EventKind.FALLBACK.value),
+                      reasks=_per_run(RunEvent, None, kind=EventKind.REASK.value),
                       n_messages=_per_run(Message, None),
                       llm_calls=_per_run(Message, "llm_calls"),
                       prompt_tokens=_per_run(Message, "prompt_tokens"),
@@ -352,7 +353,8 @@ def run_result_row(run: NegotiationRun) -> dict[str, Any]:
         "buyer_max_price": (run.scenario.get("buyer") or {}).get("max_price", ""),
         "buyer_surplus_share": f"{share:.4f}" if share is not None else "",
         "messages": run.n_messages, "leaks": run.leaks, "guardrail_violations": run.guardrails,
-        "fallbacks": run.fallbacks, "llm_calls": run.llm_calls, "prompt_tokens": run.prompt_tokens,
+        "fallbacks": run.fallbacks, "reasks": run.reasks, "disclosure": run.disclosure,
+        "llm_calls": run.llm_calls, "prompt_tokens": run.prompt_tokens,
         "completion_tokens": run.completion_tokens, "latency_ms": run.latency_ms,
         "buyer_model": (agents.get("buyer") or {}).get("model", ""),
         "seller_model": (agents.get("seller") or {}).get("model", ""),
@@ -366,7 +368,8 @@ def run_result_row(run: NegotiationRun) -> dict[str, Any]:
 RESULT_COLUMNS = [
     "run_id", "batch_id", "seed", "item_name", "status", "decision", "reason", "chosen_seller", "final_price",
     "quantity", "rounds", "buyer_max_price", "buyer_surplus_share", "messages", "leaks", "guardrail_violations",
-    "fallbacks", "llm_calls", "prompt_tokens", "completion_tokens", "latency_ms", "buyer_model", "seller_model",
+    "fallbacks", "reasks", "disclosure", "llm_calls", "prompt_tokens", "completion_tokens", "latency_ms",
+    "buyer_model", "seller_model",
     "started_at", "ended_at", "duration_seconds", "error"]
 
 
