@@ -90,7 +90,6 @@ def guard_seller(
 
     actor = me.handle
     events: list[Event] = []
-    ceiling = seller_ceiling(me=me, previous_offer=previous_offer)
     standing = standing_price(me=me, previous_offer=previous_offer)
 
     if action.action == SellerAct.ACCEPT:
@@ -116,10 +115,9 @@ def guard_seller(
             ))
             return replace(action, action=SellerAct.OFFER, price=standing), events
         # A counter above the seller's own offer or ask is capped silently: the seller broke no
-        # rule by saying yes, and offers to the buyer still never rise. The cap is the seller's own
-        # offer or ask (the ceiling is the floor only for a previous offer under the floor, which
-        # no guarded run produces).
-        return replace(action, price=min(counter, ceiling)), events
+        # rule by saying yes, and offers to the buyer still never rise. The cap is the standing
+        # offer, not `seller_ceiling`, which is the floor itself after a previous offer under it.
+        return replace(action, price=min(counter, standing)), events
 
     # OFFER
     price = _price(action.price)
