@@ -192,12 +192,13 @@ def mean_latency_ms(*, latency_ms: int, llm_calls: int) -> float | None:
 
 # --- quality events -----------------------------------------------------------------------------
 
-EVENT_GROUPS = ("leaks", "guardrails", "claim_inconsistent", "unsupported_claims", "fallbacks")
+EVENT_GROUPS = ("leaks", "guardrails", "claim_inconsistent", "unsupported_claims", "fallbacks", "reasks")
 
 
 def event_group(kind: str) -> str:
-    """The counter an event kind goes to: leaks, claim_inconsistent, unsupported_claims, fallbacks, or
-    guardrails (every repair or refusal of an action by the rules)."""
+    """The counter an event kind goes to: leaks, claim_inconsistent, unsupported_claims, fallbacks,
+    reasks (an agent told of a broken rule and asked once more; what it then answered is its own), or
+    guardrails (every repair or refusal of an action by the rules: the code decided)."""
     if kind == EventKind.LEAK:
         return "leaks"
     if kind == EventKind.CLAIM_INCONSISTENT:
@@ -206,12 +207,14 @@ def event_group(kind: str) -> str:
         return "unsupported_claims"
     if kind == EventKind.FALLBACK:
         return "fallbacks"
+    if kind == EventKind.REASK:
+        return "reasks"
     return "guardrails"
 
 
 def event_counts(kinds: Mapping[str, int]) -> dict[str, int]:
     """Per-run counts of each group from {event kind: count}: leak events, guardrail violations,
-    claim inconsistencies, unsupported competitor claims and fallbacks."""
+    claim inconsistencies, unsupported competitor claims, fallbacks and re-asks."""
     counts = dict.fromkeys(EVENT_GROUPS, 0)
     for kind, n in kinds.items():
         counts[event_group(kind)] += n

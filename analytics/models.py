@@ -51,6 +51,7 @@ class RunMetrics(models.Model):
     claim_inconsistent = models.PositiveIntegerField(default=0)
     unsupported_claims = models.PositiveIntegerField(default=0)
     fallbacks = models.PositiveIntegerField(default=0)
+    reasks = models.PositiveIntegerField(default=0, help_text="Turns re-asked once after breaking a price rule.")
     buyer_model = models.CharField(max_length=200, blank=True)
     seller_model = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

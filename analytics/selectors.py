@@ -218,6 +218,7 @@ def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
                           unpriced=Count("run_id", filter=Q(cost_usd__isnull=True)),
                           llm_calls=Coalesce(Sum("llm_calls"), 0), leaks=Coalesce(Sum("leaks"), 0),
                           guardrails=Coalesce(Sum("guardrails"), 0), fallbacks=Coalesce(Sum("fallbacks"), 0),
+                          reasks=Coalesce(Sum("reasks"), 0),
                           duration=Avg("duration_ms"), **bins("price", "price", lo, hi, PRICE_BINS, Q(deal=True)))
     price_hist = read_bins(totals, "price", lo, hi, PRICE_BINS)
     totals = {k: v for k, v in totals.items() if not k.startswith("price")}
@@ -290,7 +291,7 @@ def batch_runs(*, batch_id: Any, status: str = "", decision: str = "", seller: s
         qs = qs.filter(metrics__deal=False)
     if seller:
         qs = qs.filter(metrics__chosen_handle=seller)
-    if flag in ("leaks", "guardrails", "fallbacks", "claim_inconsistent", "unsupported_claims"):
+    if flag in ("leaks", "reasks", "guardrails", "fallbacks", "claim_inconsistent", "unsupported_claims"):
         qs = qs.filter(**{f"metrics__{flag}__gt": 0})
     if flag == "mutual_loss":
         qs = qs.filter(metrics__mutual_loss=True)

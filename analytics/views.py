@@ -161,13 +161,14 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
     """
     ctx = run_context(run, rows=True)
     events = {} if sealed else run_events(run_id=run.pk)
+    # Each lane is what that agent received (under the run's disclosure rule); its own words as said.
     buyer = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                  max_rounds=run.max_rounds, transcript=ctx.transcript)
+                                  max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
     lanes = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
     for handle in () if sealed else ctx.handles:
         view = visibility.seller_view(me=ctx.sellers[handle], item_name=ctx.buyer.item_name,
                                       quantity=ctx.buyer.quantity, round_no=run.current_round,
-                                      transcript=ctx.transcript)
+                                      transcript=ctx.received(handle))
         lanes.append({"key": handle, "title": f"What {handle} saw", "thread": view.thread,
                       "style": ctx.sellers[handle].style})
     last = max((m.round_no for m in ctx.transcript), default=0)

@@ -145,6 +145,14 @@ class InventoryItem(models.Model):
         return f"{self.item_name} (ask ${self.selling_price})"
 
 
+class Disclosure(models.TextChoices):
+    """What the other side receives of a message that states its sender's hidden number
+    (negotiation.engine.disclosure): withheld, the default, or delivered as said, to study leaking."""
+
+    REDACT = "redact"
+    ALLOW = "allow"
+
+
 class Batch(models.Model):
     """N negotiations of one configuration, launched together and read together."""
 
@@ -164,6 +172,9 @@ class Batch(models.Model):
     temperature = models.FloatField(default=0.7)
     max_rounds = models.PositiveSmallIntegerField(default=5)
     base_seed = models.BigIntegerField(default=0)
+    disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
+                                  help_text="redact: a stated hidden number reaches the other side as "
+                                            "[withheld]; allow: delivered as said. Counted either way.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_hash = models.CharField(max_length=64, blank=True, default="",
@@ -231,6 +242,8 @@ class NegotiationRun(models.Model):
     seller_fingerprint = models.CharField(max_length=12, blank=True, db_index=True,
                                           help_text="Hash of the sellers' agent configuration.")
     code_version = models.CharField(max_length=40, blank=True, help_text="The commit that produced this run.")
+    disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
+                                  help_text="The batch's disclosure rule, copied so every turn reads it with the run.")
 
     class Meta:
         ordering = ["created_at", "id"]

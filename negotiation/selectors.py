@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -13,11 +14,11 @@ from analytics.metrics import buyer_surplus_share
 from mams.presence import NO_WORKER_HINT, PLAY_QUEUES, workers_presence
 from mams.queues import ALL_QUEUES
 from negotiation import turn_rows
-from negotiation.engine.types import BuyerPrivate, EventKind, Msg, SellerPrivate
+from negotiation.engine.types import BUYER, BuyerPrivate, EventKind, Msg, SellerPrivate
 from negotiation.models import Batch, Message, NegotiationRun
 from negotiation.services import outside
 
-GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK)
+GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK, EventKind.REASK)
                    and not k.value.startswith(("claim_", "unsupported_"))]
 
 
@@ -31,6 +32,35 @@ class RunContext:
     handles: tuple[str, ...]
     transcript: tuple[Msg, ...]
     rows: dict[tuple[int, str], Message] = field(default_factory=dict)  # only from run_context(run, rows=True)
+    disclosure: str = "redact"  # the run's rule (negotiation.engine.disclosure)
+
+    def received(self, viewer: str) -> tuple[Msg, ...]:
+        """The transcript as `viewer` (BUYER or a seller handle) receives it under the run's rule.
+
+        Every view of one side (prompts, API bodies, the stream, /env) is cut from this, never
+        from `transcript`, so the disclosure rule is applied in one place; `transcript` keeps the
+        words as said, for the owner's pages and the audit.
+        """
+        from negotiation.engine.disclosure import as_received
+
+        return as_received(self.transcript, viewer=viewer, rule=self.disclosure, buyer=self.buyer,
+                           sellers=self.sellers)
+
+    def row_received(self, row: Message, viewer: str) -> Message:
+        """A stored message as `viewer` receives it: an unsaved copy whose text is the delivered words.
+
+        For the API bodies and stream events that serialize rows; the row itself is left as said.
+        """
+        from negotiation.engine.disclosure import as_received
+
+        said = Msg(round_no=row.round_no, sender=row.sender, recipients=tuple(row.recipients), text=row.text,
+                   action=row.action, price=row.price)
+        (got,) = as_received((said,), viewer=viewer, rule=self.disclosure, buyer=self.buyer, sellers=self.sellers)
+        if got.text == row.text:
+            return row
+        delivered = copy.copy(row)
+        delivered.text = got.text
+        return delivered
 
     @cached_property
     def _said(self) -> dict[tuple[int, str], Msg]:
@@ -83,7 +113,8 @@ def run_context(run: NegotiationRun, *, rows: bool = False, transcript: tuple[Ms
     else:  # a turn needs only what the engine sees: one fixed query (see turn_rows)
         transcript, by_key = (transcript if transcript is not None else turn_rows.transcript(run.pk)), {}
     return RunContext(buyer=buyer, sellers=sellers, seller_ids={s["handle"]: s["id"] for s in sc["sellers"]},
-                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key)
+                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key,
+                      disclosure=run.disclosure)
 
 
 def run_rows(*, batch_id: Any) -> QuerySet[NegotiationRun]:
@@ -92,7 +123,8 @@ def run_rows(*, batch_id: Any) -> QuerySet[NegotiationRun]:
             .select_related("outcome")
             .annotate(leaks=Count("events", filter=Q(events__kind=EventKind.LEAK.value)),
                       guardrails=Count("events", filter=Q(events__kind__in=GUARDRAIL_KINDS)),
-                      fallbacks=Count("events", filter=Q(events__kind=EventKind.FALLBACK.value)))
+                      fallbacks=Count("events", filter=Q(events__kind=EventKind.FALLBACK.value)),
+                      reasks=Count("events", filter=Q(events__kind=EventKind.REASK.value)))
             .order_by("created_at", "seed"))
 
 
@@ -251,7 +283,7 @@ def run_buyer_view(*, run: NegotiationRun) -> Any:
 
     ctx = run_context(run)
     return visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                 max_rounds=run.max_rounds, transcript=ctx.transcript)
+                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
 
 
 def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...]]]:
@@ -266,11 +298,13 @@ def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...
     msgs = ctx.transcript
     if outside.sealed(run):
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                     max_rounds=run.max_rounds, transcript=ctx.transcript).thread
+                                     max_rounds=run.max_rounds, transcript=ctx.received(BUYER)).thread
     out = []
     for m in msgs:
         row = ctx.row(m.round_no, m.sender)
         if row is not None:
+            if run.mode in NegotiationRun.OUTSIDE_BUYER:
+                row = ctx.row_received(row, BUYER)
             out.append((row, visibility.audience(m)))
     return out
 
@@ -294,6 +328,7 @@ def run_results(*, batch_id: Any) -> QuerySet:
             .annotate(leaks=_per_run(RunEvent, None, kind=EventKind.LEAK.value),
                       guardrails=_per_run(RunEvent, None, kind__in=GUARDRAIL_KINDS),
                       fallbacks=_per_run(RunEvent, None, kind=EventKind.FALLBACK.value),
+                      reasks=_per_run(RunEvent, None, kind=EventKind.REASK.value),
                       n_messages=_per_run(Message, None),
                       llm_calls=_per_run(Message, "llm_calls"),
                       prompt_tokens=_per_run(Message, "prompt_tokens"),
@@ -319,7 +354,8 @@ def run_result_row(run: NegotiationRun) -> dict[str, Any]:
         "buyer_max_price": (run.scenario.get("buyer") or {}).get("max_price", ""),
         "buyer_surplus_share": f"{share:.4f}" if share is not None else "",
         "messages": run.n_messages, "leaks": run.leaks, "guardrail_violations": run.guardrails,
-        "fallbacks": run.fallbacks, "llm_calls": run.llm_calls, "prompt_tokens": run.prompt_tokens,
+        "fallbacks": run.fallbacks, "reasks": run.reasks, "disclosure": run.disclosure,
+        "llm_calls": run.llm_calls, "prompt_tokens": run.prompt_tokens,
         "completion_tokens": run.completion_tokens, "latency_ms": run.latency_ms,
         "buyer_model": (agents.get("buyer") or {}).get("model", ""),
         "seller_model": (agents.get("seller") or {}).get("model", ""),
@@ -333,7 +369,8 @@ def run_result_row(run: NegotiationRun) -> dict[str, Any]:
 RESULT_COLUMNS = [
     "run_id", "batch_id", "seed", "item_name", "status", "decision", "reason", "chosen_seller", "final_price",
     "quantity", "rounds", "buyer_max_price", "buyer_surplus_share", "messages", "leaks", "guardrail_violations",
-    "fallbacks", "llm_calls", "prompt_tokens", "completion_tokens", "latency_ms", "buyer_model", "seller_model",
+    "fallbacks", "reasks", "disclosure", "llm_calls", "prompt_tokens", "completion_tokens", "latency_ms",
+    "buyer_model", "seller_model",
     "started_at", "ended_at", "duration_seconds", "error"]
 
 
@@ -392,6 +429,7 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
             "leaks": kinds.get(EventKind.LEAK.value, 0),
             "guardrail_violations": sum(n for k, n in kinds.items() if k in GUARDRAIL_KINDS),
             "fallbacks": kinds.get(EventKind.FALLBACK.value, 0),
+            "reasks": kinds.get(EventKind.REASK.value, 0),
             "llm_calls": sum(m.llm_calls for m in msgs),
             "prompt_tokens": sum(m.prompt_tokens for m in msgs),
             "completion_tokens": sum(m.completion_tokens for m in msgs),

@@ -5,6 +5,11 @@ temperature, prompt format and the prompt version (the templates' hash, plus any
 reflect sequence added). The seed and the code version are recorded beside it, not inside it: the
 seed varies by design within a batch, and the code version changes with every commit while the
 agent's behaviour usually does not. Pages show all three, so a reader can judge.
+
+The batch's disclosure rule decides what each side receives, so it is part of a run's
+fingerprint too: a run stamped `allow` never has the fingerprints of a `redact` run. Under the
+default `redact` the agent hashes are the plain `agent_fingerprint`, which is what benchmarks and
+the leaderboard match a configured agent against.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 FINGERPRINT_FIELDS = ("strategy", "profile", "model", "temperature", "prompt_format", "prompt_version", "fallback")
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DISCLOSURE = "redact"  # negotiation.engine.disclosure.Disclosure.REDACT
 
 
 def agent_fingerprint(entry: dict[str, Any]) -> str:
@@ -42,11 +48,17 @@ def code_version() -> str:
         return "unknown"
 
 
-def run_fingerprints(agents: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """The indexed fingerprint columns of a run, from its resolved agents."""
-    return {"buyer_fingerprint": agent_fingerprint(agents.get("buyer", {})),
-            "seller_fingerprint": agent_fingerprint(agents.get("seller", {})),
-            "code_version": code_version()}
+def _with_rule(fingerprint: str, disclosure: str) -> str:
+    if disclosure == DEFAULT_DISCLOSURE:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}|disclosure={disclosure}".encode()).hexdigest()[:12]
+
+
+def run_fingerprints(agents: dict[str, dict[str, Any]], *, disclosure: str = "redact") -> dict[str, str]:
+    """The fingerprint columns of a run, from its resolved agents and its disclosure rule."""
+    return {"buyer_fingerprint": _with_rule(agent_fingerprint(agents.get("buyer", {})), disclosure),
+            "seller_fingerprint": _with_rule(agent_fingerprint(agents.get("seller", {})), disclosure),
+            "code_version": code_version(), "disclosure": disclosure}
 
 
 __all__ = ["FINGERPRINT_FIELDS", "agent_fingerprint", "code_version", "run_fingerprints"]

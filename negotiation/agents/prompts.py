@@ -96,9 +96,13 @@ Item: {item}, {quantity} units. Buyer budget: ${min_price} to ${max_price} per u
 PRIMER = '{"action": "'
 REPAIR = ("Your last answer was not usable ({error}). Answer again with only one JSON object in the "
           "format described, with no other text.")
+# A lawful-looking answer that breaks a price rule; `rule` is phrased in the agent's own view's
+# terms (guardrails.seller_rule_broken / buyer_rule_broken), so it tells the agent nothing new.
+REASK = ("Your last answer broke a rule: {rule}. Answer again with only one JSON object in the "
+         "format described, with no other text.")
 
 PROMPT_VERSION = hashlib.sha256(
-    "\x00".join([SELLER_SYSTEM, BUYER_SYSTEM, SELLER_FEWSHOT, BUYER_FEWSHOT, PRIMER, REPAIR]).encode()
+    "\x00".join([SELLER_SYSTEM, BUYER_SYSTEM, SELLER_FEWSHOT, BUYER_FEWSHOT, PRIMER, REPAIR, REASK]).encode()
 ).hexdigest()[:12]
 
 
@@ -150,7 +154,7 @@ def variant_templates(variant: str) -> dict[str, str]:
     """The template texts of a variant, as stored with a prompt version so a run can be reproduced."""
     v = VARIANTS[variant]
     return {"SELLER_SYSTEM": SELLER_SYSTEM, "BUYER_SYSTEM": BUYER_SYSTEM, "SELLER_FEWSHOT": SELLER_FEWSHOT,
-            "BUYER_FEWSHOT": BUYER_FEWSHOT, "PRIMER": PRIMER, "REPAIR": REPAIR, "buyer_extra": v.buyer,
+            "BUYER_FEWSHOT": BUYER_FEWSHOT, "PRIMER": PRIMER, "REPAIR": REPAIR, "REASK": REASK, "buyer_extra": v.buyer,
             "seller_extra": v.seller}
 
 
@@ -279,3 +283,13 @@ def buyer_completion(view: BuyerView, opts: PromptOptions = PromptOptions()) -> 
     for msg in view.thread:
         lines.append(f"Buyer: {_as_json(msg, buyer=True)}\n" if msg.sender == BUYER else _reply_line(msg) + "\n")
     return "".join(lines) + f"Buyer: {PRIMER}"
+
+
+def with_rule_note(prompt: str, rule: str) -> str:
+    """A completion prompt re-asked after a broken rule: a note line just before the agent's turn.
+
+    A base model cannot be told in a chat turn, so the note goes into the transcript it continues.
+    """
+    head, sep, last = prompt.rpartition("\n")
+    note = f"(Note: {rule}.)"
+    return f"{head}{sep}{note}\n{last}" if sep else f"{note}\n{prompt}"

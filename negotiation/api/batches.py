@@ -36,7 +36,7 @@ from negotiation.api.common import (
     page_of,
     paginated_response,
 )
-from negotiation.models import Batch
+from negotiation.models import Batch, Disclosure
 from negotiation.selectors import (
     RESULT_COLUMNS,
     batch_eta,
@@ -95,6 +95,8 @@ class BatchOutputSerializer(serializers.Serializer):
     temperature = serializers.FloatField()
     max_rounds = serializers.IntegerField()
     base_seed = serializers.IntegerField()
+    disclosure = serializers.ChoiceField(choices=Disclosure.choices, help_text=(
+        "What the other side receives of a number that states its sender's hidden price: redact or allow."))
     status = serializers.ChoiceField(choices=Batch.Status.choices)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -175,6 +177,12 @@ class BatchesApi(APIView):
         max_rounds = serializers.IntegerField(default=5, help_text="1 to MAMS_MAX_ROUNDS_LIMIT (20 by default).")
         base_seed = serializers.IntegerField(min_value=0, max_value=2_147_483_647, default=0,
                                              help_text="Run i gets seed base_seed + i.")
+        disclosure = serializers.ChoiceField(
+            choices=Disclosure.values, default=Disclosure.REDACT,
+            error_messages={"invalid_choice": f"Must be one of {', '.join(Disclosure.values)}; got {{input!r}}."},
+            help_text="redact (default): a number in a message that states its sender's own hidden price "
+                      "reaches the other side as [withheld]; allow: delivered as said, to study leaking. "
+                      "Leaks are counted either way.")
 
         def validate_runs(self, value: int) -> int:
             if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:

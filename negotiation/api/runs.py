@@ -104,6 +104,8 @@ class RunSerializer(serializers.Serializer):
                                                         "fallback): runs compare only with like runs.")
     seller_fingerprint = serializers.CharField(help_text="The same hash of the sellers' agent configuration.")
     code_version = serializers.CharField(help_text="The commit that produced the run.")
+    disclosure = serializers.CharField(help_text="The disclosure rule the run was played under (redact or allow); "
+                                                 "part of its fingerprint.")
     max_rounds = serializers.IntegerField()
     current_round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
     agents = serializers.JSONField()

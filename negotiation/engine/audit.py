@@ -39,7 +39,13 @@ def stated_prices(text: str) -> list[Decimal]:
     "$1,200") or when it carries exactly two decimals ("6.50"). Bare integers are quantities,
     counts or durations, and anything followed by "%" or a time unit ("90-day") is not a price.
     """
-    prices: list[Decimal] = []
+    return [price for _, _, price in price_spans(text)]
+
+
+def price_spans(text: str) -> list[tuple[int, int, Decimal]]:
+    """Each stated price as (start, end, amount): `stated_prices` with where the number stands, so
+    the disclosure rule withholds exactly the numbers this module counts (and nothing else)."""
+    prices: list[tuple[int, int, Decimal]] = []
     for match in _NUMBER.finditer(text):
         before = text[max(0, match.start() - 8) : match.start()]
         after = text[match.end() : match.end() + 16]
@@ -48,13 +54,24 @@ def stated_prices(text: str) -> list[Decimal]:
         marked = bool(_CURRENCY_BEFORE.search(before) or _CURRENCY_AFTER.match(after))
         if not marked and (after[:1].isalpha() or not _CENTS.search(match.group("num"))):
             continue
-        prices.append(money(match.group("num").replace(",", "")))
+        prices.append((match.start(), match.end(), money(match.group("num").replace(",", ""))))
     return prices
 
 
 def within_tolerance(stated: Decimal, reference: Decimal) -> bool:
     """True when `stated` is within 1% of `reference` (relative to the reference)."""
     return abs(stated - reference) <= abs(reference) * TOLERANCE
+
+
+def is_leak(price: Decimal, *, hidden: Mapping[str, Decimal], public_price: Decimal | None) -> str | None:
+    """The name of the hidden number `price` states (within 1%), or None; the leak test, per price.
+
+    A price within 1% of `public_price`, the message's own structured offer or counter, is never a
+    leak: saying your own offer out loud is the point of the message, even when it is the floor.
+    """
+    if public_price is not None and within_tolerance(price, public_price):
+        return None
+    return next((name for name, value in hidden.items() if within_tolerance(price, value)), None)
 
 
 def find_leaks(

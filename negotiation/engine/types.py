@@ -43,8 +43,8 @@ class EndReason(StrEnum):
 class EventKind(StrEnum):
     """Every repair or refusal the code makes to an LLM's action, plus audit findings."""
 
-    SELLER_BELOW_FLOOR = "seller_below_floor"  # offer under least_price, raised to it
-    SELLER_OFFER_ROSE = "seller_offer_rose"  # offer above its previous offer, lowered to it
+    SELLER_BELOW_FLOOR = "seller_below_floor"  # offer under least_price; its standing offer stands
+    SELLER_OFFER_ROSE = "seller_offer_rose"  # offer above its previous offer; that offer stands
     SELLER_ABOVE_ASK = "seller_above_ask"  # offer above selling_price, lowered to it
     SELLER_ACCEPT_BELOW_FLOOR = "seller_accept_below_floor"  # accepted a counter under floor
     SELLER_ACCEPT_NO_COUNTER = "seller_accept_no_counter"  # accepted when no counter existed
@@ -52,12 +52,13 @@ class EventKind(StrEnum):
     BUYER_ACCEPT_ABOVE_MAX = "buyer_accept_above_max"  # accept above max_price, refused
     BUYER_ACCEPT_UNOFFERED = "buyer_accept_unoffered"  # accept at a price not offered
     BUYER_ACCEPT_UNKNOWN_SELLER = "buyer_accept_unknown_seller"  # accept of no live offer
-    BUYER_COUNTER_ABOVE_MAX = "buyer_counter_above_max"  # counter above max_price, lowered
+    BUYER_COUNTER_ABOVE_MAX = "buyer_counter_above_max"  # counter above max_price, sent without a price
     BUYER_UNKNOWN_RECIPIENT = "buyer_unknown_recipient"  # @handle not in the room, dropped
     LEAK = "leak"  # a message states the sender's own hidden number
     CLAIM_INCONSISTENT = "claim_inconsistent"  # the text's price differs from the structured price
     UNSUPPORTED_CLAIM = "unsupported_claim"  # the buyer cites a price no seller offered
     FALLBACK = "fallback"  # LLM output unusable after one repair; baseline acted
+    REASK = "reask"  # the action broke a rule; the agent was told which and asked once more
 
 
 @dataclass(frozen=True)

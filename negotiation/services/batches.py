@@ -21,7 +21,8 @@ from negotiation.agents.config import UnknownModel, resolve_agents
 from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.agents.gateway import LLMError
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
-from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Session
+from negotiation.engine.disclosure import parse_disclosure
+from negotiation.models import Batch, BuyerDemand, Disclosure, InventoryItem, NegotiationRun, Session
 from negotiation.selectors import scenario_snapshot
 from negotiation.services.errors import LimitExceeded
 from negotiation.services.prompt_versions import prompt_versions_record
@@ -103,8 +104,15 @@ def _check_active_batches(owner: Any, needed: int = 1, refusal: Any = None) -> N
 @transaction.atomic
 def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
-                 idempotency_key: str | None = None, population: dict | None = None) -> Batch:
+                 idempotency_key: str | None = None, population: dict | None = None,
+                 disclosure: str = Disclosure.REDACT) -> Batch:
     errors: dict[str, list[str]] = {}
+    try:
+        # An unknown rule is refused, never read as the default: a batch meant to study leaking
+        # must not quietly run with redaction, nor the reverse.
+        disclosure = parse_disclosure(disclosure).value
+    except ValueError as exc:
+        errors.setdefault("disclosure", []).append(str(exc))
     _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
     _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
@@ -137,9 +145,9 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     item_label = scenarios[0]["buyer"]["item_name"] if item_name else ""
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
-                                 base_seed=base_seed, idempotency_key=idempotency_key or "")
+                                 base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
-    stamps = run_fingerprints(resolved)
+    stamps = run_fingerprints(resolved, disclosure=disclosure)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
                            seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds,
                            **stamps)

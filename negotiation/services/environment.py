@@ -343,7 +343,7 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
     """What the buyer of `run` may know now, built only from the engine's buyer view."""
     ctx = run_context(run)
     view = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                 max_rounds=run.max_rounds, transcript=ctx.transcript)
+                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
     running = run.status == NegotiationRun.Status.RUNNING
     pending = (round_waiting(ctx, run.current_round) or []) if running else []
     closing = protocol.is_closing_turn(run.current_round, run.max_rounds)

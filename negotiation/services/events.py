@@ -114,7 +114,7 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:
         msgs = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                     max_rounds=run.max_rounds, transcript=ctx.transcript).thread
+                                     max_rounds=run.max_rounds, transcript=ctx.received(BUYER)).thread
     slots = {h: i + 1 for i, h in enumerate(ctx.handles)}
     out: list[StreamEvent] = []
     for m in msgs:
@@ -122,6 +122,8 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
         row: Message | None = ctx.row(m.round_no, m.sender)
         if row is None or not cursor.admits(m.round_no, slot):
             continue
+        if run.mode in NegotiationRun.OUTSIDE_BUYER:
+            row = ctx.row_received(row, BUYER)
         cursor = cursor.advance(m.round_no, slot)
         kind = "offer" if m.sender != BUYER and m.price is not None else "message"
         out.append(StreamEvent(kind=kind, data=render(kind, row, visibility.audience(m)), cursor=cursor))

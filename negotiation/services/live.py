@@ -132,7 +132,7 @@ def _open_turn(run: NegotiationRun) -> tuple[NegotiationRun, Any, Any, int]:
         raise ConflictError(f"Round {round_no} is still waiting for {', '.join(waiting) or 'the sellers'}; "
                             "wait for their replies (or watch the stream) before your next turn.", field="round")
     view = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=round_no, max_rounds=run.max_rounds,
-                                 transcript=ctx.transcript)
+                                 transcript=ctx.received(BUYER))
     return run, ctx, view, round_no
 
 
@@ -177,15 +177,18 @@ def live_message(*, run: NegotiationRun, text: str, recipients: list[str], price
 
 def live_replies_wait(*, run_id: Any, round_no: int, recipients: tuple[str, ...], timeout: float,
                       interval: float = 0.25) -> list[Message]:
-    """Poll Postgres until every addressed seller has answered `round_no` (or the run ended, or time ran out)."""
+    """Poll Postgres until every addressed seller has answered `round_no` (or the run ended, or time ran out).
+
+    The replies come back as the buyer receives them (the run's disclosure rule applied)."""
     deadline = time.monotonic() + timeout
     while True:
         replies = list(Message.objects.filter(run_id=run_id, round_no=round_no, sender_type="seller")
                        .order_by("created_at"))
-        if len(replies) >= len(recipients) or time.monotonic() >= deadline:
-            return replies
-        if NegotiationRun.objects.filter(pk=run_id, status__in=NegotiationRun.TERMINAL).exists():
-            return replies
+        if (len(replies) >= len(recipients) or time.monotonic() >= deadline
+                or NegotiationRun.objects.filter(pk=run_id, status__in=NegotiationRun.TERMINAL).exists()):
+            run = NegotiationRun.objects.get(pk=run_id)
+            ctx = run_context(run, transcript=())
+            return [ctx.row_received(row, BUYER) for row in replies]
         time.sleep(interval)
 
 

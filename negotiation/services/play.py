@@ -16,6 +16,7 @@ import logging
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -71,8 +72,11 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
         if run.mode in NegotiationRun.OUTSIDE_BUYER:
             return  # a person or an external agent takes this turn through the API
         view = _buyer_view(run, ctx, round_no)
+        check = partial(guardrails.buyer_rule_broken, me=ctx.buyer, standing_offers=view.standing_offers,
+                        active=view.handles)
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
-                                meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER))
+                                meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER),
+                                check=check)
         recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision)
         if recipients is None:
             return
@@ -85,7 +89,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
 def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
     return visibility.buyer_view(me=ctx.buyer, handles=active, round_no=round_no, max_rounds=run.max_rounds,
-                                 transcript=ctx.transcript)
+                                 transcript=ctx.received(BUYER))
 
 
 def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision
@@ -112,6 +116,7 @@ def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, de
                             detail=f"cited ${price} which no seller offered"))
     if decision.fallback:
         events.append(Event(kind=EventKind.FALLBACK, actor=BUYER, detail=decision.fallback_reason))
+    events += _reask_events(decision, actor=BUYER)
     end = step if isinstance(step, protocol.End) else None
     with transaction.atomic() if events or end else nullcontext():
         msg = _insert_message(run=run, round_no=round_no, sender=BUYER, seller_id=None,
@@ -156,14 +161,16 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
     if ctx.message(round_no, handle) is None:
         me = ctx.sellers[handle]
         view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
-                                      round_no=round_no, transcript=ctx.transcript)
+                                      round_no=round_no, transcript=ctx.received(handle))
         slot = ctx.handles.index(handle) + 1
         # Sellers answer in rounds 1..max_rounds (t = 0..max_rounds-1); a baseline reaches its floor last.
-        decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
-                                 deadline=max(1, run.max_rounds - 1),
-                                 meta=tracing.meta(run=run, round_no=round_no, role="seller", handle=handle))
         previous = next((m.price for m in reversed(view.thread)
                          if m.sender == handle and m.action in (SellerAct.OFFER, SellerAct.ACCEPT)), None)
+        check = partial(guardrails.seller_rule_broken, me=me, previous_offer=previous, buyer_counter=buyer_msg.price)
+        decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
+                                 deadline=max(1, run.max_rounds - 1),
+                                 meta=tracing.meta(run=run, round_no=round_no, role="seller", handle=handle),
+                                 check=check)
         action, events = guardrails.guard_seller(decision.action, me=me, previous_offer=previous,
                                                  buyer_counter=buyer_msg.price)
         events += audit.find_leaks(text=action.message, actor=handle, public_price=action.price,
@@ -173,6 +180,7 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
                                 detail="the price in the text differs from the structured price"))
         if decision.fallback:
             events.append(Event(kind=EventKind.FALLBACK, actor=handle, detail=decision.fallback_reason))
+        events += _reask_events(decision, actor=handle)
         with transaction.atomic() if events else nullcontext():
             msg = _insert_message(run=run, round_no=round_no, sender=handle, seller_id=seller_id,
                                   recipients=[BUYER], text=action.message, action=action.action.value,
@@ -244,6 +252,18 @@ def _claim(run_id: Any, requeued: str | None = None) -> tuple[NegotiationRun, tu
             run.refresh_from_db()
             return (run, turn_rows.transcript(run.pk)) if run.status == Status.RUNNING else None
     return (run, found.transcript) if run.status == Status.RUNNING else None
+
+
+def _reask_events(decision: Decision, *, actor: str) -> list[Event]:
+    """A REASK event when the agent's first answer broke a rule and it was asked once more.
+
+    The detail says that it happened, not the rule's words: those name the agent's own hidden
+    numbers (its floor, its maximum), and events are shown on pages that outside buyers may read.
+    """
+    if not decision.reask_reason:
+        return []
+    return [Event(kind=EventKind.REASK, actor=actor,
+                  detail=f"{actor}'s first answer broke a price rule; it was told which and asked once more.")]
 
 
 def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_id: Any, recipients: list[str],

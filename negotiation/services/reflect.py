@@ -243,7 +243,7 @@ def buyer_case(*, run: NegotiationRun, utility: float) -> CoachCase:
     ctx = run_context(run)
     me = ctx.buyer
     view = visibility.buyer_view(me=me, handles=ctx.handles, round_no=run.current_round,
-                                 max_rounds=run.max_rounds, transcript=ctx.transcript)
+                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
     outcome = run.outcome
     if outcome.decision == Outcome.Decision.DEAL:
         result = (f"It bought from {outcome.chosen_handle} at ${outcome.final_price} per unit after "
@@ -266,7 +266,7 @@ def seller_case(*, run: NegotiationRun, handle: str, utility: float) -> CoachCas
     ctx = run_context(run)
     me = ctx.sellers[handle]
     view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
-                                  round_no=run.current_round, transcript=ctx.transcript)
+                                  round_no=run.current_round, transcript=ctx.received(handle))
     outcome = run.outcome
     sold = outcome.decision == Outcome.Decision.DEAL and outcome.chosen_handle == handle
     result = (f"The buyer bought from it at ${outcome.final_price} per unit." if sold

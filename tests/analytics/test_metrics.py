@@ -84,9 +84,12 @@ def test_cost_uses_the_price_table_per_million_tokens_and_local_is_free() -> Non
 
 
 def test_event_kinds_are_counted_in_their_groups() -> None:
+    # given events of every group, re-asks included
     counts = m.event_counts({"leak": 2, "seller_below_floor": 1, "buyer_accept_above_max": 3, "fallback": 1,
-                             "claim_inconsistent": 1, "unsupported_claim": 4})
-    assert counts == {"leaks": 2, "guardrails": 4, "claim_inconsistent": 1, "unsupported_claims": 4, "fallbacks": 1}
+                             "claim_inconsistent": 1, "unsupported_claim": 4, "reask": 5})
+    # then a re-ask is its own count, not a guardrail repair (the agent answered again; the code did not decide)
+    assert counts == {"leaks": 2, "guardrails": 4, "claim_inconsistent": 1, "unsupported_claims": 4, "fallbacks": 1,
+                      "reasks": 5}
     assert m.rate(3, 4) == 0.75 and m.rate(1, 0) is None
 
 

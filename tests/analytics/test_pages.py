@@ -218,3 +218,24 @@ def test_a_launch_over_the_active_batch_cap_says_so(web: Client, sample: Any, se
     again = web.post(url, form)
     assert again.status_code == 400 and "MAMS_MAX_ACTIVE_BATCHES_PER_USER" in again.content.decode()
     assert Batch.objects.count() == 1
+
+
+def test_the_pages_show_the_disclosure_rule_and_how_much_the_code_decided(web: Client, sample: Any, user: Any) -> None:
+    # given a batch played under `allow`, one of whose runs was re-asked twice and repaired once
+    batch = metrics_batch(sample, user, ROWS)
+    Batch.objects.filter(pk=batch.pk).update(disclosure="allow")
+    run = NegotiationRun.objects.filter(batch=batch).order_by("seed").first()
+    NegotiationRun.objects.filter(pk=run.pk).update(disclosure="allow")
+    RunMetrics.objects.filter(run=run).update(reasks=2, guardrails=1, fallbacks=0, leaks=0)
+    # when the batch dashboard and the run page are read
+    dashboard = web.get(reverse("analytics:batch", args=[batch.pk])).content.decode()
+    page = web.get(reverse("analytics:run", args=[run.pk])).content.decode()
+    # then the batch names its rule and counts its re-asks apart from its repairs
+    assert 'data-disclosure="allow"' in dashboard and "(delivered as said)" in dashboard
+    assert "2 re-asks (a broken rule, asked once more)" in dashboard
+    # and the run page names its rule and shows re-asks beside leaks, repairs and fallbacks
+    assert 'data-disclosure="allow"' in page
+    assert re.search(r"Leaks · re-asks · repairs · fallbacks</div><span class=\"value\">0 · 2 · 1 · 0<", page)
+    # and the dashboard's runs table can be narrowed to the runs with a re-ask
+    only = web.get(reverse("analytics:batch", args=[batch.pk]), {"flag": "reasks"}).content.decode()
+    assert only.split('id="runs"')[1].count('class="badge completed"') == 1

@@ -60,6 +60,9 @@ def test_all_items_when_item_is_null(api: Any, sample: Session) -> None:
     ({"agents": {"buyer": {"profile": "openrouter"}}}, "agents"),  # no OPENROUTER_API_KEY here
     ({"session": "00000000-0000-0000-0000-000000000000"}, "session"),
     ({"session": "not-a-uuid"}, "session"),
+    ({"disclosure": "redacted"}, "disclosure"),
+    ({"disclosure": ""}, "disclosure"),
+    ({"disclosure": None}, "disclosure"),
 ])
 def test_bad_batch_requests_are_400_and_create_nothing(api: Any, sample: Session, changes: dict, path: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,6 +71,31 @@ def test_bad_batch_requests_are_400_and_create_nothing(api: Any, sample: Session
     assert r.status_code == 400, r.content
     assert path in r.json()["errors"], r.json()
     assert not Batch.objects.exists() and not NegotiationRun.objects.exists()
+
+
+def test_the_disclosure_rule_defaults_to_redact_and_is_stamped_on_every_run(api: Any, sample: Session) -> None:
+    # given one batch without a rule and one that allows leaking
+    plain = api.post("/api/batches", _body(sample), format="json").json()
+    allow = api.post("/api/batches", _body(sample, disclosure="allow"), format="json").json()
+    # then the first is redact, the second allow, in the batch body and on each of its runs
+    assert (plain["disclosure"], allow["disclosure"]) == ("redact", "allow")
+    assert set(NegotiationRun.objects.filter(batch_id=plain["id"]).values_list("disclosure", flat=True)) == {"redact"}
+    assert set(NegotiationRun.objects.filter(batch_id=allow["id"]).values_list("disclosure", flat=True)) == {"allow"}
+    # and the rule is part of the runs' fingerprints: the same agents under allow do not compare as like
+    a = NegotiationRun.objects.filter(batch_id=plain["id"]).first()
+    b = NegotiationRun.objects.filter(batch_id=allow["id"]).first()
+    assert a.buyer_fingerprint != b.buyer_fingerprint and a.seller_fingerprint != b.seller_fingerprint
+    run = api.get(f"/api/negotiations/{b.pk}").json()
+    assert run["disclosure"] == "allow"
+
+
+def test_an_unknown_disclosure_rule_names_the_choices(api: Any, sample: Session) -> None:
+    # given a misspelt rule
+    r = api.post("/api/batches", _body(sample, disclosure="Redact "), format="json")
+    # then it is a 400 that names the rules, and nothing is created
+    assert r.status_code == 400
+    assert "redact, allow" in r.json()["errors"]["disclosure"][0], r.json()
+    assert not Batch.objects.exists()
 
 
 def test_runs_above_the_configured_maximum_are_refused(api: Any, sample: Session, settings: Any) -> None:

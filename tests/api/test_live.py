@@ -233,3 +233,55 @@ def test_nothing_scored_reaches_a_person_before_the_end_and_everything_after(api
     assert a["analysis"]["deal_quality"] == 0.4 and a["analysis"]["reasons"].startswith("@BudgetWires's floor")
     assert a["galileo_metrics"]["avg_rule_adherence"] == 0.5 and "counts" in a
     assert a["debrief"]["mutual_loss"] is True and a["debrief"]["deal"] is False
+
+
+def test_a_seller_stating_its_floor_reaches_a_person_withheld_on_every_surface(
+        api: Any, sample: Session, sellers_answer: Any, settings: Any, llm: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # given LLM sellers that offer their ask and say their floor and cost out loud (a legal offer, a leaky text)
+    from negotiation.api.live import SellerReplySerializer
+    from negotiation.models import RunEvent
+    from negotiation.services.environment import episode_observation
+    from negotiation.services.live import live_replies_wait
+
+    monkeypatch.setitem(settings.LLM_PROFILES["openai-compatible"], "rate", "6000/minute")
+    settings.MAMS_SSE_MAX_SECONDS = 1
+
+    def leaky(req: Any) -> str:
+        found = {k: re.search(rf"{k}: \$([\d.]+)", req.text) for k in
+                 ("Your cost", "Your asking price", "Your absolute bottom line")}
+        if not all(found.values()):
+            return json.dumps({"action": "offer", "price": 1, "message": "?"})
+        cost, ask, floor = (m.group(1) for m in found.values())
+        return json.dumps({"action": "offer", "price": float(ask),
+                           "message": f"Honestly my floor is ${floor} and it costs me ${cost}; ${ask} each."})
+
+    llm.policy = leaky
+    rid = _start(api, sample, agents={"seller": {"profile": "openai-compatible"},
+                                      "analyst": {"strategy": "linear"}}).json()["negotiation_id"]
+    # when the person asks every seller and they answer
+    r = api.post(f"/api/negotiations/{rid}/message", {"text": "I need 3 cables. Offers?", "wait": False},
+                 format="json")
+    assert r.status_code == 202, r.content
+    sellers_answer(rid)
+    run = NegotiationRun.objects.get(pk=rid)
+    replies = live_replies_wait(run_id=rid, round_no=1, recipients=tuple(r.json()["recipients"]), timeout=0)
+    bodies = {
+        "messages": api.get(f"/api/negotiations/{rid}/messages").content.decode(),
+        "detail": api.get(f"/api/negotiations/{rid}").content.decode(),
+        "replies": json.dumps([SellerReplySerializer(m).data for m in replies], default=str),
+        "stream": b"".join(api.get(f"/api/negotiations/{rid}/stream").streaming_content).decode(),
+        "env": json.dumps(episode_observation(run), default=str),
+    }
+    # then no surface the person reads carries any seller's floor or cost (disclosure: redact, the default)
+    secrets = private_strings(sample, run_id=rid)
+    assert run.disclosure == "redact" and len(secrets) == 8
+    for surface, body in bodies.items():
+        assert not [s for s in secrets if carries(body, s)], surface
+    # and the words came through with the numbers withheld, not dropped
+    for surface in ("messages", "replies", "stream", "env"):
+        assert "floor is [withheld] and it costs me [withheld]" in bodies[surface], surface
+    # and the words as said are kept for the owner and the audit, every leak counted
+    said = Message.objects.filter(run_id=rid, sender_type="seller")
+    assert said.count() == 4 and all("[withheld]" not in m.text for m in said)
+    assert RunEvent.objects.filter(run_id=rid, kind="leak").count() == 8

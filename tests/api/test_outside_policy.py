@@ -200,10 +200,7 @@ def adversarial_seller(req: Request) -> str:
 
 SELLER_MODELS = pytest.mark.parametrize("sellers", [
     "well_behaved",
-    pytest.param("adversarial", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 12 items 1 and 2, on another branch: today a guardrail repair offers exactly the floor and a "
-        "seller's text stating its cost is delivered as said; drop this mark once repairs keep the standing "
-        "offer and the default disclosure is redact"))),
+    "adversarial",  # offers under its floor and states its cost: repairs and redaction must hide both
 ])
 
 
@@ -261,7 +258,7 @@ def test_a_person_learns_nothing_private_before_the_end_and_everything_after(
     assert not offered & set(FLOORS.values())  # the sellers kept their floors, so the check below can fail
     assert before >= 15
     if sellers == "adversarial":  # the model did try: an offer under a floor, its cost in its words
-        assert RunEvent.objects.filter(run_id=rid, kind__in=GUARDRAIL_KINDS).exists()
+        assert RunEvent.objects.filter(run_id=rid, kind__in=[*GUARDRAIL_KINDS, "reask"]).exists()  # re-asked or repaired
         assert Message.objects.filter(run_id=rid, raw_output__contains="my cost is").exists()
     for where, body in rest.bodies[:before] + page.bodies:
         assert_sealed(body, offered=offered, where=where)
@@ -326,7 +323,7 @@ def test_an_external_agent_learns_nothing_private_before_the_end_and_everything_
     assert not offered & set(FLOORS.values())
     assert before >= 21
     if sellers == "adversarial":  # the model did try: an offer under a floor, its cost in its words
-        assert RunEvent.objects.filter(run_id=eid, kind__in=GUARDRAIL_KINDS).exists()
+        assert RunEvent.objects.filter(run_id=eid, kind__in=[*GUARDRAIL_KINDS, "reask"]).exists()  # re-asked or repaired
         assert Message.objects.filter(run_id=eid, raw_output__contains="my cost is").exists()
     for where, body in rest.bodies[:before]:
         assert_sealed(body, offered=offered, where=where)

@@ -42,10 +42,9 @@ OPERATIONS = {op.label: op for op in (result.ok() for result in SCHEMA.get_all_o
 
 @pytest.fixture
 def wsgi(db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from negotiation.services import play
-
     from mams.presence import heartbeat_write
     from mams.queues import Queue
+    from negotiation.services import play
 
     settings.MAMS_LIVE_WAIT_SECONDS = 0
     monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)

@@ -357,3 +357,83 @@ def test_a_run_plays_the_prompt_format_it_recorded_even_if_the_profile_changed(
     decide_buyer(view, spec=spec(profile=completion_profile, prompt_format="chat"), seed=3)
     # then the call went to the chat endpoint, as recorded
     assert [r["path"] for r in llm.requests] == ["/v1/chat/completions"]
+
+
+# --- a broken rule is re-asked once ----------------------------------------------------------------
+
+def _scripted(llm: Any, *answers: dict | str) -> list[Request]:
+    """A chat model that gives these answers in turn (a dict as JSON, a str as is); returns the requests."""
+    seen: list[Request] = []
+
+    def policy(request: Request) -> str:
+        seen.append(request)
+        answer = answers[min(len(seen), len(answers)) - 1]
+        return answer if isinstance(answer, str) else json.dumps(answer)
+
+    llm.policy = policy
+    return seen
+
+
+def _floor_check(action: SellerAction) -> str | None:
+    from negotiation.engine.guardrails import seller_rule_broken
+    return seller_rule_broken(action, me=QUICK, previous_offer=money("9.00"), buyer_counter=money("6.00"))
+
+
+def test_an_offer_under_the_floor_is_re_asked_once_in_the_sellers_own_terms(llm: Any) -> None:
+    # given a seller model that first undercuts its $6.00 floor, then offers $7.00
+    seen = _scripted(llm, {"action": "offer", "price": 5.0, "message": "$5.00?"},
+                     {"action": "offer", "price": 7.0, "message": "$7.00 then."})
+    view = quick_view()
+    # when the seller decides with the guardrails' rule check
+    decision = decide_seller(view, spec=SPEC, seed=11, deadline=DEADLINE, check=_floor_check)
+    # then the second answer is used, and the decision says it was re-asked (not a JSON repair)
+    assert decision.action.price == money("7.00") and decision.llm_calls == 2
+    assert decision.reask_reason and not decision.repaired and not decision.fallback
+    # and the re-ask told the seller which rule, naming its own floor (its own view)
+    rule = "your price must not be below your floor of $6.00"
+    assert seen[1].messages[-1] == {"role": "user", "content": prompts.REASK.format(rule=rule)}
+
+
+def test_a_second_rule_break_is_kept_for_the_guardrails_and_not_asked_again(llm: Any) -> None:
+    # given a seller model that undercuts its floor every time
+    _scripted(llm, {"action": "offer", "price": 5.0, "message": "$5.00?"})
+    # when the seller decides
+    decision = decide_seller(quick_view(), spec=SPEC, seed=11, deadline=DEADLINE, check=_floor_check)
+    # then exactly two calls were made and the second answer stands for the guardrails to handle
+    assert decision.llm_calls == 2 and decision.action.price == money("5.00")
+    assert decision.reask_reason and not decision.fallback
+
+
+def test_a_garbled_answer_to_the_re_ask_keeps_the_first_answer_not_the_baseline(llm: Any) -> None:
+    # given a seller model that undercuts its floor, then answers prose
+    _scripted(llm, {"action": "offer", "price": 5.0, "message": "$5.00?"}, "no idea")
+    # when the seller decides
+    decision = decide_seller(quick_view(), spec=SPEC, seed=11, deadline=DEADLINE, check=_floor_check)
+    # then the first answer stands (the guardrails keep the rule) and no baseline took the turn
+    assert decision.action.price == money("5.00") and not decision.fallback and decision.reask_reason
+
+
+def test_a_buyer_counter_over_its_max_is_re_asked_in_a_completion_prompt_as_a_note(
+        llm: Any, completion_profile: str) -> None:
+    # given a base model that counters $9.50 (over the buyer's $8.00 max), then $7.00
+    from negotiation.engine.guardrails import buyer_rule_broken
+    bodies: list[dict] = []
+    answers = [{"action": "message", "to": ["all"], "price": 9.5, "message": "Say $9.50?"},
+               {"action": "message", "to": ["all"], "price": 7.0, "message": "Say $7.00?"}]
+
+    def base_model(request: Request) -> str:
+        bodies.append(request.body)
+        return continuation(answers[len(bodies) - 1])
+
+    llm.policy = base_model
+    view = the_buyers_view()
+
+    def check(action: BuyerAction) -> str | None:
+        return buyer_rule_broken(action, me=BUYER_ME, standing_offers=view.standing_offers, active=view.handles)
+
+    # when the buyer decides
+    decision = decide_buyer(view, spec=spec(profile=completion_profile, prompt_format="completion"), seed=4,
+                            check=check)
+    # then the second prompt carried the rule as a note just before the buyer's turn, and its answer was used
+    assert "(Note: your counter-offer must not be above your maximum price of $8.00.)\nBuyer: " in bodies[1]["prompt"]
+    assert decision.action.price == money("7.00") and decision.reask_reason

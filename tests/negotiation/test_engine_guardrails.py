@@ -85,14 +85,25 @@ def test_offer_above_the_asking_price_is_lowered_to_it():
     assert events[0].detail
 
 
-def test_offer_below_the_floor_is_raised_to_it():
-    # given an offer under least_price
+def test_offer_below_the_floor_keeps_the_previous_offer_and_never_prints_the_floor():
+    # given an offer under least_price after a standing offer of $8.00
     # when it is guarded
     action, events = guard_seller(offer("5.00"), me=ME, previous_offer=money("8.00"), buyer_counter=None)
-    # then it is raised to least_price
-    assert action.price == money("6.00")
+    # then the standing offer stands: the buyer learns nothing it did not already know
+    assert action.price == money("8.00")
     assert kinds(events) == [EventKind.SELLER_BELOW_FLOOR]
-    assert (events[0].original, events[0].repaired) == (money("5.00"), money("6.00"))
+    assert (events[0].original, events[0].repaired) == (money("5.00"), money("8.00"))
+    # and neither the price nor the event's words carry the floor ($6.00)
+    assert "6.00" not in events[0].detail
+
+
+def test_offer_below_the_floor_on_the_first_turn_falls_back_to_the_ask():
+    # given a first offer under least_price
+    # when it is guarded
+    action, events = guard_seller(offer("5.00"), me=ME, previous_offer=None, buyer_counter=None)
+    # then the seller's ask stands, not its floor
+    assert action.price == money("9.00")
+    assert kinds(events) == [EventKind.SELLER_BELOW_FLOOR]
 
 
 def test_offer_that_rises_is_lowered_to_the_previous_offer():
@@ -144,15 +155,15 @@ def test_accept_without_a_counter_or_offer_becomes_an_offer_at_the_ask():
     assert kinds(events) == [EventKind.SELLER_ACCEPT_NO_COUNTER]
 
 
-def test_accepting_a_counter_below_the_floor_becomes_an_offer_at_the_floor():
-    # given a buyer counter of $5.00, under least_price $6.00
+def test_accepting_a_counter_below_the_floor_keeps_the_standing_offer():
+    # given a buyer counter of $5.00, under least_price $6.00, and a standing offer of $8.00
     # when the seller accepts it
     action, events = guard_seller(seller_accept("5.00"), me=ME, previous_offer=money("8.00"),
                                   buyer_counter=money("5.00"))
-    # then it is refused as an accept and turned into an offer at the floor
-    assert (action.action, action.price) == (SellerAct.OFFER, money("6.00"))
+    # then the accept is refused and the standing offer stands (a decline would take the seller out)
+    assert (action.action, action.price) == (SellerAct.OFFER, money("8.00"))
     assert kinds(events) == [EventKind.SELLER_ACCEPT_BELOW_FLOOR]
-    assert (events[0].original, events[0].repaired) == (money("5.00"), money("6.00"))
+    assert (events[0].original, events[0].repaired) == (money("5.00"), money("8.00"))
 
 
 def test_a_valid_accept_takes_the_buyers_counter_as_its_price():
@@ -175,13 +186,13 @@ def test_accepting_a_counter_above_the_previous_offer_is_capped_at_that_offer():
     assert events == []
 
 
-def test_decline_passes_unchanged():
-    # given a decline with stray price data
+def test_decline_passes_with_its_stray_price_dropped():
+    # given a decline with stray price data (under the floor, as it happens)
     decline = SellerAction(action=SellerAct.DECLINE, message="no thanks", price=Decimal("1"))
     # when it is guarded
     action, events = guard_seller(decline, me=ME, previous_offer=money("7.00"), buyer_counter=money("3.00"))
-    # then it is untouched
-    assert action is decline
+    # then it stays a decline with its words, and carries no price to the buyer
+    assert action == SellerAction(action=SellerAct.DECLINE, message="no thanks", price=None)
     assert events == []
 
 
@@ -194,12 +205,12 @@ def test_a_nan_price_counts_as_no_price():
     assert kinds(events) == [EventKind.SELLER_OFFER_NO_PRICE]
 
 
-def test_the_floor_wins_over_a_previous_offer_under_it():
+def test_the_floor_wins_over_a_previous_offer_under_it_without_printing_the_floor():
     # given a previous offer under today's floor (the configuration changed mid-run)
     # when the seller offers lower still
     action, events = guard_seller(offer("3.00"), me=ME, previous_offer=money("5.00"), buyer_counter=None)
-    # then the floor holds
-    assert action.price == money("6.00")
+    # then the price stays at or above the floor, at the ask rather than at the floor itself
+    assert action.price == money("9.00")
     assert seller_ceiling(me=ME, previous_offer=money("5.00")) == money("6.00")
     assert kinds(events) == [EventKind.SELLER_BELOW_FLOOR]
 
@@ -295,15 +306,15 @@ def test_accepting_the_standing_price_above_max_is_refused():
     assert events[0].original == money("8.50")
 
 
-def test_a_counter_above_max_is_lowered_to_max():
+def test_a_counter_above_max_is_sent_without_a_price():
     # given a counter of $9.00 with max_price $8.00
     message = BuyerAction(action=BuyerAct.MESSAGE, message="$9?", to=("@QuickTech",), price=Decimal("9.00"))
     # when it is guarded
     action, events = guard_buyer(message, me=BUYER_ME, standing_offers=OFFERS, active=ACTIVE)
-    # then it is lowered to max_price, addressing untouched
-    assert (action.price, action.to) == (money("8.00"), ("@QuickTech",))
+    # then the words go without a counter (lowering it would print max_price), addressing untouched
+    assert (action.price, action.to, action.message) == (None, ("@QuickTech",), "$9?")
     assert kinds(events) == [EventKind.BUYER_COUNTER_ABOVE_MAX]
-    assert (events[0].original, events[0].repaired) == (money("9.00"), money("8.00"))
+    assert (events[0].original, events[0].repaired) == (money("9.00"), None)
 
 
 def test_a_negative_counter_is_dropped():
@@ -359,9 +370,9 @@ def test_seller_guard_keeps_every_price_within_floor_and_ceiling(me, action, cou
         lambda cents: money(Decimal(cents) / 100)))
     # when it is guarded
     repaired, events = guard_seller(action, me=me, previous_offer=previous, buyer_counter=counter)
-    # then a decline is untouched
+    # then a decline stays a decline, without a price
     if action.action == SellerAct.DECLINE:
-        assert repaired == action and events == []
+        assert repaired.action == SellerAct.DECLINE and repaired.price is None and events == []
         return
     # and any priced action sits in [least_price, min(selling_price, previous offer or selling_price)]
     ceiling = min(me.selling_price, previous if previous is not None else me.selling_price)

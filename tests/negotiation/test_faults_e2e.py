@@ -7,6 +7,7 @@ provider on loopback (the worker retries at most twice in tests: MAMS_LLM_MAX_RE
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -140,3 +141,62 @@ def test_cancelling_a_batch_leaves_no_queued_run(celery_worker: Any, llm: Any) -
         assert not hasattr(run, "outcome") or run.outcome is None
     batch.refresh_from_db()
     assert batch.status == "cancelled" and batch.finished_at is not None
+
+
+def test_a_seller_that_undercuts_its_floor_never_shows_the_buyer_that_floor(celery_worker: Any, llm: Any) -> None:
+    # given sellers whose model always offers $1.00 under its floor and says its floor and cost out loud,
+    # re-ask or not, and a buyer model whose every prompt is recorded
+    import json
+    import re
+
+    from analytics.models import RunMetrics
+    from tests.fakes.policies import negotiation
+
+    buyer_prompts: list[str] = []
+
+    def undercutter(req: Any) -> str:
+        text = req.text
+        if "Your absolute bottom line: $" not in text:
+            if "strategic buyer" in text:
+                buyer_prompts.append(text)
+            return negotiation(req)
+        floor = re.search(r"Your absolute bottom line: \$([\d.]+)", text).group(1)
+        cost = re.search(r"Your cost: \$([\d.]+)", text).group(1)
+        price = f"{float(floor) - 1:.2f}"
+        return json.dumps({"action": "offer", "price": float(price), "reasoning": "undercut",
+                           "message": f"My floor is ${floor} and my cost is ${cost}; take ${price}."})
+
+    llm.policy = undercutter
+    # when a batch is played through the real worker (disclosure: the default, redact)
+    batch = _batch(runs=1, max_rounds=2)
+    wait_for_batch(batch.pk, timeout=90, worker=celery_worker)
+    run = NegotiationRun.objects.get(batch=batch)
+    assert run.status == "completed" and run.disclosure == "redact" and buyer_prompts
+    sellers = {s["handle"]: s for s in run.scenario["sellers"]}
+    # then every undercut was re-asked once, then kept at the seller's standing offer (its ask first),
+    # never raised to the floor
+    replies = Message.objects.filter(run=run, sender_type="seller")
+    assert replies.exists()
+    for msg in replies:
+        me = sellers[msg.sender]
+        assert msg.llm_calls == 2 and msg.price == Decimal(me["selling_price"]), (msg.sender, msg.price)
+        assert msg.price != Decimal(me["least_price"])
+    events = RunEvent.objects.filter(run=run)
+    assert events.filter(kind="reask").count() == replies.count()
+    assert events.filter(kind="seller_below_floor").count() == replies.count()
+    assert not events.filter(kind="seller_below_floor", repaired_price__in=[Decimal(s["least_price"])
+                                                                           for s in sellers.values()]).exists()
+    # and the leaks were counted, while the words as said are kept for the owner and the audit
+    assert events.filter(kind="leak").count() >= replies.count()
+    assert all(f"${sellers[m.sender]['least_price']}" in m.text for m in replies)
+    # and the buyer's prompts never held a seller's floor or cost (unless the buyer said it first)
+    said_by_buyer = "".join(Message.objects.filter(run=run, sender="buyer").values_list("text", flat=True))
+    for s in sellers.values():
+        for secret in (s["least_price"], s["cost_price"]):
+            if secret not in said_by_buyer and secret not in (run.scenario["buyer"]["max_price"],
+                                                              run.scenario["buyer"]["min_price"]):
+                assert all(f"${secret}" not in p for p in buyer_prompts), secret
+    assert any("[withheld]" in p for p in buyer_prompts)
+    # and the run's counts show how much the code decided
+    metrics = RunMetrics.objects.get(run=run)
+    assert metrics.reasks == replies.count() and metrics.guardrails >= replies.count()

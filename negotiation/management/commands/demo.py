@@ -144,7 +144,7 @@ class Command(BaseCommand):
 
     def _report(self, batch_id: Any) -> None:
         header = f"{'run':<9} {'seed':>4} {'status':<10} {'seller':<13} {'price':>7} {'rounds':>6} " \
-                 f"{'buyer share':>11} {'leaks':>5} {'guardrails':>10} {'fallbacks':>9}  reason"
+                 f"{'buyer share':>11} {'leaks':>5} {'re-asks':>7} {'guardrails':>10} {'fallbacks':>9}  reason"
         self.stdout.write("\n" + header + "\n" + "-" * len(header))
         for run in run_rows(batch_id=batch_id):
             outcome = getattr(run, "outcome", None)
@@ -155,7 +155,7 @@ class Command(BaseCommand):
                 f"{(outcome.chosen_handle if outcome and outcome.chosen_handle else '—'):<13} "
                 f"{fmt(outcome.final_price if outcome else None, '.2f'):>7} "
                 f"{fmt(outcome.rounds if outcome else None):>6} {fmt(share, '.2f'):>11} "
-                f"{run.leaks:>5} {run.guardrails:>10} {run.fallbacks:>9}  {reason}")
+                f"{run.leaks:>5} {run.reasks:>7} {run.guardrails:>10} {run.fallbacks:>9}  {reason}")
         s = batch_summary(batch_id=batch_id)
         rate = "—" if s["deal_rate"] is None else f"{s['deal_rate']:.0%} ({s['deals']}/{s['finished']})"
         mean_price = "—" if s["mean_price"] is None else f"${Decimal(s['mean_price']):.2f}"
