@@ -258,7 +258,7 @@ def test_a_person_learns_nothing_private_before_the_end_and_everything_after(
     assert not offered & set(FLOORS.values())  # the sellers kept their floors, so the check below can fail
     assert before >= 15
     if sellers == "adversarial":  # the model did try: an offer under a floor, its cost in its words
-        assert RunEvent.objects.filter(run_id=rid, kind__in=[*GUARDRAIL_KINDS, "reask"]).exists()  # re-asked or repaired
+        assert RunEvent.objects.filter(run_id=rid, kind__in=[*GUARDRAIL_KINDS, "reask"]).exists()  # re-asked, repaired
         assert Message.objects.filter(run_id=rid, raw_output__contains="my cost is").exists()
     for where, body in rest.bodies[:before] + page.bodies:
         assert_sealed(body, offered=offered, where=where)
@@ -323,7 +323,7 @@ def test_an_external_agent_learns_nothing_private_before_the_end_and_everything_
     assert not offered & set(FLOORS.values())
     assert before >= 21
     if sellers == "adversarial":  # the model did try: an offer under a floor, its cost in its words
-        assert RunEvent.objects.filter(run_id=eid, kind__in=[*GUARDRAIL_KINDS, "reask"]).exists()  # re-asked or repaired
+        assert RunEvent.objects.filter(run_id=eid, kind__in=[*GUARDRAIL_KINDS, "reask"]).exists()  # re-asked, repaired
         assert Message.objects.filter(run_id=eid, raw_output__contains="my cost is").exists()
     for where, body in rest.bodies[:before]:
         assert_sealed(body, offered=offered, where=where)
