@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from analytics import tracing
 from analytics.services import run_failed, run_finished
@@ -42,6 +43,7 @@ from negotiation.engine.types import (
 )
 from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
 from negotiation.selectors import RunContext, run_context
+from negotiation.services import events
 from negotiation.services.events import publish_on_commit
 from negotiation.services.reflect import sequence_run_ended
 
@@ -63,7 +65,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
     """The buyer speaks in `round_no`, then the addressed sellers are fanned out.
 
     `requeued` is the token of a sweeper's re-queue of a queued run (see `runs_sweep_queued`)."""
-    claimed = _claim(run_id, requeued=requeued)
+    claimed = _claim(run_id, round_no=round_no, requeued=requeued)
     if claimed is None or claimed[0].current_round != round_no:
         return
     run, said = claimed
@@ -222,14 +224,36 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
 
 # --- claiming, finishing, failing -------------------------------------------------------------
 
-def _claim(run_id: Any, requeued: str | None = None) -> tuple[NegotiationRun, tuple[Msg, ...]] | None:
+def _requeued_key(run_id: Any) -> str:
+    return f"mams:requeued:{run_id}"
+
+
+def _mark_requeued(run_id: Any) -> None:
+    """Remember, for as long as the original task could still be delivered, that this run's start was
+    re-queued: the original (token-less) round-1 task may turn up after the re-queue started the run."""
+    ttl = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)) + 3600
+    events.redis_client().set(_requeued_key(run_id), "1", ex=ttl)
+
+
+def _was_requeued(run_id: Any) -> bool:
+    try:
+        return bool(events.redis_client().exists(_requeued_key(run_id)))
+    except RedisError:
+        return False  # unknown: play, as before (a duplicate costs a call; the unique key keeps the data)
+
+
+def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
+           ) -> tuple[NegotiationRun, tuple[Msg, ...]] | None:
     """Start a queued run (once), or return the running one with its transcript; None when there is
     nothing to do.
 
     A queued run has no heartbeat until the sweeper re-queues it; the re-queue writes one and sends
     it with the task as a token. Only the delivery carrying the current token may start the run, and
     the start is conditional on it, so if the original task was not lost after all, exactly one of
-    the two plays the turn and the other does nothing.
+    the two plays the turn and the other does nothing. The original may also arrive after the
+    re-queue has started the run (it then finds it running, round 1 not yet answered): the re-queue
+    left a mark in Redis, and a token-less round-1 delivery of a marked run does nothing. (A
+    redelivery of the re-queued task carries its token, and the stale-run sweeper sends one too.)
     """
     found = turn_rows.run_for_turn(run_id)
     if found is None or found.run.status in NegotiationRun.TERMINAL:
@@ -251,7 +275,14 @@ def _claim(run_id: Any, requeued: str | None = None) -> tuple[NegotiationRun, tu
         else:  # another delivery started it meanwhile and may have spoken: read both again
             run.refresh_from_db()
             return (run, turn_rows.transcript(run.pk)) if run.status == Status.RUNNING else None
-    return (run, found.transcript) if run.status == Status.RUNNING else None
+        return (run, found.transcript) if run.status == Status.RUNNING else None  # started it just now
+    if run.status != Status.RUNNING:
+        return None
+    # Found running: a duplicate or redelivered task (rare), so the Redis read costs no normal turn anything.
+    if round_no == 1 and requeued is None and run.current_round == 1 and _was_requeued(run.pk):
+        log.info("run %s: the original round-1 task arrived after its re-queue started the run; ignored", run.pk)
+        return None
+    return run, found.transcript
 
 
 def _reask_events(decision: Decision, *, actor: str) -> list[Event]:
@@ -392,8 +423,10 @@ def runs_sweep(*, stale_after: timedelta) -> int:
     stale = list(_idle_runs(cutoff=timezone.now() - stale_after, modes=[NegotiationRun.Mode.AGENT])
                  .values_list("pk", "current_round")[:1000])
     for run_id, round_no in stale:
-        NegotiationRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
-        enqueue_round(run_id, round_no)
+        now = timezone.now()
+        NegotiationRun.objects.filter(pk=run_id).update(heartbeat_at=now)
+        # With a token: a run whose start was re-queued refuses token-less round-1 deliveries (see _claim).
+        enqueue_round(run_id, round_no, requeued=now.isoformat())
     return len(stale)
 
 
@@ -419,6 +452,7 @@ def runs_sweep_queued(*, stale_after: timedelta) -> int:
         now = timezone.now()
         if NegotiationRun.objects.filter(pk=run_id, status=Status.QUEUED, heartbeat_at=token).update(
                 heartbeat_at=now):
+            _mark_requeued(run_id)
             enqueue_round(run_id, 1, requeued=now.isoformat())
             requeued += 1
     if requeued:

@@ -101,3 +101,31 @@ def test_a_requeue_of_a_run_whose_task_was_not_lost_plays_nothing_twice(
     # then only the re-queues started the runs: every turn exactly once, and no LLM call made twice
     assert_every_turn_exactly_once(batch)
     no_call_was_made_twice(batch, llm)
+
+
+def test_the_original_task_arriving_after_its_requeue_started_the_run_plays_nothing(
+        private_redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a queued run whose round-1 task was not lost, re-queued anyway (the sweeper could not see it)
+    batch = _batch_waiting_an_hour(runs=1)
+    run = NegotiationRun.objects.get(batch=batch)
+    monkeypatch.setattr(play, "queue_depth", lambda queue: 0)
+    assert play.runs_sweep_queued(stale_after=LEASE) == 1
+    token = NegotiationRun.objects.get(pk=run.pk).heartbeat_at.isoformat()
+    # when the re-queued delivery starts the run ...
+    claimed = play._claim(run.pk, round_no=1, requeued=token)
+    assert claimed is not None and claimed[0].status == "running"
+    # ... and the original, token-less delivery turns up while round 1 is still being played
+    # then it plays nothing (before, it found the run running and called the LLM a second time)
+    assert play._claim(run.pk, round_no=1, requeued=None) is None
+    # while a redelivery of the re-queued task (its worker died) still plays
+    assert play._claim(run.pk, round_no=1, requeued=token) is not None
+
+
+def test_a_redelivered_round_one_task_of_a_run_never_requeued_still_plays(private_redis: Any) -> None:
+    # given a run started by its own first delivery, with no re-queue
+    batch = _batch_waiting_an_hour(runs=1)
+    run = NegotiationRun.objects.get(batch=batch)
+    assert play._claim(run.pk, round_no=1) is not None
+    # when that task is delivered again (its worker died before acking), then it plays round 1 again
+    claimed = play._claim(run.pk, round_no=1)
+    assert claimed is not None and claimed[0].status == "running"
