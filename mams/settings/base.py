@@ -153,6 +153,8 @@ LLM_PROFILES: dict[str, dict] = {
         "base_url_env": "MAMS_LOCAL_LLM_URL",
         "api_key": "local-no-key",
         "api_key_env": None,
+        # A launch first asks this server for its models (2 s), and is refused if it does not answer.
+        "probe": True,
         "models": {"agent": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m"),
                    "analyst": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m")},
         # The local server serves exactly one model (its --model_alias).
