@@ -272,6 +272,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "negotiation.models.NegotiationRun.Status",
         "BatchStatusEnum": "negotiation.models.Batch.Status",
+        "DisclosureEnum": "negotiation.models.Disclosure",
         "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
         "LiveModeEnum": ["human_buyer"],
         "PartStateEnum": ["up", "down"],  # /api/health, per part
