@@ -157,10 +157,19 @@ class Batch(models.Model):
     """N negotiations of one configuration, launched together and read together."""
 
     class Status(models.TextChoices):
+        # Once no run is queued or running, a batch says what its runs did: completed only when every
+        # run completed, failed when none did, partly_failed for the rest (the progress block has the
+        # counts). The name leads with "failed" so that no reader, and no `startswith("completed")`,
+        # takes it for a success.
         QUEUED = "queued"
         RUNNING = "running"
-        COMPLETED = "completed"
+        COMPLETED = "completed", "completed (every run completed)"
+        PARTLY_FAILED = "partly_failed", "partly failed (finished, some runs failed)"
+        FAILED = "failed", "failed (every run failed)"
         CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.COMPLETED, Status.PARTLY_FAILED, Status.FAILED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
@@ -213,6 +222,7 @@ class NegotiationRun(models.Model):
         EXTERNAL = "external", "external agent buyer (environment API)"
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
     # The buyer's turns arrive through the API (a person, or an external agent through /env/): no
     # round task plays them, and every response about such a run carries only the buyer's view.
     OUTSIDE_BUYER = (Mode.HUMAN_BUYER, Mode.EXTERNAL)

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from django.db.models import Avg, Count, Q, QuerySet
+from django.db.models.functions import Substr
 
 from analytics.metrics import buyer_surplus_share
 from mams.presence import NO_WORKER_HINT, PLAY_QUEUES, workers_presence
@@ -144,6 +145,19 @@ def batch_progress(*, batch_id: Any) -> dict[str, int]:
     counts = dict(NegotiationRun.objects.filter(batch_id=batch_id).values_list("status")
                   .annotate(n=Count("id")).values_list("status", "n"))
     return {s: counts.get(s, 0) for s in NegotiationRun.Status.values}
+
+
+def runs_failures(*, batch_ids: list[Any], width: int = 200) -> dict[str, Any]:
+    """How the runs of these batches ended: {total, completed, failed, cancelled, reasons}, the
+    failed runs' reasons grouped (the first `width` characters of each) with counts, most common first."""
+    runs = NegotiationRun.objects.filter(batch_id__in=batch_ids)
+    S = NegotiationRun.Status
+    agg = runs.aggregate(total=Count("id"), **{s: Count("id", filter=Q(status=s)) for s in
+                                               (S.COMPLETED, S.FAILED, S.CANCELLED)})
+    reasons = [] if not agg[S.FAILED] else list(
+        runs.filter(status=S.FAILED).annotate(reason=Substr("error", 1, width)).values("reason")
+        .annotate(n=Count("id")).order_by("-n", "reason").values_list("reason", "n"))
+    return {**agg, "reasons": reasons}
 
 
 def batch_summary(*, batch_id: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from analytics.suites import SuiteError, SuiteFile, load_suite
 from mams.queues import Queue
 from negotiation.agents.fingerprint import agent_fingerprint
 from negotiation.models import Batch
-from negotiation.services.batches import _check_active_batches, batch_create
+from negotiation.services.batches import _check_active_batches, batch_create, batches_status
 from negotiation.services.errors import LimitExceeded
 from negotiation.services.sessions import session_import
 
@@ -224,17 +224,9 @@ def benchmark_schedule_fire(*, schedule_id: int, trigger: str = "") -> Benchmark
 
 
 def benchmark_status(benchmark: BenchmarkRun) -> str:
-    """queued, running, completed or cancelled, from the run's batches (never stored)."""
-    statuses = set(Batch.objects.filter(benchmark_entry__benchmark=benchmark).values_list("status", flat=True))
-    if not statuses:
-        return Batch.Status.COMPLETED
-    if Batch.Status.CANCELLED in statuses:
-        return Batch.Status.CANCELLED
-    if statuses == {Batch.Status.QUEUED}:
-        return Batch.Status.QUEUED
-    if statuses & {Batch.Status.QUEUED, Batch.Status.RUNNING}:
-        return Batch.Status.RUNNING
-    return Batch.Status.COMPLETED
+    """queued, running, completed, partly_failed, failed or cancelled, from the run's batches (never
+    stored; the rule is `batches_status`)."""
+    return batches_status(Batch.objects.filter(benchmark_entry__benchmark=benchmark).values_list("status", flat=True))
 
 
 __all__ = ["benchmark_finish", "benchmark_run_create", "benchmark_schedule_delete", "benchmark_schedule_fire",

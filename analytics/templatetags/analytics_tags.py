@@ -42,7 +42,7 @@ register.filter("fmt", fmt)
 def est(value: Estimate | None, unit: str = "num") -> str:
     """An estimate as "mean" with its 95% CI underneath."""
     if value is None or value.mean is None:
-        return mark_safe('<span class="value">–</span><span class="ci">no runs yet</span>')
+        return mark_safe('<span class="value">–</span><span class="ci">no completed runs</span>')
     return format_html('<span class="value">{}</span><span class="ci">95% CI {} – {} · n={}</span>',
                        fmt(value.mean, unit), fmt(value.low, unit), fmt(value.high, unit), value.n)
 

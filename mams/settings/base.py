@@ -153,6 +153,8 @@ LLM_PROFILES: dict[str, dict] = {
         "base_url_env": "MAMS_LOCAL_LLM_URL",
         "api_key": "local-no-key",
         "api_key_env": None,
+        # A launch first asks this server for its models (2 s), and is refused if it does not answer.
+        "probe": True,
         "models": {"agent": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m"),
                    "analyst": env("MAMS_LOCAL_LLM_MODEL", "gemma-3-270m")},
         # The local server serves exactly one model (its --model_alias).
@@ -270,6 +272,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "negotiation.models.NegotiationRun.Status",
         "BatchStatusEnum": "negotiation.models.Batch.Status",
+        "DisclosureEnum": "negotiation.models.Disclosure",
         "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
         "LiveModeEnum": ["human_buyer"],
         "PartStateEnum": ["up", "down"],  # /api/health, per part

@@ -101,6 +101,25 @@ def get_profile(name: str) -> Profile:
                    rate=raw["rate"], max_concurrency=int(raw["max_concurrency"]), models=dict(raw["models"]))
 
 
+def profile_probe(name: str, *, timeout: float = 2.0) -> None:
+    """Raise LLMError unless a profile marked `probe` in LLM_PROFILES (the local server) answers
+    GET {base_url}/models within `timeout` seconds. Called once per launch, before anything is queued,
+    so that a launch on a server that is not running is refused with how to start it rather than
+    accepted and failed run by run; hosted profiles are not probed (their key is checked instead)."""
+    raw = settings.LLM_PROFILES.get(name) or {}
+    if not raw.get("probe"):
+        return
+    profile = get_profile(name)
+    url = f"{profile.base_url.rstrip('/')}/models"
+    try:
+        httpx.get(url, timeout=timeout, headers={"Authorization": f"Bearer {profile.api_key}"}).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise LLMError(f"LLM profile '{name}' does not answer at {profile.base_url} ({exc.__class__.__name__}: "
+                       f"{str(exc)[:120]}). Start it with `make up` (or only the model server: "
+                       f"`deploy/local/stack.sh llm`), point {profile.base_url_env} at a running server, or give "
+                       "the agents a baseline strategy (boulware, linear, conceder), which needs no LLM.") from exc
+
+
 _clients: dict[tuple[str, str], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 

@@ -8,6 +8,7 @@ be known and configured. Errors are raised before anything is written or queued.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from pydantic import ValidationError as PydanticError
 
 from negotiation.agents.config import UnknownModel, resolve_agents
 from negotiation.agents.fingerprint import run_fingerprints
-from negotiation.agents.gateway import LLMError
+from negotiation.agents.gateway import LLMError, profile_probe
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.engine.disclosure import parse_disclosure
 from negotiation.models import Batch, BuyerDemand, Disclosure, InventoryItem, NegotiationRun, Session
@@ -36,9 +37,16 @@ def _check_range(errors: dict[str, list[str]], name: str, value: Any, low: int, 
 
 
 def agents_resolve(raw: dict | None, temperature: float, errors: dict[str, list[str]]) -> dict[str, dict]:
-    """Resolve a request's agent configuration; problems go into `errors` by field path (then {})."""
+    """Resolve a launch's agent configuration; problems go into `errors` by field path (then {}).
+
+    Each LLM profile the agents use is also checked for reachability where the profile asks for it
+    (the local server, see `profile_probe`): once per launch, never per run.
+    """
     try:
-        return resolve_agents(raw, temperature=temperature)
+        resolved = resolve_agents(raw, temperature=temperature)
+        for name in dict.fromkeys(spec["profile"] for spec in resolved.values() if spec["strategy"] == "llm"):
+            profile_probe(name)
+        return resolved
     except PydanticError as exc:
         for err in exc.errors():
             path = ".".join(["agents", *(str(p) for p in err["loc"])])
@@ -157,6 +165,24 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     return batch
 
 
+def batches_status(statuses: Iterable[str]) -> str:
+    """One status for a group of batches (an experiment's conditions, a benchmark run), by the same
+    rule as a batch's runs: cancelled if any batch was; queued or running while any is; completed only
+    when every batch completed, failed when every batch failed, else partly_failed."""
+    found = set(statuses)
+    if Batch.Status.CANCELLED in found:
+        return Batch.Status.CANCELLED
+    if found and found <= {Batch.Status.QUEUED}:
+        return Batch.Status.QUEUED
+    if found & set(Batch.ACTIVE):
+        return Batch.Status.RUNNING
+    if found <= {Batch.Status.COMPLETED}:
+        return Batch.Status.COMPLETED
+    if found == {Batch.Status.FAILED}:
+        return Batch.Status.FAILED
+    return Batch.Status.PARTLY_FAILED
+
+
 def batch_start(*, batch_id: Any) -> None:
     """Queue round 1 of every queued run of a batch (one cheap message per run; safe to repeat)."""
     ids = NegotiationRun.objects.filter(batch_id=batch_id, status=NegotiationRun.Status.QUEUED,
@@ -226,7 +252,7 @@ def batch_cancel_request(*, batch: Batch) -> Batch:
     from negotiation.services.errors import ConflictError
     from negotiation.services.play import batch_refresh
 
-    if batch.status == Batch.Status.COMPLETED:
+    if batch.status in Batch.FINISHED:
         raise ConflictError("This batch has already finished; there is nothing to cancel.", field="status")
     batch = batch_cancel(batch=batch)
     transaction.on_commit(lambda: batch_refresh(batch_id=batch.pk))

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from negotiation.models import Batch, Experiment, ExperimentCondition, Seller, Session, Style
-from negotiation.services.batches import _check_range, batch_create, scenario_for
+from negotiation.services.batches import _check_range, batch_create, batches_status, scenario_for
 from negotiation.services.errors import ConflictError, flatten
 
 MAX_CONDITIONS = 8
@@ -171,14 +171,14 @@ def experiment_launch(*, experiment: Experiment) -> Experiment:
 
 
 def experiment_status(experiment: Experiment, statuses: list[str] | None = None) -> str:
-    """draft (not launched), running (a batch is queued or running), completed, or cancelled."""
+    """draft (not launched), running (a batch is queued or running), cancelled, or, once every batch
+    has finished, completed, partly_failed or failed (see `batches_status`)."""
     if statuses is None:
         statuses = [s for s in experiment.conditions.values_list("batch__status", flat=True) if s]
     if not statuses:
         return "draft"
-    if any(s in (Batch.Status.QUEUED, Batch.Status.RUNNING) for s in statuses):
-        return "running"
-    return "cancelled" if Batch.Status.CANCELLED in statuses else "completed"
+    status = batches_status(statuses)
+    return "running" if status == Batch.Status.QUEUED else str(status)
 
 
 def condition_parse(text: str) -> dict[str, Any]:

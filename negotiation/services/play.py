@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -397,12 +397,23 @@ def run_cancel(*, run_id: Any) -> None:
 
 
 def batch_refresh(*, batch_id: Any) -> None:
-    """Mark a batch finished once none of its runs is queued or running: a queued or running batch
-    becomes completed, a cancelled one gets its end time. One conditional UPDATE, after every run's end."""
-    active = NegotiationRun.objects.filter(batch_id=OuterRef("pk"), status__in=[Status.QUEUED, Status.RUNNING])
-    Batch.objects.filter(pk=batch_id, finished_at=None).exclude(Exists(active)).update(
-        status=Case(When(status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING], then=Value(Batch.Status.COMPLETED)),
-                    default=F("status")),
+    """Mark a batch finished once none of its runs is queued or running, with a status that says what
+    its runs did: completed when every run completed, failed when none completed and some failed,
+    partly_failed when some completed and some did not. A cancelled batch stays cancelled and gets its
+    end time. One conditional UPDATE, after every run's end, so racing callers agree."""
+    def runs(**where: Any) -> Exists:
+        return Exists(NegotiationRun.objects.filter(batch_id=OuterRef("pk"), **where))
+
+    live = Q(status__in=Batch.ACTIVE)
+    ended = Batch.objects.filter(pk=batch_id, finished_at=None).exclude(runs(status__in=NegotiationRun.ACTIVE))
+    ended.update(
+        status=Case(
+            When(live & ~runs(status__in=[Status.FAILED, Status.CANCELLED]), then=Value(Batch.Status.COMPLETED)),
+            When(live & ~runs(status=Status.COMPLETED) & runs(status=Status.FAILED), then=Value(Batch.Status.FAILED)),
+            When(live & runs(status=Status.FAILED), then=Value(Batch.Status.PARTLY_FAILED)),
+            # runs cancelled one by one (only a cancelled batch does that today): not a success
+            When(live, then=Value(Batch.Status.CANCELLED)),
+            default=F("status")),
         finished_at=timezone.now())
 
 

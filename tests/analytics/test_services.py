@@ -79,6 +79,9 @@ def test_hand_worked_metrics_of_a_deal(sample: Any, user: Any, fake_llm: Any) ->
 
 def test_the_local_profile_costs_nothing_and_an_unpriced_model_has_no_cost(sample: Any, user: Any, fake_llm: Any,
                                                                             settings: Any) -> None:
+    # (a launch asks the local server for its models: the fake LLM answers for it here)
+    settings.LLM_PROFILES = {**settings.LLM_PROFILES,
+                             "local": {**settings.LLM_PROFILES["local"], "base_url": fake_llm.base_url}}
     local = {"buyer": {"profile": "local"}, "seller": {"profile": "local"}, "analyst": {"strategy": "linear"}}
     run = _hand_made_run(sample, user, agents=local)
     assert run_metrics_record(run_id=run.pk).cost_usd == 0

@@ -43,7 +43,7 @@ def test_a_provider_outage_that_outlasts_the_retries_fails_the_run_with_a_readab
     assert "gave up after 2 retries" in run.error and "openai-compatible" in run.error and "503" in run.error
     assert llm.stats()["by_status"].get("503", 0) == 3  # the first try and two retries
     batch.refresh_from_db()
-    assert batch.status == "completed" and not Message.objects.filter(run=run).exists()
+    assert batch.status == "failed" and not Message.objects.filter(run=run).exists()
 
 
 def test_transient_429s_and_500s_are_retried_and_the_runs_complete(celery_worker: Any, llm: Any) -> None:

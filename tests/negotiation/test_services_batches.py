@@ -380,17 +380,72 @@ def test_a_batch_finishes_only_when_no_run_is_left_queued_or_running(session: Se
     batch_refresh(batch_id=batch.pk)
     batch.refresh_from_db()
     assert (batch.status, batch.finished_at) == ("running", None)
-    # and when the last one ends, the batch is completed with its end time
+    # and when the last one ends, the batch is finished with its end time, as partly failed (one run
+    # failed: it is not "completed")
     NegotiationRun.objects.filter(pk=running.pk).update(status="completed")
     before = timezone.now()
     batch_refresh(batch_id=batch.pk)
     batch.refresh_from_db()
-    assert batch.status == "completed" and batch.finished_at >= before
+    assert batch.status == "partly_failed" and batch.finished_at >= before
     # and a second refresh (a redelivered end) keeps that end time
     first_end = batch.finished_at
     batch_refresh(batch_id=batch.pk)
     batch.refresh_from_db()
-    assert (batch.status, batch.finished_at) == ("completed", first_end)
+    assert (batch.status, batch.finished_at) == ("partly_failed", first_end)
+
+
+@pytest.mark.parametrize(("ends", "expected"), [
+    (["completed", "completed", "completed"], "completed"),
+    (["failed", "failed", "failed"], "failed"),
+    (["completed", "failed", "failed"], "partly_failed"),
+    (["completed", "completed", "failed"], "partly_failed"),
+])
+def test_a_finished_batch_says_what_its_runs_did(session: Session, ends: list[str], expected: str) -> None:
+    from negotiation.services.play import batch_refresh
+
+    # given a running batch whose runs have all ended as `ends`
+    batch = create(session, runs=3)
+    Batch.objects.filter(pk=batch.pk).update(status="running")
+    for run, status in zip(batch.runs.order_by("seed"), ends, strict=True):
+        NegotiationRun.objects.filter(pk=run.pk).update(status=status)
+    # when the batch is refreshed
+    batch_refresh(batch_id=batch.pk)
+    # then it is completed only when every run completed, failed when every run failed
+    batch.refresh_from_db()
+    assert batch.status == expected and batch.finished_at is not None
+
+
+@pytest.mark.parametrize("status", ["failed", "partly_failed"])
+def test_a_batch_that_finished_with_failures_cannot_be_cancelled(session: Session, status: str) -> None:
+    from negotiation.services.batches import batch_cancel_request
+    from negotiation.services.errors import ConflictError
+
+    # given a batch that finished with failed runs
+    batch = create(session, runs=1)
+    Batch.objects.filter(pk=batch.pk).update(status=status, finished_at=timezone.now())
+    batch.refresh_from_db()
+    # when a user asks to cancel it, then it is a conflict, and it keeps its status
+    with pytest.raises(ConflictError):
+        batch_cancel_request(batch=batch)
+    batch.refresh_from_db()
+    assert batch.status == status
+
+
+@pytest.mark.parametrize(("statuses", "expected"), [
+    (["completed", "completed"], "completed"),
+    (["failed", "failed"], "failed"),
+    (["completed", "failed"], "partly_failed"),
+    (["partly_failed", "completed"], "partly_failed"),
+    (["completed", "running"], "running"),
+    (["queued", "queued"], "queued"),
+    (["failed", "cancelled"], "cancelled"),
+])
+def test_a_group_of_batches_is_completed_only_when_every_batch_completed(statuses: list[str], expected: str) -> None:
+    from negotiation.services.batches import batches_status
+
+    # given the statuses of an experiment's or a benchmark run's batches, when they are combined,
+    # then the group is no more successful than its batches
+    assert batches_status(statuses) == expected
 
 
 def test_a_cancelled_batch_gets_its_end_time_but_stays_cancelled(session: Session) -> None:

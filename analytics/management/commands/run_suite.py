@@ -22,6 +22,7 @@ from analytics.bench.text import leaderboard_text, table
 from analytics.bench.validation import parse_buyer
 from analytics.suites import SuiteError
 from negotiation.agents.fingerprint import agent_fingerprint
+from negotiation.management.failures import failures_report
 from negotiation.models import Batch, NegotiationRun
 from negotiation.services.errors import LimitExceeded, flatten
 
@@ -72,6 +73,8 @@ class Command(BaseCommand):
             self.stdout.write("")
             self.stdout.write(leaderboard_text(leaderboard(user=None, suite=run.suite.label,
                                                            opponent=run.seller_fingerprint)))
+            failures_report(stdout=self.stdout, batch_ids=list(
+                Batch.objects.filter(benchmark_entry__benchmark=run).values_list("pk", flat=True)))
 
     def _print_launch(self, run: BenchmarkRun) -> None:
         buyers = {agent_fingerprint(b): agent_label(b) for b in run.buyers}

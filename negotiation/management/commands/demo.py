@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mams.celery import app
 from negotiation.agents.gateway import LLMError, get_profile
+from negotiation.management.failures import failures_report
 from negotiation.selectors import batch_progress, batch_summary, run_buyer_share, run_rows
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import flatten
@@ -101,6 +102,7 @@ class Command(BaseCommand):
                           f"({describe_agents(agents)}; max {opts['max_rounds']} rounds)")
         self._wait(batch.pk, opts["timeout"])
         self._report(batch.pk)
+        failures_report(stdout=self.stdout, batch_ids=[batch.pk])
         self.stdout.write("\n" + admin_hint(password))
 
     def _check_provider(self, profile_name: str) -> None:

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analytics.research import experiment_results
 from analytics.templatetags.analytics_tags import fmt
+from negotiation.management.failures import failures_report
 from negotiation.models import Experiment, Session
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 from negotiation.services.experiments import condition_parse, experiment_create
@@ -113,6 +114,8 @@ class Command(BaseCommand):
             return
         self._wait(experiment, opts["timeout"])
         self.stdout.write(results_table(experiment))
+        failures_report(stdout=self.stdout,
+                        batch_ids=list(experiment.conditions.exclude(batch=None).values_list("batch_id", flat=True)))
 
     def _wait(self, experiment: Experiment, timeout: float) -> None:
         from negotiation.models import Batch
