@@ -70,13 +70,32 @@ class InventoryFormSet(UniqueNameFormSet):
     unique_field = "item_name"
 
 
-class BuyerDemandInline(admin.TabularInline):
+def _frozen(obj: Any) -> bool:
+    """A benchmark suite's session (or one of its sellers): read-only here, as in every service."""
+    session = obj if isinstance(obj, Session) else getattr(obj, "session", None)
+    return bool(session is not None and session.frozen)
+
+
+class FrozenReadOnlyInline:
+    """Inline rows of a frozen session (or of its seller) can be viewed, not added, changed or deleted."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_add_permission(request, obj)  # type: ignore[misc]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+class BuyerDemandInline(FrozenReadOnlyInline, admin.TabularInline):
     model = BuyerDemand
     formset = DemandFormSet
     extra = 0
 
 
-class SellerLinkInline(admin.TabularInline):
+class SellerLinkInline(FrozenReadOnlyInline, admin.TabularInline):
     model = Seller
     formset = SellerFormSet
     extra = 0
@@ -95,6 +114,13 @@ class SessionAdmin(admin.ModelAdmin):
     list_display = ("__str__", "owner", "n_demands", "n_sellers", "created_at")
     search_fields = ("name", "description")
     inlines = [BuyerDemandInline, SellerLinkInline]
+    readonly_fields = ("frozen_by",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_delete_permission(request, obj)
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).annotate(
@@ -109,7 +135,7 @@ class SessionAdmin(admin.ModelAdmin):
         return obj.ns  # type: ignore[attr-defined]
 
 
-class InventoryInline(admin.TabularInline):
+class InventoryInline(FrozenReadOnlyInline, admin.TabularInline):
     model = InventoryItem
     formset = InventoryFormSet
     extra = 0
@@ -123,6 +149,9 @@ class SellerForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         session = data.get("session")
+        if session is not None and session.frozen:
+            raise forms.ValidationError(f"{session} belongs to {session.frozen_by} and is read-only; copy the "
+                                        "suite to a new version to change it.")
         if session is not None:
             others = Seller.objects.filter(session=session).exclude(pk=self.instance.pk).count()
             if others >= settings.MAMS_MAX_SELLERS:
@@ -138,6 +167,12 @@ class SellerAdmin(admin.ModelAdmin):
     list_filter = ("style",)
     search_fields = ("handle",)
     inlines = [InventoryInline]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _frozen(obj) and super().has_delete_permission(request, obj)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -41,12 +41,19 @@ class Session(models.Model):
     name = models.CharField(max_length=200, blank=True, help_text="Short label, e.g. 'spec-sample'.")
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    frozen_by = models.CharField(max_length=200, blank=True, default="", help_text=(
+        "Set for a benchmark suite's session (e.g. 'benchmark suite core-v1, scenario one-seller-easy'): it is "
+        "read-only, since results are compared across runs of that suite version."))
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return self.name or self.description[:60] or str(self.id)
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.frozen_by)
 
 
 class BuyerDemand(models.Model):

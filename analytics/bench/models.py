@@ -63,6 +63,8 @@ class SuiteScenario(models.Model):
     session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="+")
     items = ArrayField(models.CharField(max_length=255), help_text="One item: a batch for it; several: every "
                                                                    "demanded item.")
+    session_hash = models.CharField(max_length=64, blank=True, default="", help_text=(
+        "sha256 of the session's export when the suite was loaded; every launch checks the session against it."))
 
     class Meta:
         ordering = ["suite", "position"]

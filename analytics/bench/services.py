@@ -8,6 +8,7 @@ same pages, in the same API and the same CSV exports as any other batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from typing import Any
@@ -23,13 +24,13 @@ from analytics.bench.validation import (
     resolve_buyer,
     resolve_opponents,
 )
-from analytics.suites import SuiteError, SuiteFile, load_suite
+from analytics.suites import SuiteError, SuiteFile, canonical_json, load_suite
 from mams.queues import Queue
 from negotiation.agents.fingerprint import agent_fingerprint
-from negotiation.models import Batch
+from negotiation.models import Batch, Session
 from negotiation.services.batches import _check_active_batches, batch_create, batches_status
 from negotiation.services.errors import LimitExceeded
-from negotiation.services.sessions import session_import
+from negotiation.services.sessions import session_export, session_import
 
 log = logging.getLogger(__name__)
 SCHEDULE_TASK = "analytics.run_benchmark_schedule"
@@ -64,8 +65,10 @@ def suite_load(*, ref: str) -> tuple[Suite, bool]:
                                          content_hash=sf.content_hash)
             for position, sc in enumerate(sf.scenarios):
                 session = session_import(document=sc.document, owner=None)
+                session.frozen_by = f"benchmark suite {suite.label}, scenario {sc.slug}"
+                session.save(update_fields=["frozen_by"])
                 SuiteScenario.objects.create(suite=suite, position=position, slug=sc.slug, title=sc.title,
-                                             session=session, items=sc.items)
+                                             session=session, items=sc.items, session_hash=session_hash(session))
     except IntegrityError:
         existing = Suite.objects.filter(name=sf.name, version=sf.version).first()
         if existing is None:
@@ -74,6 +77,27 @@ def suite_load(*, ref: str) -> tuple[Suite, bool]:
             raise _changed(existing, sf) from None
         return existing, False
     return suite, True
+
+
+def session_hash(session: Session) -> str:
+    """sha256 of a session's content as exported (demands, sellers, inventory, weights, styles)."""
+    return hashlib.sha256(canonical_json(session_export(session=session)).encode()).hexdigest()
+
+
+def suite_sessions_verify(*, suite: Suite) -> None:
+    """Refuse a launch when a suite's session no longer holds what the suite recorded (an edit that went
+    around the services and the admin, e.g. raw SQL): results would not be comparable. A scenario loaded
+    before hashes were recorded gets its hash now, from its current content."""
+    for scenario in SuiteScenario.objects.filter(suite=suite).select_related("session"):
+        now = session_hash(scenario.session)
+        if not scenario.session_hash:
+            SuiteScenario.objects.filter(pk=scenario.pk, session_hash="").update(session_hash=now)
+        elif now != scenario.session_hash:
+            raise SuiteError(
+                f"the session of {suite.label}/{scenario.slug} was changed in the database since the suite was "
+                f"loaded (its content no longer matches the recorded hash {scenario.session_hash[:12]}…), so "
+                "results would not be comparable with earlier runs. Restore it, or copy the suite to a new "
+                "version and load that.")
 
 
 # --- benchmark runs ------------------------------------------------------------------------------
@@ -95,6 +119,7 @@ def benchmark_run_create(*, suite: str | Suite, buyers: list[dict[str, Any]], op
             return found
     if isinstance(suite, str):
         suite, _ = suite_load(ref=suite)
+    suite_sessions_verify(suite=suite)
     scenarios = list(SuiteScenario.objects.filter(suite=suite).select_related("session"))
     resolved: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # fingerprint -> (spec, resolved agent)
     for spec in buyers:

@@ -170,10 +170,11 @@ def _suite_session(suite: SuiteFile, scenario: ScenarioFile) -> Session:
     only. A version whose files changed since it was loaded is refused with the loader's message.
     """
     from analytics.bench.models import SuiteScenario
-    from analytics.bench.services import suite_load
+    from analytics.bench.services import suite_load, suite_sessions_verify
 
     try:
         loaded, _ = suite_load(ref=suite.label)
+        suite_sessions_verify(suite=loaded)
     except SuiteError as exc:
         raise _task_error(str(exc)) from exc
     return SuiteScenario.objects.select_related("session").get(suite=loaded, slug=scenario.slug).session

@@ -194,6 +194,7 @@ def session_create(*, owner: Any, name: str = "", description: str = "") -> Sess
 
 
 def session_update(*, session: Session, name: str | None = None, description: str | None = None) -> Session:
+    session_editable(session=session)
     if name is not None:
         session.name = name
     if description is not None:
@@ -206,6 +207,7 @@ def session_update(*, session: Session, name: str | None = None, description: st
 @transaction.atomic
 def session_delete(*, session: Session) -> None:
     """Delete a session and its configuration; refused while runs or batches keep its results."""
+    session_editable(session=session)
     from negotiation.models import Batch, NegotiationRun
     from negotiation.services.errors import ConflictError
 
@@ -225,6 +227,7 @@ def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[B
     Replace, not merge: an item left out is removed, so the stored configuration is always exactly
     the last one sent. Runs already made keep their own snapshot and are unaffected.
     """
+    session_editable(session=session)
     errors: dict[str, list[str]] = {}
     if not items:
         errors.setdefault("items", []).append("The buyer needs at least one item demand.")
@@ -247,6 +250,7 @@ def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[B
 @transaction.atomic
 def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
     """Add one seller with its inventory (spec 10.1), or write nothing."""
+    session_editable(session=session)
     Session.objects.select_for_update().filter(pk=session.pk).first()  # one seller-add per session at a time
     errors: dict[str, list[str]] = {}
     count = session.sellers.count()
@@ -268,6 +272,7 @@ def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
 @transaction.atomic
 def seller_delete(*, seller: Seller) -> None:
     """Remove a seller from its session; finished runs keep their own snapshot of it."""
+    session_editable(session=seller.session)
     from negotiation.models import NegotiationRun
     from negotiation.services.errors import ConflictError
 
@@ -277,3 +282,14 @@ def seller_delete(*, seller: Seller) -> None:
         raise ConflictError(f"{live} run(s) of this session are queued or running and may still address "
                             f"{seller.handle}; remove it once they have finished (or cancel them).")
     seller.delete()
+
+
+def session_editable(*, session: Session) -> None:
+    """Refuse any change to a benchmark suite's session: its results are compared across runs of that
+    suite version, so an edit would silently break comparability. A ValidationError (400) says which
+    suite it is and what to do instead."""
+    if session.frozen:
+        msg = (f"This session belongs to {session.frozen_by} and is read-only: results are compared across "
+               "runs of that suite version. To change it, copy the suite to a new version "
+               "(benchmarks/suites/<name>-v<N+1>/) or export the session and import it as your own.")
+        raise ValidationError({"session": [msg]})
