@@ -26,6 +26,7 @@ from django.db.models.functions import Cast, Coalesce, Substr
 from analytics import metrics
 from analytics.models import RunAnalysis, RunMetrics
 from negotiation.models import Batch, NegotiationRun
+from negotiation.selectors import readable_batches, shared_benchmark
 
 S = NegotiationRun.Status
 
@@ -350,13 +351,14 @@ def batch_compare(*, a: Batch, b: Batch) -> dict[str, Any]:
 
 
 def visible(qs: QuerySet, user: Any) -> QuerySet:
-    """What a user may read: their own rows, or everything for staff (the API's rule too)."""
+    """What a user may read: their own rows, or everything for staff (the API's rule too). Batches and runs
+    also admit the shared benchmark ones: negotiation.selectors.readable_batches / readable_runs."""
     return qs if getattr(user, "is_staff", False) else qs.filter(owner=user)
 
 
 def batch_list_rows(*, user: Any, session_id: Any = None) -> QuerySet:
     """The batches a user may read, newest first, without aggregates (cheap to count and page)."""
-    qs = visible(Batch.objects.all(), user).select_related("session")
+    qs = readable_batches(Batch.objects.all(), user).select_related("session")
     if session_id:
         qs = qs.filter(session_id=session_id)
     return qs.order_by("-created_at", "id")
@@ -369,6 +371,7 @@ def batch_stats(batches: Iterable[Batch]) -> list[Batch]:
     """
     order = [b.pk for b in batches]
     rows = Batch.objects.filter(pk__in=order).select_related("session").annotate(
+        shared=shared_benchmark("pk"),
         n_total=Count("runs"), n_completed=Count("runs", filter=Q(runs__status=S.COMPLETED)),
         n_failed=Count("runs", filter=Q(runs__status=S.FAILED)),
         n_active=Count("runs", filter=Q(runs__status__in=[S.QUEUED, S.RUNNING])),

@@ -2,7 +2,8 @@
 and a session with its launch button. Server-rendered, behind login, charts drawn as inline SVG.
 
 Views only read through selectors and write through services (`batch_create`, the same service the
-REST API uses); a user sees their own sessions, batches and runs, and staff see everything.
+REST API uses); a user sees their own sessions, batches and runs and the shared benchmark batches and
+their runs (read only), and staff see everything.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Batch, NegotiationRun, Session
-from negotiation.selectors import batch_workers, run_context
+from negotiation.selectors import batch_workers, readable_batches, readable_runs, run_context
 from negotiation.services import outside
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import ConflictError, LimitExceeded
@@ -66,7 +67,7 @@ class LogoutView(auth_views.LogoutView):
 
 
 def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
-    return get_object_or_404(visible(Batch.objects.select_related("session"), request.user), pk=batch_id)
+    return get_object_or_404(readable_batches(Batch.objects.select_related("session"), request.user), pk=batch_id)
 
 
 @login_required
@@ -213,7 +214,7 @@ SCORE_ROWS = [("deal_quality", "Deal quality", "higher is better"), ("coherence"
 
 @login_required
 def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
-    run = get_object_or_404(visible(NegotiationRun.objects.select_related("batch", "session"), request.user),
+    run = get_object_or_404(readable_runs(NegotiationRun.objects.select_related("batch", "session"), request.user),
                             pk=run_id)
     closed = outside.sealed(run)
     metrics = None if closed else RunMetrics.objects.filter(run=run).first()

@@ -8,7 +8,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from django.db.models import Avg, Count, Q, QuerySet
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Substr
 
 from analytics.metrics import buyer_surplus_share
@@ -180,11 +180,44 @@ def batch_summary(*, batch_id: Any) -> dict[str, Any]:
 
 
 # --- API reads: owner scoping, progress, transcripts, results, analytics ------------------------
-# A user reads only their own sessions, batches and runs; staff read all. A row that exists but
-# belongs to someone else is reported exactly like one that does not exist (the API answers 404).
+# A user reads only their own sessions, batches and runs, and the shared benchmark batches and their runs
+# (below); staff read all. A row that exists but that the user may not read is reported exactly like one
+# that does not exist (the API answers 404); a shared one they may read but not change is a 403.
 
 def _visible(qs: QuerySet, user: Any) -> QuerySet:
     return qs if getattr(user, "is_staff", False) else qs.filter(owner=user)
+
+
+# Shared benchmark batches (issue 13): a batch that a benchmark run without an owner made (scheduled, or
+# launched from the command line; analytics/bench/models.py "empty: shared with everyone", and the rows
+# analytics/bench/leaderboard.visible_benchmarks shows everyone). Every signed-in user reads such a batch
+# and its runs; only staff change it (may_change). An ownerless batch that no benchmark made is not shared.
+
+def shared_benchmark(batch: str = "pk") -> Exists:
+    """True where the batch at `batch` (an OuterRef path: "pk" on batches, "batch_id" on runs) is shared."""
+    from analytics.bench.models import BenchmarkBatch
+
+    return Exists(BenchmarkBatch.objects.filter(batch_id=OuterRef(batch), batch__owner__isnull=True,
+                                                benchmark__owner__isnull=True))
+
+
+def readable_batches(qs: QuerySet, user: Any) -> QuerySet:
+    """The batches of `qs` a user may read (their own and the shared benchmark ones; staff: all), each
+    annotated `shared`."""
+    qs = qs.annotate(shared=shared_benchmark("pk"))
+    return qs if getattr(user, "is_staff", False) else qs.filter(Q(owner=user) | Q(shared=True))
+
+
+def readable_runs(qs: QuerySet, user: Any) -> QuerySet:
+    """The runs of `qs` a user may read: their own and the runs of shared benchmark batches; staff: all."""
+    if getattr(user, "is_staff", False):
+        return qs
+    return qs.filter(Q(owner=user) | shared_benchmark("batch_id"))
+
+
+def may_change(user: Any, obj: Any) -> bool:
+    """Whether `user` may change (cancel) a batch or run they can read: its owner, or staff."""
+    return bool(getattr(user, "is_staff", False) or (obj.owner_id is not None and obj.owner_id == user.pk))
 
 
 def session_list(*, user: Any) -> QuerySet:
@@ -218,7 +251,7 @@ def _with_progress(qs: QuerySet) -> QuerySet:
 
 
 def batch_list(*, user: Any, status: str | None = None, session_id: Any = None) -> QuerySet:
-    qs = _visible(Batch.objects.all(), user).select_related("owner")
+    qs = readable_batches(Batch.objects.all(), user).select_related("owner")
     if status:
         qs = qs.filter(status=status)
     if session_id:
@@ -227,7 +260,9 @@ def batch_list(*, user: Any, status: str | None = None, session_id: Any = None) 
 
 
 def batch_get(*, user: Any, batch_id: Any) -> Batch | None:
-    return _with_progress(_visible(Batch.objects.all(), user).select_related("owner")).filter(pk=batch_id).first()
+    """A batch the user may read (their own, or a shared benchmark batch), or None."""
+    return _with_progress(readable_batches(Batch.objects.all(), user).select_related("owner")).filter(
+        pk=batch_id).first()
 
 
 def batch_eta(*, batch: Batch, now: Any = None) -> dict[str, Any]:
@@ -277,7 +312,7 @@ def batch_workers(*, progress: dict[str, int]) -> dict[str, Any]:
 
 
 def run_list(*, user: Any, batch_id: Any = None, status: str | None = None, mode: str | None = None) -> QuerySet:
-    qs = _visible(NegotiationRun.objects.all(), user).select_related("outcome")
+    qs = readable_runs(NegotiationRun.objects.all(), user).select_related("outcome")
     if batch_id:
         qs = qs.filter(batch_id=batch_id)
     if status:
@@ -287,8 +322,10 @@ def run_list(*, user: Any, batch_id: Any = None, status: str | None = None, mode
     return qs.order_by("-created_at", "id")
 
 
-def run_get(*, user: Any, run_id: Any) -> NegotiationRun | None:
-    return _visible(NegotiationRun.objects.all(), user).select_related("outcome").filter(pk=run_id).first()
+def run_get(*, user: Any, run_id: Any, shared: bool = False) -> NegotiationRun | None:
+    """A run of the user's (staff: any); with `shared`, for reads only, also a run of a shared benchmark batch."""
+    qs = readable_runs(NegotiationRun.objects.all(), user) if shared else _visible(NegotiationRun.objects.all(), user)
+    return qs.select_related("outcome").filter(pk=run_id).first()
 
 
 def run_buyer_view(*, run: NegotiationRun) -> Any:

@@ -20,7 +20,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,6 +44,7 @@ from negotiation.selectors import (
     batch_list,
     batch_summary,
     batch_workers,
+    may_change,
     run_result_row,
     run_results,
     session_get,
@@ -89,6 +90,9 @@ class BatchOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     session = serializers.UUIDField(source="session_id")
     owner = serializers.CharField(source="owner.username", default=None)
+    shared = serializers.BooleanField(default=False, help_text=(
+        "A shared benchmark batch (made by a benchmark run without an owner): every signed-in user reads it and "
+        "its runs; only staff may cancel it."))
     item_name = serializers.CharField(help_text="Blank means every item the buyer demands.")
     runs_requested = serializers.IntegerField(help_text="Runs per item.")
     agents = serializers.JSONField(help_text="The resolved agent configuration per role.")
@@ -261,11 +265,16 @@ class BatchCancelApi(APIView):
     """Cancel: queued runs stop now, running ones end at their next round; nothing half-written is kept."""
 
     @extend_schema(tags=TAG, operation_id="batches_cancel", request=None,
-                   responses={200: BatchDetailSerializer, **errors(401, 404, 409)},
+                   responses={200: BatchDetailSerializer, **errors(401, 403, 404, 409)},
                    description="409 when the batch has already finished; cancelling a cancelled batch is "
-                               "harmless.")
+                               "harmless. 403 for a shared benchmark batch that is not yours: you may read it, "
+                               "only staff may cancel it (another user's private batch stays a 404).")
     def post(self, request: Request, batch_id: Any) -> Response:
-        batch_cancel_request(batch=batch_or_404(request, batch_id))
+        batch = batch_or_404(request, batch_id)
+        if not may_change(request.user, batch):
+            raise PermissionDenied("This is a shared benchmark batch: every signed-in user may read it, but only "
+                                   "staff may cancel it.")
+        batch_cancel_request(batch=batch)
         return Response(BatchDetailSerializer(batch_or_404(request, batch_id), context={"request": request}).data)
 
 

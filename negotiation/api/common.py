@@ -168,6 +168,7 @@ ErrorSerializer = inline_serializer(name="Error", fields={
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
     """The documented error responses of an operation (401 and 404 are added where they apply)."""
     words = {400: "Invalid input; messages by field path.", 401: "Not authenticated.",
+             403: "You may read this but not change it (a shared benchmark batch).",
              404: "No such object, or not yours.", 409: "Conflicts with the current state.",
              413: "Request body too large.", 429: "A per-user limit is reached; retry once earlier work is done."}
     return {code: OpenApiResponse(ErrorSerializer, description=words.get(code, "")) for code in codes}

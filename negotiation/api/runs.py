@@ -195,8 +195,9 @@ def message_data(run: NegotiationRun, msg: Message, audience: tuple[str, ...]) -
     return cls(msg, context={"audience": {msg.pk: audience}}).data
 
 
-def run_or_404(request: Request, run_id: Any) -> NegotiationRun:
-    run = run_get(user=request.user, run_id=run_id)
+def run_or_404(request: Request, run_id: Any, *, shared: bool = False) -> NegotiationRun:
+    """A run of the user's, or 404; `shared` (reads only) admits a run of a shared benchmark batch too."""
+    run = run_get(user=request.user, run_id=run_id, shared=shared)
     if run is None:
         raise NotFound("No negotiation with this id.")
     return run
@@ -237,7 +238,7 @@ class RunApi(APIView):
     @extend_schema(tags=TAG, operation_id="negotiations_read", responses={200: RunDetailSerializer,
                                                                            **errors(401, 404)})
     def get(self, request: Request, run_id: Any) -> Response:
-        return Response(RunDetailSerializer(run_or_404(request, run_id)).data)
+        return Response(RunDetailSerializer(run_or_404(request, run_id, shared=True)).data)
 
 
 class RunMessagesApi(APIView):
@@ -253,7 +254,7 @@ class RunMessagesApi(APIView):
     @extend_schema(tags=TAG, operation_id="negotiations_messages",
                    responses={200: TranscriptOutput, **errors(401, 404)})
     def get(self, request: Request, run_id: Any) -> Response:
-        run = run_or_404(request, run_id)
+        run = run_or_404(request, run_id, shared=True)
         lines = [message_data(run, msg, audience) for msg, audience in run_transcript(run=run)]
         return Response({"negotiation_id": str(run.pk), "mode": run.mode, "messages": lines})
 
@@ -310,4 +311,4 @@ class RunAnalyticsApi(APIView):
     @extend_schema(tags=TAG, operation_id="negotiations_analytics",
                    responses={200: AnalyticsOutput, **errors(401, 404)})
     def get(self, request: Request, run_id: Any) -> Response:
-        return Response(self.AnalyticsOutput(run_analytics(run=run_or_404(request, run_id))).data)
+        return Response(self.AnalyticsOutput(run_analytics(run=run_or_404(request, run_id, shared=True))).data)

@@ -50,7 +50,7 @@ class RunStreamApi(APIView):
     ], responses={(200, "text/event-stream"): OpenApiTypes.STR, **errors(401, 404)},
         description=__doc__)
     def get(self, request: Request, run_id: Any) -> StreamingHttpResponse:
-        run = run_or_404(request, run_id)
+        run = run_or_404(request, run_id, shared=True)
         cursor = Cursor.parse(request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id"))
         body = run_stream(run_id=run.pk, cursor=cursor, render=_renderer(run),
                           heartbeat=settings.MAMS_SSE_HEARTBEAT_SECONDS, max_seconds=settings.MAMS_SSE_MAX_SECONDS,

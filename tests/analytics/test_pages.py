@@ -239,3 +239,33 @@ def test_the_pages_show_the_disclosure_rule_and_how_much_the_code_decided(web: C
     # and the dashboard's runs table can be narrowed to the runs with a re-ask
     only = web.get(reverse("analytics:batch", args=[batch.pk]), {"flag": "reasks"}).content.decode()
     assert only.split('id="runs"')[1].count('class="badge completed"') == 1
+
+
+def test_a_shared_benchmark_batch_shows_to_every_user_read_only(web: Client, sample: Any, user: Any) -> None:
+    from tests.analytics.bench_helpers import BOULWARE, launch
+
+    # given a shared benchmark batch, bob's own benchmark batch and bob's private batch
+    bob = UserFactory(username="bob")
+    shared = Batch.objects.filter(benchmark_entry__benchmark=launch(buyers=[BOULWARE])).first()
+    bobs_bench = Batch.objects.filter(benchmark_entry__benchmark=launch(buyers=[BOULWARE], owner=bob)).first()
+    bobs = metrics_batch(sample, bob, ROWS[:1])
+    # when alice (not staff) opens the batches list, then the shared batch is there with its label
+    html = web.get(reverse("analytics:batches")).content.decode()
+    assert str(shared.pk)[:8] in html and "shared benchmark" in html
+    assert str(bobs_bench.pk)[:8] not in html and str(bobs.pk)[:8] not in html
+    # and its page, its live figures and its runs' pages open, labelled shared, with no cancel control
+    r = web.get(reverse("analytics:batch", args=[shared.pk]))
+    page = r.content.decode()
+    assert r.status_code == 200 and 'id="batch-shared"' in page
+    assert "/cancel" not in page and not re.search(r"<(form|button)[^>]*>[^<]*cancel", page, re.IGNORECASE)
+    assert web.get(reverse("analytics:batch-live", args=[shared.pk])).status_code == 200
+    run = NegotiationRun.objects.filter(batch=shared).first()
+    assert web.get(reverse("analytics:run", args=[run.pk])).status_code == 200
+    # and another user's batches, benchmark or not, and their runs, stay not found
+    for batch in (bobs_bench, bobs):
+        assert web.get(reverse("analytics:batch", args=[batch.pk])).status_code == 404
+        assert web.get(reverse("analytics:run", args=[NegotiationRun.objects.filter(batch=batch).first().pk])
+                       ).status_code == 404
+    # and alice's own batch is not labelled shared
+    mine = metrics_batch(sample, user, ROWS[:1])
+    assert 'id="batch-shared"' not in web.get(reverse("analytics:batch", args=[mine.pk])).content.decode()

@@ -206,3 +206,60 @@ def test_other_users_batches_are_404_and_anonymous_is_401(api: Any, other_api: A
     assert anon.post("/api/batches", _body(sample), format="json").status_code == 401
     assert client_for(staff).get(f"/api/batches/{bid}").status_code == 200
     assert Batch.objects.get(pk=bid).status == "queued"
+
+
+def _shared_and_private_benchmark_batches(owner: Any) -> tuple[Batch, Batch]:
+    """A batch of a benchmark run without an owner (shared) and one of `owner`'s own benchmark run."""
+    from tests.analytics.bench_helpers import BOULWARE, launch
+
+    shared = Batch.objects.filter(benchmark_entry__benchmark=launch(buyers=[BOULWARE])).first()
+    private = Batch.objects.filter(benchmark_entry__benchmark=launch(buyers=[BOULWARE], owner=owner)).first()
+    return shared, private
+
+
+def test_a_shared_benchmark_batch_is_readable_by_everyone_and_cancellable_by_staff_only(
+        api: Any, other_api: Any, other: Any, staff: Any, sample: Session) -> None:
+    # given a shared benchmark batch, mallory's own benchmark batch, and alice's private batch
+    shared, mallorys = _shared_and_private_benchmark_batches(other)
+    alices = api.post("/api/batches", _body(sample), format="json").json()["id"]
+    # when alice (not staff) lists her batches, then the shared one is there, marked shared, and mallory's is not
+    listed = {b["id"]: b for b in api.get("/api/batches").json()["results"]}
+    assert str(shared.pk) in listed and listed[str(shared.pk)]["shared"] is True
+    assert listed[alices]["shared"] is False and str(mallorys.pk) not in listed
+    # and she reads the shared batch, its results and its runs
+    r = api.get(f"/api/batches/{shared.pk}")
+    assert r.status_code == 200 and r.json()["shared"] is True and r.json()["owner"] is None
+    for suffix in ("results.csv", "results.jsonl"):
+        r = api.get(f"/api/batches/{shared.pk}/{suffix}")
+        assert r.status_code == 200 and len(b"".join(r.streaming_content).splitlines()) >= 1, suffix
+    runs = api.get(f"/api/negotiations?batch={shared.pk}").json()["results"]
+    assert runs and len(runs) == NegotiationRun.objects.filter(batch=shared).count()
+    for path in ("", "/messages", "/analytics"):
+        assert api.get(f"/api/negotiations/{runs[0]['id']}{path}").status_code == 200, path
+    # when she cancels it, then a 403 says why and nothing changes
+    r = api.post(f"/api/batches/{shared.pk}/cancel")
+    assert r.status_code == 403 and "shared benchmark batch" in r.json()["detail"]
+    assert Batch.objects.get(pk=shared.pk).status == "queued"
+    # and another user's benchmark batch, and alice's private batch for mallory, stay 404
+    private_run = NegotiationRun.objects.filter(batch=mallorys).first()
+    for path in (f"/api/batches/{mallorys.pk}", f"/api/batches/{mallorys.pk}/results.csv",
+                 f"/api/negotiations/{private_run.pk}"):
+        assert api.get(path).status_code == 404, path
+    assert api.post(f"/api/batches/{mallorys.pk}/cancel").status_code == 404
+    assert other_api.get(f"/api/batches/{alices}").status_code == 404
+    assert alices not in {b["id"] for b in other_api.get("/api/batches").json()["results"]}
+    # staff may cancel the shared batch
+    assert client_for(staff).post(f"/api/batches/{shared.pk}/cancel").status_code == 200
+    assert Batch.objects.get(pk=shared.pk).status == "cancelled"
+
+
+def test_an_ownerless_batch_that_no_benchmark_made_is_not_shared(api: Any, sample: Session) -> None:
+    # given a batch without an owner that is not a benchmark's (e.g. launched by `manage.py demo`)
+    bid = api.post("/api/batches", _body(sample), format="json").json()["id"]
+    Batch.objects.filter(pk=bid).update(owner=None)
+    NegotiationRun.objects.filter(batch_id=bid).update(owner=None)
+    run = NegotiationRun.objects.filter(batch_id=bid).first()
+    # then a signed-in user can read neither it nor its runs
+    assert api.get(f"/api/batches/{bid}").status_code == 404
+    assert api.get(f"/api/negotiations/{run.pk}").status_code == 404
+    assert bid not in {b["id"] for b in api.get("/api/batches").json()["results"]}
