@@ -143,7 +143,10 @@ llm_start() {
   # One request at a time (the server has no batching); never interrupt a running completion.
   # OMP_WAIT_POLICY=PASSIVE: llama.cpp's OpenMP threads sleep instead of spinning between steps. With
   # both cores busy (workers, tests, a build) spinning threads starve each other: measured here, two
-  # 30-token completions took 25.8 s spinning and 6.1 s passive on a loaded 2-core machine.
+  # 30-token completions took 25.8 s spinning and 6.1 s passive on a loaded 2-core machine. On a quiet
+  # machine passive costs 1.55x (three completions: 2.6 s spinning, 4.1 s passive); GOMP_SPINCOUNT=20000
+  # sits between (quiet 2.55 s, loaded 11.7 s against passive's 7.8 s). Set OMP_WAIT_POLICY=ACTIVE for a
+  # machine that runs nothing else.
   OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" nohup "$PY" -m llama_cpp.server --model "$model" --model_alias gemma-3-270m --host 127.0.0.1 \
     --port "$LLM_PORT" --n_ctx 2048 --interrupt_requests False --n_threads 2 \
     >"$LOCAL/llm/llm.log" 2>&1 &
