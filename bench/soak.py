@@ -30,7 +30,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,11 +45,7 @@ PGBIN = Path(os.environ.get("MAMS_PGBIN", "/usr/lib/postgresql/15/bin"))
 SUPERVISE = ROOT / "deploy" / "local" / "supervise.sh"
 LOGS = ROOT / ".local" / "soak"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ops.conftest import PrivateRedis, free_port  # noqa: E402 - the suite's throwaway Redis, after sys.path
 
 
 def as_postgres(*args: str, timeout: float = 120) -> None:
@@ -85,48 +80,6 @@ class Postgres:
             self.pg_ctl("-m", "immediate", "-w", "stop")
         except subprocess.CalledProcessError:
             pass
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class Redis:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="mams-soak-redis-"))
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-
-    def start(self) -> None:
-        log = (self.dir / "redis.log").open("a")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while self.cli("ping") != "PONG":
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the soak's redis-server did not start; see {self.dir / 'redis.log'}")
-            time.sleep(0.05)
-
-    def shutdown(self) -> None:
-        if self.proc is None:
-            return
-        self.cli("shutdown")
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def remove(self) -> None:
-        self.shutdown()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -266,7 +219,8 @@ def main() -> None:
     opts = parser.parse_args()
     LOGS.mkdir(parents=True, exist_ok=True)
 
-    pg, rd = Postgres(), Redis()
+    pg = Postgres()
+    rd = PrivateRedis(port=free_port(), dir=Path(tempfile.mkdtemp(prefix="mams-soak-redis-")))
     fake = None
     workers: list[Worker] = []
     try:
@@ -351,7 +305,8 @@ def main() -> None:
             w.stop()
         if fake is not None:
             fake.terminate()
-        rd.remove()
+        rd.shutdown()
+        shutil.rmtree(rd.dir, ignore_errors=True)
         pg.remove()
 
     all_faults = done["redis"] == opts.redis and done["postgres"] == opts.postgres and done["kill"] == opts.kills

@@ -13,10 +13,10 @@ with `client` now None: AttributeError. That is not a connection error, so neith
 `maybe_close_channel` nor Celery's `ignore_errors` catches it; it reaches `WorkController.start`
 ("Unrecoverable error"), and the worker process exits.
 
-The fix: a channel whose transport has been detached raises a Redis ConnectionError from
-`_connparams` instead. That is what the channel's state really is (its connection is gone), and
-every caller on these paths already handles a connection error: the close is abandoned, Celery
-reconnects with a new connection, and the messages that channel had not acknowledged stay in
+The fix: a channel whose transport has been detached (or which its closed transport has dropped)
+raises a Redis ConnectionError from `_connparams` instead. That is what the channel's state
+really is (its connection is gone), and every caller on these paths already handles a connection
+error: the close is abandoned, a publish is retried on a new connection, Celery reconnects, and the messages that channel had not acknowledged stay in
 Redis's `unacked` hash, from where the visibility-timeout restore gives them back (acks_late).
 Tested in tests/mams/test_broker.py (the exact sequence, against a real Redis) and by `make soak`.
 Remove it when kombu clears `_default_channel` in `collect()` or guards `_connparams`.
@@ -32,7 +32,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 class Channel(kombu_redis.Channel):
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        if self.connection.client is None:
+        # Both halves of the race: the transport detached from its connection (client None), or the
+        # channel already dropped by its closed transport (connection None; seen on the publish path
+        # of a task thread in `make soak`, where it failed the run with an AttributeError).
+        if self.connection is None or self.connection.client is None:
             raise RedisConnectionError("this channel's broker connection was closed (its transport is detached); "
                                        "a new connection is needed")
         return super()._connparams(asynchronous=asynchronous)

@@ -6,7 +6,9 @@ broadcast that waits for replies (a second or more per page load), so each worke
 key of its own in Redis, `mams:worker:<hostname>`, refreshed every `HEARTBEAT_SECONDS` with a TTL of
 `HEARTBEAT_TTL`. The refresh runs on the consumer's own timer (a consumer bootstep), so it stops
 when the consumer stops consuming (connection lost, shutting down), not only when the process dies;
-a killed worker's key expires within the TTL.
+a killed worker's key expires within the TTL. The hostnames are also kept in one set, `INDEX`, so a
+read is one SMEMBERS and one MGET over the workers (not a SCAN of the whole keyspace, which every
+health check and every dashboard poll would pay); a member whose key has expired is dropped then.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mams.queues import Queue
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mams:worker:"
+INDEX = "mams:workers"
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL = 15
 # Queues a batch needs to be played: the rounds and the seller turns.
@@ -70,33 +73,37 @@ class Presence:
 
 
 def workers_presence() -> Presence:
-    """The workers whose heartbeat is fresh (one SCAN and one MGET)."""
+    """The workers whose heartbeat is fresh (one SMEMBERS and one MGET)."""
     try:
         client = _redis()
-        keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=500))
-        values = client.mget(keys) if keys else []
+        hosts = sorted(h.decode() for h in client.smembers(INDEX))
+        values = client.mget([f"{KEY_PREFIX}{h}" for h in hosts]) if hosts else []
+        gone = [h for h, raw in zip(hosts, values, strict=True) if raw is None]
+        if gone:  # killed workers: their keys expired
+            client.srem(INDEX, *gone)
     except redis.RedisError as exc:
         log.warning("worker presence: Redis did not answer (%s)", exc)
         return Presence(known=False)
     workers = []
     for raw in values:
-        if raw is None:  # expired between SCAN and MGET
+        if raw is None:
             continue
         try:
             workers.append(json.loads(raw))
         except ValueError:
             continue
-    workers.sort(key=lambda w: str(w.get("hostname", "")))
     return Presence(known=True, workers=tuple(workers))
 
 
 def heartbeat_write(*, hostname: str, queues: list[str]) -> None:
     body = json.dumps({"hostname": hostname, "queues": sorted(queues), "pid": os.getpid(), "at": time.time()})
-    _redis().set(f"{KEY_PREFIX}{hostname}", body, ex=HEARTBEAT_TTL)
+    client = _redis()
+    client.pipeline(transaction=False).set(f"{KEY_PREFIX}{hostname}", body, ex=HEARTBEAT_TTL).sadd(
+        INDEX, hostname).execute()
 
 
 def heartbeat_clear(*, hostname: str) -> None:
-    _redis().delete(f"{KEY_PREFIX}{hostname}")
+    _redis().pipeline(transaction=False).delete(f"{KEY_PREFIX}{hostname}").srem(INDEX, hostname).execute()
 
 
 class HeartbeatStep(bootsteps.StartStopStep):

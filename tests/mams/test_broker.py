@@ -85,3 +85,17 @@ def test_celery_uses_the_mams_transport_for_a_redis_broker() -> None:
 
     with app.connection_for_write() as conn:
         assert type(conn.transport).__module__ == "mams.broker"
+
+
+def test_a_channel_dropped_by_its_closed_transport_reports_a_connection_error(server: PrivateRedis) -> None:
+    # given a publishing channel whose transport was closed under it (a task thread's publish racing the
+    # consumer's reconnect: the channel's `connection` is None)
+    conn = _connection_holding_an_unacked_message(server.url, MAMS)
+    channel = conn.default_channel
+    channel.qos._on_collect.cancel()
+    channel._disconnect_pools()
+    channel.connection = None
+    # then a new client is refused with a connection error, which kombu's publish retry and the turn's
+    # infrastructure retry both handle, not an AttributeError that fails the run
+    with pytest.raises(redis.exceptions.ConnectionError, match="detached"):
+        channel._create_client()

@@ -10,7 +10,7 @@ import redis
 from django.test import Client
 from rest_framework.test import APIClient
 
-from mams.presence import HEARTBEAT_TTL, KEY_PREFIX, workers_presence
+from mams.presence import HEARTBEAT_TTL, KEY_PREFIX, heartbeat_write, workers_presence
 from mams.queues import Queue
 from negotiation.services.batches import batch_create
 from negotiation.services.scenarios import sample_session_load
@@ -72,8 +72,7 @@ def test_with_no_worker_health_is_degraded_and_env_health_unavailable(no_workers
 @pytest.mark.django_db
 def test_a_worker_on_other_queues_only_does_not_count(no_workers_redis: str) -> None:
     # given one live worker that consumes only the analysis queue
-    redis.Redis.from_url(no_workers_redis).set(
-        f"{KEY_PREFIX}analysis-only@host", '{"hostname": "analysis-only@host", "queues": ["analysis"]}', ex=15)
+    heartbeat_write(hostname="analysis-only@host", queues=["analysis"])
     presence = workers_presence()
     # then nothing can play a batch, and the missing queues are named
     assert presence.workers and not presence.can_play
