@@ -17,7 +17,8 @@ The fix: a channel whose transport has been detached (or which its closed transp
 raises a Redis ConnectionError from `_connparams` instead. That is what the channel's state
 really is (its connection is gone), and every caller on these paths already handles a connection
 error: the close is abandoned, a publish is retried on a new connection, Celery reconnects, and
-the messages that channel had not acknowledged stay in Redis's `unacked` hash, from where the visibility-timeout restore gives them back (acks_late).
+the messages that channel had not acknowledged stay in Redis's `unacked` hash, from where the
+visibility-timeout restore gives them back (acks_late).
 Tested in tests/mams/test_broker.py (the exact sequence, against a real Redis) and by `make soak`.
 Remove it when kombu clears `_default_channel` in `collect()` or guards `_connparams`.
 """
