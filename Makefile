@@ -66,5 +66,8 @@ load: services
 soak: services
 	$(PY) bench/soak.py
 
+# Ruff, and the architecture contracts of pyproject.toml's [tool.importlinter] (no import cycles; layers
+# import downward; negotiation never imports analytics; the engine and the metrics stay pure).
 lint: install
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports

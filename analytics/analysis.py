@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from analytics import metrics, tracing
 from analytics.models import RunAnalysis, RunMetrics
 from analytics.services import message_quality_record, run_metrics_record
+from negotiation.agents import spans
 from negotiation.agents.gateway import LLMError, LLMReply, complete, get_profile
 from negotiation.agents.outputs import OutputError, extract_json
 from negotiation.engine.types import BUYER
@@ -182,7 +183,7 @@ def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMRep
                                  "cannot produce a structured verdict")
     model = spec.get("model") or profile.model_for("analyst")
     messages = analyst_prompt(run=run, m=m)
-    meta = tracing.meta(run=run, round_no=m.rounds, role="analyst", handle="analyst")
+    meta = spans.meta(run=run, round_no=m.rounds, role="analyst", handle="analyst")
     replies: list[LLMReply] = []
     error = ""
     for attempt in range(2):

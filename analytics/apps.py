@@ -1,3 +1,7 @@
+"""The analytics app. When it is ready it registers with negotiation's run lifecycle
+(negotiation/services/lifecycle.py): a completed run's metrics and analysis, a failed run's trace.
+Negotiation never imports analytics; this hook is how a run's end reaches it."""
+
 from django.apps import AppConfig
 
 
@@ -5,3 +9,10 @@ class AnalyticsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "analytics"
     verbose_name = "Analytics"
+
+    def ready(self) -> None:
+        from analytics import services  # models are loaded only now
+        from negotiation.services import lifecycle
+
+        lifecycle.on_run_completed(services.run_completed)
+        lifecycle.on_run_failed(services.run_failed)

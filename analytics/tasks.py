@@ -14,6 +14,8 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from analytics import analysis
+from analytics.bench.services import benchmark_schedule_fire, benchmarks_finish_due
+from analytics.galileo_scores import galileo_scores_sweep
 from mams.queues import Queue
 from negotiation.agents.gateway import LLMTransientError
 
@@ -48,7 +50,6 @@ def analyse_run_task(self: Task, run_id: str) -> None:
              time_limit=270)
 def galileo_scores_task() -> int:
     """Read Galileo's scores of recent traces back. Safe to repeat: runs with scores are skipped."""
-    from analytics.tracing import galileo_scores_sweep
 
     return galileo_scores_sweep()
 
@@ -61,7 +62,6 @@ def run_benchmark_schedule_task(self: Task, schedule_id: int) -> str | None:
     Safe to redeliver: the benchmark run is keyed by this task's id (BenchmarkRun.trigger), so a
     redelivered message returns the run it made instead of launching another.
     """
-    from analytics.bench.services import benchmark_schedule_fire
 
     run = benchmark_schedule_fire(schedule_id=schedule_id, trigger=self.request.id or "")
     return None if run is None else str(run.pk)
@@ -74,6 +74,5 @@ def benchmark_finish_sweep_task() -> int:
 
     Safe to repeat: finishing is a conditional update of `finished_at`, so only one call wins.
     """
-    from analytics.bench.services import benchmarks_finish_due
 
     return benchmarks_finish_due()

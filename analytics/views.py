@@ -15,8 +15,10 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required as _login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template import loader
 from django.urls import reverse_lazy
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
@@ -42,7 +44,8 @@ from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Batch, NegotiationRun, Session
-from negotiation.selectors import batch_workers, readable_batches, readable_runs, run_context
+from negotiation.run_context import run_context
+from negotiation.selectors import batch_workers, readable_batches, readable_runs
 from negotiation.services import outside
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import ConflictError, LimitExceeded
@@ -260,7 +263,6 @@ def compare(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def session_list(request: HttpRequest) -> HttpResponse:
-    from django.db.models import Count
 
     sessions = visible(Session.objects.all(), request.user).annotate(
         n_sellers=Count("sellers", distinct=True), n_batches=Count("batches", distinct=True)).order_by("-created_at")
@@ -343,6 +345,5 @@ def page_forbidden(request: HttpRequest, exception: Exception | None = None) -> 
 
 def page_error(request: HttpRequest) -> HttpResponse:
     """A 500 renders without the database or the session (either may be what failed)."""
-    from django.template import loader
 
     return HttpResponse(loader.get_template("analytics/error_500.html").render(), status=500)

@@ -44,8 +44,8 @@ def build(n: int) -> str:
     from analytics.models import RunAnalysis, RunMetrics
     from negotiation.agents.config import resolve_agents
     from negotiation.models import Batch, NegotiationRun, Outcome
-    from negotiation.selectors import scenario_snapshot
-    from negotiation.services.batches import scenario_for
+    from negotiation.run_context import scenario_snapshot
+    from negotiation.services.launch import scenario_for
     from negotiation.services.scenarios import sample_session_load
 
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})

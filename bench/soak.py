@@ -150,11 +150,11 @@ def sweep(stale: float) -> int:
     from kombu.exceptions import OperationalError as KombuOperationalError
     from redis.exceptions import RedisError
 
-    from negotiation.services import play
+    from negotiation.services import sweeps
 
     try:
-        return (play.runs_sweep(stale_after=timedelta(seconds=stale))
-                + play.runs_sweep_queued(stale_after=timedelta(seconds=stale)))
+        return (sweeps.runs_sweep(stale_after=timedelta(seconds=stale))
+                + sweeps.runs_sweep_queued(stale_after=timedelta(seconds=stale)))
     except (OperationalError, InterfaceError):
         connections.close_all()
     except (KombuOperationalError, RedisError, ConnectionError, OSError):

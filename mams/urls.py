@@ -22,7 +22,8 @@ urlpatterns = [
     path("api/leaderboard", LeaderboardApi.as_view(), name="leaderboard"),
     path("api/leaderboard/", LeaderboardSlashApi.as_view(), name="leaderboard-slash"),
     path("api/", include("negotiation.urls")),
-    path("env/", include("negotiation.api.environment")),  # the environment API for external agents
+    path("api/", include("analytics.api.urls")),  # experiments and sequences (their results are analytics)
+    path("env/", include("analytics.api.environment")),  # the environment API for external agents
     re_path(r"^(?:api|env)/", api_not_found),  # any other /api/ or /env/ path: a JSON 404, never an HTML page
     path("analytics/", include("analytics.urls")),
     path("", RedirectView.as_view(pattern_name="analytics:batches", permanent=False)),

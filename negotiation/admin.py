@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
@@ -32,6 +33,7 @@ from negotiation.models import (
     Session,
 )
 from negotiation.services.batches import batch_cancel
+from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 from negotiation.services.experiments import experiment_launch, experiment_status
 
 
@@ -305,9 +307,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Launch selected experiments (one batch per condition, same seeds)")
     def launch(self, request: HttpRequest, queryset: Any) -> None:
-        from django.core.exceptions import ValidationError
 
-        from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 
         for experiment in queryset:
             try:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from analytics.bench.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, DriftFlag, Suite, SuiteScenario
 from analytics.bench.services import (
     SCHEDULE_TASK,
     benchmark_schedule_delete,
     benchmark_schedule_save,
     benchmark_status,
 )
+from analytics.bench.validation import SCHEDULE_CHECKS
+from analytics.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, DriftFlag, Suite, SuiteScenario
+from mams.celery import app
 from mams.queues import Queue
 
 
@@ -43,8 +46,32 @@ class _ReadOnlyInline(admin.TabularInline):
         return False
 
 
+def _checked(field: str) -> Any:
+    """A form's clean_<field> that runs the schedule service's check of that field."""
+    def clean(form: forms.ModelForm) -> Any:
+        value = form.cleaned_data.get(field)
+        SCHEDULE_CHECKS[field](value)
+        return value
+    return clean
+
+
+class BenchmarkScheduleForm(forms.ModelForm):
+    """The schedule's checks (analytics/bench/validation.py), each error shown on its field."""
+
+    class Meta:
+        model = BenchmarkSchedule
+        fields = ("name", "suite", "buyers", "opponents", "runs_per_scenario", "max_rounds", "base_seed", "cron",
+                  "enabled", "owner")
+
+    clean_suite = _checked("suite")
+    clean_buyers = _checked("buyers")
+    clean_opponents = _checked("opponents")
+    clean_cron = _checked("cron")
+
+
 @admin.register(BenchmarkSchedule)
 class BenchmarkScheduleAdmin(admin.ModelAdmin):
+    form = BenchmarkScheduleForm
     list_display = ("name", "suite", "cron", "enabled", "runs_per_scenario", "n_buyers", "last_fired_at",
                     "short_error")
     list_filter = ("enabled", "suite")
@@ -84,8 +111,6 @@ class BenchmarkScheduleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run the selected schedules now (through the worker)")
     def run_now(self, request: HttpRequest, queryset: Any) -> None:
-        from mams.celery import app
-
         for schedule in queryset:
             app.send_task(SCHEDULE_TASK, args=[schedule.pk], queue=Queue.MAINTENANCE)
         self.message_user(request, f"Queued {queryset.count()} benchmark run(s); see Benchmark runs.", messages.SUCCESS)

@@ -25,9 +25,8 @@ from typing import Any
 import sentry_sdk
 
 from analytics.bench.leaderboard import COLUMN_KEYS, COLUMNS, estimates
-from analytics.bench.models import BenchmarkBatch, BenchmarkRun, DriftFlag
 from analytics.metrics import Estimate
-from analytics.models import RunMetrics
+from analytics.models import BenchmarkBatch, BenchmarkRun, DriftFlag, RunMetrics
 
 log = logging.getLogger(__name__)
 DRIFT_MIN_N = 10

@@ -28,8 +28,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet
 
 from analytics import metrics
-from analytics.bench.models import BenchmarkBatch, BenchmarkRun, DriftFlag, Suite
-from analytics.models import RunMetrics
+from analytics.models import BenchmarkBatch, BenchmarkRun, DriftFlag, RunMetrics, Suite
 from analytics.selectors import metric_columns
 from analytics.suites import SuiteError, load_suite
 from negotiation.agents.fingerprint import FINGERPRINT_FIELDS, agent_fingerprint

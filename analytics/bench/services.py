@@ -13,17 +13,21 @@ import json
 import logging
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from analytics.bench.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, Suite, SuiteScenario
+from analytics.bench.drift import drift_check, drift_report
 from analytics.bench.validation import (
     BENCH_ANALYST,
     DEFAULT_TEMPERATURE,
+    SCHEDULE_CHECKS,
     cron_fields,
     resolve_buyer,
     resolve_opponents,
 )
+from analytics.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, Suite, SuiteScenario
 from analytics.suites import SuiteError, SuiteFile, canonical_json, load_suite
 from mams.queues import Queue
 from negotiation.agents.fingerprint import agent_fingerprint
@@ -158,8 +162,6 @@ def benchmark_finish(*, benchmark_id: Any) -> bool:
     The conditional update and the drift flags are one transaction, so exactly one caller (the
     sweeper, or `run_suite --wait`) finishes a run, and a crash leaves it for the next sweep.
     """
-    from analytics.bench.drift import drift_check, drift_report
-
     if Batch.objects.filter(benchmark_entry__benchmark_id=benchmark_id, finished_at__isnull=True).exists():
         return False
     with transaction.atomic():
@@ -201,12 +203,31 @@ def _sync_periodic_task(schedule: Any, periodic_task_model: Any, crontab_model: 
     return task
 
 
+def benchmark_schedule_validate(*, schedule: BenchmarkSchedule) -> None:
+    """Every check of a schedule, each error on its field: the model's own (`full_clean`) and the
+    suite, agent spec and cron checks (SCHEDULE_CHECKS), which resolve agents as a batch would."""
+    errors: dict[str, list[str]] = {}
+    for field, check in SCHEDULE_CHECKS.items():
+        value = getattr(schedule, field)
+        if field == "buyers" and value in ([], "", None):
+            continue  # full_clean says it: blank, in BUYERS_HINT's words
+        try:
+            check(value)
+        except ValidationError as exc:
+            errors[field] = exc.messages
+    try:
+        schedule.full_clean(exclude=list(errors))
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            errors.setdefault(field, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+
+
 @transaction.atomic
 def benchmark_schedule_save(*, schedule: BenchmarkSchedule) -> BenchmarkSchedule:
     """Validate and save a schedule, then create or update the PeriodicTask beat runs it by."""
-    from django_celery_beat.models import CrontabSchedule, PeriodicTask
-
-    schedule.full_clean()
+    benchmark_schedule_validate(schedule=schedule)
     schedule.save()
     task = _sync_periodic_task(schedule, PeriodicTask, CrontabSchedule)
     if schedule.periodic_task_id != task.pk:
@@ -218,8 +239,6 @@ def benchmark_schedule_save(*, schedule: BenchmarkSchedule) -> BenchmarkSchedule
 @transaction.atomic
 def benchmark_schedule_delete(*, schedule: BenchmarkSchedule) -> None:
     """Delete a schedule and its PeriodicTask; benchmark runs it made are kept."""
-    from django_celery_beat.models import PeriodicTask
-
     task_id = schedule.periodic_task_id
     schedule.delete()
     if task_id:

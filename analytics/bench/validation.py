@@ -1,5 +1,6 @@
-"""Checks of benchmark inputs, as Django validators (the admin shows them next to the field) and as
-parsers for the command line: suite references, buyer and opponent agent specs, cron expressions.
+"""Checks of benchmark inputs, as Django validators (the schedule's service and admin form run them,
+and the admin shows each next to its field) and as parsers for the command line: suite references,
+buyer and opponent agent specs, cron expressions.
 
 An agent spec is validated exactly as a batch's agents are (negotiation/agents/config.py's
 pydantic `AgentSpec`, then `resolve_agents`), so a schedule that saves is a schedule whose
@@ -11,16 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django_celery_beat.validators import crontab_validator
 from pydantic import ValidationError as PydanticError
 
+from analytics.models.benchmarks import BUYERS_HINT
 from analytics.suites import SuiteError, load_suite
 from negotiation.agents.config import BASELINES, AgentSpec, LLMError, resolve_agents
+from negotiation.agents.fingerprint import agent_fingerprint
 
 CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
 # The analyst of benchmark batches: the local scorers (no LLM call), so a benchmark costs only its negotiations.
 BENCH_ANALYST = {"strategy": "linear"}
 DEFAULT_TEMPERATURE = 0.7
-BUYERS_HINT = 'Give a JSON list of at least one buyer spec, e.g. [{"profile": "local"}, {"strategy": "boulware"}].'
 
 
 def _spec_problems(spec: Any, role: str) -> list[str]:
@@ -47,8 +50,6 @@ def validate_buyers(value: Any) -> None:
     problems = [f"buyer {i + 1}: {p}" for i, spec in enumerate(value) for p in _spec_problems(spec, "buyer")]
     if problems:
         raise ValidationError(problems)
-    from negotiation.agents.fingerprint import agent_fingerprint
-
     prints = [agent_fingerprint(resolve_buyer(spec)) for spec in value]
     if len(set(prints)) != len(prints):
         raise ValidationError("Two buyer specs resolve to the same configuration; list each one once.")
@@ -70,8 +71,6 @@ def validate_suite_ref(value: Any) -> None:
 
 def validate_cron(value: Any) -> None:
     """Five fields, minute hour day-of-month month day-of-week, each checked as beat checks it."""
-    from django_celery_beat.validators import crontab_validator
-
     fields = str(value or "").split()
     if len(fields) != len(CRON_FIELDS):
         raise ValidationError(f"A cron expression has 5 fields ({', '.join(CRON_FIELDS)}), e.g. '30 2 * * *' for "
@@ -136,3 +135,8 @@ def resolve_buyer(spec: dict[str, Any]) -> dict[str, Any]:
 def resolve_opponents(spec: dict[str, Any]) -> dict[str, Any]:
     return resolve_agents({"buyer": {"strategy": "linear"}, "seller": spec, "analyst": BENCH_ANALYST},
                           temperature=DEFAULT_TEMPERATURE)["seller"]
+
+
+# Each field of a BenchmarkSchedule and its check (the service and the admin form run them).
+SCHEDULE_CHECKS = {"suite": validate_suite_ref, "buyers": validate_buyers, "opponents": validate_opponents,
+                   "cron": validate_cron}

@@ -24,7 +24,7 @@ import openai.types.chat  # noqa: F401
 import openai.types.completion  # noqa: F401
 from django.conf import settings
 
-from analytics import tracing
+from negotiation.agents import spans
 from negotiation.agents.limiter import LimiterTimeout, limiter_for
 
 
@@ -165,7 +165,8 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
              ) -> LLMReply:
     """One LLM call under the global limits. Never call it inside a database transaction.
 
-    `meta` (run, batch, round, role, handle) labels the call's Galileo span; see analytics/tracing.py.
+    `meta` (run, batch, round, role, handle) labels the call's Galileo span; it is buffered only when a
+    Galileo key is set (negotiation/agents/spans.py, sent by analytics/tracing.py).
     """
     limiter = limiter_for(settings.REDIS_URL)
     where = f"LLM profile '{profile.name}' at {profile.base_url}"
@@ -214,6 +215,7 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
                      prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                      completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                      latency_ms=latency_ms)
-    if meta is not None:
-        tracing.record_llm_call(meta=meta, chat=chat, prompt=prompt, reply=reply, temperature=temperature)
+    if meta is not None and getattr(settings, "GALILEO_API_KEY", None):
+        spans.record_llm_call(url=settings.REDIS_URL, meta=meta, chat=chat, prompt=prompt, reply=reply,
+                              temperature=temperature)
     return reply

@@ -31,6 +31,7 @@ from django.db import transaction
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.run_context import run_context
 from negotiation.services import outside
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,6 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
 
     A human buyer's stream holds only the buyer's view of the transcript.
     """
-    from negotiation.selectors import run_context
-
     ctx = run_context(run, rows=True)
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:

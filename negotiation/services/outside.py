@@ -37,7 +37,7 @@ sealed. Per surface, before the end / after it:
   `end` (services/events.py::run_stream).
 - `/env/step`, `/env/state`: the observation (the buyer view), reward 0, no score / `info.score`
   with the reward and the debrief; `/env/score`: every result field null / all of them and the
-  debrief (services/environment.py::episode_score).
+  debrief (analytics/environment.py::episode_score).
 - The run page `/analytics/runs/<id>/`: the buyer's lane only, no floor guides, events, metrics or
   verdict / the whole page and the debrief (analytics/views.py::run_detail).
 - Batch exports and dashboards never hold an outside buyer's run: rooms and episodes have no batch.

@@ -44,9 +44,9 @@ from negotiation.engine import visibility
 from negotiation.engine.types import BUYER, Msg
 from negotiation.engine.utility import run_utilities
 from negotiation.models import NegotiationRun, Outcome, ReflectSequence, SequenceStep, Session
-from negotiation.selectors import run_context
-from negotiation.services.batches import _check_range, agents_resolve, scenario_for
+from negotiation.run_context import run_context
 from negotiation.services.errors import LimitExceeded
+from negotiation.services.launch import agents_resolve, check_range, scenario_for
 from negotiation.services.prompt_versions import agents_with_notes, prompt_versions_record
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,9 @@ def sequence_create(*, owner: Any, session: Session, item_name: str, mode: str, 
     if seed_policy not in ReflectSequence.SeedPolicy.values:
         errors.setdefault("seed_policy", []).append(
             f"Must be one of {', '.join(ReflectSequence.SeedPolicy.values)}.")
-    _check_range(errors, "length", length, 1, MAX_LENGTH)
-    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
-    _check_range(errors, "base_seed", base_seed, 0, 2**31 - 1 - (MAX_LENGTH if isinstance(length, int) else 0))
+    check_range(errors, "length", length, 1, MAX_LENGTH)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    check_range(errors, "base_seed", base_seed, 0, 2**31 - 1 - (MAX_LENGTH if isinstance(length, int) else 0))
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
         temperature = 0.7

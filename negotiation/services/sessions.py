@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 
-from negotiation.models import BuyerDemand, InventoryItem, Seller, Session
-from negotiation.services.errors import flatten
+from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Seller, Session
+from negotiation.services.errors import ConflictError, flatten
 
 _NO_NUL = ProhibitNullCharactersValidator()
 
@@ -208,8 +208,6 @@ def session_update(*, session: Session, name: str | None = None, description: st
 def session_delete(*, session: Session) -> None:
     """Delete a session and its configuration; refused while runs or batches keep its results."""
     session_editable(session=session)
-    from negotiation.models import Batch, NegotiationRun
-    from negotiation.services.errors import ConflictError
 
     runs = NegotiationRun.objects.filter(session=session).count()
     batches = Batch.objects.filter(session=session).count()
@@ -273,8 +271,6 @@ def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
 def seller_delete(*, seller: Seller) -> None:
     """Remove a seller from its session; finished runs keep their own snapshot of it."""
     session_editable(session=seller.session)
-    from negotiation.models import NegotiationRun
-    from negotiation.services.errors import ConflictError
 
     live = NegotiationRun.objects.filter(session_id=seller.session_id, status__in=[
         NegotiationRun.Status.QUEUED, NegotiationRun.Status.RUNNING]).count()

@@ -9,11 +9,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from analytics.bench.models import BenchmarkRun
 from analytics.bench.services import benchmark_finish, benchmark_run_create
-from analytics.models import RunMetrics
+from analytics.models import BenchmarkRun, RunMetrics
 from negotiation.models import Batch, NegotiationRun
-from negotiation.services.play import batch_refresh
+from negotiation.services.lifecycle import batch_refresh
 
 BOULWARE, LINEAR, CONCEDER = {"strategy": "boulware"}, {"strategy": "linear"}, {"strategy": "conceder"}
 LLM_BUYER = {"profile": "openai-compatible"}

@@ -14,9 +14,9 @@ import sentry_sdk
 
 from analytics.bench.drift import DRIFT_MIN_N, drifted
 from analytics.bench.leaderboard import leaderboard
-from analytics.bench.models import BenchmarkRun, DriftFlag
 from analytics.bench.services import benchmark_finish, benchmarks_finish_due
 from analytics.metrics import Estimate
+from analytics.models import BenchmarkRun, DriftFlag
 from mams.sentry import sentry_init
 from negotiation.agents.fingerprint import agent_fingerprint
 from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, plant

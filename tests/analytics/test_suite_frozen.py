@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 
-from analytics.bench.models import SuiteScenario
 from analytics.bench.services import suite_load
+from analytics.models import SuiteScenario
 from analytics.suites import SuiteError
 from negotiation.models import BuyerDemand, Session
 from negotiation.services import sessions

@@ -121,8 +121,8 @@ def test_manifest_must_match_its_directory(tmp_path: Path):
 
 @pytest.mark.django_db
 def test_a_suite_loads_once_and_again_is_a_no_op():
-    from analytics.bench.models import Suite, SuiteScenario
     from analytics.bench.services import suite_load
+    from analytics.models import Suite, SuiteScenario
     from negotiation.models import Session
 
     # given nothing loaded, when core is loaded twice
@@ -142,8 +142,8 @@ def test_a_suite_loads_once_and_again_is_a_no_op():
 
 @pytest.mark.django_db
 def test_the_same_version_with_other_content_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from analytics.bench.models import Suite
     from analytics.bench.services import suite_load
+    from analytics.models import Suite
 
     # given core-v1 loaded from a copy of the files
     root = _copy_core(tmp_path)

@@ -20,11 +20,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
-from analytics.bench.models import Suite, SuiteScenario
-from analytics.models import RunMetrics
+from analytics.environment import ACTIONS
+from analytics.models import RunMetrics, Suite, SuiteScenario
 from analytics.suites import load_suite
 from negotiation.models import Message, NegotiationRun, Outcome, RunEvent, Session
-from negotiation.services.environment import ACTIONS
 from negotiation.services.sessions import session_import
 from tests.api.conftest import BASELINE, LLM, client_for
 from tests.api.test_live import carries

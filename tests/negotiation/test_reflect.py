@@ -312,7 +312,7 @@ def test_a_redelivered_reflection_writes_nothing_twice(sample: Session, owner: A
 
 
 def test_a_failed_run_ends_the_sequence_with_its_reason(sample: Session, owner: Any, llm: Any) -> None:
-    from negotiation.services.play import run_fail
+    from negotiation.services.lifecycle import run_fail
 
     seq = _sequence(sample, owner, mode="buyer", length=3)
     run_id = _step(seq, 0).run_id

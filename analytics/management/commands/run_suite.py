@@ -16,10 +16,10 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analytics.bench.leaderboard import agent_label, leaderboard
-from analytics.bench.models import BenchmarkRun
 from analytics.bench.services import benchmark_finish, benchmark_run_create
 from analytics.bench.text import leaderboard_text, table
 from analytics.bench.validation import parse_buyer
+from analytics.models import BenchmarkRun
 from analytics.suites import SuiteError
 from negotiation.agents.fingerprint import agent_fingerprint
 from negotiation.management.failures import failures_report

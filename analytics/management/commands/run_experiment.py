@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from analytics.research import experiment_results
 from analytics.templatetags.analytics_tags import fmt
 from negotiation.management.failures import failures_report
-from negotiation.models import Experiment, Session
+from negotiation.models import Batch, Experiment, Session
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 from negotiation.services.experiments import condition_parse, experiment_create
 
@@ -118,7 +118,6 @@ class Command(BaseCommand):
                         batch_ids=list(experiment.conditions.exclude(batch=None).values_list("batch_id", flat=True)))
 
     def _wait(self, experiment: Experiment, timeout: float) -> None:
-        from negotiation.models import Batch
 
         deadline = time.monotonic() + timeout
         batch_ids = list(experiment.conditions.exclude(batch=None).values_list("batch_id", flat=True))

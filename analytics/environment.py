@@ -4,18 +4,18 @@ A task is one item of one scenario: a benchmark suite's (`core-v1/tight-zopa/Mec
 from analytics/suites.py) or one of the caller's own sessions (`session/<uuid>/<item name>`).
 `env_reset` opens an episode: a NegotiationRun in mode `external`, owned by the caller, in which the
 caller plays the buyer and MAMS's sellers answer as Celery turns. It is the live human-buyer room
-(services/live.py) with a different face, so the turns go through the same `live_message` and
+(negotiation/services/live.py) with a different face, so the turns go through the same `live_message` and
 `live_decide` (same refusals, same routing, guardrails and audit) and the sellers' replies are
 awaited with the same `live_replies_wait`. What this module adds is the Gym shape: every answer is
 an observation, a reward and a done flag.
 
-- The observation is cut from the engine's buyer view (engine/visibility.py) and nothing else: the
+- The observation is cut from the engine's buyer view (negotiation/engine/visibility.py) and nothing else: the
   buyer's own constraints, the seller handles, the buyer's messages and the replies addressed to it,
   the standing offers. It never holds a seller's cost, floor, style or weights.
 - The reward is 0 until the episode ends; then it is the buyer's surplus share of the deal, exactly
   as analytics defines and stores it (RunMetrics.buyer_share: (max_price - p) / (max_price -
   least_price of the chosen seller)), and 0 on no deal. What the agent may learn and when is the
-  one outside-buyer policy (services/outside.py): nothing derived from a seller's private numbers
+  one outside-buyer policy (negotiation/services/outside.py): nothing derived from a seller's private numbers
   while the episode runs; once it is done, the score carries the `debrief` (every floor, the ZOPA,
   the share, mutual loss), since the share and the price state the chosen floor anyway.
 - A suite scenario is played in the session the suite's benchmarks use (loaded once by
@@ -35,11 +35,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from analytics.bench.services import suite_load, suite_sessions_verify
+from analytics.models import RunMetrics, SuiteScenario
+from analytics.services import run_metrics_compute
 from analytics.suites import ScenarioFile, SuiteError, SuiteFile, list_suites, load_suite
 from negotiation.engine import protocol, visibility
 from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
-from negotiation.selectors import run_context, run_get, session_get
+from negotiation.run_context import run_context
+from negotiation.selectors import run_get, session_get
 from negotiation.services import outside
 from negotiation.services.errors import ConflictError
 from negotiation.services.health import UP, platform_health
@@ -169,9 +173,6 @@ def _suite_session(suite: SuiteFile, scenario: ScenarioFile) -> Session:
     idempotent); its sessions belong to nobody, so their private configuration is readable by staff
     only. A version whose files changed since it was loaded is refused with the loader's message.
     """
-    from analytics.bench.models import SuiteScenario
-    from analytics.bench.services import suite_load, suite_sessions_verify
-
     try:
         loaded, _ = suite_load(ref=suite.label)
         suite_sessions_verify(suite=loaded)
@@ -381,9 +382,6 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
 
 def _metrics(run: NegotiationRun, outcome: Outcome) -> dict[str, Any]:
     """The run's stored RunMetrics values; computed the same way (not stored) if the row is missing."""
-    from analytics.models import RunMetrics
-    from analytics.services import run_metrics_compute
-
     row = RunMetrics.objects.filter(run_id=run.pk).values().first()
     return row if row is not None else run_metrics_compute(run=run, outcome=outcome)
 

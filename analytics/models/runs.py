@@ -120,14 +120,3 @@ class RunAnalysis(models.Model):
 
     def __str__(self) -> str:
         return f"analysis of run {str(self.run_id)[:8]} ({self.status})"
-
-
-# Benchmark suites, schedules, runs and drift flags live in analytics/bench/models.py.
-from analytics.bench.models import (  # noqa: E402, F401
-    BenchmarkBatch,
-    BenchmarkRun,
-    BenchmarkSchedule,
-    DriftFlag,
-    Suite,
-    SuiteScenario,
-)

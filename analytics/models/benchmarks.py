@@ -21,14 +21,9 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
-from analytics.bench.validation import (
-    BUYERS_HINT,
-    validate_buyers,
-    validate_cron,
-    validate_opponents,
-    validate_suite_ref,
-)
 from negotiation.models import Batch, Session
+
+BUYERS_HINT = 'Give a JSON list of at least one buyer spec, e.g. [{"profile": "local"}, {"strategy": "boulware"}].'
 
 
 class Suite(models.Model):
@@ -77,23 +72,26 @@ class SuiteScenario(models.Model):
 class BenchmarkSchedule(models.Model):
     """A suite run on a cron schedule through django-celery-beat (the admin edits it).
 
-    Saving it through `benchmark_schedule_save` keeps its PeriodicTask and CrontabSchedule in step.
+    Saving it through `benchmark_schedule_save` checks it (`benchmark_schedule_validate`: the suite, the
+    agent specs, the cron expression; the admin form runs the same checks) and keeps its PeriodicTask
+    and CrontabSchedule in step. The checks are not field validators: an agent spec's check resolves
+    LLM profiles, which this model layer must not import.
     """
 
     name = models.CharField(max_length=100, unique=True)
-    suite = models.CharField(max_length=80, default="core", validators=[validate_suite_ref],
+    suite = models.CharField(max_length=80, default="core",
                              help_text="'core' follows the latest version of the suite; 'core-v1' pins one.")
-    buyers = models.JSONField(validators=[validate_buyers], error_messages={"blank": BUYERS_HINT}, help_text=(
+    buyers = models.JSONField(error_messages={"blank": BUYERS_HINT}, help_text=(
         'Buyer configurations to test, a JSON list of agent specs, e.g. [{"profile": "local", "model": '
         '"gemma-3-270m", "temperature": 0.7}, {"strategy": "boulware"}].'))
-    opponents = models.JSONField(validators=[validate_opponents], help_text=(
+    opponents = models.JSONField(help_text=(
         'The pinned seller configuration, one agent spec, e.g. {"profile": "local", "model": "gemma-3-270m", '
         '"temperature": 0.7}. Results are comparable only against the same opponents.'))
     runs_per_scenario = models.PositiveSmallIntegerField(default=3)
     max_rounds = models.PositiveSmallIntegerField(default=5)
     base_seed = models.PositiveIntegerField(default=0, help_text="The same seeds every time, so runs pair across "
                                                                  "nights and across buyers.")
-    cron = models.CharField(max_length=100, default="30 2 * * *", validators=[validate_cron],
+    cron = models.CharField(max_length=100, default="30 2 * * *",
                             help_text="minute hour day-of-month month day-of-week, in UTC (e.g. '30 2 * * *').")
     enabled = models.BooleanField(default=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

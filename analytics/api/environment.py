@@ -2,7 +2,7 @@
 
 `GET /env/health`, `GET /env/tasks`, `POST /env/reset`, `POST /env/step`, `GET /env/state` and
 `GET /env/score`. Until an episode is done every answer about it is the buyer's view
-(services/environment.py builds it from the engine's buyer view only): no seller cost, floor, style
+(analytics/environment.py builds it from the engine's buyer view only): no seller cost, floor, style
 or weights, nor anything computed from them; once it is done, the score carries a `debrief` that
 states them (the one outside-buyer policy: negotiation/services/outside.py).
 
@@ -27,11 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import MONEY, PAGE_PARAMETERS, Pagination, errors, page_of
-from negotiation.api.live import RoomInput
-from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
-from negotiation.models import NegotiationRun
-from negotiation.services.environment import (
+from analytics.environment import (
     ACTIONS,
     StepResult,
     env_health,
@@ -42,6 +38,10 @@ from negotiation.services.environment import (
     episode_get,
     episode_score,
 )
+from negotiation.api.common import MONEY, PAGE_PARAMETERS, Pagination, errors, page_of
+from negotiation.api.live import RoomInput
+from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
+from negotiation.models import NegotiationRun
 
 TAG = ["environment (external agents)"]
 MODEL_NAME = r"^[A-Za-z0-9._:/@+\-]{1,200}$"
