@@ -5,9 +5,10 @@ title, the scenario file and the items to negotiate) and one JSON file per scena
 API's session import format (negotiation/services/sessions.py::session_import). A suite is
 referred to as `core-v1` (that version) or `core` (its latest version).
 
-The checks here are the database's own rules, repeated so that a bad file is reported with its
-path before anything is imported: cost < least <= selling, weights in [0, 1] summing to 1, at
-most MAMS_MAX_SELLERS sellers, unique handles, and every listed item demanded and stocked. The
+A scenario is checked against the session document's own model (negotiation/documents.py, the
+database's rules: cost < least <= selling, weights in [0, 1] summing to 1, at most
+MAMS_MAX_SELLERS sellers, unique handles), so that a bad file is reported with its path before
+anything is imported, plus the suite's own rule: every listed item demanded and stocked. The
 content hash covers the manifest and every scenario document (canonical JSON), so the database
 side (analytics/bench/services.py::suite_load) can refuse a changed file under an old version.
 """
@@ -18,17 +19,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
+from negotiation.documents import document_problems
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_HANDLE_RE = re.compile(r"^@[A-Za-z0-9_]{1,50}$")
 
 
 class SuiteError(ValueError):
@@ -77,103 +76,30 @@ def _read_json(path: Path) -> Any:
         raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _money(value: Any, where: str, problems: list[str]) -> Decimal | None:
-    try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        problems.append(f"{where}: {value!r} is not a number")
-        return None
-    if not d.is_finite():
-        problems.append(f"{where}: {value!r} is not a number")
-        return None
-    return d
-
-
-def _weights(seller: dict[str, Any]) -> tuple[Any, Any]:
-    """The two weights in either spec shape (10.1's `priorities`, 5.2's `personality`), as the importer reads them."""
-    pri = seller.get("priorities") or {}
-    per = seller.get("personality") or {}
-    return (pri.get("customer_retention", per.get("customer_retention_weight", "0.5")),
-            pri.get("profit_maximization", per.get("profit_maximization_weight", "0.5")))
-
-
 def check_document(document: Any, items: list[str], where: str) -> list[str]:
-    """Every rule the database would enforce on this scenario, as a list of problems (empty if fine)."""
-    problems: list[str] = []
+    """Every rule the database would enforce on this scenario (negotiation/documents.py's SessionDocument),
+    and the suite's own (each listed item demanded and stocked), as a list of problems (empty if fine)."""
     if not isinstance(document, dict):
         return [f"{where}: the scenario must be a JSON object in the session import format"]
-    buyer = document.get("buyer")
-    demands = buyer.get("item_demands") if isinstance(buyer, dict) else None
-    if not isinstance(demands, list) or not demands:
-        problems.append(f"{where}: buyer.item_demands must list at least one demand")
-        demands = []
-    demanded: dict[str, dict[str, Any]] = {}
-    for i, d in enumerate(demands):
-        at = f"{where}: buyer.item_demands[{i}]"
-        if not isinstance(d, dict) or not str(d.get("item_name", "")).strip():
-            problems.append(f"{at}: needs an item_name")
-            continue
-        lo, hi = _money(d.get("min_price"), f"{at}.min_price", problems), _money(d.get("max_price"), f"{at}.max_price",
-                                                                                   problems)
-        if lo is not None and hi is not None and not 0 <= lo <= hi:
-            problems.append(f"{at}: needs 0 <= min_price <= max_price (got {lo} and {hi})")
-        qty = d.get("quantity", 1)
-        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 1:
-            problems.append(f"{at}.quantity: must be a whole number >= 1")
-        key = str(d["item_name"]).strip().lower()
-        if key in demanded:
-            problems.append(f"{at}: '{d['item_name']}' is demanded twice")
-        demanded[key] = d
-    sellers = document.get("sellers")
-    if not isinstance(sellers, list) or not sellers:
-        problems.append(f"{where}: sellers must list at least one seller")
-        sellers = []
-    if len(sellers) > settings.MAMS_MAX_SELLERS:
-        problems.append(f"{where}: {len(sellers)} sellers; a session has at most {settings.MAMS_MAX_SELLERS}")
-    handles: set[str] = set()
-    stocked: set[str] = set()
-    for i, s in enumerate(sellers):
-        at = f"{where}: sellers[{i}]"
-        if not isinstance(s, dict):
-            problems.append(f"{at}: must be an object")
-            continue
-        handle = str(s.get("handle", ""))
-        if not _HANDLE_RE.match(handle):
-            problems.append(f"{at}.handle: {handle!r} is not @ followed by 1-50 letters, digits or underscores")
-        if handle.lower() in handles:
-            problems.append(f"{at}.handle: {handle} is used twice")
-        handles.add(handle.lower())
-        style = s.get("style") or (s.get("personality") or {}).get("style") or "neutral"
-        if style not in ("rude", "neutral", "sweet"):
-            problems.append(f"{at}.style: {style!r} is not rude, neutral or sweet")
-        raw_r, raw_p = _weights(s)
-        r, p = _money(raw_r, f"{at} retention weight", problems), _money(raw_p, f"{at} profit weight", problems)
-        if r is not None and p is not None and (not 0 <= r <= 1 or not 0 <= p <= 1 or r + p != 1):
-            problems.append(f"{at}: weights must each lie in [0, 1] and sum to 1 (got {r} and {p})")
-        for j, line in enumerate(s.get("inventory") or []):
-            lat = f"{at}.inventory[{j}]"
-            if not isinstance(line, dict):
-                problems.append(f"{lat}: must be an object")
-                continue
-            cost = _money(line.get("cost_price"), f"{lat}.cost_price", problems)
-            least = _money(line.get("least_price"), f"{lat}.least_price", problems)
-            sell = _money(line.get("selling_price"), f"{lat}.selling_price", problems)
-            if None not in (cost, least, sell) and not 0 <= cost < least <= sell:  # type: ignore[operator]
-                problems.append(f"{lat}: needs 0 <= cost_price < least_price <= selling_price "
-                                f"(got {cost}, {least}, {sell})")
-            stocked.add(str(line.get("item_name", "")).strip().lower())
+    parsed, problems = document_problems(document)
+    out = [f"{where}: {path}: {message}" for path, message in problems]
+    if parsed is not None and not parsed.sellers:
+        out.append(f"{where}: sellers must list at least one seller")
     if not items:
-        problems.append(f"{where}: the manifest lists no items to negotiate")
+        out.append(f"{where}: the manifest lists no items to negotiate")
+    if parsed is None:
+        return out
     for item in items:
-        if item.strip().lower() not in demanded:
-            problems.append(f"{where}: item '{item}' is not demanded by the buyer")
-        elif item.strip().lower() not in stocked:
-            problems.append(f"{where}: no seller stocks '{item}'")
-    if len(items) > 1 and {i.strip().lower() for i in items} != set(demanded):
+        if parsed.demand(item) is None:
+            out.append(f"{where}: item '{item}' is not demanded by the buyer")
+        elif not parsed.stocked(item):
+            out.append(f"{where}: no seller stocks '{item}'")
+    demanded = {d.item_name.lower() for d in parsed.buyer.item_demands}
+    if len(items) > 1 and {i.strip().lower() for i in items} != demanded:
         # A multi-item scenario runs as one batch over every demanded item (batch_create's item_name=None).
-        problems.append(f"{where}: a scenario with several items must list every demanded item "
-                        f"({', '.join(str(d['item_name']) for d in demanded.values())})")
-    return problems
+        out.append(f"{where}: a scenario with several items must list every demanded item "
+                   f"({', '.join(d.item_name for d in parsed.buyer.item_demands)})")
+    return out
 
 
 def _load_dir(path: Path) -> SuiteFile:

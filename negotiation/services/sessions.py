@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 
+from negotiation.documents import SessionDocument, seller_terms
 from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Seller, Session
 from negotiation.services.errors import ConflictError, flatten
 
@@ -36,20 +37,8 @@ def _clean(obj: Any, path: str, errors: dict[str, list[str]], exclude: list[str]
             errors.setdefault(key, []).extend(messages)
 
 
-def _weights(raw: dict[str, Any]) -> tuple[Any, Any]:
-    """Accept both spec shapes: 10.1's `priorities` and 5.2's `personality`."""
-    pri = raw.get("priorities") or {}
-    per = raw.get("personality") or {}
-    retention = pri.get("customer_retention", per.get("customer_retention_weight",
-                                                      raw.get("customer_retention_weight", "0.5")))
-    profit = pri.get("profit_maximization", per.get("profit_maximization_weight",
-                                                    raw.get("profit_maximization_weight", "0.5")))
-    return retention, profit
-
-
 def _seller_obj(session: Session, raw: dict[str, Any]) -> Seller:
-    retention, profit = _weights(raw)
-    style = raw.get("style") or (raw.get("personality") or {}).get("style") or "neutral"
+    style, retention, profit = seller_terms(raw)
     return Seller(session=session, handle=str(raw.get("handle", "")), style=style,
                   customer_retention_weight=_dec(retention), profit_maximization_weight=_dec(profit))
 
@@ -112,8 +101,15 @@ def _build_demand(session: Session, raw: dict[str, Any], path: str, errors: dict
 
 
 @transaction.atomic
-def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
-    """Create a whole session from the spec's section-5 shapes, or write nothing at all."""
+def session_import(*, document: SessionDocument | dict[str, Any], owner: Any = None) -> Session:
+    """Create a whole session from the spec's section-5 shapes, or write nothing at all.
+
+    `document` is a SessionDocument (negotiation/documents.py), or its JSON as written in a file or
+    a request: either way every object is built from it and `full_clean()`ed against the models' own
+    rules, and each error is reported under its path in the document.
+    """
+    if isinstance(document, SessionDocument):
+        document = document.as_json()
     if not isinstance(document, dict):
         raise ValidationError({"document": ["The session document must be a JSON object."]})
     errors: dict[str, list[str]] = {}
@@ -167,21 +163,7 @@ def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
 
 def session_export(*, session: Session) -> dict[str, Any]:
     """The import document for a session, so a scenario can be saved, versioned and re-imported."""
-    return {
-        "name": session.name,
-        "description": session.description,
-        "buyer": {"item_demands": [
-            {"item_name": d.item_name, "quantity": d.quantity, "min_price": str(d.min_price),
-             "max_price": str(d.max_price)} for d in session.demands.all()]},
-        "sellers": [
-            {"handle": s.handle, "style": s.style,
-             "priorities": {"customer_retention": str(s.customer_retention_weight),
-                            "profit_maximization": str(s.profit_maximization_weight)},
-             "inventory": [{"item_name": i.item_name, "cost_price": str(i.cost_price),
-                            "selling_price": str(i.selling_price), "least_price": str(i.least_price)}
-                           for i in s.inventory.all()]}
-            for s in session.sellers.prefetch_related("inventory")],
-    }
+    return SessionDocument.of_session(session).as_json()
 
 
 # --- edits one piece at a time (the REST API) -------------------------------------------------
