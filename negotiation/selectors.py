@@ -97,13 +97,13 @@ def _visible(qs: QuerySet, user: Any) -> QuerySet:
 
 # Shared benchmark batches (issue 13): a batch that a benchmark run without an owner made (scheduled, or
 # launched from the command line; analytics/models/benchmarks.py "empty: shared with everyone", and the rows
-# analytics/bench/leaderboard.visible_benchmarks shows everyone). Every signed-in user reads such a batch
+# analytics/benchmarks/leaderboard.visible_benchmarks shows everyone). Every signed-in user reads such a batch
 # and its runs; only staff change it (may_change). An ownerless batch that no benchmark made is not shared.
 
 def shared_benchmark(batch: str = "pk") -> Exists:
     """True where the batch at `batch` (an OuterRef path: "pk" on batches, "batch_id" on runs) is shared."""
     # Through the reverse name of analytics' BenchmarkBatch.batch, so negotiation imports no analytics code.
-    return Exists(Batch.objects.filter(pk=OuterRef(batch), owner__isnull=True,
+    return Exists(Batch.objects.filter(pk=OuterRef(batch), owner__isnull=True, benchmark_entry__isnull=False,
                                        benchmark_entry__benchmark__owner__isnull=True))
 
 
