@@ -1,7 +1,7 @@
 """The environment API (OpenEnv / Gym style) for people who train their own buyer agent.
 
 A task is one item of one scenario: a benchmark suite's (`core-v1/tight-zopa/Mechanical Keyboard`,
-from analytics/suites.py) or one of the caller's own sessions (`session/<uuid>/<item name>`).
+from analytics/benchmarks/suite_files.py) or one of the caller's own sessions (`session/<uuid>/<item name>`).
 `env_reset` opens an episode: a NegotiationRun in mode `external`, owned by the caller, in which the
 caller plays the buyer and MAMS's sellers answer as Celery turns. It is the live human-buyer room
 (negotiation/services/live.py) with a different face, so the turns go through the same `live_message` and
@@ -19,7 +19,7 @@ an observation, a reward and a done flag.
   while the episode runs; once it is done, the score carries the `debrief` (every floor, the ZOPA,
   the share, mutual loss), since the share and the price state the chosen floor anyway.
 - A suite scenario is played in the session the suite's benchmarks use (loaded once by
-  analytics/bench/services.py::suite_load), which belongs to nobody: no user can read its private
+  analytics/benchmarks/services.py::suite_load), which belongs to nobody: no user can read its private
   configuration through the sessions API.
 """
 
@@ -35,10 +35,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from analytics.bench.services import suite_load, suite_sessions_verify
+from analytics.benchmarks.services import suite_load, suite_sessions_verify
+from analytics.benchmarks.suite_files import ScenarioFile, SuiteError, SuiteFile, list_suites, load_suite
 from analytics.models import RunMetrics, SuiteScenario
 from analytics.services import run_metrics_compute
-from analytics.suites import ScenarioFile, SuiteError, SuiteFile, list_suites, load_suite
 from negotiation.engine import protocol, visibility
 from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
@@ -169,7 +169,7 @@ def env_tasks(*, user: Any, suite: str | None = None, source: str | None = None)
 def _suite_session(suite: SuiteFile, scenario: ScenarioFile) -> Session:
     """The session of a suite scenario, the same one the suite's benchmark batches use.
 
-    The suite is loaded into the database on first use (analytics/bench/services.py::suite_load,
+    The suite is loaded into the database on first use (analytics/benchmarks/services.py::suite_load,
     idempotent); its sessions belong to nobody, so their private configuration is readable by staff
     only. A version whose files changed since it was loaded is refused with the loader's message.
     """

@@ -14,7 +14,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from analytics import analysis
-from analytics.bench.services import benchmark_schedule_fire, benchmarks_finish_due
+from analytics.benchmarks.services import benchmark_schedule_fire, benchmarks_finish_due
 from analytics.galileo_scores import galileo_scores_sweep
 from mams.queues import Queue
 from negotiation.agents.gateway import LLMTransientError

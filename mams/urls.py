@@ -8,7 +8,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from analytics.bench.api import LeaderboardApi, LeaderboardSlashApi
+from analytics.benchmarks.api import LeaderboardApi, LeaderboardSlashApi
 from negotiation.api.not_found import api_not_found
 
 admin.site.site_header = "MAMS — Multi-Agent Marketplace Simulator"

@@ -2,7 +2,7 @@
 
 A turn's own work is small, so the ORM's per-query cost dominated it: on these machines compiling
 a queryset took 0.6-0.7 ms on top of a 0.25 ms round trip, and a turn made five or six queries (see
-bench/overhead.py). The statements here are built from the models' metadata the first time they are
+perf/overhead.py). The statements here are built from the models' metadata the first time they are
 used and then only executed: columns, converters (JSON) and defaults (ids, timestamps) still come
 from the fields, so a model change reaches them, and the rows come back as model instances.
 

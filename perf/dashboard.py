@@ -8,7 +8,7 @@ the SVG charts, the template), several times cold (cache cleared, everything rec
 (the cached aggregates, as a poll of a finished batch sees them), and the live JSON the page polls.
 Figures print last.
 
-Usage: .venv/bin/python bench/dashboard.py [--runs 10000] [--tries 5] [--fresh]
+Usage: .venv/bin/python perf/dashboard.py [--runs 10000] [--tries 5] [--fresh]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ DB = os.environ.get("MAMS_BENCH_DB", "mams_bench")
 os.environ.update({"DJANGO_SETTINGS_MODULE": "mams.settings.local", "MAMS_DB_NAME": DB, "MAMS_LOG_LEVEL": "WARNING",
                    "MAMS_REDIS_URL": os.environ.get("MAMS_BENCH_REDIS_URL", "redis://127.0.0.1:63790/2")})
 
-from bench.overhead import ensure_db  # noqa: E402
+from perf.overhead import ensure_db  # noqa: E402
 
 BENCH_NAME = "bench-dashboard"
 

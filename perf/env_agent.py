@@ -8,7 +8,7 @@ gets the observation dict and returns an action dict.
 
 Usage (a running server and a token from `manage.py create_api_user`):
 
-    .venv/bin/python bench/env_agent.py --url http://127.0.0.1:8000 --token $TOKEN \\
+    .venv/bin/python perf/env_agent.py --url http://127.0.0.1:8000 --token $TOKEN \\
         --task "core-v1/three-sellers/Wireless Mouse" --episodes 5 --max-rounds 4
 
 It prints one row per episode (deal, price, rounds, reward) and the mean reward.

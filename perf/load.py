@@ -1,6 +1,6 @@
 """Load benchmark: throughput against a hard provider limit with 1, 2 and 4 workers, an asyncio baseline, memory.
 
-Real parts only (see bench/overhead.py, whose helpers this reuses): Celery worker processes, each
+Real parts only (see perf/overhead.py, whose helpers this reuses): Celery worker processes, each
 with its own --hostname as if on its own host (the scale-out of deploy/README.md, on one machine),
 Postgres, Redis, and the fake OpenAI-compatible provider as its own process on loopback, answering
 in 300 ms and refusing (429) anything beyond 20 requests in any 1-second window. MAMS's shared
@@ -21,7 +21,7 @@ limiter is set to 19/s.
 3. Memory: a 2,000-run batch of baseline strategies (no LLM, 2 rounds) on one worker; its peak RSS
    up to 200 and up to 2,000 completed runs.
 
-Usage: .venv/bin/python bench/load.py [--runs 300] [--small-runs 60] [--memory-runs 2000]   (figures print last)
+Usage: .venv/bin/python perf/load.py [--runs 300] [--small-runs 60] [--memory-runs 2000]   (figures print last)
 """
 
 from __future__ import annotations

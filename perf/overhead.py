@@ -14,7 +14,7 @@ Phase B: the fake takes 300 ms per call and refuses (429) anything beyond 20 req
 limit to absorb loopback jitter. We report the achieved request rate as a fraction of the limit,
 the 429s and the most requests the provider ever accepted in one window. Figures print last.
 
-Usage: make bench   (or .venv/bin/python bench/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 60])
+Usage: make bench   (or .venv/bin/python perf/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 60])
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ prints those, the restarts survived, the worker processes the supervisors restar
 plus any exit of the worker's own, which the first line of defence should make 0), and the batch
 time. Target: every run completes; duplicates, missing turns and stuck runs are 0.
 
-Usage: make soak   (or .venv/bin/python bench/soak.py [--runs 500] [--redis 20] [--postgres 10] [--kills 10])
+Usage: make soak   (or .venv/bin/python perf/soak.py [--runs 500] [--redis 20] [--postgres 10] [--kills 10])
 Figures print last.
 """
 

@@ -20,6 +20,17 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("MAMS_OPENAI_API_KEY", "test-key")
+
+# Fixtures that need the stack's Postgres or Redis (or a worker, which needs both): a test that uses
+# one is marked `services`, so `pytest -m "not services"` runs the rest without any service started.
+SERVICE_FIXTURES = {"db", "transactional_db", "django_db_setup", "celery_worker", "clean_broker", "live_server",
+                    "llm"}  # every LLM call takes a slot of the Redis limiter
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("django_db") or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 

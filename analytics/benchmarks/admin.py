@@ -15,13 +15,13 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from analytics.bench.services import (
+from analytics.benchmarks.services import (
     SCHEDULE_TASK,
     benchmark_schedule_delete,
     benchmark_schedule_save,
     benchmark_status,
 )
-from analytics.bench.validation import SCHEDULE_CHECKS
+from analytics.benchmarks.validation import SCHEDULE_CHECKS
 from analytics.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, DriftFlag, Suite, SuiteScenario
 from mams.celery import app
 from mams.queues import Queue
@@ -56,7 +56,7 @@ def _checked(field: str) -> Any:
 
 
 class BenchmarkScheduleForm(forms.ModelForm):
-    """The schedule's checks (analytics/bench/validation.py), each error shown on its field."""
+    """The schedule's checks (analytics/benchmarks/validation.py), each error shown on its field."""
 
     class Meta:
         model = BenchmarkSchedule

@@ -1,6 +1,6 @@
 """`GET /api/leaderboard/?suite=core-v1&sort=-buyer_share[&opponent=<fingerprint>]`: the leaderboard as JSON.
 
-The same data as the page and `manage.py leaderboard` (analytics/bench/leaderboard.py): one table
+The same data as the page and `manage.py leaderboard` (analytics/benchmarks/leaderboard.py): one table
 per opponent fingerprint, one row per buyer configuration, each metric with its 95% CI and n.
 """
 
@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.bench.leaderboard import COLUMNS, DEFAULT_SORT, SORTS, LeaderboardError, leaderboard
+from analytics.benchmarks.leaderboard import COLUMNS, DEFAULT_SORT, SORTS, LeaderboardError, leaderboard
 from negotiation.api.common import errors
 
 TAG = ["benchmarks"]

@@ -3,7 +3,7 @@
 A pinned configuration is a buyer fingerprint against a seller fingerprint on one suite version.
 When a benchmark run finishes, each of its configurations is compared with the same configuration
 in the previous finished benchmark run of the same suite version and opponents, metric by metric
-(the leaderboard's five columns, analytics/bench/leaderboard.py).
+(the leaderboard's five columns, analytics/benchmarks/leaderboard.py).
 
 What "moved outside the CI" means here: the new run's whole 95% bootstrap CI lies outside the
 previous run's 95% CI (the two intervals do not overlap). The looser reading, "the new point
@@ -24,7 +24,7 @@ from typing import Any
 
 import sentry_sdk
 
-from analytics.bench.leaderboard import COLUMN_KEYS, COLUMNS, estimates
+from analytics.benchmarks.leaderboard import COLUMN_KEYS, COLUMNS, estimates
 from analytics.metrics import Estimate
 from analytics.models import BenchmarkBatch, BenchmarkRun, DriftFlag, RunMetrics
 

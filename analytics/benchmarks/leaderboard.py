@@ -28,9 +28,9 @@ from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet
 
 from analytics import metrics
+from analytics.benchmarks.suite_files import SuiteError, load_suite
 from analytics.models import BenchmarkBatch, BenchmarkRun, DriftFlag, RunMetrics, Suite
 from analytics.selectors import metric_columns
-from analytics.suites import SuiteError, load_suite
 from negotiation.agents.fingerprint import FINGERPRINT_FIELDS, agent_fingerprint
 from negotiation.models import NegotiationRun
 

@@ -18,8 +18,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from analytics.bench.drift import drift_check, drift_report
-from analytics.bench.validation import (
+from analytics.benchmarks.drift import drift_check, drift_report
+from analytics.benchmarks.suite_files import SuiteError, SuiteFile, canonical_json, load_suite
+from analytics.benchmarks.validation import (
     BENCH_ANALYST,
     DEFAULT_TEMPERATURE,
     SCHEDULE_CHECKS,
@@ -28,7 +29,6 @@ from analytics.bench.validation import (
     resolve_opponents,
 )
 from analytics.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, Suite, SuiteScenario
-from analytics.suites import SuiteError, SuiteFile, canonical_json, load_suite
 from mams.queues import Queue
 from negotiation.agents.fingerprint import agent_fingerprint
 from negotiation.models import Batch, Session
@@ -46,7 +46,7 @@ def _changed(existing: Suite, sf: SuiteFile) -> SuiteError:
     return SuiteError(
         f"suite {sf.label} is already loaded with different content (database {existing.content_hash[:12]}, "
         f"files {sf.content_hash[:12]}). A loaded version never changes, so results stay comparable: copy "
-        f"benchmarks/suites/{sf.label}/ to {sf.name}-v{sf.version + 1}/, set \"version\": {sf.version + 1} in its "
+        f"suites/{sf.label}/ to {sf.name}-v{sf.version + 1}/, set \"version\": {sf.version + 1} in its "
         "suite.json, and load that (or undo the edit).")
 
 

@@ -1,4 +1,4 @@
-"""Benchmark suites as files: read and check `benchmarks/suites/<name>-v<N>/` without a database.
+"""Benchmark suites as files: read and check `suites/<name>-v<N>/` without a database.
 
 A suite directory holds `suite.json` (name, version, description, and its scenarios: a slug, a
 title, the scenario file and the items to negotiate) and one JSON file per scenario in the REST
@@ -10,7 +10,7 @@ database's rules: cost < least <= selling, weights in [0, 1] summing to 1, at mo
 MAMS_MAX_SELLERS sellers, unique handles), so that a bad file is reported with its path before
 anything is imported, plus the suite's own rule: every listed item demanded and stocked. The
 content hash covers the manifest and every scenario document (canonical JSON), so the database
-side (analytics/bench/services.py::suite_load) can refuse a changed file under an old version.
+side (analytics/benchmarks/services.py::suite_load) can refuse a changed file under an old version.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from negotiation.documents import document_problems
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
+SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")

@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django_celery_beat.validators import crontab_validator
 from pydantic import ValidationError as PydanticError
 
+from analytics.benchmarks.suite_files import SuiteError, load_suite
 from analytics.models.benchmarks import BUYERS_HINT
-from analytics.suites import SuiteError, load_suite
 from negotiation.agents.config import BASELINES, AgentSpec, LLMError, resolve_agents
 from negotiation.agents.fingerprint import agent_fingerprint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from analytics.bench.leaderboard import COLUMNS, DEFAULT_SORT, LeaderboardError, leaderboard
+from analytics.benchmarks.leaderboard import COLUMNS, DEFAULT_SORT, LeaderboardError, leaderboard
 from analytics.views import login_required
 
 

@@ -1,6 +1,6 @@
 """Benchmark records: loaded suites, schedules, benchmark runs (groups of ordinary batches), drift flags.
 
-A `Suite` row is one version of a suite directory (analytics/suites.py) imported once: its content
+A `Suite` row is one version of a suite directory (analytics/benchmarks/suite_files.py) imported once: its content
 hash is stored, so the same name and version can never be loaded again with other content. Its
 scenarios are ordinary sessions owned by nobody (owner=None): every user's benchmark batches may
 use them, and the owner-scoped API never lists them to a non-staff user.
@@ -9,7 +9,7 @@ A `BenchmarkRun` is one launch of a suite for a set of buyer configurations agai
 opponent configuration. Its work is ordinary batches (one per scenario × buyer, all with the same
 base seed, so buyers are paired by seed), linked through `BenchmarkBatch`; its status is derived
 from those batches, never stored. `finished_at` is set once, when every batch has ended, by the
-same transaction that writes its `DriftFlag`s (analytics/bench/drift.py).
+same transaction that writes its `DriftFlag`s (analytics/benchmarks/drift.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ BUYERS_HINT = 'Give a JSON list of at least one buyer spec, e.g. [{"profile": "l
 
 
 class Suite(models.Model):
-    """One version of a benchmark suite, imported from benchmarks/suites/<name>-v<N>/."""
+    """One version of a benchmark suite, imported from suites/<name>-v<N>/."""
 
     name = models.CharField(max_length=64)
     version = models.PositiveIntegerField()

@@ -269,5 +269,5 @@ def session_editable(*, session: Session) -> None:
     if session.frozen:
         msg = (f"This session belongs to {session.frozen_by} and is read-only: results are compared across "
                "runs of that suite version. To change it, copy the suite to a new version "
-               "(benchmarks/suites/<name>-v<N+1>/) or export the session and import it as your own.")
+               "(suites/<name>-v<N+1>/) or export the session and import it as your own.")
         raise ValidationError({"session": [msg]})

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from analytics.bench.services import benchmark_finish, benchmark_run_create
+from analytics.benchmarks.services import benchmark_finish, benchmark_run_create
 from analytics.models import BenchmarkRun, RunMetrics
 from negotiation.models import Batch, NegotiationRun
 from negotiation.services.lifecycle import batch_refresh

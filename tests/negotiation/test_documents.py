@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from analytics.suites import check_document
+from analytics.benchmarks.suite_files import check_document
 from negotiation.documents import SessionDocument, document_problems, seller_terms
 from negotiation.services.scenarios import scenario_document
 from negotiation.services.sessions import session_export, session_import

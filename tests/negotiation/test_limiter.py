@@ -24,6 +24,8 @@ from django.conf import settings
 
 from negotiation.agents.limiter import LimiterTimeout, LLMLimiter
 
+pytestmark = pytest.mark.services  # the Redis limiter (make services)
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST = "10000/second"  # a rate that never binds, for tests about concurrency
 # Timestamps are taken by the holder after its grant, so a thread descheduled on a busy machine

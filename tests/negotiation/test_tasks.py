@@ -19,6 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from negotiation import tasks
 from negotiation.agents.gateway import LLMTransientError
 
+pytestmark = pytest.mark.services  # the Redis limiter (make services)
+
 
 class Task:
     """What _run_guarded reads of a bound Celery task, and what it asks of `retry`."""

@@ -15,12 +15,12 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analytics.bench.leaderboard import agent_label, leaderboard
-from analytics.bench.services import benchmark_finish, benchmark_run_create
-from analytics.bench.text import leaderboard_text, table
-from analytics.bench.validation import parse_buyer
+from analytics.benchmarks.leaderboard import agent_label, leaderboard
+from analytics.benchmarks.services import benchmark_finish, benchmark_run_create
+from analytics.benchmarks.suite_files import SuiteError
+from analytics.benchmarks.text import leaderboard_text, table
+from analytics.benchmarks.validation import parse_buyer
 from analytics.models import BenchmarkRun
-from analytics.suites import SuiteError
 from negotiation.agents.fingerprint import agent_fingerprint
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, NegotiationRun
