@@ -66,8 +66,10 @@ load: services
 soak: services
 	$(PY) perf/soak.py
 
-# Ruff, and the architecture contracts of pyproject.toml's [tool.importlinter] (no import cycles; layers
-# import downward; negotiation never imports analytics; the engine and the metrics stay pure).
+# Ruff, the architecture contracts of pyproject.toml's [tool.importlinter] (no import cycles; layers
+# import downward; negotiation never imports analytics; the engine and the metrics stay pure), and mypy
+# with the django and DRF stubs (zero errors).
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
+	.venv/bin/mypy

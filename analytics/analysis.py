@@ -225,7 +225,7 @@ def run_analyse(*, run_id: Any, give_up: bool = False) -> RunAnalysis | None:
     message_quality_record(run_id=run.pk)
     msgs = Message.objects.filter(run_id=run.pk)
     buyer_messages = msgs.filter(sender=BUYER).count()
-    coherences = [q.get("coherence") for q in msgs.values_list("quality", flat=True)
+    coherences: list[float] = [q["coherence"] for q in msgs.values_list("quality", flat=True)
                   if isinstance(q, dict) and isinstance(q.get("coherence"), int | float)]
     local = local_verdict(m, buyer_messages=buyer_messages,
                           message_coherence=round(sum(coherences) / len(coherences), 4) if coherences else None)

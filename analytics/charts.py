@@ -7,7 +7,7 @@ page's replay needs them (`data-round`), so the scrubber can show a chart as of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -132,7 +132,7 @@ class Point:
     label: str = ""
 
 
-def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides: dict[str, float] | None = None
+def offers(lines: Mapping[str, Sequence[Point]], *, rounds: int, label: str, guides: dict[str, float] | None = None
            ) -> str:
     """Prices over rounds: one line per party, dashed guides (the buyer's max, each floor).
 
@@ -210,7 +210,7 @@ def forest(rows: Sequence[tuple[str, float | None, float | None, float | None]],
     return _svg(out, label=label, height=height)
 
 
-def lines(series: dict[str, Sequence[float | None]], *, label: str, top: float = 1.0, x_label: str = "run",
+def lines(series: Mapping[str, Sequence[float | None]], *, label: str, top: float = 1.0, x_label: str = "run",
           y_fmt: Any = _fmt) -> str:
     """Values over steps 1..n (e.g. a cumulative average utility per run): one line per series, y from
     0 to `top`; a None leaves a gap. Each point carries data-step and a tooltip."""

@@ -383,7 +383,7 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
 def _metrics(run: NegotiationRun, outcome: Outcome) -> dict[str, Any]:
     """The run's stored RunMetrics values; computed the same way (not stored) if the row is missing."""
     row = RunMetrics.objects.filter(run_id=run.pk).values().first()
-    return row if row is not None else run_metrics_compute(run=run, outcome=outcome)
+    return dict(row) if row is not None else run_metrics_compute(run=run, outcome=outcome)
 
 
 def episode_score(run: NegotiationRun) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def galileo_scores_fetch(*, run_id: Any) -> dict[str, float] | None:
         span_scores = _scores(span.get("metrics"))
         if span_scores and meta_.get("round") and meta_.get("handle") and meta_.get("role") != "analyst":
             by_turn[(int(meta_["round"]), meta_["handle"])] = span_scores
-    if not scores and not by_turn:
+    if analysis is None or (not scores and not by_turn):
         return None
     RunAnalysis.objects.filter(run_id=run_id).update(galileo={**analysis.galileo, "scores": scores,
                                                               "read_at": datetime.now(UTC).isoformat()})

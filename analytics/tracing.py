@@ -53,6 +53,10 @@ def _client() -> redis.Redis:
     return spans.client(settings.REDIS_URL)
 
 
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def project_ids() -> dict[str, str]:
     """Galileo's project and log stream ids of the configured names, resolved once per process."""
     if not _ids:
@@ -84,15 +88,15 @@ def _session(logger: Any, run: Any, hook: Callable[[Any], None] | None) -> str |
         logger.set_session(session_id)
         return session_id
     key = f"mams:galileo:session:{_ids.get('log_stream_id', '')}:{group}"
-    cached = _client().get(key)
+    cached = _text(_client().get(key))
     if cached:
-        logger.set_session(cached.decode())
-        return cached.decode()
+        logger.set_session(cached)
+        return cached
     with _client().lock(f"{key}:lock", timeout=30, blocking_timeout=30):
-        cached = _client().get(key)
+        cached = _text(_client().get(key))
         if cached:
-            logger.set_session(cached.decode())
-            return cached.decode()
+            logger.set_session(cached)
+            return cached
         label = f"batch {group[:8]}" if run.batch_id else f"run {group[:8]}"
         session_id = logger.start_session(name=f"MAMS {label}", external_id=group,
                                           metadata={"batch": str(run.batch_id or ""), "item": run.item_name})

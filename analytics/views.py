@@ -66,7 +66,7 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("analytics:login")
+    next_page = reverse_lazy("analytics:login")  # type: ignore[assignment]  # the stubs say str; Django takes a lazy URL
 
 
 def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
@@ -168,7 +168,7 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
     # Each lane is what that agent received (under the run's disclosure rule); its own words as said.
     buyer = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                   max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
-    lanes = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
+    lanes: list[dict[str, Any]] = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
     for handle in () if sealed else ctx.handles:
         view = visibility.seller_view(me=ctx.sellers[handle], item_name=ctx.buyer.item_name,
                                       quantity=ctx.buyer.quantity, round_no=run.current_round,

@@ -149,7 +149,7 @@ class SellerForm(forms.ModelForm):
         fields = ["session", "handle", "style", "customer_retention_weight", "profit_maximization_weight"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         session = data.get("session")
         if session is not None and session.frozen:
             raise forms.ValidationError(f"{session} belongs to {session.frozen_by} and is read-only; copy the "
@@ -301,7 +301,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: Experiment, form: Any, change: bool) -> None:
-        if obj.owner_id is None:
+        if obj.owner_id is None and request.user.is_authenticated:
             obj.owner = request.user
         super().save_model(request, obj, form, change)
 

@@ -9,7 +9,9 @@ migration), because a CHECK cannot count rows.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -21,9 +23,22 @@ from django.db.models.functions import Lower
 from negotiation.engine.types import EndReason, EventKind
 
 HANDLE_RE = r"^@[A-Za-z0-9_]{1,50}$"
-MONEY = {"max_digits": 10, "decimal_places": 2}
-WEIGHT = {"max_digits": 3, "decimal_places": 2,
-          "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
+class Digits(TypedDict):
+    """The precision of a decimal column or API field, spread into it as **MONEY or **WEIGHT (typed, so
+    the type checker matches each key to its keyword)."""
+
+    max_digits: int
+    decimal_places: int
+
+
+class WeightColumn(Digits):
+    validators: list[Callable[[Any], None]]
+
+
+# Prices: dollars and cents up to 99,999,999.99 (the API's fields share it: negotiation/api/common.py).
+MONEY: Digits = {"max_digits": 10, "decimal_places": 2}
+WEIGHT: WeightColumn = {"max_digits": 3, "decimal_places": 2,
+                        "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
 
 
 class Style(models.TextChoices):

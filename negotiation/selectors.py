@@ -283,7 +283,7 @@ def run_results(*, batch_id: Any) -> QuerySet:
             .order_by("seed", "created_at", "id"))
 
 
-def run_result_row(run: NegotiationRun) -> dict[str, Any]:
+def run_result_row(run: Any) -> dict[str, Any]:  # a NegotiationRun annotated by run_results
     """A results row of `run_results` as plain values (strings for money, so nothing is rounded)."""
     outcome = getattr(run, "outcome", None)
     share = run_buyer_share(run)

@@ -35,7 +35,7 @@ class _Reader:
         self.model = model
         self.fields = list(model._meta.concrete_fields)
         self.attnames = [f.attname for f in self.fields]
-        self.columns = ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in self.fields)
+        self.columns = ", ".join(f"{alias}.{connection.ops.quote_name(str(f.column))}" for f in self.fields)
         self.converters: list[tuple[int, list[Callable[..., Any]], Any]] = []
         for i, f in enumerate(self.fields):
             convs = connection.ops.get_db_converters(f.cached_col) + f.get_db_converters(connection)
@@ -120,7 +120,7 @@ def round_move(run_id: Any, round_no: int) -> bool:
 def _insert_sql() -> tuple[list[Any], str]:
     fields = list(Message._meta.concrete_fields)
     q = connection.ops.quote_name
-    sql = (f"INSERT INTO {q(Message._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+    sql = (f"INSERT INTO {q(Message._meta.db_table)} ({', '.join(q(str(f.column)) for f in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))}) "
            f"ON CONFLICT ({q('run_id')}, {q('round_no')}, {q('sender')}) DO NOTHING RETURNING {q('id')}")
     return fields, sql

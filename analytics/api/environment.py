@@ -65,7 +65,7 @@ class EnvTaskSerializer(serializers.Serializer):
         quantity = serializers.IntegerField()
 
     id = serializers.CharField(help_text="Pass it to POST /env/reset, e.g. core-v1/tight-zopa/Mechanical Keyboard.")
-    source = serializers.CharField(help_text="suite (a benchmark scenario) or session (one of yours).")
+    source = serializers.CharField(help_text="suite (a benchmark scenario) or session (one of yours).")  # type: ignore[assignment]  # an API key named like a Field attribute
     suite = serializers.CharField(help_text="The benchmark suite and version, e.g. core-v1 (blank for a session).")
     scenario = serializers.CharField(help_text="The scenario's slug in its suite (blank for a session).")
     title = serializers.CharField(help_text="The scenario's title, or the session's name.")
@@ -232,7 +232,7 @@ class EnvTasksApi(APIView):
     class TasksQuery(serializers.Serializer):
         suite = serializers.CharField(max_length=100, required=False,
                                       help_text="Only this suite: core-v1, or core for its latest version.")
-        source = serializers.ChoiceField(choices=["suite", "session"], required=False)
+        source = serializers.ChoiceField(choices=["suite", "session"], required=False)  # type: ignore[assignment]  # an API key named like a Field attribute
 
     @extend_schema(tags=TAG, operation_id="env_tasks", parameters=[
         OpenApiParameter("suite", str, description="Only this suite: core-v1, or core for its latest version."),

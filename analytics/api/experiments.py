@@ -42,18 +42,16 @@ SEQ_TAG = ["sequences"]
 SEED_MAX = 2_147_483_647
 
 
-def _runs(value: int) -> int:
+def _runs(value: int) -> None:
     if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:
         raise serializers.ValidationError(f"Must be a whole number from 1 to {settings.MAMS_MAX_RUNS_PER_BATCH}; "
                                           f"got {value}.")
-    return value
 
 
-def _rounds(value: int) -> int:
+def _rounds(value: int) -> None:
     if not 1 <= value <= settings.MAMS_MAX_ROUNDS_LIMIT:
         raise serializers.ValidationError(f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}; "
                                           f"got {value}.")
-    return value
 
 
 def _validated(request: Request, serializer: type[serializers.Serializer]) -> tuple[Any, dict[str, Any]]:
@@ -70,7 +68,7 @@ def _validated(request: Request, serializer: type[serializers.Serializer]) -> tu
 # --- experiments ---------------------------------------------------------------------------------
 
 class ExperimentConditionInputSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=60, help_text="Unique in the experiment, e.g. control, temp-0.2.")
+    label = serializers.CharField(max_length=60, help_text="Unique in the experiment, e.g. control, temp-0.2.")  # type: ignore[assignment]  # an API key named like a Field attribute
     agents = AgentsSerializer(required=False, help_text="Per role: strategy, profile, model, temperature, "
                                                         "prompt_variant.")
     temperature = serializers.FloatField(min_value=0, max_value=2, default=0.7,
@@ -83,7 +81,7 @@ class ExperimentConditionInputSerializer(serializers.Serializer):
 
 class ExperimentOutputSerializer(serializers.Serializer):
     class ExperimentConditionOut(serializers.Serializer):
-        label = serializers.CharField()
+        label = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
         position = serializers.IntegerField(help_text="0 is the control.")
         agents = serializers.JSONField(help_text="The agents as given (each batch stores them resolved).")
         temperature = serializers.FloatField()
@@ -124,7 +122,7 @@ class PairedDifferenceSerializer(ConditionEstimateSerializer):
 
 class ExperimentResultsSerializer(serializers.Serializer):
     class ExperimentConditionResult(serializers.Serializer):
-        label = serializers.CharField()
+        label = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
         batch = serializers.UUIDField(allow_null=True)
         status = serializers.CharField(allow_null=True)
         progress = serializers.DictField(child=serializers.FloatField(), allow_null=True)
@@ -132,7 +130,7 @@ class ExperimentResultsSerializer(serializers.Serializer):
         metrics = serializers.DictField(child=ConditionEstimateSerializer())
 
     class ExperimentComparison(serializers.Serializer):
-        label = serializers.CharField()
+        label = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
         against = serializers.CharField(help_text="The control's label.")
         pairs = serializers.IntegerField(help_text="Pairs of completed runs with the same item and seed.")
         paired_by = serializers.CharField(help_text="seed (or position when the batches share no seed).")
@@ -167,7 +165,8 @@ class ExperimentsApi(APIView):
         max_rounds = serializers.IntegerField(default=5, validators=[_rounds])
         base_seed = serializers.IntegerField(min_value=0, max_value=SEED_MAX, default=0,
                                              help_text="Run i of every condition gets seed base_seed + i.")
-        conditions = ExperimentConditionInputSerializer(many=True, min_length=2, max_length=MAX_CONDITIONS,
+        conditions = ExperimentConditionInputSerializer(  # type: ignore[call-arg]  # ListSerializer's, not in the stubs
+            many=True, min_length=2, max_length=MAX_CONDITIONS,
                                          help_text="The first is the control.")
 
     @extend_schema(tags=TAG, operation_id="experiments_list", parameters=PAGE_PARAMETERS,
@@ -246,7 +245,7 @@ class SequenceOutputSerializer(serializers.Serializer):
     steps = SequenceStepOut(many=True, source="summary.steps")
 
     def to_representation(self, instance: ReflectSequence) -> dict[str, Any]:
-        instance.summary = sequence_summary(sequence=instance)
+        instance.summary = sequence_summary(sequence=instance)  # type: ignore[attr-defined]  # the summary.* sources
         return super().to_representation(instance)
 
 

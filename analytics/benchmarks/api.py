@@ -46,7 +46,7 @@ class AgentPartsSerializer(serializers.Serializer):
 
 class DriftSerializer(serializers.Serializer):
     metric = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
     mean = serializers.FloatField()
     low = serializers.FloatField()
     high = serializers.FloatField()
@@ -62,7 +62,7 @@ class DriftSerializer(serializers.Serializer):
 
 class RowSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
-    label = serializers.CharField(help_text="profile:model@temperature, or baseline:<strategy>.")
+    label = serializers.CharField(help_text="profile:model@temperature, or baseline:<strategy>.")  # type: ignore[assignment]  # an API key named like a Field attribute
     baseline = serializers.BooleanField(help_text="A reference row: a classic concession strategy, no LLM.")
     buyer_fingerprint = serializers.CharField()
     seller_fingerprint = serializers.CharField()
@@ -77,7 +77,7 @@ class RowSerializer(serializers.Serializer):
 
 class OpponentSerializer(AgentPartsSerializer):
     fingerprint = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
     benchmark_runs = serializers.IntegerField()
     last_run_at = serializers.DateTimeField(allow_null=True)
 

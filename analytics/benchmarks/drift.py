@@ -66,12 +66,12 @@ def drift_check(*, benchmark: BenchmarkRun) -> list[DriftFlag]:
             a, b = now[column.key], before[column.key]
             if not drifted(a, b):
                 continue
-            flag, _ = DriftFlag.objects.get_or_create(
-                benchmark=benchmark, buyer_fingerprint=buyer_fp, metric=column.key,
-                defaults={"previous": previous, "suite_id": benchmark.suite_id,
+            defaults: dict[str, Any] = {"previous": previous, "suite_id": benchmark.suite_id,
                           "seller_fingerprint": benchmark.seller_fingerprint, "mean": a.mean, "low": a.low,
                           "high": a.high, "n": a.n, "previous_mean": b.mean, "previous_low": b.low,
-                          "previous_high": b.high, "previous_n": b.n})
+                          "previous_high": b.high, "previous_n": b.n}
+            flag, _ = DriftFlag.objects.get_or_create(benchmark=benchmark, buyer_fingerprint=buyer_fp,
+                                                      metric=column.key, defaults=defaults)
             flags.append(flag)
     return flags
 

@@ -198,7 +198,8 @@ def _opponent(benchmarks: QuerySet, seller_fp: str) -> dict[str, Any]:
 def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str) -> dict[str, Any]:
     mine = benchmarks.filter(seller_fingerprint=seller_fp, entries__buyer_fingerprint=buyer_fp).distinct()
     latest = mine.order_by("-created_at").first()
-    agent = next((b for b in (latest.buyers if latest else []) if agent_fingerprint(b) == buyer_fp), {})
+    agent: dict[str, Any] = next((b for b in (latest.buyers if latest else []) if agent_fingerprint(b) == buyer_fp),
+                                 {})
     est = estimates(mq)
     runs = NegotiationRun.objects.filter(metrics__in=mq)
     code_versions = sorted(set(runs.values_list("code_version", flat=True)))

@@ -28,16 +28,23 @@ _redis: redis.Redis | None = None
 
 
 class Reply(Protocol):
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: int
+    @property
+    def text(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def latency_ms(self) -> int: ...
 
 
 class RunLike(Protocol):
-    pk: Any
-    batch_id: Any
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def batch_id(self) -> Any: ...
 
 
 def _db_of(url: str) -> int:

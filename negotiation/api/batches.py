@@ -130,7 +130,7 @@ class BatchOutputSerializer(serializers.Serializer):
         return self._url(obj, "jsonl")
 
     def to_representation(self, instance: Batch) -> dict[str, Any]:
-        instance.eta = batch_eta(batch=instance)
+        instance.eta = batch_eta(batch=instance)  # type: ignore[attr-defined]  # read by the eta.* sources
         return super().to_representation(instance)
 
 
@@ -153,7 +153,7 @@ class BatchDetailSerializer(BatchOutputSerializer):
 
     @extend_schema_field(BatchWorkers)
     def get_workers(self, obj: Batch) -> dict[str, Any]:
-        return self.BatchWorkers(batch_workers(progress=obj.eta["progress"])).data
+        return self.BatchWorkers(batch_workers(progress=obj.eta["progress"])).data  # type: ignore[attr-defined]
 
     @extend_schema_field(BatchSummary)
     def get_summary(self, obj: Batch) -> dict[str, Any]:

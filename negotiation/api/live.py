@@ -207,7 +207,7 @@ def _decide_result(run: NegotiationRun) -> dict[str, Any]:
         "reason": outcome.reason,
         "deal_summary": {"seller": outcome.chosen_handle, "seller_id": outcome.chosen_seller_id,
                          "final_price": outcome.final_price, "quantity": outcome.quantity,
-                         "total": outcome.final_price * outcome.quantity,
+                         "total": (outcome.final_price or 0) * outcome.quantity,
                          "reasoning": outcome.reasoning_summary} if deal else None,
         "analysis": {"quality_score": None, "strategy_effectiveness": None, "gemini_insights": None,
                      "initial_ask": stats["initial_ask"], "savings_vs_initial": stats["savings_vs_initial"],

@@ -35,7 +35,7 @@ class DebriefSerializer(serializers.Serializer):
         least_price = serializers.DecimalField(**MONEY, help_text="Its floor: the lowest price it could accept.")
         cost_price = serializers.DecimalField(**MONEY)
         selling_price = serializers.DecimalField(**MONEY, help_text="Its asking price.")
-        style = serializers.CharField()
+        style = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
         retention_weight = serializers.DecimalField(max_digits=4, decimal_places=2)
         profit_weight = serializers.DecimalField(max_digits=4, decimal_places=2)
         within_budget = serializers.BooleanField(help_text="Its floor was at or below your maximum price.")
@@ -219,7 +219,7 @@ class RunsApi(APIView):
             bad["status"] = [f"Must be one of {', '.join(NegotiationRun.Status.values)}."]
         if params.get("mode") and params["mode"] not in NegotiationRun.Mode.values:
             bad["mode"] = [f"Must be one of {', '.join(NegotiationRun.Mode.values)}."]
-        batch = params.get("batch") or None
+        batch: Any = params.get("batch") or None
         if batch:
             try:
                 batch = serializers.UUIDField().to_internal_value(batch)
@@ -293,7 +293,7 @@ class RunAnalyticsApi(APIView):
 
         class Verdict(serializers.Serializer):
             status = serializers.ChoiceField(choices=["pending", "done", "failed"])
-            source = serializers.CharField(allow_null=True, help_text='"llm" (the analyst model) or "local" scorers.')
+            source = serializers.CharField(allow_null=True, help_text='"llm" (the analyst model) or "local" scorers.')  # type: ignore[assignment]  # an API key named like a Field attribute
             model = serializers.CharField(allow_null=True)
             deal_quality = serializers.FloatField(allow_null=True, help_text="0..1")
             strategy_effectiveness = serializers.CharField(allow_null=True, help_text="low, medium or high.")

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.common import MAX_JSON_DEPTH, MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.models import Seller, Session, Style
+from negotiation.models import Digits, Seller, Session, Style
 from negotiation.selectors import session_get, session_list
 from negotiation.services.sessions import (
     buyer_config_set,
@@ -38,7 +38,7 @@ TAG = ["sessions"]
 
 REJECT_UNKNOWN_KEYS = "reject_unknown_keys"
 MAX_ITEMS = settings.MAMS_MAX_ITEMS
-STYLE_ERRORS = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
+STYLE_ERRORS: dict[str, Any] = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
 
 
 def items_limit(what: str, cap: int, advice: str) -> dict[str, Any]:
@@ -82,7 +82,12 @@ class InventoryLineSerializer(StrictKeys):
     least_price = serializers.DecimalField(**MONEY, min_value=0)
 
 
-WEIGHT = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
+class WeightField(Digits):
+    min_value: int
+    max_value: int
+
+
+WEIGHT: WeightField = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
 
 
 class PrioritiesSerializer(StrictKeys):
@@ -93,14 +98,14 @@ class PrioritiesSerializer(StrictKeys):
 class PersonalitySerializer(StrictKeys):
     """Spec 5.2's form of the same settings; `priorities` wins when both are given."""
 
-    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
+    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)  # type: ignore[assignment]  # an API key named like a Field attribute
     customer_retention_weight = serializers.DecimalField(**WEIGHT, required=False)
     profit_maximization_weight = serializers.DecimalField(**WEIGHT, required=False)
 
 
 class SellerInputSerializer(StrictKeys):
     handle = serializers.CharField(max_length=51, help_text="@ followed by letters, digits or underscores.")
-    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
+    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)  # type: ignore[assignment]  # an API key named like a Field attribute
     priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
     personality = PersonalitySerializer(required=False)
     inventory = InventoryLineSerializer(many=True, required=False, default=list,
@@ -153,7 +158,7 @@ class SellerOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     seller_id = serializers.UUIDField(source="id")
     handle = serializers.CharField()
-    style = serializers.CharField()
+    style = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
     priorities = SellerPriorities(source="*")
     inventory = InventoryLineOut(many=True, source="inventory.all")
 

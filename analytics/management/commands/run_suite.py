@@ -78,7 +78,8 @@ class Command(BaseCommand):
 
     def _print_launch(self, run: BenchmarkRun) -> None:
         buyers = {agent_fingerprint(b): agent_label(b) for b in run.buyers}
-        rows = [[e.scenario.slug, buyers.get(e.buyer_fingerprint, e.buyer_fingerprint), e.buyer_fingerprint,
+        rows: list[list[Any]] = [
+                [e.scenario.slug, buyers.get(e.buyer_fingerprint, e.buyer_fingerprint), e.buyer_fingerprint,
                  ", ".join(e.scenario.items), e.batch.runs_requested * len(e.scenario.items), str(e.batch_id)]
                 for e in run.entries.select_related("scenario", "batch")]
         self.stdout.write(f"Benchmark run {run.pk} on {run.suite.label} (hash {run.suite.content_hash[:12]}), "
