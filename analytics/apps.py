@@ -11,8 +11,8 @@ class AnalyticsConfig(AppConfig):
     verbose_name = "Analytics"
 
     def ready(self) -> None:
-        from analytics import services  # models are loaded only now
-        from negotiation.services import lifecycle
+        from analytics import services  # noqa: PLC0415  (models are loaded only now, in ready())
+        from negotiation.services import lifecycle  # noqa: PLC0415
 
         lifecycle.on_run_completed(services.run_completed)
         lifecycle.on_run_failed(services.run_failed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
+from itertools import pairwise
 from typing import Any
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
@@ -168,7 +169,7 @@ def offers(lines: Mapping[str, Sequence[Point]], *, rounds: int, label: str, gui
     for j, (name, pts) in enumerate(lines.items()):
         color = PALETTE[j % len(PALETTE)]
         pts = sorted(pts, key=lambda p: p.round_no)
-        for a, b in zip(pts, pts[1:], strict=False):
+        for a, b in pairwise(pts):
             (x1, y1), (x2, y2) = xy(a.round_no, a.price), xy(b.round_no, b.price)
             out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
                        f'class="series" data-round="{b.round_no}"/>')
@@ -232,7 +233,7 @@ def lines(series: Mapping[str, Sequence[float | None]], *, label: str, top: floa
     for j, (name, values) in enumerate(series.items()):
         color = PALETTE[j % len(PALETTE)]
         points = [(i, v) for i, v in enumerate(values) if v is not None]
-        for (i1, v1), (i2, v2) in zip(points, points[1:], strict=False):
+        for (i1, v1), (i2, v2) in pairwise(points):
             if i2 == i1 + 1:
                 (x1, y1), (x2, y2) = xy(i1, v1), xy(i2, v2)
                 out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '

@@ -41,8 +41,8 @@ def _scores(metrics: Any) -> dict[str, float]:
 
 
 def _get_trace(trace_id: str) -> dict[str, Any] | None:
-    from galileo.traces import Traces  # the SDK is heavy: loaded by the periodic task only
-    from galileo_core.helpers.execution import async_run
+    from galileo.traces import Traces  # noqa: PLC0415  (the SDK is heavy: loaded by the periodic task only)
+    from galileo_core.helpers.execution import async_run  # noqa: PLC0415
 
     ids = tracing.project_ids()
     client = Traces(project_id=ids["project_id"], log_stream_id=ids["log_stream_id"])
@@ -63,7 +63,7 @@ def galileo_scores_fetch(*, run_id: Any) -> dict[str, float] | None:
         return None
     try:
         trace = _get_trace(trace_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (Galileo's failures must never fail the task; logged)
         log.warning("run %s: could not read its Galileo scores (%s: %s)", run_id, exc.__class__.__name__, exc)
         return None
     if not isinstance(trace, dict):

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:
-    return max(min(2 ** retries, 120) * (1 + random.random()), retry_after or 0)  # noqa: S311 - jitter
+    return max(min(2 ** retries, 120) * (1 + random.random()), retry_after or 0)
 
 
 @shared_task(bind=True, name="analytics.analyse_run", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,

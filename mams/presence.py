@@ -65,7 +65,7 @@ class Presence:
 
     @property
     def can_play(self) -> bool:
-        return PLAY_QUEUES <= self.queues
+        return self.queues >= PLAY_QUEUES
 
     @property
     def missing_queues(self) -> list[str]:

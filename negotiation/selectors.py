@@ -58,11 +58,11 @@ def runs_failures(*, batch_ids: list[Any], width: int = 200) -> dict[str, Any]:
     """How the runs of these batches ended: {total, completed, failed, cancelled, reasons}, the
     failed runs' reasons grouped (the first `width` characters of each) with counts, most common first."""
     runs = NegotiationRun.objects.filter(batch_id__in=batch_ids)
-    S = NegotiationRun.Status
+    status = NegotiationRun.Status
     agg = runs.aggregate(total=Count("id"), **{s: Count("id", filter=Q(status=s)) for s in
-                                               (S.COMPLETED, S.FAILED, S.CANCELLED)})
-    reasons = [] if not agg[S.FAILED] else list(
-        runs.filter(status=S.FAILED).annotate(reason=Substr("error", 1, width)).values("reason")
+                                               (status.COMPLETED, status.FAILED, status.CANCELLED)})
+    reasons = [] if not agg[status.FAILED] else list(
+        runs.filter(status=status.FAILED).annotate(reason=Substr("error", 1, width)).values("reason")
         .annotate(n=Count("id")).order_by("-n", "reason").values_list("reason", "n"))
     return {**agg, "reasons": reasons}
 

@@ -31,13 +31,13 @@ INFRA_BACKOFF_CAP = 60
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:
-    base = min(2 ** retries, 60) * (1 + random.random())  # noqa: S311 - jitter, not crypto
+    base = min(2 ** retries, 60) * (1 + random.random())
     return max(base, retry_after or 0)
 
 
 def infra_backoff(retries: int) -> float:
     """Seconds before infrastructure retry `retries + 1`: 1, 2, 4 ... capped at 60, plus up to 25% jitter."""
-    return min(2 ** retries, INFRA_BACKOFF_CAP) * (1 + random.random() / 4)  # noqa: S311 - jitter, not crypto
+    return min(2 ** retries, INFRA_BACKOFF_CAP) * (1 + random.random() / 4)
 
 
 def infra_budget_minutes(retries: int) -> int:

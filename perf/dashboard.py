@@ -59,7 +59,7 @@ def build(n: int) -> str:
                                    f"{Decimal(s['retention_weight']):.2f}/{Decimal(s['profit_weight']):.2f}")
                for s in scenario["sellers"]]
     max_price = Decimal(scenario["buyer"]["max_price"])
-    rng = random.Random(7)  # noqa: S311 - synthetic data
+    rng = random.Random(7)
     now = timezone.now()
     with transaction.atomic():
         batch = Batch.objects.create(owner=user, session=session, item_name="USB-C Cable", runs_requested=n,

@@ -165,7 +165,7 @@ def _run(client: EnvClient, args: argparse.Namespace) -> int:
     for i in range(args.episodes):
         s = play_episode(client, args.task, seed=args.seed + i, max_rounds=args.max_rounds, **extra)["score"]
         rewards.append(s["reward"] or 0.0)
-        print(f"{s['seed']:>6}  {str(s['deal']):<5} {s['seller'] or '-':<16} {s['price'] or '-':>9} "
+        print(f"{s['seed']:>6}  {s['deal']!s:<5} {s['seller'] or '-':<16} {s['price'] or '-':>9} "
               f"{s['rounds']:>6} {s['reward']:>7.3f}")
     print(f"mean reward {sum(rewards) / len(rewards):.3f} over {len(rewards)} episodes")
     return 0

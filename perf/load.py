@@ -36,8 +36,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import overhead  # noqa: E402 - sets the bench environment (database, Redis) before Django loads
-from overhead import ensure_db, run_batch, start_fake, start_worker, stop  # noqa: E402
+import overhead
+from overhead import ensure_db, run_batch, start_fake, start_worker, stop
 
 os.environ["MAMS_ANALYSIS_ENABLED"] = "0"  # negotiation calls only, so the baseline can make the same ones
 LIMIT = 20

@@ -38,10 +38,10 @@ from analytics.environment import (
     episode_get,
     episode_score,
 )
-from negotiation.api.common import MONEY, PAGE_PARAMETERS, Pagination, errors, page_of
+from negotiation.api.common import PAGE_PARAMETERS, Pagination, errors, page_of
 from negotiation.api.live import RoomInput
 from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
-from negotiation.models import NegotiationRun
+from negotiation.models import MONEY, NegotiationRun
 
 TAG = ["environment (external agents)"]
 MODEL_NAME = r"^[A-Za-z0-9._:/@+\-]{1,200}$"

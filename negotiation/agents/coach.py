@@ -145,7 +145,7 @@ def parse_completion_note(text: str) -> str:
                 return parse_note(raw + ending)
             except OutputError:
                 pass
-        raise exc
+        raise exc  # noqa: TRY201  (the first parse's error, not the last repair's)
 
 
 def ask_coach(*, spec: dict[str, Any], case: CoachCase, seed: int) -> tuple[str | None, list[LLMReply], str]:

@@ -85,4 +85,4 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
     return resolved
 
 
-__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "LLMError", "UnknownModel", "resolve_agents"]
+__all__ = ["BASELINES", "AgentSpec", "AgentsConfig", "LLMError", "UnknownModel", "resolve_agents"]

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import openai
-import openai.resources  # noqa: F401 - imported eagerly, see _client()
-import openai.types.chat  # noqa: F401
-import openai.types.completion  # noqa: F401
+import openai.resources
+import openai.types.chat
+import openai.types.completion
 from django.conf import settings
 
 from negotiation.agents import spans

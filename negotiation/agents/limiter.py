@@ -132,7 +132,7 @@ class LLMLimiter:
 def _nap(deadline: float, base: float, jitter: float) -> None:
     if time.monotonic() > deadline:
         raise LimiterTimeout("waited too long for an LLM slot")
-    time.sleep(min(base, 1.0) + random.uniform(0, jitter))  # noqa: S311 - jitter, not crypto
+    time.sleep(min(base, 1.0) + random.uniform(0, jitter))
 
 
 @lru_cache(maxsize=4)

@@ -81,7 +81,7 @@ def record_llm_call(*, url: str, meta: dict[str, Any], chat: list[dict[str, str]
         pipe.rpush(_key(meta["run"]), json.dumps(record, default=str))
         pipe.expire(_key(meta["run"]), BUFFER_TTL_SECONDS)
         pipe.execute()
-    except Exception as exc:  # a tracing hiccup must never cost a negotiation turn
+    except Exception as exc:  # noqa: BLE001  (a tracing hiccup must never cost a negotiation turn)
         log.warning("run %s: could not buffer an LLM span for Galileo (%s)", meta.get("run"), exc)
 
 

@@ -20,9 +20,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.batches import AgentSpecSerializer
-from negotiation.api.common import MONEY, errors
+from negotiation.api.common import errors
 from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer, OutcomeSerializer, RunDetailSerializer, run_or_404
-from negotiation.models import Message, NegotiationRun
+from negotiation.models import MONEY, Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, session_get
 from negotiation.services import outside
 from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start

@@ -19,8 +19,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.api.common import PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.models import MONEY, Message, NegotiationRun, Outcome
 from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_transcript
 from negotiation.services import outside
 

@@ -17,8 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import MAX_JSON_DEPTH, MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.models import Digits, Seller, Session, Style
+from negotiation.api.common import MAX_JSON_DEPTH, PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.models import MONEY, Digits, Seller, Session, Style
 from negotiation.selectors import session_get, session_list
 from negotiation.services.sessions import (
     buyer_config_set,

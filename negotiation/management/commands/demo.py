@@ -145,8 +145,8 @@ class Command(BaseCommand):
             time.sleep(1.0)
 
     def _report(self, batch_id: Any) -> None:
-        header = f"{'run':<9} {'seed':>4} {'status':<10} {'seller':<13} {'price':>7} {'rounds':>6} " \
-                 f"{'buyer share':>11} {'leaks':>5} {'re-asks':>7} {'guardrails':>10} {'fallbacks':>9}  reason"
+        header = (f"{'run':<9} {'seed':>4} {'status':<10} {'seller':<13} {'price':>7} {'rounds':>6} "
+                  f"{'buyer share':>11} {'leaks':>5} {'re-asks':>7} {'guardrails':>10} {'fallbacks':>9}  reason")
         self.stdout.write("\n" + header + "\n" + "-" * len(header))
         run: Any  # a NegotiationRun annotated with its event counts by run_rows
         for run in run_rows(batch_id=batch_id):
