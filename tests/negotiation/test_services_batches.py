@@ -363,7 +363,7 @@ def test_an_unknown_model_for_a_profile_is_refused_with_its_path_and_nothing_is_
     assert not Batch.objects.exists() and not NegotiationRun.objects.exists()
 
 
-# --- Finishing (play.batch_refresh, called after each run ends) --------------------------------
+# --- Finishing (lifecycle.batch_refresh, called after each run ends) --------------------------------
 
 
 def test_a_batch_finishes_only_when_no_run_is_left_queued_or_running(session: Session) -> None:

@@ -1,6 +1,6 @@
 """Queued runs whose first task was lost before any worker took it are re-queued by the sweeper,
 and a re-queue of a run whose task was not lost after all plays nothing twice
-(negotiation/services/play.py::runs_sweep_queued and the token `_claim` checks).
+(negotiation/services/sweeps.py::runs_sweep_queued and the token `play._claim` checks).
 
 Each test has its own throwaway Redis (tests/ops/conftest.py), so losing messages from its queue
 touches nobody else's; the worker is started only after the loss, as after an outage.
