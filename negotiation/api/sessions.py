@@ -78,7 +78,7 @@ class PersonalitySerializer(StrictSerializer):
 
 
 class SellerInputSerializer(StrictSerializer):
-    handle = serializers.CharField(max_length=51, help_text=HANDLE_RULE)
+    handle = serializers.CharField(max_length=51, help_text=HANDLE_RULE, error_messages={"max_length": HANDLE_RULE})
     style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
     priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
     personality = PersonalitySerializer(required=False)
