@@ -70,6 +70,13 @@ class KeyedName(models.Model):
         self.fill_name_key()
         super().clean_fields(exclude=exclude)
 
+    def validate_constraints(self, exclude: Any = None) -> None:
+        # A form leaves the key out (it is not editable), but it is checked whenever its name is.
+        if exclude and self.NAME_FIELD not in exclude:
+            exclude = set(exclude) - {self.KEY_FIELD}
+        self.fill_name_key()
+        super().validate_constraints(exclude=exclude)
+
     def fill_name_key(self) -> None:
         name = clean_name(getattr(self, self.NAME_FIELD) or "")
         setattr(self, self.NAME_FIELD, name)

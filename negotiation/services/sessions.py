@@ -96,8 +96,7 @@ def _build_seller(session: Session, raw: Any, path: str, errors: dict[str, list[
         _clean(item, ipath, errors, exclude=["seller"])
         if name_key(item.item_name) in seen:
             errors.setdefault(f"{ipath}.item_name", []).append(
-                "This seller already lists this item (item names are compared ignoring case and accents' "
-                "Unicode form).")
+                "This seller already lists this item (item names are compared ignoring case).")
         seen.add(name_key(item.item_name))
         items.append(item)
     return seller, items
