@@ -102,7 +102,7 @@ class SessionDocumentSerializer(StrictSerializer):
     description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
     buyer = BuyerSerializer()
     sellers = SellerInputSerializer(many=True, required=False, default=list,
-                                    help_text="At most 10 sellers, each handle unique (case-insensitive).",
+                                    help_text="At most 10 sellers, each handle unique (compared ignoring case).",
                                     **items_limit("sellers per session", settings.MAMS_MAX_SELLERS,
                                                   "remove some, or split them across sessions."))
 
@@ -237,7 +237,8 @@ class BuyerConfigApi(APIView):
     @extend_schema(tags=TAG, operation_id="sessions_buyer_config", request=BuyerConfigInput,
                    responses={200: BuyerConfigOutput, **errors(400, 401, 404, 413)},
                    description="Replace semantics: after the call the buyer demands exactly `items` (at least "
-                               "one; item names unique, case-insensitive; 0 <= min_price <= max_price; "
+                               "one; item names unique, compared ignoring case and Unicode form: 'Straße' = "
+                               "'STRASSE'; 0 <= min_price <= max_price; "
                                "quantity >= 1). Runs already made keep their own snapshot.")
     def post(self, request: Request, session_id: Any) -> Response:
         session = session_or_404(request, session_id)
@@ -253,7 +254,7 @@ class SellersApi(APIView):
     @extend_schema(tags=TAG, operation_id="sessions_sellers_add", request=SellerInputSerializer,
                    responses={201: SellerOutputSerializer, **errors(400, 401, 404, 413)},
                    description="At most 10 sellers per session; the handle must be new in the session "
-                               "(case-insensitive); every inventory line needs cost < least <= selling.")
+                               "(compared ignoring case); every inventory line needs cost < least <= selling.")
     def post(self, request: Request, session_id: Any) -> Response:
         session = session_or_404(request, session_id)
         data = SellerInputSerializer(data=request.data)
