@@ -36,7 +36,7 @@ from negotiation.api.common import (
     page_of,
     paginated_response,
 )
-from negotiation.api.strict import StrictSerializer
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Batch, Disclosure
 from negotiation.selectors import (
     RESULT_COLUMNS,
@@ -172,7 +172,7 @@ class BatchesApi(APIView):
 
     class BatchCreateInput(StrictSerializer):
         session = serializers.UUIDField(help_text="The session to negotiate in.")
-        item_name = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True,
+        item_name = NameField(max_length=255, required=False, allow_blank=True, allow_null=True,
                                           default="", help_text="One demanded item; null or blank for every item "
                                                                 "(then `runs` runs of each).")
         runs = serializers.IntegerField(help_text="Runs per item, 1 to MAMS_MAX_RUNS_PER_BATCH (10000 by "

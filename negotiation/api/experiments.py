@@ -32,7 +32,7 @@ from analytics.research import (
 )
 from negotiation.api.batches import AgentsSerializer
 from negotiation.api.common import PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.api.strict import StrictSerializer
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Experiment, ReflectSequence, Style
 from negotiation.selectors import session_get
 from negotiation.services.experiments import MAX_CONDITIONS, experiment_create
@@ -162,7 +162,7 @@ class ExperimentsApi(APIView):
     class ExperimentCreateInput(StrictSerializer):
         name = serializers.CharField(max_length=200)
         session = serializers.UUIDField(help_text="The session whose scenarios every condition plays.")
-        item_name = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True,
+        item_name = NameField(max_length=255, required=False, allow_blank=True, allow_null=True,
                                           default="", help_text="One demanded item; blank for every item.")
         runs = serializers.IntegerField(validators=[_runs], help_text="Runs per condition (and per item).")
         max_rounds = serializers.IntegerField(default=5, validators=[_rounds])
@@ -274,7 +274,7 @@ class SequencesApi(APIView):
 
     class SequenceCreateInput(StrictSerializer):
         session = serializers.UUIDField()
-        item_name = serializers.CharField(max_length=255, help_text="The one demanded item every run negotiates.")
+        item_name = NameField(max_length=255, help_text="The one demanded item every run negotiates.")
         mode = serializers.ChoiceField(choices=ReflectSequence.Mode.values, default=ReflectSequence.Mode.BOTH,
                                        help_text="Who gets a coach's note after each run: none, buyer, seller "
                                                  "(each seller its own), both.")

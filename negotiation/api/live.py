@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import MONEY, errors
 from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer, OutcomeSerializer, RunDetailSerializer, run_or_404
-from negotiation.api.strict import StrictSerializer
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, session_get
 from negotiation.services import outside
@@ -76,7 +76,7 @@ class LiveStartApi(APIView):
     class LiveStartInput(RoomInput):
         session = serializers.UUIDField(required=False)
         session_id = serializers.UUIDField(required=False, help_text="Alias of `session` (spec 10.2).")
-        item_name = serializers.CharField(max_length=255)
+        item_name = NameField(max_length=255)
         mode = serializers.ChoiceField(choices=["human_buyer"], default="human_buyer")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.common import MAX_JSON_DEPTH, MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.api.strict import StrictSerializer
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.engine.names import HANDLE_RULE
 from negotiation.models import Seller, Session, Style
 from negotiation.selectors import session_get, session_list
@@ -48,14 +48,14 @@ def items_limit(what: str, cap: int, advice: str) -> dict[str, Any]:
 
 
 class DemandSerializer(StrictSerializer):
-    item_name = serializers.CharField(max_length=255)
+    item_name = NameField(max_length=255)
     quantity = serializers.IntegerField(min_value=1, max_value=2_147_483_647, default=1)
     min_price = serializers.DecimalField(**MONEY, min_value=0)
     max_price = serializers.DecimalField(**MONEY, min_value=0)
 
 
 class InventoryLineSerializer(StrictSerializer):
-    item_name = serializers.CharField(max_length=255)
+    item_name = NameField(max_length=255)
     cost_price = serializers.DecimalField(**MONEY, min_value=0)
     selling_price = serializers.DecimalField(**MONEY, min_value=0)
     least_price = serializers.DecimalField(**MONEY, min_value=0)
@@ -78,7 +78,7 @@ class PersonalitySerializer(StrictSerializer):
 
 
 class SellerInputSerializer(StrictSerializer):
-    handle = serializers.CharField(max_length=51, help_text=HANDLE_RULE, error_messages={"max_length": HANDLE_RULE})
+    handle = NameField(max_length=51, help_text=HANDLE_RULE, error_messages={"max_length": HANDLE_RULE})
     style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
     priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
     personality = PersonalitySerializer(required=False)

@@ -24,6 +24,8 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
+from negotiation.engine.names import clean_name
+
 # Keys are echoed back in messages; a hostile megabyte-long key is not.
 KEY_CHARS = 50
 
@@ -77,6 +79,13 @@ def type_problem(field: serializers.Field, value: Any) -> Any:
     return None if ok else [f"Must be {want}; got {got}."]
 
 
+class NameField(serializers.CharField):
+    """An item name or handle: normalised to NFC (engine/names.py) before its length is checked and it is used."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return clean_name(super().to_internal_value(data))
+
+
 class StrictSerializer(serializers.Serializer):
     """An input serializer that refuses unknown keys and values of the wrong JSON type (see the module doc)."""
 
@@ -114,4 +123,4 @@ class StrictSerializerExtension(OpenApiSerializerExtension):
         return schema
 
 
-__all__ = ["StrictSerializer", "type_problem"]
+__all__ = ["NameField", "StrictSerializer", "type_problem"]

@@ -143,3 +143,42 @@ def test_an_integrity_error_behind_a_weaker_check_is_a_400_naming_the_rule(api: 
     r = api.post(f"/api/sessions/{sample.pk}/sellers", {"handle": "@techmart"}, format="json")
     assert r.status_code == 400 and r.json()["errors"] == {"handle": [
         "Another seller in this session already uses this handle (handles are compared ignoring case)."]}, r.content
+
+
+def test_length_limits_apply_to_the_nfc_form(api: Any, sample: Session) -> None:
+    # 50 accented letters typed decomposed are 101 code points, 51 once composed: a valid handle
+    handle = "@" + "e\u0301" * 50
+    r = api.post(f"/api/sessions/{sample.pk}/sellers", {"handle": handle}, format="json")
+    assert r.status_code == 201, r.content
+    assert r.json()["handle"] == "@" + "é" * 50
+
+
+# --- the migration that filled the keys of rows stored before them --------------------------------
+
+def test_the_migration_fills_nfc_names_and_keys_and_stops_on_a_clash(sample: Session) -> None:
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection, transaction
+
+    fill_keys = importlib.import_module("negotiation.migrations.0009_name_keys_unicode_handles").fill_keys
+    demand = BuyerDemand.objects.get(session=sample, item_name="iPhone Case")
+    seller = Seller.objects.get(session=sample, handle="@TechMart")
+    with connection.cursor() as cur:  # rows as an older version wrote them: decomposed, no key
+        cur.execute("UPDATE negotiation_buyerdemand SET item_name = %s, item_key = '' WHERE id = %s",
+                    [DECOMPOSED, demand.pk])
+        cur.execute("UPDATE negotiation_seller SET handle_key = '' WHERE id = %s", [seller.pk])
+    fill_keys(apps, None)
+    demand.refresh_from_db()
+    seller.refresh_from_db()
+    assert (demand.item_name, demand.item_key, seller.handle_key) == (COMPOSED, "café", "@techmart")
+    # two lines that lower() told apart but the key does not: the migration names them and writes nothing
+    line = InventoryItem.objects.filter(seller=seller).first()
+    with connection.cursor() as cur:
+        cur.execute("UPDATE negotiation_inventoryitem SET item_name = 'Straße', item_key = 'x' WHERE id = %s",
+                    [line.pk])
+        cur.execute("INSERT INTO negotiation_inventoryitem (id, seller_id, item_name, item_key, cost_price, "
+                    "selling_price, least_price) VALUES (gen_random_uuid(), %s, 'STRASSE', 'y', 1, 3, 2)",
+                    [seller.pk])
+    with pytest.raises(RuntimeError, match="Straße.*STRASSE|STRASSE.*Straße"), transaction.atomic():
+        fill_keys(apps, None)
