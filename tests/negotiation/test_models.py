@@ -532,3 +532,15 @@ def test_full_clean_reports_case_insensitive_duplicates(session: Session, make_e
         make_new(session).full_clean()
     # then the unique rule's own message is reported
     assert err.value.message_dict == {NON_FIELD_ERRORS: [message]}
+
+
+def test_the_database_accepts_handles_in_any_script_and_keys_them_as_python_does(session: Session) -> None:
+    # given handles in other scripts, through the ORM and raw SQL (the database checks only their ASCII part)
+    SellerFactory(session=session, handle="@Ohrwurm_Köln")
+    raw_insert("negotiation_seller", seller_row(session, handle="@東京電機"))
+    # then the same handle in another case is refused by the key's unique constraint, both ways
+    with refused("seller_handle_unique_per_session"):
+        SellerFactory(session=session, handle="@OHRWURM_KÖLN")
+    with refused("seller_handle_unique_per_session"):
+        raw_insert("negotiation_seller", seller_row(session, handle="@ohrwurm_köln"))
+    assert sorted(Seller.objects.values_list("handle_key", flat=True)) == ["@ohrwurm_köln", "@東京電機"]
