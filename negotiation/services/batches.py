@@ -23,6 +23,7 @@ from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.agents.gateway import LLMError, profile_probe
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.engine.disclosure import parse_disclosure
+from negotiation.engine.names import name_key
 from negotiation.models import Batch, BuyerDemand, Disclosure, InventoryItem, NegotiationRun, Session
 from negotiation.selectors import scenario_snapshot
 from negotiation.services.errors import LimitExceeded
@@ -64,11 +65,11 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
     A `population` ({"sellers": [handles], "styles": {handle: style}}) keeps only the listed sellers
     and overrides their styles in the snapshot, so the runs play exactly that population.
     """
-    demand = BuyerDemand.objects.filter(session=session, item_name__iexact=item_name.strip()).first()
+    demand = BuyerDemand.objects.filter(session=session, item_key=name_key(item_name)).first()
     if demand is None:
         known = ", ".join(session.demands.values_list("item_name", flat=True)) or "none"
         raise ValidationError({"item_name": [f"The buyer has no demand for '{item_name}'. Demanded items: {known}."]})
-    inventory = list(InventoryItem.objects.filter(seller__session=session, item_name__iexact=demand.item_name)
+    inventory = list(InventoryItem.objects.filter(seller__session=session, item_key=demand.item_key)
                      .select_related("seller").order_by("seller__handle"))
     if not inventory:
         raise ValidationError({"item_name": [f"No seller in this session stocks '{demand.item_name}'; add it to a "
@@ -79,10 +80,10 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
 
 def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, Any]:
     """The snapshot with only the population's sellers (all when none are listed), styles overridden."""
-    wanted = {h.lower() for h in population.get("sellers") or []}
-    styles = {h.lower(): s for h, s in (population.get("styles") or {}).items()}
-    sellers = [{**s, "style": styles.get(s["handle"].lower(), s["style"])} for s in snapshot["sellers"]
-               if not wanted or s["handle"].lower() in wanted]
+    wanted = {name_key(h) for h in population.get("sellers") or []}
+    styles = {name_key(h): s for h, s in (population.get("styles") or {}).items()}
+    sellers = [{**s, "style": styles.get(name_key(s["handle"]), s["style"])} for s in snapshot["sellers"]
+               if not wanted or name_key(s["handle"]) in wanted]
     if not sellers:
         item = snapshot["buyer"]["item_name"]
         raise ValidationError({"sellers": [f"No seller of this population stocks '{item}'; stocked by: "
