@@ -326,7 +326,7 @@ def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
 
 def _zopa(demand: Any, sellers: list[Any]) -> Decimal | None:
     floors = [line.least_price for s in sellers for line in s.inventory.all()
-              if line.item_name.lower() == demand.item_name.lower()]
+              if line.item_key == demand.item_key]
     return demand.max_price - min(floors) if floors else None
 
 

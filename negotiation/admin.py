@@ -16,6 +16,7 @@ from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
+from negotiation.engine.names import name_key
 from negotiation.models import (
     Batch,
     BuyerDemand,
@@ -38,9 +39,9 @@ from negotiation.services.experiments import experiment_launch, experiment_statu
 
 
 class UniqueNameFormSet(BaseInlineFormSet):
-    """Refuse two rows with the same name (case-insensitive) in one save, before the database does.
+    """Refuse two rows with the same name (by its key, engine/names.py) in one save, before the database does.
 
-    Functional unique constraints (Lower(...)) are not checked across the rows of one formset.
+    Django checks a unique constraint row by row against the saved rows, not across the rows of one formset.
     """
 
     unique_field = ""
@@ -54,9 +55,10 @@ class UniqueNameFormSet(BaseInlineFormSet):
             name = form.cleaned_data.get(self.unique_field)
             if not name:  # the field failed its own validation; that error is already on the form
                 continue
-            value = str(name).strip().lower()
+            value = name_key(str(name))
             if value in seen:
-                form.add_error(self.unique_field, f"'{name}' appears twice; names must be unique (case-insensitive).")
+                form.add_error(self.unique_field, f"'{name}' appears twice; names must be unique (compared ignoring "
+                                                  "case).")
             seen.add(value)
 
 

@@ -4,10 +4,11 @@ bundled scenario files use and benchmark suites are made of.
 
 `SessionDocument` is the one definition of that shape and of its rules (the database's own:
 0 <= cost_price < least_price <= selling_price, 0 <= min_price <= max_price, quantity >= 1, weights
-in [0, 1] summing to 1, at most MAMS_MAX_SELLERS sellers and MAMS_MAX_ITEMS lines, handles unique
-case-insensitively): the suite loader checks files with it, the import service writes from it and
-the export is made by it. A seller's weights and style may be given in either spec shape (10.1's
-`priorities`, 5.2's `personality`, or flat); `seller_terms` is the one reader of both.
+in [0, 1] summing to 1, at most MAMS_MAX_SELLERS sellers and MAMS_MAX_ITEMS lines, handles and item
+names unique as negotiation/engine/names.py compares them): the suite loader checks files with it,
+the import service writes from it and the export is made by it. A seller's weights and style may be
+given in either spec shape (10.1's `priorities`, 5.2's `personality`, or flat); `seller_terms` is the
+one reader of both.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from negotiation.models import HANDLE_RE, Session, Style
+from negotiation.engine.names import clean_name, handle_problem, name_key
+from negotiation.models import Session, Style
 
 DEFAULT_WEIGHT = "0.5"
 Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2, allow_inf_nan=False)]
 Weight = Annotated[Decimal, Field(ge=0, le=1, max_digits=3, decimal_places=2, allow_inf_nan=False)]
-ItemName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+# Names as stored (NFC, trimmed: negotiation/engine/names.py), compared by their name_key.
+ItemName = Annotated[str, BeforeValidator(lambda v: clean_name(v) if isinstance(v, str) else v),
+                     Field(min_length=1, max_length=255)]
 StyleName = Literal["rude", "neutral", "sweet"]
 
 
@@ -78,7 +82,7 @@ class Buyer(_Document):
 
     @model_validator(mode="after")
     def _each_item_once(self) -> Buyer:
-        names = [d.item_name.lower() for d in self.item_demands]
+        names = [name_key(d.item_name) for d in self.item_demands]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"'{twice[0]}' is demanded twice")
@@ -88,7 +92,7 @@ class Buyer(_Document):
 
 
 class SellerDocument(_Document):
-    handle: Annotated[str, StringConstraints(pattern=HANDLE_RE)]
+    handle: str
     style: StyleName = "neutral"
     customer_retention: Weight
     profit_maximization: Weight
@@ -106,6 +110,15 @@ class SellerDocument(_Document):
         return {"handle": raw.get("handle", ""), "style": style, "customer_retention": str(retention),
                 "profit_maximization": str(profit), "inventory": raw.get("inventory") or []}
 
+    @field_validator("handle")
+    @classmethod
+    def _handle(cls, v: str) -> str:
+        v = clean_name(v)
+        problem = handle_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @model_validator(mode="after")
     def _weights_and_lines(self) -> SellerDocument:
         if self.customer_retention + self.profit_maximization != 1:
@@ -114,7 +127,7 @@ class SellerDocument(_Document):
         if len(self.inventory) > settings.MAMS_MAX_ITEMS:
             raise ValueError(f"At most {settings.MAMS_MAX_ITEMS} inventory lines per seller; this one has "
                              f"{len(self.inventory)}.")
-        names = [line.item_name.lower() for line in self.inventory]
+        names = [name_key(line.item_name) for line in self.inventory]
         if len(set(names)) != len(names):
             raise ValueError("This seller already lists an item twice.")
         return self
@@ -133,17 +146,17 @@ class SessionDocument(_Document):
         if len(self.sellers) > settings.MAMS_MAX_SELLERS:
             raise ValueError(f"at most {settings.MAMS_MAX_SELLERS} sellers in a session; this one has "
                              f"{len(self.sellers)}")
-        handles = [s.handle.lower() for s in self.sellers]
+        handles = [name_key(s.handle) for s in self.sellers]
         for i, handle in enumerate(handles):
             if handles.index(handle) != i:
                 raise ValueError(f"sellers[{i}].handle: {self.sellers[i].handle} is used twice")
         return self
 
     def stocked(self, item_name: str) -> bool:
-        return any(line.item_name.lower() == item_name.strip().lower() for s in self.sellers for line in s.inventory)
+        return any(name_key(line.item_name) == name_key(item_name) for s in self.sellers for line in s.inventory)
 
     def demand(self, item_name: str) -> Demand | None:
-        return next((d for d in self.buyer.item_demands if d.item_name.lower() == item_name.strip().lower()), None)
+        return next((d for d in self.buyer.item_demands if name_key(d.item_name) == name_key(item_name)), None)
 
     def as_json(self) -> dict[str, Any]:
         """The import/export JSON (prices and weights as strings, weights under `priorities`)."""

@@ -41,6 +41,7 @@ from analytics.environment import (
 from negotiation.api.common import PAGE_PARAMETERS, Pagination, errors, page_of
 from negotiation.api.live import RoomInput
 from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
+from negotiation.api.strict import StrictSerializer
 from negotiation.models import MONEY, NegotiationRun
 
 TAG = ["environment (external agents)"]
@@ -281,8 +282,8 @@ class EnvStepApi(APIView):
     with {"type": "wait"} to wait more). A refused action records nothing.
     """
 
-    class StepInput(serializers.Serializer):
-        class Action(serializers.Serializer):
+    class StepInput(StrictSerializer):
+        class Action(StrictSerializer):
             type = serializers.ChoiceField(choices=ACTIONS, help_text=(
                 "message: speak (to, text, price); accept: a seller's standing offer (seller, price); walk_away; "
                 "wait: record nothing, wait for pending replies."))

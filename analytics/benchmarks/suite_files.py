@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from negotiation.documents import document_problems
+from negotiation.engine.names import name_key
 
 SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
@@ -94,8 +95,8 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
             out.append(f"{where}: item '{item}' is not demanded by the buyer")
         elif not parsed.stocked(item):
             out.append(f"{where}: no seller stocks '{item}'")
-    demanded = {d.item_name.lower() for d in parsed.buyer.item_demands}
-    if len(items) > 1 and {i.strip().lower() for i in items} != demanded:
+    demanded = {name_key(d.item_name) for d in parsed.buyer.item_demands}
+    if len(items) > 1 and {name_key(i) for i in items} != demanded:
         # A multi-item scenario runs as one batch over every demanded item (batch_create's item_name=None).
         out.append(f"{where}: a scenario with several items must list every demanded item "
                    f"({', '.join(d.item_name for d in parsed.buyer.item_demands)})")

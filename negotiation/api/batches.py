@@ -37,6 +37,7 @@ from negotiation.api.common import (
     page_of,
     paginated_response,
 )
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Batch, Disclosure
 from negotiation.selectors import (
     RESULT_COLUMNS,
@@ -56,7 +57,7 @@ TAG = ["batches"]
 EXPORT_CHUNK = 500
 
 
-class AgentSpecSerializer(serializers.Serializer):
+class AgentSpecSerializer(StrictSerializer):
     strategy = serializers.ChoiceField(choices=["llm", *BASELINES], required=False,
                                        help_text="llm, or a baseline concession strategy that makes no LLM call.")
     profile = serializers.CharField(max_length=100, required=False,
@@ -74,7 +75,7 @@ class AgentSpecSerializer(serializers.Serializer):
                                                                    for v in VARIANTS.values()))
 
 
-class AgentsSerializer(serializers.Serializer):
+class AgentsSerializer(StrictSerializer):
     buyer = AgentSpecSerializer(required=False)
     seller = AgentSpecSerializer(required=False)
     analyst = AgentSpecSerializer(required=False)
@@ -170,9 +171,9 @@ def batch_or_404(request: Request, batch_id: Any) -> Batch:
 class BatchesApi(APIView):
     """GET lists your batches with progress; POST launches one."""
 
-    class BatchCreateInput(serializers.Serializer):
+    class BatchCreateInput(StrictSerializer):
         session = serializers.UUIDField(help_text="The session to negotiate in.")
-        item_name = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True,
+        item_name = NameField(max_length=255, required=False, allow_blank=True, allow_null=True,
                                           default="", help_text="One demanded item; null or blank for every item "
                                                                 "(then `runs` runs of each).")
         runs = serializers.IntegerField(help_text="Runs per item, 1 to MAMS_MAX_RUNS_PER_BATCH (10000 by "

@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticError
 
 from negotiation.agents.config import UnknownModel, resolve_agents
 from negotiation.agents.gateway import LLMError, profile_probe
+from negotiation.engine.names import name_key
 from negotiation.models import BuyerDemand, InventoryItem, Session
 from negotiation.run_context import scenario_snapshot
 
@@ -51,11 +52,11 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
     A `population` ({"sellers": [handles], "styles": {handle: style}}) keeps only the listed sellers
     and overrides their styles in the snapshot, so the runs play exactly that population.
     """
-    demand = BuyerDemand.objects.filter(session=session, item_name__iexact=item_name.strip()).first()
+    demand = BuyerDemand.objects.filter(session=session, item_key=name_key(item_name)).first()
     if demand is None:
         known = ", ".join(session.demands.values_list("item_name", flat=True)) or "none"
         raise ValidationError({"item_name": [f"The buyer has no demand for '{item_name}'. Demanded items: {known}."]})
-    inventory = list(InventoryItem.objects.filter(seller__session=session, item_name__iexact=demand.item_name)
+    inventory = list(InventoryItem.objects.filter(seller__session=session, item_key=demand.item_key)
                      .select_related("seller").order_by("seller__handle"))
     if not inventory:
         raise ValidationError({"item_name": [f"No seller in this session stocks '{demand.item_name}'; add it to a "
@@ -66,10 +67,10 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
 
 def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, Any]:
     """The snapshot with only the population's sellers (all when none are listed), styles overridden."""
-    wanted = {h.lower() for h in population.get("sellers") or []}
-    styles = {h.lower(): s for h, s in (population.get("styles") or {}).items()}
-    sellers = [{**s, "style": styles.get(s["handle"].lower(), s["style"])} for s in snapshot["sellers"]
-               if not wanted or s["handle"].lower() in wanted]
+    wanted = {name_key(h) for h in population.get("sellers") or []}
+    styles = {name_key(h): s for h, s in (population.get("styles") or {}).items()}
+    sellers = [{**s, "style": styles.get(name_key(s["handle"]), s["style"])} for s in snapshot["sellers"]
+               if not wanted or name_key(s["handle"]) in wanted]
     if not sellers:
         item = snapshot["buyer"]["item_name"]
         raise ValidationError({"sellers": [f"No seller of this population stocks '{item}'; stocked by: "
