@@ -44,8 +44,10 @@ def experiment_detail(request: HttpRequest, experiment_id: Any) -> HttpResponse:
     result = experiment_results(experiment=experiment)
     for cmp in result["comparisons"]:
         cmp["chart"] = mark_safe(charts.forest(  # noqa: S308 - the chart escapes every text it draws
-            [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high) for r in cmp["rows"]],
-            label=f"Paired differences {cmp['label']} − {cmp['against']} with 95% CIs"))
+            [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high, r["head"].fmt)
+             for r in cmp["rows"]],
+            label=f"Paired differences {cmp['label']} − {cmp['against']} with 95% CIs",
+            difference=f"{cmp['label']} − {cmp['against']}"))
     live = result["status"] == "running"
     return render(request, "analytics/experiment_detail.html",
                   {"experiment": experiment, "r": result, "live": live})
@@ -65,9 +67,10 @@ def sequence_detail(request: HttpRequest, sequence_id: Any) -> HttpResponse:
                   "seller side": [r["cum_seller"] for r in s["steps"]]}
     per_run = {"buyer": [r["buyer_utility"] for r in s["steps"]],
                "seller side": [r["seller_utility"] for r in s["steps"]]}
-    pct = lambda v: f"{v:.2f}"  # noqa: E731
-    chart = charts.lines(cumulative, label="Cumulative average utility per side over the sequence", y_fmt=pct)
-    runs_chart = charts.lines(per_run, label="Utility of each run", y_fmt=pct)
+    chart = charts.lines(cumulative, label="Cumulative average utility per side over the sequence",
+                         x_title="Run in the sequence", y_title="Cumulative mean utility (0–1)", y_unit="score")
+    runs_chart = charts.lines(per_run, label="Utility of each run", x_title="Run in the sequence",
+                              y_title="Utility (0–1)", y_unit="score")
     return render(request, "analytics/sequence_detail.html", {
         "sequence": sequence, "s": s, "live": sequence.status == "running",
         "chart": mark_safe(chart), "runs_chart": mark_safe(runs_chart)})  # noqa: S308 - escaped by the charts

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from django.db import connection
 from django.db.models import Avg, Count, F, FloatField, IntegerField, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Cast, Coalesce, Substr
 
-from analytics import metrics
+from analytics import formats, metrics
 from analytics.models import RunAnalysis, RunMetrics
 from negotiation.models import Batch, NegotiationRun
 from negotiation.selectors import readable_batches, shared_benchmark
@@ -341,7 +342,8 @@ def batch_compare(*, a: Batch, b: Batch) -> dict[str, Any]:
     est = metrics.bootstrap_many(diffs, seed=a.base_seed, n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
     out = [{"head": h, "estimate": est[h.key], "mean_a": means_a[h.key], "mean_b": means_b[h.key],
             "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=est[h.key],
-                                                 higher_is_better=h.higher_is_better, label_a="A", label_b="B")}
+                                                 higher_is_better=h.higher_is_better, label_a="A", label_b="B",
+                                                 fmt_diff=partial(formats.diff, unit=h.fmt))}
            for h in heads]
     same = a.session_id == b.session_id and a.item_name == b.item_name
     return {"pairs": len(keys), "paired_by": paired_by, "rows": out, "same_scenario": same}

@@ -80,35 +80,42 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 # --- the batch dashboard -----------------------------------------------------------------------
 
 def _dashboard_charts(d: dict[str, Any]) -> dict[str, str]:
-    money = lambda v: f"${v:.2f}"  # noqa: E731
     rounds = d["rounds_hist"]
     style, weights = d["by_style"], d["by_weights"]
     a = d["analysis"]
+
+    def shares(rows: list[dict[str, Any]], field: str, title: str, x_title: str) -> str:
+        # The buyer's share of the ZOPA with its CI; the seller side's is the rest of 100%.
+        return charts.bars([r[field] or "?" for r in rows],
+                           [("buyer share", [r["buyer_share"] or 0 for r in rows],
+                             [(r["ci"].low, r["ci"].high) if r.get("ci") else None for r in rows])],
+                           label=title, x_title=x_title, y_title="Buyer's share of the ZOPA (%)", y_unit="pct",
+                           y_max=1.0)
+
     out = {
-        "price": charts.histogram(d["price_hist"], label="Final prices of deals", x_fmt=money),
+        "price": charts.histogram(d["price_hist"], label="Final prices of deals", x_title="Final price per unit ($)",
+                                  y_title="Deals", x_unit="money"),
         "rounds": charts.bars([str(r["rounds"]) for r in rounds],
                               [("deal", [r["deals"] for r in rounds]),
                                ("no deal", [r["runs"] - r["deals"] for r in rounds])],
-                              label="Rounds to close (runs per number of rounds)"),
+                              label="Rounds to close (runs per number of rounds)", x_title="Rounds played",
+                              y_title="Runs", y_unit="count"),
         "sellers": charts.bars([r["chosen_handle"] for r in d["deals_per_seller"]],
-                               [("deals won", [r["n"] for r in d["deals_per_seller"]])], label="Deals won per seller"),
-        "style": charts.bars([r["chosen_style"] or "?" for r in style],
-                             [("buyer share", [r["buyer_share"] or 0 for r in style]),
-                              ("seller share", [r["seller_share"] or 0 for r in style])],
-                             label="Surplus share by seller style", y_fmt=lambda v: f"{v:.0%}"),
-        "weights": charts.bars([r["chosen_weights"] or "?" for r in weights],
-                               [("buyer share", [r["buyer_share"] or 0 for r in weights]),
-                                ("seller share", [r["seller_share"] or 0 for r in weights])],
-                               label="Surplus share by seller weights (retention/profit)",
-                               y_fmt=lambda v: f"{v:.0%}"),
+                               [("deals won", [r["n"] for r in d["deals_per_seller"]])], label="Deals won per seller",
+                               x_title="Seller", y_title="Deals won", y_unit="count"),
+        "style": shares(style, "chosen_style", "Surplus share by seller style", "Chosen seller's style"),
+        "weights": shares(weights, "chosen_weights", "Surplus share by seller weights (retention/profit)",
+                          "Chosen seller's weights (retention/profit)"),
         "strategy": charts.bars(["low", "medium", "high"],
                                 [("runs", [a["strategy"].get(k, 0) for k in ("low", "medium", "high")])],
-                                label="Strategy effectiveness"),
+                                label="Strategy effectiveness", x_title="Analyst's rating of the buyer's strategy",
+                                y_title="Runs", y_unit="count"),
     }
     for key, color in (("deal_quality", charts.PALETTE[2]), ("coherence", charts.PALETTE[0]),
                        ("hallucination", charts.PALETTE[1])):
-        out[key] = charts.histogram(a["hists"][key], label=key.replace("_", " ").capitalize(), color=color,
-                                    x_fmt=lambda v: f"{v:.1f}")
+        name = key.replace("_", " ").capitalize()
+        out[key] = charts.histogram(a["hists"][key], label=name, color=color, x_title=f"{name} score (0–1)",
+                                    y_title="Runs", x_unit="score")
     return {k: mark_safe(v) for k, v in out.items()}  # noqa: S308 - charts escape every text they draw
 
 
@@ -250,7 +257,8 @@ def compare(request: HttpRequest) -> HttpResponse:
             raise Http404("No such batch.") from exc
         result = batch_compare(a=a, b=b)
         ctx.update(a=a, b=b, result=result, chart=mark_safe(charts.forest(  # noqa: S308 - escaped by the chart
-            [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high) for r in result["rows"]],
+            [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high, r["head"].fmt)
+             for r in result["rows"]],
             label="Paired differences B − A with 95% CIs")))
     ctx["metrics"] = [HEADLINE_KEYS[k] for k in COMPARE]
     return render(request, "analytics/compare.html", ctx)
