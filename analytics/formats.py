@@ -74,3 +74,15 @@ def _places(step: float) -> int:
         if abs(round(step, places) - step) < 1e-9 * max(1.0, abs(step)):
             return places
     return 6
+
+
+def duration(seconds: Any) -> str:
+    """A time span for people: "45 s", "3 min 5 s", "2 h 10 min"."""
+    if seconds is None:
+        return "–"
+    s = max(0, round(float(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"

@@ -38,3 +38,29 @@ def get(mapping: Any, key: Any) -> Any:
 @register.filter
 def pct_of(value: Any, total: Any) -> float:
     return round(100 * float(value or 0) / float(total), 1) if total else 0.0
+
+
+def agent_label(spec: Any) -> str:
+    """What plays a role, called what it is: an LLM (its model), a baseline strategy (no LLM), a person
+    typing as the buyer, or an outside agent on /env. One wording for every page and export."""
+    if not isinstance(spec, dict):
+        return "–"
+    strategy = spec.get("strategy") or "llm"
+    if strategy == "llm":
+        model = spec.get("model") or "default model"
+        return f"LLM {model}" + (f" ({spec['profile']})" if spec.get("profile") else "")
+    if strategy == "human":
+        return "human buyer"
+    if strategy == "external":
+        name = spec.get("model") or ""
+        return "/env agent" + (f" {name}" if name and name != "external" else "")
+    return f"{strategy} baseline"
+
+
+register.filter("agent", agent_label)
+
+
+@register.filter
+def ratio(value: Any, total: Any) -> float | None:
+    """value / total as a fraction (for the pct format), or None when there is no total."""
+    return float(value or 0) / float(total) if total else None
