@@ -116,7 +116,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
                  idempotency_key: str | None = None, population: dict | None = None,
                  disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None) -> Batch:
     errors: dict[str, list[str]] = {}
-    name, tags = _label_check(errors, name, tags)
+    label, tag_list = _label_check(errors, name, tags)
     try:
         # An unknown rule is refused, never read as the default: a batch meant to study leaking
         # must not quietly run with redaction, nor the reverse.
@@ -156,7 +156,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure,
-                                 name=name, tags=tags)
+                                 name=label, tags=tag_list)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
     stamps = run_fingerprints(resolved, disclosure=disclosure)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
