@@ -152,7 +152,7 @@ def _dashboard_charts(d: dict[str, Any]) -> dict[str, str]:
         "rounds": charts.bars([str(r["rounds"]) for r in rounds],
                               [("deal", [r["deals"] for r in rounds]),
                                ("no deal", [r["runs"] - r["deals"] for r in rounds])],
-                              label="Rounds to close (runs per number of rounds)", x_title="Rounds played",
+                              label="Rounds to close (runs per number of rounds)", x_title="Rounds of offers",
                               y_title="Runs", y_unit="count"),
         "sellers": charts.bars([r["chosen_handle"] for r in d["deals_per_seller"]],
                                [("deals won", [r["n"] for r in d["deals_per_seller"]])], label="Deals won per seller",
