@@ -150,3 +150,30 @@ def test_the_launch_form_names_and_tags_a_batch(web: Client, sample: Any) -> Non
     assert batch.name == "first sweep" and batch.tags == ["sweep", "v1"]
     r = web.post(f"/analytics/sessions/{sample.pk}/", {**form, "tags": "bad/tag"})
     assert r.status_code == 400 and "tags.0" in r.content.decode() and Batch.objects.count() == 1
+
+
+def test_the_leaderboard_and_experiment_pages_export_their_tables(web: Client, sample: Any, user: Any,
+                                                                   play_through: Any) -> None:
+    from negotiation.services.experiments import experiment_create
+    from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
+
+    play_all(launch(buyers=[BOULWARE, LINEAR], opponents=LINEAR), play_through)
+    page = web.get("/analytics/leaderboard/", {"suite": "core-v1"}).content.decode()
+    shown = len(re.findall(r"<tr class=", page))
+    data = web.get("/analytics/leaderboard/", {"suite": "core-v1", "export": "json"}).json()
+    assert len(data["rows"]) == shown == 2
+    assert [r["#"] for r in data["rows"]] == [1, 2]
+    top = data["rows"][0]
+    assert top["Buyer surplus share CI low"] <= top["Buyer surplus share"] <= top["Buyer surplus share CI high"]
+    body = web.get("/analytics/leaderboard/", {"suite": "core-v1", "export": "csv"}).content.decode()
+    assert next(csv.reader(io.StringIO(body))) == data["columns"]
+    conditions = [{"label": n, "agents": {**BASELINE, "buyer": {"strategy": n}}} for n in ("boulware", "conceder")]
+    experiment = experiment_create(owner=user, session=sample, name="b vs c", item_name="USB-C Cable", runs=3,
+                                   max_rounds=4, conditions=conditions)
+    for run in NegotiationRun.objects.filter(status="queued"):
+        play_through(run.pk)
+    data = web.get(f"/analytics/experiments/{experiment.pk}/", {"export": "json"}).json()
+    paired = [r for r in data["rows"] if r["Table"] == "paired differences"]
+    assert len(paired) == 13 and {r["Condition"] for r in paired} == {"conceder"}
+    assert len([r for r in data["rows"] if r["Table"] == "conditions"]) == 2 * 13
+    assert web.get(f"/analytics/experiments/{experiment.pk}/", {"export": "pdf"}).status_code == 400
