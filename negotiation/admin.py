@@ -213,8 +213,7 @@ class EventInline(admin.TabularInline):
 
 @admin.register(NegotiationRun)
 class NegotiationRunAdmin(ReadOnlyAdmin):
-    list_display = ("short_id", "batch_link", "item_name", "status", "outcome", "price", "rounds", "seed",
-                    "started_at", "ended_at")
+    list_display = ("short_id", "batch_link", "item_name", "status", "outcome_text", "price", "rounds", "started_at")
     list_filter = ("status", "outcome__decision", "mode", ("batch", admin.RelatedOnlyFieldListFilter), "started_at")
     search_fields = ("id", "batch__id", "batch__name", "item_name", "buyer_fingerprint", "seller_fingerprint",
                      "code_version")
@@ -233,7 +232,7 @@ class NegotiationRunAdmin(ReadOnlyAdmin):
         return obj.batch.name or str(obj.batch_id)[:8]
 
     @admin.display(description="outcome", ordering="outcome__decision")
-    def outcome(self, obj: NegotiationRun) -> str:
+    def outcome_text(self, obj: NegotiationRun) -> str:
         out = getattr(obj, "outcome", None)
         return f"{out.get_decision_display()} ({out.reason})" if out else "–"
 

@@ -177,3 +177,23 @@ def test_the_leaderboard_and_experiment_pages_export_their_tables(web: Client, s
     assert len(paired) == 13 and {r["Condition"] for r in paired} == {"conceder"}
     assert len([r for r in data["rows"] if r["Table"] == "conditions"]) == 2 * 13
     assert web.get(f"/analytics/experiments/{experiment.pk}/", {"export": "pdf"}).status_code == 400
+
+
+def test_the_admin_lists_runs_with_batch_outcome_price_and_short_ids_and_edits_only_names_and_tags(
+        admin_client: Client, played_batch: Any) -> None:
+    batch = played_batch(runs=2)
+    run = NegotiationRun.objects.filter(batch=batch).select_related("outcome").first()
+    html = admin_client.get("/admin/negotiation/negotiationrun/").content.decode()
+    assert f">{str(run.pk)[:8]}<" in html and str(run.pk) not in re.sub(r'href="[^"]*"', "", html)
+    assert f"<td class=\"field-batch_link\">{str(batch.pk)[:8]}</td>" in html
+    assert f"${run.outcome.final_price:,.2f}" in html and "analytics/favicon.svg" in html
+    assert admin_client.get("/admin/negotiation/negotiationrun/", {"outcome__decision": "no_deal"}).status_code == 200
+    # a batch's name and tags can be set in the admin; nothing else of it changes there
+    url = f"/admin/negotiation/batch/{batch.pk}/change/"
+    r = admin_client.post(url, {"name": "named in the admin", "tags": "a,b", "runs_requested": 99})
+    assert r.status_code == 302, r.content.decode()[:3000]
+    batch.refresh_from_db()
+    assert batch.name == "named in the admin" and batch.tags == ["a", "b"] and batch.runs_requested == 2
+    assert admin_client.post(url, {"name": "x", "tags": "bad tag"}).status_code == 200  # the form's error
+    batch.refresh_from_db()
+    assert batch.tags == ["a", "b"]
