@@ -184,10 +184,11 @@ class Point:
     label: str = ""
 
 
-def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides: dict[str, float] | None = None
-           ) -> str:
+def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides: dict[str, float] | None = None,
+           decision: bool = False) -> str:
     """Prices over rounds: one line per party, dashed guides (the buyer's max, each floor) labelled
-    inside the plot. Every point and segment carries data-round, so the replay can hide what came later."""
+    inside the plot. Every point and segment carries data-round, so the replay can hide what came later.
+    With `decision`, the last step is the buyer's closing decision after the last round, labelled so."""
     values = [p.price for pts in lines.values() for p in pts] + list((guides or {}).values())
     if not values:
         return empty(label, "No prices were named in this run")
@@ -203,7 +204,8 @@ def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides
     out = _y_axis(ticks, "money")
     for r in range(1, rounds + 1):
         x, _ = xy(r, lo)
-        out.append(f'<text x="{x:.1f}" y="{H - PAD_B + 18}" text-anchor="middle" class="tick">{r}</text>')
+        name = "decision" if decision and r == rounds else str(r)
+        out.append(f'<text x="{x:.1f}" y="{H - PAD_B + 18}" text-anchor="middle" class="tick">{name}</text>')
     for name, value in (guides or {}).items():
         _, y = xy(1, value)
         out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" class="guide"/>')

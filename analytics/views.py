@@ -305,7 +305,7 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
     return lanes, rows, last
 
 
-def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool) -> str:
+def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool, decision: bool = False) -> str:
     ctx = run_context(run)
     lines: dict[str, list[charts.Point]] = {}
     for m in ctx.transcript:
@@ -321,7 +321,8 @@ def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool) -> str:
     if (floors and outcome is not None and outcome.chosen_handle in ctx.sellers
             and outcome.chosen_handle != floors[0][1]):
         guides[f"{outcome.chosen_handle} floor"] = float(ctx.sellers[outcome.chosen_handle].least_price)
-    return charts.offers(lines, rounds=rounds, label="Offers and counters over rounds", guides=guides)
+    return charts.offers(lines, rounds=rounds, label="Offers and counters over rounds", guides=guides,
+                         decision=decision)
 
 
 SCORE_ROWS = [("deal_quality", "Deal quality", "higher is better"), ("coherence", "Coherence", "higher is better"),
@@ -344,9 +345,15 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         for key, label, hint in SCORE_ROWS:
             scores.append({"label": label, "hint": hint, "verdict": getattr(analysis, key),
                            "local": (analysis.local or {}).get(key), "galileo": galileo_scores.get(key)})
+    # A round is the buyer's message and the sellers' answers; a closing accept or walk-away alone in the
+    # next round is the buyer's decision after the last round (Outcome.rounds counts the same way).
+    offer_rounds = outcome.rounds if outcome is not None else last
+    decision_round = last if outcome is not None and last > outcome.rounds else None
     ctx = {"run": run, "metrics": metrics, "analysis": analysis, "outcome": outcome, "lanes": lanes, "rows": rows,
-           "last_round": last, "scores": scores, "galileo": galileo, "galileo_scores": galileo_scores,
-           "chart": mark_safe(_offers_chart(run, max(last, 1), sealed=closed)),  # noqa: S308 - escaped inside
+           "last_round": last, "offer_rounds": offer_rounds, "decision_round": decision_round, "scores": scores,
+           "galileo": galileo, "galileo_scores": galileo_scores,
+           "chart": mark_safe(_offers_chart(run, max(last, 1), sealed=closed,  # noqa: S308 - escaped inside
+                                            decision=decision_round is not None)),
            "orphan_events": [] if closed else run_events(run_id=run.pk).get(None, []), "sealed": closed,
            "debrief": outside.debrief(run) if outside.is_outside(run) else None}
     return render(request, "analytics/run_detail.html", ctx)

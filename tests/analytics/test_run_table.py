@@ -197,3 +197,17 @@ def test_the_admin_lists_runs_with_batch_outcome_price_and_short_ids_and_edits_o
     assert admin_client.post(url, {"name": "x", "tags": "bad tag"}).status_code == 200  # the form's error
     batch.refresh_from_db()
     assert batch.tags == ["a", "b"]
+
+
+def test_the_run_page_counts_rounds_as_the_outcome_does(web: Client, played_batch: Any) -> None:
+    # given a run whose buyer accepted in the round after the last offers
+    batch = played_batch(runs=1)
+    run = NegotiationRun.objects.select_related("outcome").get(batch=batch)
+    last = run.messages.order_by("-round_no").first().round_no
+    assert run.outcome.decision == "deal" and last == run.outcome.rounds + 1
+    html = web.get(f"/analytics/runs/{run.pk}/").content.decode()
+    # then the page says "after N rounds", the replay and the lanes call the last step the decision
+    assert f"after {run.outcome.rounds} rounds, by the buyer's decision that followed" in html
+    assert f"the buyer's decision after round {run.outcome.rounds}</output>" in html
+    assert '<div class="round-tag">decision</div>' in html and f">R{last}<" not in html
+    assert 'class="tick">decision</text>' in html

@@ -56,7 +56,12 @@
         var hide = r > round || (el.id === "outcome" && round < last);
         el.classList.toggle("future", hide);
       });
-      if (label) { label.textContent = "round " + round + " of " + last; }
+      if (label) {
+        // The buyer's closing accept or walk-away is its decision after the last round, not a round.
+        var offers = parseInt(label.getAttribute("data-offer-rounds") || last, 10);
+        label.textContent = round > offers ? "the buyer's decision after round " + offers
+                                           : "round " + round + " of " + offers;
+      }
     }
     slider.addEventListener("input", function () { show(parseInt(slider.value, 10)); });
     var timer = null;
