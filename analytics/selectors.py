@@ -398,7 +398,7 @@ def batch_list_rows(*, user: Any, session_id: Any = None) -> QuerySet:
 
 
 BATCH_SORTS = {"created": "created_at", "name": "name", "status": "status", "session": "session__name",
-               "item": "item_name", "runs": "runs_requested", "deal_rate": "deal_rate", "buyer_share": "buyer_share"}
+               "item": "item_name", "deal_rate": "deal_rate", "buyer_share": "buyer_share"}
 BATCH_AGGREGATE_SORTS = {"deal_rate", "buyer_share"}
 
 

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods
 from analytics import charts, exports, formats
 from analytics.models import RunAnalysis, RunMetrics
 from analytics.selectors import (
+    BATCH_SORTS,
     HEADLINES,
     RUN_SORTS,
     batch_compare,
@@ -82,7 +83,7 @@ def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
 
 # The batches table's columns, (heading, sort key or ""): the page and its CSV/JSON export share them.
 BATCH_COLUMNS = [("Batch", ""), ("Name", "name"), ("Tags", ""), ("Session", "session"), ("Item", "item"),
-                 ("Buyer", ""), ("Seller", ""), ("Status", "status"), ("Progress", "runs"), ("Deal rate", "deal_rate"),
+                 ("Buyer", ""), ("Seller", ""), ("Status", "status"), ("Progress", ""), ("Deal rate", "deal_rate"),
                  ("Buyer share", "buyer_share"), ("Mean price", ""), ("Rounds", ""), ("Cost", ""),
                  ("Created", "created")]
 
@@ -99,6 +100,10 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     f = {k: request.GET.get(k, "").strip() for k in ("q", "status", "session", "tag", "buyer", "seller", "sort", "dir")}
     if f["status"] and f["status"] not in Batch.Status.values:
         return exports.bad_request(f"status: must be one of {', '.join(Batch.Status.values)}.")
+    if f["sort"] and f["sort"] not in BATCH_SORTS:
+        return exports.bad_request(f"sort: must be one of {', '.join(sorted(BATCH_SORTS))}.")
+    if f["dir"] not in ("", "asc", "desc"):
+        return exports.bad_request("dir: must be asc or desc.")
     session = f["session"] if _uuid_or_none(f["session"]) else None
     if f["session"] and session is None:
         return exports.bad_request("session: must be a session id (a UUID).")

@@ -68,6 +68,8 @@ def test_search_filters_and_sort_pick_the_batches(web: Client, three: Any) -> No
     assert "alpha linear" in html and "boulware baseline" in html and ">sweep</a>" in html
     assert web.get("/analytics/", {"status": "nope"}).status_code == 400
     assert web.get("/analytics/", {"session": "not-a-uuid"}).status_code == 400
+    assert web.get("/analytics/", {"sort": "colour"}).status_code == 400
+    assert web.get("/analytics/", {"dir": "up"}).status_code == 400
 
 
 def test_the_exports_hold_exactly_the_columns_and_rows_the_table_shows(web: Client, three: Any) -> None:
