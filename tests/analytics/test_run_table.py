@@ -213,3 +213,18 @@ def test_the_run_page_counts_rounds_as_the_outcome_does(web: Client, played_batc
     assert f"the buyer's decision after round {run.outcome.rounds}</output>" in html
     assert '<div class="round-tag">decision</div>' in html and f">R{last}<" not in html
     assert 'class="tick">decision</text>' in html
+
+
+def test_each_kind_of_agent_is_called_what_it_is(web: Client, sample: Any, user: Any) -> None:
+    from analytics.templatetags.analytics_tags import agent_label
+    from negotiation.services.live import live_start
+
+    assert agent_label({"strategy": "llm", "profile": "local", "model": "gemma"}) == "LLM gemma (local)"
+    assert agent_label({"strategy": "boulware"}) == "boulware baseline"
+    assert agent_label({"strategy": "human"}) == "human buyer"
+    assert agent_label({"strategy": "external", "model": "my-agent"}) == "/env agent my-agent"
+    # a person's negotiation: its run page calls the buyer a human buyer, never a baseline
+    run = live_start(owner=user, session=sample, item_name="USB-C Cable")
+    html = web.get(f"/analytics/runs/{run.pk}/").content.decode()
+    assert "<b>buyer</b> human buyer" in re.sub(r"\s+", " ", html)
+    assert "human baseline" not in html and "external baseline" not in html
