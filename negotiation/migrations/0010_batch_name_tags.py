@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('negotiation', '0008_session_frozen_by'),
+        ('negotiation', '0009_name_keys_unicode_handles'),
     ]
 
     operations = [
