@@ -217,21 +217,66 @@ class EventInline(admin.TabularInline):
 
 @admin.register(NegotiationRun)
 class NegotiationRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "item_name", "status", "current_round", "seed", "buyer_fingerprint", "seller_fingerprint",
-                    "code_version", "batch", "started_at", "ended_at")
-    list_filter = ("status", "mode")
-    search_fields = ("id", "item_name", "buyer_fingerprint", "seller_fingerprint", "code_version")
+    list_display = ("short_id", "batch_link", "item_name", "status", "outcome_text", "price", "rounds", "started_at")
+    list_filter = ("status", "outcome__decision", "mode", ("batch", admin.RelatedOnlyFieldListFilter), "started_at")
+    search_fields = ("id", "batch__id", "batch__name", "item_name", "buyer_fingerprint", "seller_fingerprint",
+                     "code_version")
+    list_select_related = ("batch", "outcome")
+    date_hierarchy = "started_at"
     inlines = [MessageInline, EventInline]
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, obj: NegotiationRun) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="batch", ordering="batch__created_at")
+    def batch_link(self, obj: NegotiationRun) -> str:
+        batch = obj.batch if obj.batch_id is not None else None
+        if batch is None:
+            return "–"
+        return batch.name or str(obj.batch_id)[:8]
+
+    @admin.display(description="outcome", ordering="outcome__decision")
+    def outcome_text(self, obj: NegotiationRun) -> str:
+        out = getattr(obj, "outcome", None)
+        return f"{out.get_decision_display()} ({out.reason})" if out else "–"
+
+    @admin.display(description="price", ordering="outcome__final_price")
+    def price(self, obj: NegotiationRun) -> str:
+        out = getattr(obj, "outcome", None)
+        return f"${out.final_price:,.2f}" if out and out.final_price is not None else "–"
+
+    @admin.display(description="rounds", ordering="current_round")
+    def rounds(self, obj: NegotiationRun) -> int:
+        return obj.current_round
 
 
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
+    """Batches are records, except their name and tags, which a researcher may set at any time."""
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return True  # a whole batch, with its runs, may be cleaned up
 
-    list_display = ("id", "session", "item_name", "runs_requested", "status", "created_at", "finished_at")
-    list_filter = ("status",)
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # name and tags only: every other field is read-only below
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Batch._meta.fields if f.name not in ("name", "tags")]
+
+    list_display = ("short_id", "name", "tag_list", "session", "item_name", "runs_requested", "status", "created_at",
+                    "finished_at")
+    list_filter = ("status", ("session", admin.RelatedOnlyFieldListFilter), "created_at")
+    search_fields = ("id", "name", "tags", "item_name", "session__name")
     actions = ["cancel"]
+
+    @admin.display(description="batch", ordering="id")
+    def short_id(self, obj: Batch) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Batch) -> str:
+        return ", ".join(obj.tags) or "–"
 
     @admin.action(description="Cancel selected batches (queued runs stop; running ones end next round)")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:

@@ -266,6 +266,12 @@ class Batch(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
                               related_name="mams_batches")
+    name = models.CharField(max_length=120, blank=True, default="",
+                            help_text="An optional name to tell batches apart in the run table.")
+    tags = ArrayField(models.CharField(max_length=40, validators=[RegexValidator(
+                          r"^[\w.:-]{1,40}$", "A tag is 1 to 40 letters, digits or . _ : - (no spaces).")]),
+                      blank=True, default=list, size=20,
+                      help_text="Optional labels to filter and group batches by (letters, digits, . _ : -).")
     session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="batches")
     item_name = models.CharField(max_length=255, blank=True, help_text="Blank means every demanded item.")
     runs_requested = models.PositiveIntegerField()

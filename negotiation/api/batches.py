@@ -95,6 +95,8 @@ class BatchOutputSerializer(serializers.Serializer):
     shared = serializers.BooleanField(default=False, help_text=(
         "A shared benchmark batch (made by a benchmark run without an owner): every signed-in user reads it and "
         "its runs; only staff may cancel it."))
+    name = serializers.CharField(help_text="The batch's optional name (blank if none).")
+    tags = serializers.ListField(child=serializers.CharField(), help_text="The batch's optional tags.")
     item_name = serializers.CharField(help_text="Blank means every item the buyer demands.")
     runs_requested = serializers.IntegerField(help_text="Runs per item.")
     agents = serializers.JSONField(help_text="The resolved agent configuration per role.")
@@ -178,6 +180,11 @@ class BatchesApi(APIView):
                                                                 "(then `runs` runs of each).")
         runs = serializers.IntegerField(help_text="Runs per item, 1 to MAMS_MAX_RUNS_PER_BATCH (10000 by "
                                                   "default).")
+        name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="",
+                                     help_text="An optional name, shown in the batches table and searchable.")
+        tags = serializers.ListField(child=serializers.CharField(max_length=40), max_length=20, required=False,
+                                     default=list, help_text="Optional tags (1-40 letters, digits or . _ : -), "
+                                                             "to filter the batches table by.")
         agents = AgentsSerializer(required=False, help_text="Per role: strategy, profile, model, temperature.")
         temperature = serializers.FloatField(min_value=0, max_value=2, default=0.7)
         max_rounds = serializers.IntegerField(default=5, help_text="1 to MAMS_MAX_ROUNDS_LIMIT (20 by default).")

@@ -8,6 +8,7 @@ be known and configured. Errors are raised before anything is written or queued.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,8 +53,9 @@ def _check_active_batches(owner: Any, needed: int = 1, refusal: Any = None) -> N
 def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
                  idempotency_key: str | None = None, population: dict | None = None,
-                 disclosure: str = Disclosure.REDACT) -> Batch:
+                 disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None) -> Batch:
     errors: dict[str, list[str]] = {}
+    label, tag_list = _label_check(errors, name, tags)
     try:
         # An unknown rule is refused, never read as the default: a batch meant to study leaking
         # must not quietly run with redaction, nor the reverse.
@@ -79,9 +81,9 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     if not names:
         errors.setdefault("item_name", []).append("The session has no buyer demands.")
     scenarios = []
-    for name in names:
+    for item in names:
         try:
-            scenarios.append(scenario_for(session=session, item_name=name, population=population))
+            scenarios.append(scenario_for(session=session, item_name=item, population=population))
         except ValidationError as exc:
             for key, msgs in exc.message_dict.items():
                 errors.setdefault(key, []).extend(msgs)
@@ -92,7 +94,8 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     item_label = scenarios[0]["buyer"]["item_name"] if item_name else ""
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
-                                 base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure)
+                                 base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure,
+                                 name=label, tags=tag_list)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
     stamps = run_fingerprints(resolved, disclosure=disclosure)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
@@ -102,6 +105,36 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     NegotiationRun.objects.bulk_create(rows, batch_size=RUN_CHUNK)
     transaction.on_commit(lambda: enqueue_batch_start(batch.pk))
     return batch
+
+
+TAG = re.compile(r"^[\w.:-]{1,40}$")
+MAX_TAGS = 20
+
+
+def _label_check(errors: dict[str, list[str]], name: Any, tags: Any) -> tuple[str, list[str]]:
+    """A batch's optional name (at most 120 characters) and tags (at most 20, each 1-40 letters,
+    digits or . _ : -), trimmed, the tags without repeats; a bad one is an error naming the field."""
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or len(name.strip()) > 120:
+        errors.setdefault("name", []).append("Must be text of at most 120 characters.")
+        name = ""
+    out: list[str] = []
+    if tags is None:
+        tags = []
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        errors.setdefault("tags", []).append("Must be a list of tags.")
+        tags = []
+    for i, tag in enumerate(tags):
+        tag = tag.strip() if isinstance(tag, str) else tag
+        if not isinstance(tag, str) or not TAG.match(tag):
+            errors.setdefault(f"tags.{i}", []).append(
+                "A tag is 1 to 40 letters, digits or . _ : - (no spaces).")
+        elif tag not in out:
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        errors.setdefault("tags", []).append(f"At most {MAX_TAGS} tags.")
+    return name.strip(), out
 
 
 def batches_status(statuses: Iterable[str]) -> str:
