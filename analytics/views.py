@@ -401,12 +401,14 @@ def compare(request: HttpRequest) -> HttpResponse:
                             "chart": mark_safe(charts.forest(  # noqa: S308 - escaped by the chart
                                 [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high,
                                  r["head"].fmt) for r in result["rows"]],
-                                label=f"Paired differences B − A with 95% CIs ({str(b.pk)[:8]} − {str(first.pk)[:8]})"))})
+                                label=f"Paired differences B − A with 95% CIs ({str(b.pk)[:8]} − "
+                                      f"{str(first.pk)[:8]})"))})
     if export:
         if not comparisons:
             return exports.bad_request("ids: pick two or more batches to export a comparison.")
         rows = [[picked[0].pk, c["b"].pk, r["head"].label, r["mean_a"], r["mean_b"], r["estimate"].mean,
-                 r["estimate"].low, r["estimate"].high, r["estimate"].n, r["sentence"]] for c in comparisons for r in c["result"]["rows"]]
+                 r["estimate"].low, r["estimate"].high, r["estimate"].n, r["sentence"]]
+                for c in comparisons for r in c["result"]["rows"]]
         return exports.response(export, name="compare", columns=COMPARE_COLUMNS, rows=rows)
     ctx["comparisons"] = comparisons
     ctx["export_query"] = "&".join(f"ids={b}" for b in [str(p.pk) for p in picked])
