@@ -188,7 +188,7 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
     from negotiation.models import SequenceStep
     from negotiation.services.experiments import experiment_create
     from negotiation.services.reflect import sequence_create, sequence_step_reflect
-    from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
+    from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, launch, play_all
     from tests.analytics.conftest import BASELINE
 
     SHOTS.mkdir(parents=True, exist_ok=True)
