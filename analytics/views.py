@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required as _login_required
 from django.core.exceptions import ValidationError
@@ -115,12 +116,22 @@ def _dashboard_charts(d: dict[str, Any]) -> dict[str, str]:
 def _runs_page(request: HttpRequest, batch: Batch) -> dict[str, Any]:
     q = {k: request.GET.get(k, "") for k in ("status", "decision", "seller", "flag", "sort", "dir")}
     qs = batch_runs(batch_id=batch.pk, status=q["status"], decision=q["decision"], seller=q["seller"],
-                    flag=q["flag"], sort=q["sort"] or "seed", descending=q["dir"] == "desc")
+                    flag=q["flag"], sort=q["sort"] or "seed", descending=q["dir"] == "desc").prefetch_related("archive")
     page = Paginator(qs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
     params.pop("fragment", None)
     return {"runs": page, "filters": q, "query": params.urlencode(), "sorts": sorted(RUN_SORTS)}
+
+
+def _archive_notice(batch: Batch) -> dict[str, Any]:
+    """What the batch page says about the audit archive: a store that cannot work, and runs that failed."""
+    from analytics import archive
+    from analytics.models import RunArchive
+
+    return {"archive_problem": archive.store_problem_cached() if settings.MAMS_ARCHIVE_ENABLED else None,
+            "archive_failed": RunArchive.objects.filter(batch=batch, status=RunArchive.Status.FAILED).count(),
+            "archive_enabled": settings.MAMS_ARCHIVE_ENABLED}
 
 
 @login_required
@@ -131,7 +142,8 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
     others = batch_list_rows(user=request.user, session_id=batch.session_id).exclude(pk=batch.pk)[:5]
     ctx = {"batch": batch, "d": d, "cards": cards, "charts": _dashboard_charts(d), "others": others,
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
-           "version": d["version"], "workers": batch_workers(progress=d["progress"]), **_runs_page(request, batch)}
+           "version": d["version"], "workers": batch_workers(progress=d["progress"]), **_runs_page(request, batch),
+           **_archive_notice(batch)}
     template = "analytics/_batch_body.html" if request.GET.get("fragment") else "analytics/batch_detail.html"
     return render(request, template, ctx)
 

@@ -189,6 +189,7 @@ def play_through(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
     monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
     monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
+    monkeypatch.setattr(play, "archive_on_commit", lambda *a, **k: None)
 
     def run_it(run_id: Any) -> NegotiationRun:
         for _ in range(100):

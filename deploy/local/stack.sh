@@ -184,7 +184,7 @@ worker_start() {
   # The pidfile holds the supervisor's pid: it restarts the worker whenever it exits (with a backoff,
   # logged to $name.supervise.log); stopping the supervisor stops the worker.
   MAMS_SUPERVISE_CHILD_PIDFILE="$LOCAL/celery/$name.child.pid" setsid nohup "$ROOT/deploy/local/supervise.sh" \
-    "worker $name" -- "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance --pool threads \
+    "worker $name" -- "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance,voice,archive --pool threads \
     -c "$WORKER_CONCURRENCY" --hostname "$name@%h" --logfile "$LOCAL/celery/$name.log" --loglevel INFO \
     </dev/null >>"$LOCAL/celery/$name.supervise.log" 2>&1 &
   echo $! >"$pidf"

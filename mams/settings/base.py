@@ -323,3 +323,11 @@ if SENTRY_DSN:
     from mams.sentry import sentry_init
 
     sentry_init(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or "local", traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+# The audit archive (analytics/archive.py): every ended run as <prefix>/<batch>/<run>.json.gz. s3://bucket/prefix
+# writes through boto3 (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION for Tigris, S3
+# or MinIO); file:///abs/path writes a local folder; unset means file://<clone>/.local/archive.
+MAMS_ARCHIVE_URL = env("MAMS_ARCHIVE_URL", "") or f"file://{BASE_DIR / '.local' / 'archive'}"
+MAMS_ARCHIVE_ENABLED = env_bool("MAMS_ARCHIVE_ENABLED", True)
+# Retries of a failed write (backoff 2, 4, 8 ... s capped at 5 min); then the error is recorded on the run.
+MAMS_ARCHIVE_MAX_RETRIES = env_int("MAMS_ARCHIVE_MAX_RETRIES", 8)
+MAMS_ARCHIVE_TIMEOUT_SECONDS = float(env("MAMS_ARCHIVE_TIMEOUT_SECONDS", "10") or 10)

@@ -26,6 +26,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from analytics import tracing
+from analytics.archive import archive_on_commit
 from analytics.services import run_failed, run_finished
 from mams.queues import Queue
 from negotiation import turn_rows
@@ -357,6 +358,7 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
 
 
 def _after_terminal(batch_id: Any, run_id: Any) -> None:
+    archive_on_commit(run_id=run_id)  # every ended run goes to the audit archive (analytics/archive.py)
     if batch_id:
         transaction.on_commit(lambda: batch_refresh(batch_id=batch_id))
     else:  # a reflect sequence's runs have no batch: the sequence moves on after this run
