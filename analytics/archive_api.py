@@ -15,6 +15,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,7 +23,7 @@ from rest_framework.views import APIView
 from analytics import archive
 from analytics.models import RunArchive
 from negotiation.api.batches import batch_or_404
-from negotiation.api.common import errors
+from negotiation.api.common import BinaryRenderer, errors
 
 TAG = ["batches"]
 
@@ -72,6 +73,8 @@ class BatchArchiveApi(APIView):
 
 class RunArchiveDownloadApi(APIView):
     """The archived object of one run (gzip JSON), read from the store."""
+
+    renderer_classes = [JSONRenderer, BinaryRenderer]
 
     @extend_schema(tags=TAG, operation_id="batches_archive_download",
                    responses={(200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY), **errors(401, 404)})

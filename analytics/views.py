@@ -185,6 +185,7 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
         lanes.append({"key": handle, "title": f"What {handle} saw", "thread": view.thread,
                       "style": ctx.sellers[handle].style})
     last = max((m.round_no for m in ctx.transcript), default=0)
+    audio = _audio_states(run)
     rows = []
     for r in range(1, last + 1):
         cells = []
@@ -194,11 +195,35 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
                 if m.round_no != r:
                     continue
                 row = ctx.row(m.round_no, m.sender)
+                # The buyer's lane holds each seller reply as the buyer received it: the words the audio speaks.
+                spoken = audio.get(row.pk) if row and lane["key"] == BUYER and m.sender != BUYER else None
                 items.append({"msg": m, "row": row, "mine": m.sender == lane["key"],
-                              "events": events.get(row.pk, []) if row else []})
+                              "events": events.get(row.pk, []) if row else [], "audio": spoken})
             cells.append(items)
         rows.append({"round": r, "cells": cells})
     return lanes, rows, last
+
+
+def _audio_states(run: NegotiationRun) -> dict[Any, dict[str, Any]]:
+    """Per seller reply of a voice run: its audio URL, or that it is being made, or why it could not be."""
+    if not run.voice:
+        return {}
+    from negotiation.models import Message, MessageAudio
+    from negotiation.services.voice import audio_url
+
+    made = {a["message_id"]: a for a in MessageAudio.objects.filter(message__run=run).values(
+        "message_id", "status", "note", "error", "engine", "voice")}
+    out: dict[Any, dict[str, Any]] = {}
+    for pk in Message.objects.filter(run=run, sender_type=Message.SenderType.SELLER).values_list("pk", flat=True):
+        a = made.get(pk)
+        if a is None:
+            out[pk] = {"state": "pending"}
+        elif a["status"] == MessageAudio.Status.READY:
+            out[pk] = {"state": "ready", "url": audio_url(run_id=run.pk, message_id=pk), "note": a["note"],
+                       "voice": f'{a["engine"]} · {a["voice"]}'}
+        else:
+            out[pk] = {"state": "failed", "note": a["error"]}
+    return out
 
 
 def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool) -> str:

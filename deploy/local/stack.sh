@@ -29,6 +29,8 @@ system_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x "$PGBIN/initdb" ] || missing+=(postgresql-15)
   if [ "${MAMS_WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+  # The local seller voices (negotiation/tts.py): on by default in live rooms, no key, no download at run time.
+  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing system packages: ${missing[*]}"
   [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"

@@ -331,3 +331,10 @@ MAMS_ARCHIVE_ENABLED = env_bool("MAMS_ARCHIVE_ENABLED", True)
 # Retries of a failed write (backoff 2, 4, 8 ... s capped at 5 min); then the error is recorded on the run.
 MAMS_ARCHIVE_MAX_RETRIES = env_int("MAMS_ARCHIVE_MAX_RETRIES", 8)
 MAMS_ARCHIVE_TIMEOUT_SECONDS = float(env("MAMS_ARCHIVE_TIMEOUT_SECONDS", "10") or 10)
+# Seller voices (negotiation/services/voice.py): ElevenLabs when ELEVENLABS_API_KEY is set (read from the
+# environment when speaking, never stored), else Debian's espeak-ng. MAMS_ELEVENLABS_URL: another endpoint.
+MAMS_ELEVENLABS_MODEL = env("MAMS_ELEVENLABS_MODEL", "eleven_multilingual_v2")
+MAMS_ELEVENLABS_URL = env("MAMS_ELEVENLABS_URL", "")
+MAMS_VOICE_MAX_CHARS = env_int("MAMS_VOICE_MAX_CHARS", 600)
+MAMS_VOICE_TIMEOUT_SECONDS = float(env("MAMS_VOICE_TIMEOUT_SECONDS", "60") or 60)
+MAMS_VOICE_MAX_RETRIES = env_int("MAMS_VOICE_MAX_RETRIES", 4)
