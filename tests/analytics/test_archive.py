@@ -24,7 +24,7 @@ from analytics.models import RunArchive
 from negotiation.models import Batch, NegotiationRun
 from negotiation.services.batches import batch_create
 from negotiation.services.scenarios import sample_session_load
-from tests.conftest import start_worker, stop_worker, wait_for, wait_for_batch
+from tests.conftest import queues_taken_from, start_worker, stop_worker, wait_for, wait_for_batch
 
 LLM = {"buyer": {"profile": "openai-compatible"}, "seller": {"profile": "openai-compatible"},
        "analyst": {"profile": "openai-compatible"}}
@@ -105,10 +105,15 @@ def test_manage_py_check_names_an_invalid_url_and_a_missing_bucket(settings: Any
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
-def test_every_ended_run_is_archived_once_in_the_s3_store(s3: Any, s3_server: str, fake_llm: Any, llm: Any,
-                                                          django_db_setup: Any, settings: Any,
-                                                          client: Any, django_user_model: Any) -> None:
-    # given a worker whose archive is the S3 store on loopback
+def test_every_ended_run_is_archived_once_in_the_s3_store(s3: Any, s3_server: str, celery_worker: Any, llm: Any,
+                                                          settings: Any, client: Any, django_user_model: Any) -> None:
+    # given a worker whose archive is the S3 store on loopback (the shared worker leaves that queue to it)
+    with queues_taken_from(celery_worker, "archive"):
+        _archive_to_s3(s3, s3_server, llm, settings, client, django_user_model)
+
+
+def _archive_to_s3(s3: Any, s3_server: str, fake_llm: Any, settings: Any, client: Any, django_user_model: Any
+                   ) -> None:
     worker = start_worker(db_name=settings.DATABASES["default"]["NAME"], llm_url=fake_llm.base_url, name="archive",
                           extra_env={**KEYS, "AWS_ENDPOINT_URL_S3": s3_server,
                                      "MAMS_ARCHIVE_URL": f"s3://{BUCKET}/trail"})
@@ -195,8 +200,13 @@ def test_a_redacted_number_is_archived_as_said_and_as_each_lane_received_it(db: 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
-def test_an_unreachable_store_never_fails_or_delays_a_run(fake_llm: Any, llm: Any, django_db_setup: Any,
-                                                         settings: Any, client: Any, django_user_model: Any) -> None:
+def test_an_unreachable_store_never_fails_or_delays_a_run(celery_worker: Any, llm: Any, settings: Any, client: Any,
+                                                         django_user_model: Any) -> None:
+    with queues_taken_from(celery_worker, "archive"):
+        _unreachable(llm, settings, client, django_user_model)
+
+
+def _unreachable(fake_llm: Any, settings: Any, client: Any, django_user_model: Any) -> None:
     # given a worker whose S3 endpoint is a loopback port nothing listens on, retrying twice
     dead = f"http://127.0.0.1:{free_port()}"
     worker = start_worker(db_name=settings.DATABASES["default"]["NAME"], llm_url=fake_llm.base_url, name="dead-s3",
@@ -237,7 +247,7 @@ def test_the_batch_page_says_when_the_archive_url_is_invalid(db: Any, settings: 
     assert client.get(f"/api/batches/{batch.pk}/archive").json()["store_problem"]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 def test_archive_backfill_writes_ended_runs_and_refuses_a_bad_batch_id(play_through: Any, llm: Any, tmp_path: Any,
                                                                        settings: Any, capsys: Any) -> None:
     settings.MAMS_ARCHIVE_URL = f"file://{tmp_path}/trail"
