@@ -4,7 +4,6 @@ server on loopback): negotiation/tts.py. No database."""
 from __future__ import annotations
 
 import io
-import shutil
 import wave
 from collections.abc import Iterator
 
@@ -14,7 +13,6 @@ import pytest
 from negotiation import tts
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (deploy/local/stack.sh installs it)")
 OFFER = "I can do twelve dollars and fifty cents for the USB-C cable, and that is my best offer today."
 KEY = "sk_test_eleven_0123456789abcdef"
 

@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
 import wave
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,6 @@ from tests.conftest import queues_taken_from, start_worker, stop_worker, wait_fo
 from tests.factories import UserFactory
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (deploy/local/stack.sh installs it)")
 KEY = "sk_test_eleven_fedcba9876543210"
 LINEAR = {"seller": {"strategy": "linear"}, "analyst": {"strategy": "linear"}}
 
@@ -234,3 +232,40 @@ def _eleven_batch(eleven: FakeElevenLabs, llm: Any, settings: Any) -> None:
 
     assert KEY.encode() not in gzip.decompress(object_get(RunArchive.objects.get(run=run).url))
     assert KEY not in worker.log.read_text()
+
+
+# --- a live room: the person buying hears each seller -------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
+def test_a_live_room_speaks_the_sellers_and_the_run_page_has_a_play_button(celery_worker: Any, settings: Any,
+                                                                           client: Any) -> None:
+    user = UserFactory(username="room-buyer")
+    api = client_for(user)
+    session = _session(user)
+    settings.MAMS_LIVE_WAIT_SECONDS = 60
+    start = api.post("/api/negotiations/start", {"session_id": str(session.pk), "item_name": "USB-C Cable",
+                                                 "agents": LINEAR}, format="json").json()
+    rid = start["negotiation_id"]
+    r = api.post(f"/api/negotiations/{rid}/message", {"text": "I need 3 cables. Offers?", "recipients": ["all"],
+                                                      "wait": True}, format="json")
+    assert r.status_code == 200, r.content
+    replies = r.json()["seller_responses"]
+    assert len(replies) == 4 and all("audio_url" in s for s in replies)  # null until each is spoken
+    wait_for(lambda: not Message.objects.filter(run_id=rid, sender_type="seller", audio__isnull=True).exists(),
+             timeout=60, what="the replies spoken")
+    lines = api.get(f"/api/negotiations/{rid}/messages").json()["messages"]
+    urls = [m["audio_url"] for m in lines if m["sender_type"] == "seller"]
+    assert len(urls) == 4 and all(urls)
+    # the person in the room may play each one: a WAV in that seller's voice
+    for url in urls:
+        got = api.get(url, HTTP_ACCEPT="audio/*")
+        assert got.status_code == 200 and _wav_seconds(got.content) > 0.3
+    # the run page (the room's transcript) has a play button per seller reply, in the buyer's lane
+    client.force_login(type(user).objects.get(pk=user.pk))  # the factory's password is not saved
+    got = client.get(f"/analytics/runs/{rid}/")
+    assert got.status_code == 200, (got.status_code, got.get("Location"))
+    page = got.content.decode()
+    assert page.count("<audio controls") == 4 and all(url in page for url in urls)
+    api.post(f"/api/negotiations/{rid}/decide", {"decision": "walk_away"}, format="json")
