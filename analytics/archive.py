@@ -377,6 +377,23 @@ def runs_to_archive(*, batch_id: Any = None) -> Any:
     return qs.order_by("ended_at", "id")
 
 
+def archive_sweep(*, older_than_seconds: int, limit: int = 500) -> int:
+    """Backstop: queue the archive of runs that ended a while ago (within a week) and have no archive row,
+    e.g. because the broker was down when they ended. Safe to repeat: the archive task is idempotent."""
+    from datetime import timedelta
+
+    now = timezone.now()
+    qs = (NegotiationRun.objects.filter(status__in=NegotiationRun.TERMINAL, archive__isnull=True,
+                                        ended_at__lt=now - timedelta(seconds=older_than_seconds),
+                                        ended_at__gt=now - timedelta(days=7))
+          .order_by("ended_at").values_list("pk", flat=True)[:limit])
+    n = 0
+    for run_id in qs:
+        archive_enqueue(run_id)
+        n += 1
+    return n
+
+
 def archive_list(*, batch_id: Any) -> list[RunArchive]:
     return list(RunArchive.objects.filter(batch_id=batch_id).order_by("run__created_at", "run_id"))
 

@@ -79,6 +79,17 @@ def benchmark_finish_sweep_task() -> int:
     return benchmarks_finish_due()
 
 
+@shared_task(name="analytics.archive_sweep", queue=Queue.MAINTENANCE, acks_late=True, soft_time_limit=120,
+             time_limit=150)
+def archive_sweep_task() -> int:
+    """Backstop for archive tasks that were never queued (see archive.archive_sweep). Safe to repeat."""
+    from analytics import archive
+
+    if not settings.MAMS_ARCHIVE_ENABLED:
+        return 0
+    return archive.archive_sweep(older_than_seconds=settings.MAMS_STALE_RUN_SECONDS)
+
+
 @shared_task(bind=True, name="analytics.archive_run", queue=Queue.ARCHIVE, acks_late=True, max_retries=None,
              soft_time_limit=120, time_limit=150)
 def archive_run_task(self: Task, run_id: str, audio_waits: int = 0) -> None:

@@ -116,7 +116,10 @@ def local_voice(*, position: int, style: str, override: str = "") -> tuple[str, 
 
 
 def eleven_voice(*, position: int, override: str = "") -> str:
-    return override.strip() or ELEVEN_PALETTE[position % len(ELEVEN_PALETTE)][0]
+    """A voice id: the override (an id, or a premade voice's name such as 'Rachel'), else the palette's."""
+    name = override.strip()
+    by_name = {n.lower(): vid for vid, n in ELEVEN_PALETTE}
+    return by_name.get(name.lower(), name) or ELEVEN_PALETTE[position % len(ELEVEN_PALETTE)][0]
 
 
 def espeak_available() -> bool:

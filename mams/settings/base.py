@@ -232,6 +232,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-sequences": {"task": "negotiation.reflect_sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
     # Read Galileo's scores of recent traces back (a no-op without GALILEO_API_KEY).
     "galileo-scores": {"task": "analytics.galileo_scores", "schedule": 300.0, "options": {"queue": "maintenance"}},
+    # Queue the audit archive of ended runs whose archive task was never queued (idempotent).
+    "archive-sweep": {"task": "analytics.archive_sweep", "schedule": 300.0, "options": {"queue": "maintenance"}},
     # Mark benchmark runs whose batches have all ended as finished, and raise drift flags.
     "benchmark-finish": {"task": "analytics.benchmark_finish_sweep", "schedule": 60.0,
                          "options": {"queue": "maintenance"}},

@@ -263,3 +263,20 @@ def test_archive_backfill_writes_ended_runs_and_refuses_a_bad_batch_id(play_thro
     assert "archived 0 run(s), 0 failed" in capsys.readouterr().out
     with pytest.raises(CommandError, match="not a batch id"):
         call_command("archive_backfill", "--batch", "nope")
+
+
+@pytest.mark.django_db
+def test_the_sweep_queues_runs_whose_archive_was_never_queued(play_through: Any, llm: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.utils import timezone
+
+    batch = batch_create(session=sample_session_load(), item_name="USB-C Cable", runs=2, agents=LLM, max_rounds=2)
+    runs = [play_through(r.pk) for r in NegotiationRun.objects.filter(batch=batch)]
+    queued: list[Any] = []
+    monkeypatch.setattr(archive, "archive_enqueue", lambda run_id, **k: queued.append(run_id))
+    # just ended: left to the task queued at the run's end
+    assert archive.archive_sweep(older_than_seconds=600) == 0
+    # ended an hour ago with no archive row: queued; one with a row: left alone
+    NegotiationRun.objects.filter(batch=batch).update(ended_at=timezone.now() - timezone.timedelta(hours=1))
+    RunArchive.objects.create(run=runs[0], batch=batch, status="failed", error="x")
+    assert archive.archive_sweep(older_than_seconds=600) == 1 and queued == [runs[1].pk]
