@@ -95,7 +95,7 @@ class Seller(models.Model):
     style = models.CharField(max_length=16, choices=Style.choices, default=Style.NEUTRAL)
     customer_retention_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
     profit_maximization_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
-    voice = models.CharField(max_length=100, blank=True, default="", help_text=(
+    voice = models.CharField(max_length=100, blank=True, default="", db_default="", help_text=(
         "How this seller sounds when voice is on: an ElevenLabs voice id when ELEVENLABS_API_KEY is set, else an "
         "espeak-ng voice such as 'en-gb+f3 pitch=65 speed=170'. Blank: a default by style and position."))
 
@@ -194,7 +194,8 @@ class Batch(models.Model):
     disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
                                   help_text="redact: a stated hidden number reaches the other side as "
                                             "[withheld]; allow: delivered as said. Counted either way.")
-    voice = models.BooleanField(default=False, help_text="Speak each seller reply (off by default for batches).")
+    voice = models.BooleanField(default=False, db_default=False,
+                                help_text="Speak each seller reply (off by default for batches).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_hash = models.CharField(max_length=64, blank=True, default="",
@@ -265,8 +266,8 @@ class NegotiationRun(models.Model):
     code_version = models.CharField(max_length=40, blank=True, help_text="The commit that produced this run.")
     disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
                                   help_text="The batch's disclosure rule, copied so every turn reads it with the run.")
-    voice = models.BooleanField(default=False, help_text="Each seller reply is spoken (negotiation/services/voice.py): "
-                                                         "on for live rooms, opt-in per batch.")
+    voice = models.BooleanField(default=False, db_default=False, help_text=(
+        "Each seller reply is spoken (negotiation/services/voice.py): on for live rooms, opt-in per batch."))
 
     class Meta:
         ordering = ["created_at", "id"]
