@@ -91,15 +91,15 @@ def target_parse(url: str) -> Target:
 # --- the stores -----------------------------------------------------------------------------------
 
 
-def _s3_client() -> Any:
+def _s3_client(*, timeout: float | None = None, attempts: int = 2) -> Any:
     import boto3
     from botocore.config import Config
 
-    timeout = settings.MAMS_ARCHIVE_TIMEOUT_SECONDS
+    timeout = timeout or settings.MAMS_ARCHIVE_TIMEOUT_SECONDS
     # boto3 reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, the keys and the region from the environment.
     # Its own retries are kept short: the task's retries (with backoff) are the ones that wait out an outage.
     return boto3.client("s3", config=Config(connect_timeout=timeout, read_timeout=timeout,
-                                            retries={"max_attempts": 2, "mode": "standard"}))
+                                            retries={"max_attempts": attempts, "mode": "standard"}))
 
 
 def describe(exc: Exception) -> str:
@@ -169,7 +169,9 @@ def store_problem(*, check_bucket: bool = True) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        _s3_client().head_bucket(Bucket=target.bucket)
+        # One short try: `manage.py check` (and so migrate, runserver) must not hang on a store that is down.
+        _s3_client(timeout=min(3.0, settings.MAMS_ARCHIVE_TIMEOUT_SECONDS), attempts=1).head_bucket(
+            Bucket=target.bucket)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchBucket", "NotFound"):
