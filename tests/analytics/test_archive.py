@@ -280,3 +280,11 @@ def test_the_sweep_queues_runs_whose_archive_was_never_queued(play_through: Any,
     NegotiationRun.objects.filter(batch=batch).update(ended_at=timezone.now() - timezone.timedelta(hours=1))
     RunArchive.objects.create(run=runs[0], batch=batch, status="failed", error="x")
     assert archive.archive_sweep(older_than_seconds=600) == 1 and queued == [runs[1].pk]
+
+
+def test_the_same_record_gives_the_same_bytes_at_any_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = {"b": [1, "é", None], "a": {"z": 1, "y": "2"}}
+    first = archive.record_bytes(record)
+    monkeypatch.setattr(gzip.time, "time", lambda: 2_000_000_000.0)  # gzip stamps the time unless told not to
+    assert archive.record_bytes(dict(reversed(record.items()))) == first
+    assert json.loads(gzip.decompress(first)) == record
