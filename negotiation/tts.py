@@ -37,7 +37,8 @@ ELEVEN_PALETTE = (
     ("VR6AewLTigWG4xSOukaG", "Arnold"), ("AZnzlk1XvdvUeBnXmlld", "Domi"), ("yoZ06aMxZJJ28mfd3POQ", "Sam"),
     ("ThT5KcBeYPX3keUQqHPh", "Dorothy"),
 )
-# A style shifts the default voice: rude sellers talk faster and lower, sweet ones slower and higher.
+# A style shifts the default voice in agent runs (never where the buyer is outside MAMS, who may not learn a
+# seller's style): rude sellers talk faster and lower, sweet ones slower and higher.
 STYLE_SHIFT = {"rude": (-8, 18), "neutral": (0, 0), "sweet": (8, -12)}
 # The language espeak-ng speaks a reply in when most of its letters are in another script.
 SCRIPT_LANGUAGE = {"CJK": "cmn", "HIRAGANA": "ja", "KATAKANA": "ja", "HANGUL": "ko", "ARABIC": "ar",

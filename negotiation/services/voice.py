@@ -24,6 +24,7 @@ from mams.queues import Queue
 from negotiation import tts
 from negotiation.engine.types import BUYER
 from negotiation.models import Message, MessageAudio, NegotiationRun
+from negotiation.services import outside
 from negotiation.services.events import publish
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ def message_speak(*, message_id: Any) -> MessageAudio | None:
     run = msg.run
     text, note = tts.cut(spoken_text(run=run, msg=msg), settings.MAMS_VOICE_MAX_CHARS)
     position, style, override = seller_voice(run=run, handle=msg.sender)
+    if outside.is_outside(run):
+        # A seller's style is hidden from an outside buyer (services/outside.py): its voice is not derived from it.
+        style = "neutral"
     key = os.environ.get("ELEVENLABS_API_KEY", "")
     if not text:
         return _store(msg, status=MessageAudio.Status.FAILED, engine=engine_name(), note="",

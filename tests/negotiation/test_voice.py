@@ -258,7 +258,15 @@ def test_a_live_room_speaks_the_sellers_and_the_run_page_has_a_play_button(celer
     lines = api.get(f"/api/negotiations/{rid}/messages").json()["messages"]
     urls = [m["audio_url"] for m in lines if m["sender_type"] == "seller"]
     assert len(urls) == 4 and all(urls)
-    # the person in the room may play each one: a WAV in that seller's voice
+    # each in its seller's voice, chosen by position alone: a seller's style is hidden from an outside buyer
+    from negotiation import tts
+
+    run = NegotiationRun.objects.get(pk=rid)
+    for i, seller in enumerate(run.scenario["sellers"]):
+        got = MessageAudio.objects.get(message__run=run, message__sender=seller["handle"]).voice
+        voice_, pitch, speed = tts.local_voice(position=i, style="neutral")
+        assert got == f"{voice_} pitch={pitch} speed={speed}", (seller["style"], got)
+    # the person in the room may play each one
     for url in urls:
         got = api.get(url, HTTP_ACCEPT="audio/*")
         assert got.status_code == 200 and _wav_seconds(got.content) > 0.3
