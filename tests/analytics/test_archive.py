@@ -288,3 +288,11 @@ def test_the_same_record_gives_the_same_bytes_at_any_time(monkeypatch: pytest.Mo
     monkeypatch.setattr(gzip.time, "time", lambda: 2_000_000_000.0)  # gzip stamps the time unless told not to
     assert archive.record_bytes(dict(reversed(record.items()))) == first
     assert json.loads(gzip.decompress(first)) == record
+
+
+def test_an_error_never_carries_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    text = archive.describe(RuntimeError("signature for wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY did not match"))
+    assert "wJalrXUtnFEMI" not in text and "[secret]" in text
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")  # too short to be a key: the words stay whole
+    assert archive.describe(RuntimeError("no such bucket")) == "RuntimeError: no such bucket"
