@@ -20,7 +20,7 @@ ROLES = ("buyer", "seller", "analyst")
 
 
 class AgentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Literal["llm", "boulware", "linear", "conceder"] = "llm"
     profile: str = Field(default_factory=lambda: settings.LLM_DEFAULT_PROFILE)
@@ -45,7 +45,7 @@ class AgentSpec(BaseModel):
 
 
 class AgentsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     buyer: AgentSpec = Field(default_factory=AgentSpec)
     seller: AgentSpec = Field(default_factory=AgentSpec)

@@ -30,6 +30,7 @@ from negotiation.api.runs import (
     message_audio_url,
     run_or_404,
 )
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, session_get
 from negotiation.services import outside
@@ -65,10 +66,10 @@ class SellerReplySerializer(serializers.Serializer):
         return message_audio_url(msg)
 
 
-class RoomInput(serializers.Serializer):
+class RoomInput(StrictSerializer):
     """What opening a room for an outside buyer takes (here and POST /env/reset): sellers, rounds, seed."""
 
-    class LiveAgents(serializers.Serializer):
+    class LiveAgents(StrictSerializer):
         seller = AgentSpecSerializer(required=False)
         analyst = AgentSpecSerializer(required=False)
 
@@ -88,7 +89,7 @@ class LiveStartApi(APIView):
     class LiveStartInput(RoomInput):
         session = serializers.UUIDField(required=False)
         session_id = serializers.UUIDField(required=False, help_text="Alias of `session` (spec 10.2).")
-        item_name = serializers.CharField(max_length=255)
+        item_name = NameField(max_length=255)
         mode = serializers.ChoiceField(choices=["human_buyer"], default="human_buyer")
         voice = serializers.BooleanField(default=True, help_text=(
             "Speak each seller reply (on by default in a live room); each seller response then carries an "
@@ -148,7 +149,7 @@ def _message_result(run: NegotiationRun, msg: Message, replies: list[Message]) -
 class LiveMessageApi(APIView):
     """Speak to all sellers or to @handles, optionally with a counter-offer; the sellers answer."""
 
-    class LiveMessageInput(serializers.Serializer):
+    class LiveMessageInput(StrictSerializer):
         sender = serializers.ChoiceField(choices=["buyer"], default="buyer", help_text="Always the buyer.")
         text = serializers.CharField(max_length=4000)
         recipients = serializers.ListField(child=serializers.CharField(max_length=52), min_length=1, max_length=11,
@@ -237,7 +238,7 @@ def _decide_result(run: NegotiationRun) -> dict[str, Any]:
 class LiveDecideApi(APIView):
     """Accept a seller's standing offer (at exactly the offered price) or walk away; returns the outcome."""
 
-    class LiveDecideInput(serializers.Serializer):
+    class LiveDecideInput(StrictSerializer):
         decision = serializers.ChoiceField(choices=["accept", "walk_away"])
         seller = serializers.CharField(max_length=64, required=False, allow_blank=True,
                                        help_text="For accept: the seller's @handle or id.")
