@@ -72,7 +72,7 @@ def test_voice_is_on_for_live_rooms_and_opt_in_for_batches() -> None:
     assert spoken.status_code == 201 and spoken.json()["voice"] is True
     assert NegotiationRun.objects.filter(batch_id=spoken.json()["id"], voice=True).count() == 1
     bad = api.post("/api/batches", {**body, "voice": "loudly"}, format="json")
-    assert bad.status_code == 400 and bad.json()["errors"] == {"voice": ["Must be a valid boolean."]}
+    assert bad.status_code == 400 and list(bad.json()["errors"]) == ["voice"]
 
 
 # --- the local engine through the real worker -------------------------------------------------------
