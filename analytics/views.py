@@ -241,7 +241,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
 
 # The runs table's columns: the page and its CSV/JSON export share them.
 RUN_COLUMNS = ["Seed", "Status", "Outcome", "Seller", "Price", "Buyer share", "Rounds", "Tokens", "Cost", "Leaks",
-               "Repairs", "Deal quality"]
+               "Repairs", "Deal quality", "Archive"]
 
 
 def _run_row(r: NegotiationRun) -> list[Any]:
@@ -250,7 +250,17 @@ def _run_row(r: NegotiationRun) -> list[Any]:
     return [r.seed, r.status, outcome, m.chosen_handle if m else None, m.price if m else None,
             m.buyer_share if m else None, m.rounds if m else None, m.tokens if m else None, m.cost_usd if m else None,
             m.leaks if m else None, m.guardrails if m else None,
-            a.deal_quality if a is not None and a.status == "done" else None]
+            a.deal_quality if a is not None and a.status == "done" else None, _archive_cell(r)]
+
+
+def _archive_cell(r: NegotiationRun) -> str | None:
+    """The Archive column: the object's URL, or why there is none yet."""
+    ar = getattr(r, "archive", None)
+    if ar is None:
+        return None
+    if ar.status == "archived":
+        return ar.url
+    return f"failed: {ar.error}" if ar.status == "failed" else "pending"
 
 
 @login_required
