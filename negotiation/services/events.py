@@ -136,6 +136,29 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
     return out, cursor
 
 
+def audio_events(*, run: NegotiationRun, announced: set[str]) -> list[dict[str, Any]]:
+    """`audio` events for seller replies whose speech is ready and not yet announced on this connection.
+
+    No event id (like `debrief`): a reconnecting client gets each ready audio again, and the replayed
+    messages carry their `audio_url` anyway. Every seller reply goes to the buyer alone, so each one is
+    in the buyer's view and the owner's; the audio speaks the words the buyer received.
+    """
+    if not run.voice:
+        return []
+    from negotiation.models import MessageAudio
+    from negotiation.services.voice import audio_url
+
+    rows = (MessageAudio.objects.filter(message__run=run, status=MessageAudio.Status.READY)
+            .exclude(message_id__in=list(announced)).values_list("message_id", "message__round_no", "message__sender")
+            .order_by("message__round_no", "message__created_at"))
+    out = []
+    for message_id, round_no, sender in rows:
+        announced.add(str(message_id))
+        out.append({"message_id": str(message_id), "round": round_no, "sender": sender,
+                    "audio_url": audio_url(run_id=run.pk, message_id=message_id)})
+    return out
+
+
 def sse(*, data: dict[str, Any], event: str | None = None, event_id: str | None = None) -> str:
     lines = []
     if event_id is not None:
@@ -165,6 +188,7 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
         log.warning("run %s: no Redis pub/sub (%s); the stream polls Postgres", run_id, exc)
         pubsub = None
     started = last_beat = time.monotonic()
+    announced: set[str] = set()
     try:
         yield f"retry: {int(max(1.0, min(poll, 5.0)) * 1000)}\n\n"
         while True:
@@ -175,6 +199,8 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
             events, cursor = pending_events(run=run, cursor=cursor, render=render)
             for ev in events:
                 yield sse(event=ev.kind, data=ev.data, event_id=ev.cursor.encode())
+            for data in audio_events(run=run, announced=announced):
+                yield sse(event="audio", data=data)
             if run.status in NegotiationRun.TERMINAL:
                 if outside.is_outside(run):  # the run has ended: its buyer gets the debrief (services/outside.py)
                     yield sse(event="debrief", data=render("debrief", run, ()))

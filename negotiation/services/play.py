@@ -26,6 +26,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from analytics import tracing
+from analytics.archive import archive_on_commit
 from analytics.services import run_failed, run_finished
 from mams.queues import Queue
 from negotiation import turn_rows
@@ -46,6 +47,7 @@ from negotiation.selectors import RunContext, run_context
 from negotiation.services import events
 from negotiation.services.events import publish_on_commit
 from negotiation.services.reflect import sequence_run_ended
+from negotiation.services.voice import voice_on_commit
 
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
@@ -315,6 +317,7 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
+    voice_on_commit(run=run, msg=msg)  # a seller reply of a voice run is spoken (services/voice.py)
     return msg
 
 
@@ -357,6 +360,7 @@ def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasonin
 
 
 def _after_terminal(batch_id: Any, run_id: Any) -> None:
+    archive_on_commit(run_id=run_id)  # every ended run goes to the audit archive (analytics/archive.py)
     if batch_id:
         transaction.on_commit(lambda: batch_refresh(batch_id=batch_id))
     else:  # a reflect sequence's runs have no batch: the sequence moves on after this run
