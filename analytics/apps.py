@@ -11,8 +11,13 @@ class AnalyticsConfig(AppConfig):
     verbose_name = "Analytics"
 
     def ready(self) -> None:
-        from analytics import services  # noqa: PLC0415  (models are loaded only now, in ready())
+        from analytics import (  # noqa: PLC0415  (models are loaded only now, in ready())
+            archive,
+            checks,  # noqa: F401 - registers the archive store check
+            services,
+        )
         from negotiation.services import lifecycle  # noqa: PLC0415
 
         lifecycle.on_run_completed(services.run_completed)
         lifecycle.on_run_failed(services.run_failed)
+        lifecycle.on_run_ended(archive.archive_on_commit)

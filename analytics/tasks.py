@@ -13,7 +13,7 @@ import random
 from celery import Task, shared_task
 from django.conf import settings
 
-from analytics import analysis
+from analytics import analysis, archive
 from analytics.benchmarks.services import benchmark_schedule_fire, benchmarks_finish_due
 from analytics.galileo_scores import galileo_scores_sweep
 from mams.queues import Queue
@@ -76,3 +76,43 @@ def benchmark_finish_sweep_task() -> int:
     """
 
     return benchmarks_finish_due()
+
+
+@shared_task(name="analytics.archive_sweep", queue=Queue.MAINTENANCE, acks_late=True, soft_time_limit=120,
+             time_limit=150)
+def archive_sweep_task() -> int:
+    """Backstop for archive tasks that were never queued (see archive.archive_sweep). Safe to repeat."""
+
+    if not settings.MAMS_ARCHIVE_ENABLED:
+        return 0
+    return archive.archive_sweep(older_than_seconds=settings.MAMS_STALE_RUN_SECONDS)
+
+
+@shared_task(bind=True, name="analytics.archive_run", queue=Queue.ARCHIVE, acks_late=True, max_retries=None,
+             soft_time_limit=120, time_limit=150)
+def archive_run_task(self: Task, run_id: str, audio_waits: int = 0) -> None:
+    """Write an ended run's audit archive (analytics/archive.py). Safe to redeliver: the object's bytes are
+    the same each time and an object with the same SHA-256 is not written again.
+
+    On its own queue, after the run has ended, so the store can never fail or delay a negotiation. A store
+    error retries with backoff (2, 4, 8 ... s, capped at 5 min, with jitter) MAMS_ARCHIVE_MAX_RETRIES times,
+    then the error is recorded on the run (the batch page shows it; `manage.py archive_backfill` retries).
+    While the run's seller audio is still being made the write waits for it (at most ~2 min).
+    """
+
+    try:
+        archive.run_archive(run_id=run_id, wait_for_audio=audio_waits < 60)
+    except archive.AudioPending as exc:  # counted apart from the store's retries, as the turns' budgets are
+        raise self.retry(exc=exc, countdown=2, kwargs={"run_id": run_id, "audio_waits": audio_waits + 1}) from exc
+    except archive.ArchiveConfigError as exc:  # no retry fixes a bad URL
+        archive.run_archive_fail(run_id=run_id, error=str(exc))
+    except Exception as exc:
+        tries = self.request.retries - audio_waits
+        error = archive.describe(exc)
+        if tries >= settings.MAMS_ARCHIVE_MAX_RETRIES:
+            log.warning("run %s: archive failed after %d retries: %s", run_id, tries, error)
+            archive.run_archive_fail(run_id=run_id, error=f"gave up after {tries} retries: {error}")
+            return
+        archive.run_archive_note(run_id=run_id, error=f"retry {tries + 1} of {settings.MAMS_ARCHIVE_MAX_RETRIES}: "
+                                                      f"{error}")
+        raise self.retry(exc=exc, countdown=min(2 ** (tries + 1), 300) * (1 + random.random() / 4)) from exc

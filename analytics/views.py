@@ -12,6 +12,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required as _login_required
 from django.core.exceptions import ValidationError
@@ -24,8 +25,8 @@ from django.urls import reverse_lazy
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
-from analytics import charts, exports, formats
-from analytics.models import RunAnalysis, RunMetrics
+from analytics import archive, charts, exports, formats
+from analytics.models import RunAnalysis, RunArchive, RunMetrics
 from analytics.selectors import (
     BATCH_SORTS,
     HEADLINES,
@@ -46,7 +47,7 @@ from negotiation.agents.config import BASELINES
 from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
-from negotiation.models import Batch, NegotiationRun, Session
+from negotiation.models import Batch, Message, MessageAudio, NegotiationRun, Session
 from negotiation.run_context import run_context
 from negotiation.selectors import (
     batch_eta,
@@ -59,6 +60,7 @@ from negotiation.selectors import (
 from negotiation.services import outside
 from negotiation.services.batches import batch_cancel_request, batch_create
 from negotiation.services.errors import ConflictError, LimitExceeded
+from negotiation.services.events import audio_url
 
 RUNS_PER_PAGE = 50
 
@@ -183,13 +185,21 @@ def _dashboard_charts(d: dict[str, Any]) -> dict[str, str]:
 def _runs_page(request: HttpRequest, batch: Batch) -> dict[str, Any]:
     q = {k: request.GET.get(k, "") for k in ("status", "decision", "seller", "flag", "sort", "dir")}
     qs = batch_runs(batch_id=batch.pk, status=q["status"], decision=q["decision"], seller=q["seller"],
-                    flag=q["flag"], sort=q["sort"] or "seed", descending=q["dir"] == "desc")
+                    flag=q["flag"], sort=q["sort"] or "seed", descending=q["dir"] == "desc").prefetch_related("archive")
     page = Paginator(qs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
     params.pop("fragment", None)
     params.pop("export", None)
     return {"runs": page, "filters": q, "query": params.urlencode(), "sorts": sorted(RUN_SORTS)}
+
+
+def _archive_notice(batch: Batch) -> dict[str, Any]:
+    """What the batch page says about the audit archive: a store that cannot work, and runs that failed."""
+
+    return {"archive_problem": archive.store_problem_cached() if settings.MAMS_ARCHIVE_ENABLED else None,
+            "archive_failed": RunArchive.objects.filter(batch=batch, status=RunArchive.Status.FAILED).count(),
+            "archive_enabled": settings.MAMS_ARCHIVE_ENABLED}
 
 
 def _eta(request: HttpRequest, batch: Batch) -> dict[str, Any]:
@@ -217,7 +227,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
            "version": d["version"], "workers": batch_workers(progress=d["progress"]), "eta": _eta(request, batch),
            "may_cancel": batch.status in Batch.ACTIVE and may_change(request.user, batch),
-           **_runs_page(request, batch)}
+           **_runs_page(request, batch), **_archive_notice(batch)}
     if request.GET.get("fragment"):
         return render(request, "analytics/_batch_body.html", ctx)
     try:
@@ -232,7 +242,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
 
 # The runs table's columns: the page and its CSV/JSON export share them.
 RUN_COLUMNS = ["Seed", "Status", "Outcome", "Seller", "Price", "Buyer share", "Rounds", "Tokens", "Cost", "Leaks",
-               "Repairs", "Deal quality"]
+               "Repairs", "Deal quality", "Archive"]
 
 
 def _run_row(r: NegotiationRun) -> list[Any]:
@@ -241,7 +251,17 @@ def _run_row(r: NegotiationRun) -> list[Any]:
     return [r.seed, r.status, outcome, m.chosen_handle if m else None, m.price if m else None,
             m.buyer_share if m else None, m.rounds if m else None, m.tokens if m else None, m.cost_usd if m else None,
             m.leaks if m else None, m.guardrails if m else None,
-            a.deal_quality if a is not None and a.status == "done" else None]
+            a.deal_quality if a is not None and a.status == "done" else None, _archive_cell(r)]
+
+
+def _archive_cell(r: NegotiationRun) -> str | None:
+    """The Archive column: the object's URL, or why there is none yet."""
+    ar = getattr(r, "archive", None)
+    if ar is None:
+        return None
+    if ar.status == "archived":
+        return ar.url
+    return f"failed: {ar.error}" if ar.status == "failed" else "pending"
 
 
 @login_required
@@ -296,6 +316,7 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
         lanes.append({"key": handle, "title": f"What {handle} saw", "thread": view.thread,
                       "style": ctx.sellers[handle].style})
     last = max((m.round_no for m in ctx.transcript), default=0)
+    audio = _audio_states(run)
     rows = []
     for r in range(1, last + 1):
         cells = []
@@ -305,11 +326,33 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
                 if m.round_no != r:
                     continue
                 row = ctx.row(m.round_no, m.sender)
+                # The buyer's lane holds each seller reply as the buyer received it: the words the audio speaks.
+                spoken = audio.get(row.pk) if row and lane["key"] == BUYER and m.sender != BUYER else None
                 items.append({"msg": m, "row": row, "mine": m.sender == lane["key"],
-                              "events": events.get(row.pk, []) if row else []})
+                              "events": events.get(row.pk, []) if row else [], "audio": spoken})
             cells.append(items)
         rows.append({"round": r, "cells": cells})
     return lanes, rows, last
+
+
+def _audio_states(run: NegotiationRun) -> dict[Any, dict[str, Any]]:
+    """Per seller reply of a voice run: its audio URL, or that it is being made, or why it could not be."""
+    if not run.voice:
+        return {}
+
+    made = {a["message_id"]: a for a in MessageAudio.objects.filter(message__run=run).values(
+        "message_id", "status", "note", "error", "engine", "voice")}
+    out: dict[Any, dict[str, Any]] = {}
+    for pk in Message.objects.filter(run=run, sender_type=Message.SenderType.SELLER).values_list("pk", flat=True):
+        a = made.get(pk)
+        if a is None:
+            out[pk] = {"state": "pending"}
+        elif a["status"] == MessageAudio.Status.READY:
+            out[pk] = {"state": "ready", "url": audio_url(run_id=run.pk, message_id=pk), "note": a["note"],
+                       "voice": f'{a["engine"]} · {a["voice"]}'}
+        else:
+            out[pk] = {"state": "failed", "note": a["error"]}
+    return out
 
 
 def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool, decision: bool = False) -> str:

@@ -8,6 +8,8 @@ class Queue(StrEnum):
     AGENTS = "agents"  # one task per seller turn
     ANALYSIS = "analysis"  # post-run analysis; never blocks negotiation
     MAINTENANCE = "maintenance"  # sweepers and scheduled benchmarks
+    VOICE = "voice"  # seller speech (negotiation/services/voice.py); a slow TTS never delays a turn
+    ARCHIVE = "archive"  # the audit archive of ended runs (analytics/archive.py); a slow store delays nothing
 
 
 ALL_QUEUES = ",".join(q.value for q in Queue)

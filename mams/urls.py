@@ -8,6 +8,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from analytics.archive_api import BatchArchiveApi, RunArchiveDownloadApi
 from analytics.benchmarks.api import LeaderboardApi, LeaderboardSlashApi
 from negotiation.api.not_found import api_not_found
 
@@ -23,6 +24,9 @@ urlpatterns = [
     path("api/redoc/", RedirectView.as_view(pattern_name="api-docs", permanent=False), name="api-redoc"),
     path("api/leaderboard", LeaderboardApi.as_view(), name="leaderboard"),
     path("api/leaderboard/", LeaderboardSlashApi.as_view(), name="leaderboard-slash"),
+    path("api/batches/<uuid:batch_id>/archive", BatchArchiveApi.as_view(), name="batch-archive"),
+    path("api/batches/<uuid:batch_id>/archive/<uuid:run_id>", RunArchiveDownloadApi.as_view(),
+         name="batch-archive-run"),
     path("api/", include("negotiation.urls")),
     path("api/", include("analytics.api.urls")),  # experiments and sequences (their results are analytics)
     path("env/", include("analytics.api.environment")),  # the environment API for external agents

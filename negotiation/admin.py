@@ -148,7 +148,7 @@ class InventoryInline(FrozenReadOnlyInline, admin.TabularInline):
 class SellerForm(forms.ModelForm):
     class Meta:
         model = Seller
-        fields = ["session", "handle", "style", "customer_retention_weight", "profit_maximization_weight"]
+        fields = ["session", "handle", "style", "customer_retention_weight", "profit_maximization_weight", "voice"]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -167,7 +167,7 @@ class SellerForm(forms.ModelForm):
 @admin.register(Seller)
 class SellerAdmin(admin.ModelAdmin):
     form = SellerForm
-    list_display = ("handle", "session", "style", "customer_retention_weight", "profit_maximization_weight")
+    list_display = ("handle", "session", "style", "customer_retention_weight", "profit_maximization_weight", "voice")
     list_filter = ("style",)
     search_fields = ("handle",)
     inlines = [InventoryInline]

@@ -178,6 +178,9 @@ class Seller(KeyedName):
     style = models.CharField(max_length=16, choices=Style.choices, default=Style.NEUTRAL)
     customer_retention_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
     profit_maximization_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
+    voice = models.CharField(max_length=100, blank=True, default="", db_default="", help_text=(
+        "How this seller sounds when voice is on: an ElevenLabs voice id when ELEVENLABS_API_KEY is set, else an "
+        "espeak-ng voice such as 'en-gb+f3 pitch=65 speed=170'. Blank: a default by style and position."))
 
     class Meta:
         ordering = ["handle"]
@@ -282,6 +285,8 @@ class Batch(models.Model):
     disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
                                   help_text="redact: a stated hidden number reaches the other side as "
                                             "[withheld]; allow: delivered as said. Counted either way.")
+    voice = models.BooleanField(default=False, db_default=False,
+                                help_text="Speak each seller reply (off by default for batches).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_hash = models.CharField(max_length=64, blank=True, default="",
@@ -352,6 +357,8 @@ class NegotiationRun(models.Model):
     code_version = models.CharField(max_length=40, blank=True, help_text="The commit that produced this run.")
     disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
                                   help_text="The batch's disclosure rule, copied so every turn reads it with the run.")
+    voice = models.BooleanField(default=False, db_default=False, help_text=(
+        "Each seller reply is spoken (negotiation/services/voice.py): on for live rooms, opt-in per batch."))
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -398,6 +405,32 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"R{self.round_no} {self.sender}: {self.action}"
+
+
+class MessageAudio(models.Model):
+    """A seller reply spoken (negotiation/services/voice.py): the audio bytes, or why there are none.
+
+    The words spoken are the ones the buyer received (the disclosure rule applied), never the raw text.
+    """
+
+    class Status(models.TextChoices):
+        READY = "ready"
+        FAILED = "failed"
+
+    message = models.OneToOneField(Message, primary_key=True, on_delete=models.CASCADE, related_name="audio")
+    status = models.CharField(max_length=8, choices=Status.choices)
+    engine = models.CharField(max_length=20, help_text="espeak-ng or elevenlabs")
+    voice = models.CharField(max_length=100, blank=True)
+    content_type = models.CharField(max_length=40, blank=True)
+    data = models.BinaryField(blank=True, default=b"")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    chars = models.PositiveIntegerField(default=0, help_text="Characters spoken.")
+    note = models.CharField(max_length=300, blank=True, help_text="e.g. the text was cut to fit.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"audio of {self.message_id}: {self.status}"
 
 
 class RunEvent(models.Model):

@@ -22,8 +22,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from mams.queues import Queue
+from negotiation import tts
 from negotiation.agents.gateway import LLMError, LLMTransientError
-from negotiation.services import batches, lifecycle, play, reflect, sweeps
+from negotiation.services import batches, lifecycle, play, reflect, sweeps, voice
 
 log = logging.getLogger(__name__)
 INFRA_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperationalError)
@@ -145,3 +146,22 @@ def reflect_task(self: Task, run_id: str, infra_retries: int = 0) -> None:
 def reflect_sweep_task() -> int:
     """Backstop: re-queue reflections that were never queued. Safe to repeat: a reflection is idempotent."""
     return reflect.sequences_sweep(stale_after=timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS))
+
+
+@shared_task(bind=True, name="negotiation.speak", queue=Queue.VOICE, acks_late=True, max_retries=None,
+             soft_time_limit=120, time_limit=150)
+def speak_task(self: Task, message_id: str) -> None:
+    """Speak one seller reply (negotiation/services/voice.py). Safe to redeliver: a reply with an audio
+    row is skipped, and the row is one per message. On the voice queue, so a slow TTS never delays a turn.
+    A 429, 5xx or timeout retries with backoff MAMS_VOICE_MAX_RETRIES times; then, or on any other error,
+    the reply stays silent with the reason recorded."""
+
+    try:
+        voice.message_speak(message_id=message_id)
+    except tts.TTSError as exc:
+        if exc.transient and self.request.retries < settings.MAMS_VOICE_MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries, None)) from exc
+        voice.message_speak_fail(message_id=message_id, error=str(exc))
+    except Exception as exc:
+        log.exception("message %s: speech failed", message_id)
+        voice.message_speak_fail(message_id=message_id, error=f"{exc.__class__.__name__}: {exc}")

@@ -24,6 +24,8 @@ urlpatterns = [
     path("negotiations/start", live.LiveStartApi.as_view(), name="negotiation-start"),
     path("negotiations/<uuid:run_id>", runs.RunApi.as_view(), name="negotiation"),
     path("negotiations/<uuid:run_id>/messages", runs.RunMessagesApi.as_view(), name="negotiation-messages"),
+    path("negotiations/<uuid:run_id>/messages/<uuid:message_id>/audio", runs.RunMessageAudioApi.as_view(),
+         name="negotiation-message-audio"),
     path("negotiations/<uuid:run_id>/analytics", runs.RunAnalyticsApi.as_view(), name="negotiation-analytics"),
     path("negotiations/<uuid:run_id>/message", live.LiveMessageApi.as_view(), name="negotiation-message"),
     path("negotiations/<uuid:run_id>/decide", live.LiveDecideApi.as_view(), name="negotiation-decide"),

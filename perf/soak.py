@@ -95,7 +95,8 @@ class Worker:
         with self.log.open("w") as fh:
             self.proc = subprocess.Popen(
                 [str(SUPERVISE), f"worker {name}", "--", sys.executable, "-m", "celery", "-A", "mams", "worker",
-                 "-Q", "rounds,agents,analysis,maintenance", "-P", "threads", "-c", "8", "--hostname", self.hostname,
+                 "-Q", "rounds,agents,analysis,maintenance,voice,archive", "-P", "threads", "-c", "8",
+                 "--hostname", self.hostname,
                  "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
                 cwd=ROOT, env={**env, "MAMS_SUPERVISE_CHILD_PIDFILE": str(self.child_pidfile),
                                "MAMS_SUPERVISE_MAX_DELAY": "4"},

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,21 @@ def celery_worker(django_db_setup: Any, django_db_blocker: Any, fake_llm: Any, c
     stop_worker(worker)
 
 
+@contextmanager
+def queues_taken_from(worker: WorkerProcess, *queues: str) -> Iterator[None]:
+    """The shared worker stops consuming `queues` for a while (Celery's remote control), so a test's own
+    worker, configured otherwise (another store, an API key), is the only one that takes those tasks."""
+    from mams.celery import app
+
+    for q in queues:
+        app.control.cancel_consumer(q, destination=[worker.hostname], reply=True, timeout=10)
+    try:
+        yield
+    finally:
+        for q in queues:
+            app.control.add_consumer(q, destination=[worker.hostname], reply=True, timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def _worker_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the shared worker, let it finish what the test left queued (the post-run
@@ -200,6 +216,8 @@ def play_through(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
     monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
     monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
+    monkeypatch.setattr(play, "archive_on_commit", lambda *a, **k: None)
+    monkeypatch.setattr(play, "voice_on_commit", lambda *a, **k: None)
 
     def run_it(run_id: Any) -> NegotiationRun:
         for _ in range(100):

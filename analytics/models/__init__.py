@@ -1,4 +1,4 @@
-"""Analytics models: per-run metrics and analysis (runs.py), and benchmark suites, schedules, runs and
+"""Analytics models: per-run metrics, analysis and archive records (runs.py), and benchmark suites, schedules, runs and
 drift flags (benchmarks.py). Django loads an app's models from here."""
 
 from analytics.models.benchmarks import (
@@ -9,7 +9,7 @@ from analytics.models.benchmarks import (
     Suite,
     SuiteScenario,
 )
-from analytics.models.runs import RunAnalysis, RunMetrics
+from analytics.models.runs import RunAnalysis, RunArchive, RunMetrics
 
-__all__ = ["BenchmarkBatch", "BenchmarkRun", "BenchmarkSchedule", "DriftFlag", "RunAnalysis", "RunMetrics", "Suite",
-           "SuiteScenario"]
+__all__ = ["BenchmarkBatch", "BenchmarkRun", "BenchmarkSchedule", "DriftFlag", "RunAnalysis", "RunArchive",
+           "RunMetrics", "Suite", "SuiteScenario"]

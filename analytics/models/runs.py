@@ -120,3 +120,34 @@ class RunAnalysis(models.Model):
 
     def __str__(self) -> str:
         return f"analysis of run {str(self.run_id)[:8]} ({self.status})"
+
+
+class RunArchive(models.Model):
+    """Where a finished run's audit record lies in object storage (analytics/archive.py), or why not yet.
+
+    The object is a gzip of canonical JSON (no timestamps of its own, gzip mtime 0), so writing the same
+    run twice yields the same bytes, the same `sha256`, and one identical object.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ARCHIVED = "archived"
+        FAILED = "failed", "failed (the store could not be written)"
+
+    run = models.OneToOneField(NegotiationRun, primary_key=True, on_delete=models.CASCADE, related_name="archive")
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    url = models.CharField(max_length=1024, blank=True, help_text="s3://bucket/key or file:///path of the object.")
+    key = models.CharField(max_length=1024, blank=True, help_text="<prefix>/<batch>/<run>.json.gz")
+    size = models.PositiveBigIntegerField(null=True, blank=True, help_text="Bytes of the gzip object.")
+    sha256 = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the gzip object's bytes.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the last write failed, in words (no secrets).")
+    archived_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["batch", "status"])]
+
+    def __str__(self) -> str:
+        return f"archive of {self.run_id}: {self.status}"

@@ -29,6 +29,8 @@ system_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x "$PGBIN/initdb" ] || missing+=(postgresql-15)
   if [ "${MAMS_WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+  # The local seller voices (negotiation/tts.py): on by default in live rooms, no key, no download at run time.
+  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing system packages: ${missing[*]}"
   [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
@@ -184,7 +186,7 @@ worker_start() {
   # The pidfile holds the supervisor's pid: it restarts the worker whenever it exits (with a backoff,
   # logged to $name.supervise.log); stopping the supervisor stops the worker.
   MAMS_SUPERVISE_CHILD_PIDFILE="$LOCAL/celery/$name.child.pid" setsid nohup "$ROOT/deploy/local/supervise.sh" \
-    "worker $name" -- "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance --pool threads \
+    "worker $name" -- "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance,voice,archive --pool threads \
     -c "$WORKER_CONCURRENCY" --hostname "$name@%h" --logfile "$LOCAL/celery/$name.log" --loglevel INFO \
     </dev/null >>"$LOCAL/celery/$name.supervise.log" 2>&1 &
   echo $! >"$pidf"

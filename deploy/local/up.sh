@@ -34,7 +34,7 @@ trap cleanup INT TERM EXIT
 
 "$SUPERVISE" web -- "$VENV/bin/gunicorn" mams.wsgi:application --bind "127.0.0.1:$WEB_PORT" --workers 2 \
   --threads 4 --access-logfile - & pids+=($!)
-"$SUPERVISE" worker -- "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance --pool threads \
+"$SUPERVISE" worker -- "$VENV/bin/celery" -A mams worker -Q rounds,agents,analysis,maintenance,voice,archive --pool threads \
   -c "${MAMS_WORKER_CONCURRENCY:-8}" --hostname "up@%h" --loglevel INFO & pids+=($!)
 "$SUPERVISE" beat -- "$VENV/bin/celery" -A mams beat --loglevel INFO --pidfile "$ROOT/.local/web/beat.pid" \
   --schedule "$ROOT/.local/web/beat-schedule" & pids+=($!)

@@ -228,6 +228,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-sequences": {"task": "negotiation.reflect_sweep", "schedule": 60.0, "options": {"queue": "maintenance"}},
     # Read Galileo's scores of recent traces back (a no-op without GALILEO_API_KEY).
     "galileo-scores": {"task": "analytics.galileo_scores", "schedule": 300.0, "options": {"queue": "maintenance"}},
+    # Queue the audit archive of ended runs whose archive task was never queued (idempotent).
+    "archive-sweep": {"task": "analytics.archive_sweep", "schedule": 300.0, "options": {"queue": "maintenance"}},
     # Mark benchmark runs whose batches have all ended as finished, and raise drift flags.
     "benchmark-finish": {"task": "analytics.benchmark_finish_sweep", "schedule": 60.0,
                          "options": {"queue": "maintenance"}},
@@ -319,3 +321,18 @@ if SENTRY_DSN:
     from mams.sentry import sentry_init
 
     sentry_init(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or "local", traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+# The audit archive (analytics/archive.py): every ended run as <prefix>/<batch>/<run>.json.gz. s3://bucket/prefix
+# writes through boto3 (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION for Tigris, S3
+# or MinIO); file:///abs/path writes a local folder; unset means file://<clone>/.local/archive.
+MAMS_ARCHIVE_URL = env.str("MAMS_ARCHIVE_URL", "") or f"file://{BASE_DIR / '.local' / 'archive'}"
+MAMS_ARCHIVE_ENABLED = env.bool("MAMS_ARCHIVE_ENABLED", True)
+# Retries of a failed write (backoff 2, 4, 8 ... s capped at 5 min); then the error is recorded on the run.
+MAMS_ARCHIVE_MAX_RETRIES = env.int("MAMS_ARCHIVE_MAX_RETRIES", 8)
+MAMS_ARCHIVE_TIMEOUT_SECONDS = env.float("MAMS_ARCHIVE_TIMEOUT_SECONDS", 10.0)
+# Seller voices (negotiation/services/voice.py): ElevenLabs when ELEVENLABS_API_KEY is set (read from the
+# environment when speaking, never stored), else Debian's espeak-ng. MAMS_ELEVENLABS_URL: another endpoint.
+MAMS_ELEVENLABS_MODEL = env.str("MAMS_ELEVENLABS_MODEL", "eleven_multilingual_v2")
+MAMS_ELEVENLABS_URL = env.str("MAMS_ELEVENLABS_URL", "")
+MAMS_VOICE_MAX_CHARS = env.int("MAMS_VOICE_MAX_CHARS", 600)
+MAMS_VOICE_TIMEOUT_SECONDS = env.float("MAMS_VOICE_TIMEOUT_SECONDS", 60.0)
+MAMS_VOICE_MAX_RETRIES = env.int("MAMS_VOICE_MAX_RETRIES", 4)

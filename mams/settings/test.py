@@ -18,3 +18,5 @@ CELERY_BROKER_URL = REDIS_URL
 LLM_DEFAULT_PROFILE = "openai-compatible"
 # Two suites on one Postgres server (a helper's worktree beside main) need test databases of their own.
 DATABASES["default"]["TEST"] = {"NAME": env.str("MAMS_TEST_DB_NAME", "test_" + DATABASES["default"]["NAME"])}  # noqa: F405
+# Archives of test runs go under test-output/, never into the clone's .local/archive.
+MAMS_ARCHIVE_URL = env.str("MAMS_ARCHIVE_URL", "") or f"file://{BASE_DIR / 'test-output' / 'archive'}"  # noqa: F405

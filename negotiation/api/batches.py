@@ -105,6 +105,7 @@ class BatchOutputSerializer(serializers.Serializer):
     base_seed = serializers.IntegerField()
     disclosure = serializers.ChoiceField(choices=Disclosure.choices, help_text=(
         "What the other side receives of a number that states its sender's hidden price: redact or allow."))
+    voice = serializers.BooleanField(help_text="Each seller reply is spoken; its message then has an audio_url.")
     status = serializers.ChoiceField(choices=Batch.Status.choices)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -196,6 +197,9 @@ class BatchesApi(APIView):
             help_text="redact (default): a number in a message that states its sender's own hidden price "
                       "reaches the other side as [withheld]; allow: delivered as said, to study leaking. "
                       "Leaks are counted either way.")
+        voice = serializers.BooleanField(default=False, help_text=(
+            "Speak each seller reply (ElevenLabs with ELEVENLABS_API_KEY, else espeak-ng), on the voice queue; "
+            "each seller message then carries an audio_url. Off by default: large batches rarely want it."))
 
         def validate_runs(self, value: int) -> int:
             if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:

@@ -114,6 +114,13 @@ class _PassthroughRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
+class BinaryRenderer(_PassthroughRenderer):
+    """For views that return bytes (audio, archive objects) to a client that accepts them (e.g. audio/*)."""
+
+    media_type = "*/*"
+    format = "bin"
+
+
 class CSVRenderer(_PassthroughRenderer):
     media_type = "text/csv"
     format = "csv"

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -21,7 +21,15 @@ from rest_framework.views import APIView
 
 from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import errors
-from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer, OutcomeSerializer, RunDetailSerializer, run_or_404
+from negotiation.api.runs import (
+    AUDIO_HELP,
+    DEBRIEF_HELP,
+    DebriefSerializer,
+    OutcomeSerializer,
+    RunDetailSerializer,
+    message_audio_url,
+    run_or_404,
+)
 from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import MONEY, Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, session_get
@@ -50,7 +58,12 @@ class SellerReplySerializer(serializers.Serializer):
     action = serializers.CharField(help_text="offer, accept (your counter) or decline.")
     price = serializers.DecimalField(**MONEY, allow_null=True)
     response = serializers.CharField(source="text")
+    audio_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text=AUDIO_HELP))
+    def get_audio_url(self, msg: Message) -> str | None:
+        return message_audio_url(msg)
 
 
 class RoomInput(StrictSerializer):
@@ -78,6 +91,9 @@ class LiveStartApi(APIView):
         session_id = serializers.UUIDField(required=False, help_text="Alias of `session` (spec 10.2).")
         item_name = NameField(max_length=255)
         mode = serializers.ChoiceField(choices=["human_buyer"], default="human_buyer")
+        voice = serializers.BooleanField(default=True, help_text=(
+            "Speak each seller reply (on by default in a live room); each seller response then carries an "
+            "audio_url once its audio is ready, and the stream sends an `audio` event."))
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if not attrs.get("session") and not attrs.get("session_id"):
@@ -99,7 +115,7 @@ class LiveStartApi(APIView):
         agents = v.get("agents") or {}
         run = live_start(owner=request.user, session=session, item_name=v["item_name"],
                          seller_agent=agents.get("seller"), analyst_agent=agents.get("analyst"),
-                         max_rounds=v["max_rounds"], seed=v["seed"])
+                         max_rounds=v["max_rounds"], seed=v["seed"], voice=v["voice"])
         return Response(LiveRunSerializer(run_or_404(request, run.pk)).data, status=status.HTTP_201_CREATED)
 
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.models import MONEY, Message, NegotiationRun, Outcome
+from negotiation.api.common import PAGE_PARAMETERS, BinaryRenderer, errors, page_of, paginated_response
+from negotiation.models import MONEY, Message, MessageAudio, NegotiationRun, Outcome
 from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_transcript
 from negotiation.services import outside
+from negotiation.services.events import audio_url
 
 TAG = ["negotiations"]
 
@@ -153,6 +156,20 @@ class RunDetailSerializer(RunSerializer):
         return {h: str(p) for h, p in run_buyer_view(run=run).standing_offers.items()}
 
 
+AUDIO_HELP = ("Where the seller's reply can be heard (spec 10.2), once its audio is ready; null for the buyer's "
+              "messages, a run without voice, or while it is being made.")
+
+
+def message_audio_url(msg: Message) -> str | None:
+    if msg.sender_type != Message.SenderType.SELLER:
+        return None
+
+    cached = getattr(msg, "_audio_ready", None)
+    ready = cached if cached is not None else MessageAudio.objects.filter(
+        message_id=msg.pk, status=MessageAudio.Status.READY).exists()
+    return audio_url(run_id=msg.run_id, message_id=msg.pk) if ready else None
+
+
 class MessageSerializer(serializers.Serializer):
     """A transcript line as the buyer sees it."""
 
@@ -167,7 +184,12 @@ class MessageSerializer(serializers.Serializer):
     action = serializers.CharField()
     price = serializers.DecimalField(**MONEY, allow_null=True)
     text = serializers.CharField()
+    audio_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text=AUDIO_HELP))
+    def get_audio_url(self, msg: Message) -> str | None:
+        return message_audio_url(msg)
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text=(
         "Everyone who could see this message: the buyer and the addressed sellers, or the seller and the "
@@ -257,6 +279,27 @@ class RunMessagesApi(APIView):
         run = run_or_404(request, run_id, shared=True)
         lines = [message_data(run, msg, audience) for msg, audience in run_transcript(run=run)]
         return Response({"negotiation_id": str(run.pk), "mode": run.mode, "messages": lines})
+
+
+class RunMessageAudioApi(APIView):
+    """A seller reply spoken (WAV from espeak-ng, or MP3 from ElevenLabs): the bytes behind `audio_url`."""
+
+    renderer_classes = [JSONRenderer, BinaryRenderer]
+
+    @extend_schema(tags=TAG, operation_id="negotiations_message_audio",
+                   responses={(200, "audio/*"): OpenApiTypes.BINARY, **errors(401, 404)})
+    def get(self, request: Request, run_id: Any, message_id: Any) -> HttpResponse:
+
+        run = run_or_404(request, run_id, shared=True)
+        # Only a reply this reader's transcript holds (an outside buyer's: the replies sent to the buyer).
+        visible = {msg.pk for msg, _ in run_transcript(run=run) if msg.sender_type == Message.SenderType.SELLER}
+        audio = MessageAudio.objects.filter(message_id=message_id, message__run=run,
+                                            status=MessageAudio.Status.READY).first()
+        if audio is None or audio.message_id not in visible:
+            raise NotFound("No audio for this message (voice off, not ready yet, or it could not be made).")
+        response = HttpResponse(bytes(audio.data), content_type=audio.content_type)
+        response["Cache-Control"] = "private, max-age=86400"
+        return response
 
 
 class RunAnalyticsApi(APIView):

@@ -53,9 +53,12 @@ def _check_active_batches(owner: Any, needed: int = 1, refusal: Any = None) -> N
 def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
                  idempotency_key: str | None = None, population: dict | None = None,
-                 disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None) -> Batch:
+                 disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None,
+                 voice: bool = False) -> Batch:
     errors: dict[str, list[str]] = {}
     label, tag_list = _label_check(errors, name, tags)
+    if not isinstance(voice, bool):
+        errors.setdefault("voice", []).append("Must be true or false.")
     try:
         # An unknown rule is refused, never read as the default: a batch meant to study leaking
         # must not quietly run with redaction, nor the reverse.
@@ -95,12 +98,12 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure,
-                                 name=label, tags=tag_list)
+                                 name=label, tags=tag_list, voice=voice)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
     stamps = run_fingerprints(resolved, disclosure=disclosure)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
                            seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds,
-                           **stamps)
+                           voice=voice, **stamps)
             for sc in scenarios for i in range(runs)]
     NegotiationRun.objects.bulk_create(rows, batch_size=RUN_CHUNK)
     transaction.on_commit(lambda: enqueue_batch_start(batch.pk))

@@ -30,7 +30,7 @@ from django.db import transaction
 
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
-from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.models import Message, MessageAudio, NegotiationRun, Outcome
 from negotiation.run_context import run_context
 from negotiation.services import outside
 
@@ -135,6 +135,26 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
     return out, cursor
 
 
+def audio_events(*, run: NegotiationRun, announced: set[str]) -> list[dict[str, Any]]:
+    """`audio` events for seller replies whose speech is ready and not yet announced on this connection.
+
+    No event id (like `debrief`): a reconnecting client gets each ready audio again, and the replayed
+    messages carry their `audio_url` anyway. Every seller reply goes to the buyer alone, so each one is
+    in the buyer's view and the owner's; the audio speaks the words the buyer received.
+    """
+    if not run.voice:
+        return []
+    rows = (MessageAudio.objects.filter(message__run=run, status=MessageAudio.Status.READY)
+            .exclude(message_id__in=list(announced)).values_list("message_id", "message__round_no", "message__sender")
+            .order_by("message__round_no", "message__created_at"))
+    out = []
+    for message_id, round_no, sender in rows:
+        announced.add(str(message_id))
+        out.append({"message_id": str(message_id), "round": round_no, "sender": sender,
+                    "audio_url": audio_url(run_id=run.pk, message_id=message_id)})
+    return out
+
+
 def sse(*, data: dict[str, Any], event: str | None = None, event_id: str | None = None) -> str:
     lines = []
     if event_id is not None:
@@ -164,6 +184,7 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
         log.warning("run %s: no Redis pub/sub (%s); the stream polls Postgres", run_id, exc)
         pubsub = None
     started = last_beat = time.monotonic()
+    announced: set[str] = set()
     try:
         yield f"retry: {int(max(1.0, min(poll, 5.0)) * 1000)}\n\n"
         while True:
@@ -174,6 +195,8 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
             events, cursor = pending_events(run=run, cursor=cursor, render=render)
             for ev in events:
                 yield sse(event=ev.kind, data=ev.data, event_id=ev.cursor.encode())
+            for data in audio_events(run=run, announced=announced):
+                yield sse(event="audio", data=data)
             if run.status in NegotiationRun.TERMINAL:
                 if outside.is_outside(run):  # the run has ended: its buyer gets the debrief (services/outside.py)
                     yield sse(event="debrief", data=render("debrief", run, ()))
@@ -202,3 +225,8 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
                 pubsub.close()
             except redis.RedisError:
                 pass
+
+
+def audio_url(*, run_id: Any, message_id: Any) -> str:
+    """The API path of a seller reply's audio (stream events, API bodies and pages carry it)."""
+    return f"/api/negotiations/{run_id}/messages/{message_id}/audio"

@@ -7,9 +7,9 @@ sweeper) comes through here, so what follows an end is written once:
   runs did);
 - a run of a reflect sequence (no batch): the sequence takes its next step (services/reflect.py);
 - the hooks other apps registered: analytics (analytics/apps.py) records a completed run's metrics
-  in the finishing transaction and queues its analysis after commit, and queues a failed run's
-  trace. The hooks are how `negotiation` tells `analytics` without importing it (layers import
-  downward; analytics sits above negotiation).
+  in the finishing transaction and queues its analysis after commit, queues a failed run's trace,
+  and archives every ended run (analytics/archive.py). The hooks are how `negotiation` tells
+  `analytics` without importing it (layers import downward; analytics sits above negotiation).
 
 To change what happens when a run ends, start here.
 """
@@ -37,10 +37,11 @@ class RunCompletedHook(Protocol):
     def __call__(self, *, run: NegotiationRun, outcome: Outcome) -> None: ...
 
 
-RunFailedHook = Callable[..., None]
+RunIdHook = Callable[..., None]
 
 _completed_hooks: list[RunCompletedHook] = []
-_failed_hooks: list[RunFailedHook] = []
+_failed_hooks: list[RunIdHook] = []
+_ended_hooks: list[RunIdHook] = []
 
 
 def on_run_completed(hook: RunCompletedHook) -> None:
@@ -49,10 +50,17 @@ def on_run_completed(hook: RunCompletedHook) -> None:
         _completed_hooks.append(hook)
 
 
-def on_run_failed(hook: RunFailedHook) -> None:
+def on_run_failed(hook: RunIdHook) -> None:
     """Call `hook(run_id=)` inside the transaction that fails a run (once per hook)."""
     if hook not in _failed_hooks:
         _failed_hooks.append(hook)
+
+
+def on_run_ended(hook: RunIdHook) -> None:
+    """Call `hook(run_id=)` inside the transaction that ends a run in any way: completed, failed,
+    cancelled or expired (once per hook), before the batch or sequence moves on."""
+    if hook not in _ended_hooks:
+        _ended_hooks.append(hook)
 
 
 def run_complete(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasoning: str) -> Outcome:
@@ -79,6 +87,8 @@ def run_complete(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, rea
 
 
 def _after_terminal(batch_id: Any, run_id: Any) -> None:
+    for hook in _ended_hooks:  # analytics: every ended run goes to the audit archive (analytics/archive.py)
+        hook(run_id=run_id)
     if batch_id:
         transaction.on_commit(lambda: batch_refresh(batch_id=batch_id))
     else:  # a reflect sequence's runs have no batch: the sequence moves on after this run

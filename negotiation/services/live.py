@@ -47,7 +47,7 @@ def _agents(seller: dict | None, analyst: dict | None, buyer: dict) -> dict[str,
 def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: dict | None = None,
                analyst_agent: dict | None = None, max_rounds: int = 5, seed: int = 0,
                mode: str = NegotiationRun.Mode.HUMAN_BUYER, buyer: dict | None = None,
-               task: dict | None = None) -> NegotiationRun:
+               task: dict | None = None, voice: bool | None = None) -> NegotiationRun:
     """Open a negotiation room for one item whose buyer is outside MAMS; it is running at once.
 
     `mode` is one of NegotiationRun.OUTSIDE_BUYER (a person by default, or an external agent with
@@ -78,7 +78,9 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
     return NegotiationRun.objects.create(
         session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=mode,
         status=NegotiationRun.Status.RUNNING, seed=seed, agents=agents, scenario=scenario, max_rounds=max_rounds,
-        started_at=now, heartbeat_at=now, **run_fingerprints(agents))
+        started_at=now, heartbeat_at=now, **run_fingerprints(agents),
+        # A person in a live room hears the sellers unless they ask not to; an external agent does not listen.
+        voice=(mode == NegotiationRun.Mode.HUMAN_BUYER) if voice is None else bool(voice))
 
 
 def _check_open_rooms(owner: Any) -> None:

@@ -39,6 +39,7 @@ from negotiation.run_context import RunContext, run_context
 from negotiation.services.events import publish_on_commit
 from negotiation.services.lifecycle import run_cancel, run_complete
 from negotiation.services.sweeps import was_requeued
+from negotiation.services.voice import voice_on_commit
 
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
@@ -288,6 +289,7 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
+    voice_on_commit(run=run, msg=msg)  # a seller reply of a voice run is spoken (services/voice.py)
     return msg
 
 

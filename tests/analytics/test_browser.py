@@ -251,3 +251,27 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
             problems += [f"{name} @{width}: {p}" for p in seen + page_problems(pg, width)]
         context.close()
     assert problems == [], "\n".join(problems)
+
+
+def test_a_seller_reply_plays_in_the_browser(page: Any, live_server: Any, played_batch: Any) -> None:
+    # given a played run whose seller replies were spoken (espeak-ng, in-process)
+    from negotiation.models import Message
+    from negotiation.services import voice
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    batch = played_batch(runs=1, max_rounds=2)
+    run = NegotiationRun.objects.get(batch=batch)
+    NegotiationRun.objects.filter(pk=run.pk).update(voice=True)
+    replies = list(Message.objects.filter(run=run, sender_type="seller"))
+    for msg in replies:
+        assert voice.message_speak(message_id=msg.pk).status == "ready"
+    # when its page is opened, then each seller reply in the buyer's lane has a player the browser can decode
+    page.goto(f"{live_server.url}/analytics/runs/{run.pk}/")
+    players = page.locator(".msg-audio audio")
+    assert players.count() == len(replies)
+    seconds = page.eval_on_selector(".msg-audio audio", """a => new Promise((ok, bad) => {
+        a.addEventListener('loadedmetadata', () => ok(a.duration)); a.addEventListener('error', () => bad(a.error));
+        a.preload = 'metadata'; a.load(); })""")
+    assert 0.3 < seconds < 30
+    page.screenshot(path=str(SHOTS / "run-voice.png"), full_page=True)
+    assert page.errors == []
