@@ -8,7 +8,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from analytics.archive_api import BatchArchiveApi, RunArchiveDownloadApi
+from analytics.api.archive import BatchArchiveApi, RunArchiveDownloadApi
 from analytics.benchmarks.api import LeaderboardApi, LeaderboardSlashApi
 from negotiation.api.not_found import api_not_found
 
