@@ -209,14 +209,14 @@ def play_through(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     Nothing is enqueued (no worker involved); returns a function run_id -> the finished run.
     """
-    from analytics import services
+    from analytics import archive, services
     from negotiation.models import Message, NegotiationRun
     from negotiation.services import play
 
     monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
     monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
     monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
-    monkeypatch.setattr(play, "archive_on_commit", lambda *a, **k: None)
+    monkeypatch.setattr(archive, "archive_enqueue", lambda *a, **k: None)  # the run-end hook queues nothing
     monkeypatch.setattr(play, "voice_on_commit", lambda *a, **k: None)
 
     def run_it(run_id: Any) -> NegotiationRun:
