@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.agents.config import BASELINES
+from negotiation.agents.config import BASELINES, FIXED_BASELINES, STRATEGIES
 from negotiation.agents.prompts import VARIANTS
 from negotiation.api.common import (
     PAGE_PARAMETERS,
@@ -56,8 +56,10 @@ EXPORT_CHUNK = 500
 
 
 class AgentSpecSerializer(serializers.Serializer):
-    strategy = serializers.ChoiceField(choices=["llm", *BASELINES], required=False,
-                                       help_text="llm, or a baseline concession strategy that makes no LLM call.")
+    strategy = serializers.ChoiceField(choices=list(STRATEGIES), required=False,
+                                       help_text="llm; a baseline concession strategy that makes no LLM call (its "
+                                                 "beta and opening drawn from the run's seed, or the nominal curve "
+                                                 "with -fixed); or, for the buyer, an exploit canary.")
     profile = serializers.CharField(max_length=100, required=False,
                                     help_text="An LLM profile name (see settings.LLM_PROFILES), e.g. local, "
                                               "openrouter, openai-compatible.")
@@ -65,7 +67,7 @@ class AgentSpecSerializer(serializers.Serializer):
                                    error_messages={"invalid": "A model name is letters, digits and ._:/@+- only."},
                                    help_text="Defaults to the profile's model for the role.")
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
-    fallback = serializers.ChoiceField(choices=list(BASELINES), required=False,
+    fallback = serializers.ChoiceField(choices=[*BASELINES, *FIXED_BASELINES], required=False,
                                        help_text="The baseline that acts when the LLM's output is unusable.")
     prompt_variant = serializers.ChoiceField(choices=list(VARIANTS), required=False,
                                              help_text="A named prompt variant (negotiation/agents/prompts.py): "
