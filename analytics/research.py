@@ -54,7 +54,7 @@ def _condition(c: ExperimentCondition) -> dict[str, Any]:
     out.update(status=c.batch.status, progress={"total": d["total"], "finished": d["finished"],
                                                 "percent": d["percent"]},
                metrics={h.key: d["headlines"][h.key] for h in HEADS})
-    stamps = run_fingerprints(c.batch.agents, disclosure=c.batch.disclosure)
+    stamps = run_fingerprints(c.batch.agents, disclosure=c.batch.disclosure, rules=c.batch.rules)
     out["fingerprints"] = {"buyer": stamps["buyer_fingerprint"], "seller": stamps["seller_fingerprint"]}
     return out
 

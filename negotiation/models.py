@@ -160,6 +160,15 @@ class Disclosure(models.TextChoices):
     ALLOW = "allow"
 
 
+class Rules(models.TextChoices):
+    """The turn-taking rule set of a batch's runs (negotiation.engine.protocol.Rules): `known`, the
+    deadline told and a closing turn (core-v1); `hidden`, a per-run hidden last round, no closing
+    turn and binding counters (core-v2), so that waiting alone cannot win."""
+
+    KNOWN = "known"
+    HIDDEN = "hidden"
+
+
 class Batch(models.Model):
     """N negotiations of one configuration, launched together and read together."""
 
@@ -191,6 +200,9 @@ class Batch(models.Model):
     disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
                                   help_text="redact: a stated hidden number reaches the other side as "
                                             "[withheld]; allow: delivered as said. Counted either way.")
+    rules = models.CharField(max_length=8, choices=Rules.choices, default=Rules.KNOWN,
+                             help_text="known: max_rounds is the deadline, told to the agents, with a closing turn; "
+                                       "hidden: each run ends at a hidden round drawn from its seed (core-v2).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_hash = models.CharField(max_length=64, blank=True, default="",
@@ -261,6 +273,8 @@ class NegotiationRun(models.Model):
     code_version = models.CharField(max_length=40, blank=True, help_text="The commit that produced this run.")
     disclosure = models.CharField(max_length=8, choices=Disclosure.choices, default=Disclosure.REDACT,
                                   help_text="The batch's disclosure rule, copied so every turn reads it with the run.")
+    rules = models.CharField(max_length=8, choices=Rules.choices, default=Rules.KNOWN,
+                             help_text="The batch's turn-taking rules, copied so every turn reads them with the run.")
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -99,4 +99,5 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
     return resolved
 
 
-__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "CANARIES", "FIXED_BASELINES", "STRATEGIES", "LLMError", "UnknownModel", "resolve_agents"]
+__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "CANARIES", "FIXED_BASELINES", "LLMError", "STRATEGIES",
+           "UnknownModel", "resolve_agents"]

@@ -27,9 +27,9 @@ so they never reach their floor inside a run (NegMAS's (step+1)/(N+1) time has t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
