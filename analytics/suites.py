@@ -3,7 +3,10 @@
 A suite directory holds `suite.json` (name, version, description, and its scenarios: a slug, a
 title, the scenario file and the items to negotiate) and one JSON file per scenario in the REST
 API's session import format (negotiation/services/sessions.py::session_import). A suite is
-referred to as `core-v1` (that version) or `core` (its latest version).
+referred to as `core-v1` (that version) or `core` (its latest version). A manifest may name the
+turn-taking `rules` its runs play under (negotiation/engine/protocol.py::Rules: `known`, the
+default, or `hidden`, which core-v2 uses so that waiting alone cannot win); the rules are part of
+the content hash, so a suite version never changes its rules.
 
 The checks here are the database's own rules, repeated so that a bad file is reported with its
 path before anything is imported: cost < least <= selling, weights in [0, 1] summing to 1, at
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+from negotiation.engine.protocol import parse_rules
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
@@ -51,6 +56,7 @@ class SuiteFile:
     description: str
     content_hash: str
     scenarios: list[ScenarioFile]
+    rules: str = "known"
 
     def scenario(self, slug: str) -> ScenarioFile:
         for s in self.scenarios:
@@ -191,6 +197,10 @@ def _load_dir(path: Path) -> SuiteFile:
         raise SuiteError(f"{where}: version must be a whole number >= 1 (got {version!r})")
     if (name, version) != (m["name"], int(m["version"])):
         raise SuiteError(f"{where}: says {name}-v{version} but lives in {path.name}/; rename one to match")
+    try:
+        rules = parse_rules(manifest.get("rules", "known")).value
+    except ValueError as exc:
+        raise SuiteError(f"{where}: rules: {exc}") from None
     entries = manifest.get("scenarios")
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{where}: scenarios must list at least one scenario")
@@ -224,7 +234,7 @@ def _load_dir(path: Path) -> SuiteFile:
         raise SuiteError(f"suite {path.name} is invalid:\n- " + "\n- ".join(problems))
     return SuiteFile(name=name, version=version, label=f"{name}-v{version}",
                      description=str(manifest.get("description", "")), content_hash=content_hash(manifest, documents),
-                     scenarios=scenarios)
+                     scenarios=scenarios, rules=rules)
 
 
 def _dirs(root: Path) -> list[tuple[str, int, Path]]:
