@@ -148,6 +148,8 @@ def _sort_key(sort: str) -> tuple[str, bool]:
 
 def agent_label(agent: dict[str, Any]) -> str:
     """How a configuration is written on the command line: baseline:boulware, local:gemma-3-270m@0.7."""
+    if agent.get("strategy") in CANARIES:
+        return str(agent["strategy"])
     if agent.get("strategy", "llm") != "llm":
         return f"baseline:{agent['strategy']}"
     temp = agent.get("temperature")
