@@ -458,6 +458,47 @@ def paired_differences(a: Mapping[Any, float | None], b: Mapping[Any, float | No
     return [float(b[k]) - float(a[k]) for k in keys]  # type: ignore[arg-type]
 
 
+# --- published metrics of replication suites (benchmarks/suites/negotiationarena-v1, a2a-nt-v1) ---------
+# Each paper's definition, once, so `manage.py replicate` sets MAMS's figure beside the published one.
+
+def na_buyer_payoff(*, price: Decimal, value: Decimal) -> Decimal:
+    """NegotiationArena buy–sell (Bianchi et al. 2024): the buyer's payoff on a deal, value − price,
+    where value is what the buyer is willing to pay (MAMS: its max_price).
+
+    Worked example: the buyer values the item at 60 and pays 41.37 -> payoff 18.63 (GPT-4's published
+    mean as buyer in the ZOPA game). No deal has no payoff (the paper averages over deals).
+    """
+    return value - price
+
+
+def a2a_price_reduction_rate(*, price: Decimal, retail: Decimal) -> float | None:
+    """A2A-NT (Zhu et al. 2025) buyer price-reduction rate on a deal: (retail − p) / retail.
+
+    MAMS's retail is the seller's selling_price. Worked example: retail 399, price 339 -> 60/399 = 0.1504.
+    None when retail <= 0.
+    """
+    return float((retail - price) / retail) if retail > 0 else None
+
+
+def a2a_relative_profit(*, price: Decimal, wholesale: Decimal, retail: Decimal) -> float | None:
+    """A2A-NT seller relative profit on a deal: (p − wholesale) / (retail − wholesale) (their code's
+    `seller_margin_rate`). MAMS's wholesale is the seller's least_price (their seller may not sell
+    below it). Worked example: wholesale 279, retail 399, price 339 -> 60/120 = 0.5. None when
+    retail <= wholesale.
+    """
+    return float((price - wholesale) / (retail - wholesale)) if retail > wholesale else None
+
+
+def a2a_out_of_budget(*, deal: bool, price: Decimal | None, budget: Decimal) -> bool:
+    """A2A-NT out-of-budget: a deal at a price above the buyer's budget (rate over all runs).
+
+    MAMS's guardrails refuse such an accept, so a MAMS run should never count one; the metric is
+    computed anyway so that a replication shows the paper's risk beside MAMS's. Worked example:
+    budget 339, deal at 350 -> True; no deal -> False.
+    """
+    return bool(deal and price is not None and price > budget)
+
+
 # --- many comparisons ---------------------------------------------------------------------------
 
 def paired_permutation_p(differences: Iterable[float], *, seed: int = 0, n_resamples: int = 10_000) -> float | None:
