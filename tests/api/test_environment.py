@@ -146,7 +146,9 @@ def test_tasks_list_every_suite_item_and_my_sessions_without_private_numbers(
 
 def test_tasks_filter_by_suite_and_source(api: Any, planted: Session) -> None:
     suite_only = api.get("/env/tasks", {"suite": "core", "limit": 500}).json()["results"]
-    assert suite_only and all(t["suite"] == "core-v1" for t in suite_only)
+    assert suite_only and all(t["suite"] == "core-v2" for t in suite_only)  # "core" is its latest version
+    v1 = api.get("/env/tasks", {"suite": "core-v1", "limit": 500}).json()["results"]
+    assert v1 and all(t["suite"] == "core-v1" for t in v1)
     sessions_only = api.get("/env/tasks", {"source": "session"}).json()["results"]
     assert [t["source"] for t in sessions_only] == ["session"]
     r = api.get("/env/tasks", {"suite": "nope"})
