@@ -121,3 +121,33 @@ def test_a2a_nt_report_computes_the_papers_metrics_per_budget(play_through: Any)
     assert _metric(high, "relative_profit")["mean"] == pytest.approx(np.mean(profit))
     # and the text says there is no published figure to compare with
     assert "ships no published figure" in replication_text(report)
+    # and the page shows the same figures to a signed-in user (the run is shared), and 404s a core run
+    from django.test import Client
+
+    from tests.factories import UserFactory
+    client = Client()
+    client.force_login(UserFactory(username="reader15"))
+    page = client.get(f"/analytics/replications/{run.pk}/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    prr = _metric(high, "price_reduction_rate")
+    assert "Zhu et al. 2025" in body and f"{prr['mean'] * 100:.1f}%" in body and "ships no published figure" in body
+    assert client.get(f"/analytics/replications/{run.entries.first().batch_id}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_page_sets_each_published_figure_beside_the_ci(play_through: Any):
+    from django.test import Client
+
+    from tests.factories import UserFactory
+    # given NegotiationArena played by baselines
+    run = play_all(replication_launch(suite="negotiationarena", buyer={"strategy": "linear"},
+                                      seller={"strategy": "linear"}, runs=4), play_through)
+    client = Client()
+    client.force_login(UserFactory(username="reader16"))
+    body = client.get(f"/analytics/replications/{run.pk}/").content.decode()
+    # then every published figure is on the page with its verdict, the no-ZOPA range as a range
+    assert "GPT-4 as buyer: 18.63" in body and "62.0%–90.0%" in body and "does not overlap" in body
+    report = replication_report(benchmark=run)
+    verdicts = [f["verdict"] for g in report["groups"] for m in g["metrics"] for f in m["published"]]
+    assert len(verdicts) == 13 and all(v in body for v in verdicts)

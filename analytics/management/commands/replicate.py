@@ -61,7 +61,7 @@ class Command(BaseCommand):
             raise CommandError(f"cannot launch the replication: {problems}") from exc
         batches = Batch.objects.filter(benchmark_entry__benchmark=run)
         self.stdout.write(f"Replication run {run.pk} on {run.suite.label}: {batches.count()} batches queued. "
-                          f"Report: manage.py replicate --report {run.pk}")
+                          f"Report: manage.py replicate --report {run.pk}, or /analytics/replications/{run.pk}/")
         if not opts["wait"]:
             return
         deadline = time.monotonic() + opts["timeout"]
