@@ -144,8 +144,8 @@ def replication_text(report: dict[str, Any]) -> str:
         out.append("")
         out.append(f"{g['name']}: {g['runs']} completed run(s)")
         for m in g["metrics"]:
-            ci = f"[{_fmt(m['low'], m['fmt'])} – {_fmt(m['high'], m['fmt'])}]" if m["mean"] is not None else ""
-            out.append(f"  {m['label']}: MAMS {_fmt(m['mean'], m['fmt'])} {ci} n={m['n']}")
+            ci = f" [{_fmt(m['low'], m['fmt'])} – {_fmt(m['high'], m['fmt'])}]" if m["mean"] is not None else ""
+            out.append(f"  {m['label']}: MAMS {_fmt(m['mean'], m['fmt'])}{ci} n={m['n']}")
             for f in m["published"]:
                 value = (_fmt(float(f["value"]), m["fmt"]) if "value" in f else
                          f"{_fmt(float(f['low']), m['fmt'])}–{_fmt(float(f['high']), m['fmt'])}")
