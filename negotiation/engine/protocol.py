@@ -11,9 +11,9 @@ That is the `known` rule set (core-v1). It can be won without negotiating: a tim
 whose deadline the buyer knows concedes on the clock whatever the buyer does, and the closing turn
 is a free option on the lowest final offer, so a buyer that only waits takes the whole surplus
 (reward 1.000 in 12 of 12 `/env` episodes against every baseline seller). The `hidden` rule set
-(core-v2, DESIGN "Benchmark rules") removes the clock as a weapon, following Faratin et al.
+(core-v2; measurements in benchmarks/README.md) removes the clock as a weapon, following Faratin et al.
 (1998), where each agent's deadline t_max is private, and NegMAS, whose SAO mechanism can end a
-negotiation at a step the agents do not know (`hidden_time_limit`, `pend`):
+negotiation at a time the agents do not know (`hidden_time_limit`; `pend`, a per-step end probability):
 
 - the run's last round is drawn per run in [earliest_end, max_rounds] from the seed and a
   deployment key (`last_round`); agents are told only the range, so waiting costs deals;
