@@ -36,7 +36,7 @@ from negotiation.api.common import (
     page_of,
     paginated_response,
 )
-from negotiation.models import Batch, Disclosure
+from negotiation.models import Batch, Disclosure, Rules
 from negotiation.selectors import (
     RESULT_COLUMNS,
     batch_eta,
@@ -103,6 +103,9 @@ class BatchOutputSerializer(serializers.Serializer):
     base_seed = serializers.IntegerField()
     disclosure = serializers.ChoiceField(choices=Disclosure.choices, help_text=(
         "What the other side receives of a number that states its sender's hidden price: redact or allow."))
+    rules = serializers.ChoiceField(choices=Rules.choices, help_text=(
+        "The turn-taking rules: known (max_rounds told, a closing turn) or hidden (core-v2: a per-run hidden last "
+        "round, no closing turn, binding counters). Part of the runs' fingerprints."))
     status = serializers.ChoiceField(choices=Batch.Status.choices)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -189,6 +192,13 @@ class BatchesApi(APIView):
             help_text="redact (default): a number in a message that states its sender's own hidden price "
                       "reaches the other side as [withheld]; allow: delivered as said, to study leaking. "
                       "Leaks are counted either way.")
+        rules = serializers.ChoiceField(
+            choices=Rules.values, default=Rules.KNOWN,
+            error_messages={"invalid_choice": f"Must be one of {', '.join(Rules.values)}; got {{input!r}}."},
+            help_text="known (default): max_rounds is the deadline, told to the agents, with a closing turn; "
+                      "hidden: each run ends without warning after a round drawn from its seed (the agents are "
+                      "told the range), with no closing turn, and a counter is binding, so waiting cannot win "
+                      "(the core-v2 benchmark rules, negotiation/engine/protocol.py).")
 
         def validate_runs(self, value: int) -> int:
             if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:
