@@ -133,3 +133,13 @@ def test_a_core_v2_benchmark_plays_hidden_rules_and_shows_the_canaries_as_refere
     assert table["adjusted"] is True
     assert sum(1 for r in rows.values() if r["vs_leader"] and r["vs_leader"]["leader"]) == 1
     assert all(r["vs_leader"]["p_holm"] >= r["vs_leader"]["p"] for r in rows.values() if not r["vs_leader"]["leader"])
+    # and the page shows them as such, with the rules and the Holm note
+    from django.test import Client
+
+    from tests.factories import UserFactory
+    reader = UserFactory(username="reader17")
+    reader.save()  # the factory sets the password after its save; a page session's auth hash needs it stored
+    client = Client()
+    client.force_login(reader)
+    body = client.get("/analytics/leaderboard/?suite=core-v2").content.decode()
+    assert body.count("exploit canary</span>") == 3 and "hidden deadline" in body and "Holm-adjusted" in body
