@@ -12,7 +12,7 @@ one matrix of draw counts, one matrix product (see `bootstrap_many`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -547,12 +547,16 @@ ALPHA = 0.05  # the family-wise error rate the pages' "survives" refers to
 
 
 def compare_sentence(*, metric: str, estimate: Estimate, higher_is_better: bool | None, label_a: str,
-                     label_b: str, unit: str = "") -> str:
-    """A plain-language reading of a paired difference (B − A) and whether its CI excludes 0."""
+                     label_b: str, unit: str = "", fmt_diff: Callable[[float], str] | None = None) -> str:
+    """A plain-language reading of a paired difference (B − A) and whether its CI excludes 0.
+
+    `fmt_diff` writes a signed difference in its metric's unit (analytics/formats.py: "+6.6 pp",
+    "−$1.20"), so the sentence reads like the table beside it."""
     if estimate.mean is None:
         return f"{metric}: no pairs to compare."
-    diff = f"{estimate.mean:+.3g}{unit}"
-    ci = f"95% CI {estimate.low:+.3g} to {estimate.high:+.3g}{unit}"
+    show = fmt_diff or (lambda v: f"{v:+.3g}{unit}")
+    diff = show(estimate.mean)
+    ci = f"95% CI {show(estimate.low)} to {show(estimate.high)}"
     if estimate.mean == 0 and not estimate.excludes_zero:
         return f"{metric}: no difference between {label_a} and {label_b} ({ci})."
     b_higher = estimate.mean > 0

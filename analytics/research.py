@@ -11,11 +11,12 @@ figures are each side's utility per run and its cumulative average (negotiation/
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
-from analytics import metrics
+from analytics import formats, metrics
 from analytics.selectors import COMPARE, HEADLINE_KEYS, batch_compare, batch_dashboard, visible
 from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.engine.utility import cumulative_mean
@@ -90,7 +91,8 @@ def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
                          "p": r["p"], "p_holm": r["p"], "survives": r["p"] is not None and r["p"] <= metrics.ALPHA,
                          "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=r["estimate"],
                                                               higher_is_better=h.higher_is_better,
-                                                              label_a=control["label"], label_b=c["label"])})
+                                                              label_a=control["label"], label_b=c["label"],
+                                                              fmt_diff=partial(formats.diff, unit=h.fmt))})
         comparisons.append({"label": c["label"], "against": control["label"], "pairs": result["pairs"],
                             "paired_by": result["paired_by"], "rows": rows, "differs": _differs(control, c)})
     adjusted = len(conds) > 2

@@ -14,16 +14,17 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Avg, Count, F, FloatField, IntegerField, Max, Min, Q, QuerySet, Sum, Value
-from django.db.models.functions import Cast, Coalesce, Substr
+from django.db.models import Avg, Count, F, FloatField, IntegerField, Max, Min, Q, QuerySet, Sum, TextField, Value
+from django.db.models.functions import Cast, Coalesce, Concat, NullIf, Substr
 
-from analytics import metrics
+from analytics import formats, metrics
 from analytics.models import RunAnalysis, RunMetrics
 from negotiation.models import Batch, NegotiationRun
 from negotiation.selectors import readable_batches, shared_benchmark
@@ -342,10 +343,42 @@ def batch_compare(*, a: Batch, b: Batch) -> dict[str, Any]:
     out = [{"head": h, "estimate": est[h.key], "mean_a": means_a[h.key], "mean_b": means_b[h.key],
             "p": metrics.paired_permutation_p(diffs[h.key], seed=a.base_seed),
             "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=est[h.key],
-                                                 higher_is_better=h.higher_is_better, label_a="A", label_b="B")}
+                                                 higher_is_better=h.higher_is_better, label_a="A", label_b="B",
+                                                 fmt_diff=partial(formats.diff, unit=h.fmt))}
            for h in heads]
     same = a.session_id == b.session_id and a.item_name == b.item_name
     return {"pairs": len(keys), "paired_by": paired_by, "rows": out, "same_scenario": same}
+
+
+def batch_pairs(*, a: Batch, b: Batch, paired_by: str) -> list[dict[str, Any]]:
+    """The compare page's drill-down: each pair of completed runs (same item and seed, or the same
+    position when the batches share no seed), A's and B's outcome side by side, B − A in buyer share."""
+    fields = ("run_id", "item_name", "seed", "deal", "price", "chosen_handle", "buyer_share", "rounds")
+
+    def rows(batch: Batch) -> dict[tuple, dict[str, Any]]:
+        out = {}
+        for r in RunMetrics.objects.filter(batch_id=batch.pk).order_by("item_name", "seed").values(*fields):
+            out[(r["item_name"], r["seed"] - (batch.base_seed if paired_by == "position" else 0))] = r
+        return out
+
+    ra, rb = rows(a), rows(b)
+    out = []
+    for key in sorted(ra.keys() & rb.keys()):
+        x, y = ra[key], rb[key]
+        share = (y["buyer_share"] - x["buyer_share"]
+                 if x["buyer_share"] is not None and y["buyer_share"] is not None else None)
+        out.append({"item": key[0], "seed_a": x["seed"], "seed_b": y["seed"], "a": x, "b": y, "share_diff": share})
+    return out
+
+
+def compare_candidates(*, user: Any, a: Batch) -> list[Batch]:
+    """Batches to compare with A, those on A's session, item and seeds first (they pair run by run)."""
+    rows = list(batch_list_rows(user=user).exclude(pk=a.pk)[:200])
+    same = [r for r in rows if r.session_id == a.session_id and r.item_name == a.item_name
+            and r.base_seed == a.base_seed]
+    for r in rows:
+        r.same_seeds = r in same
+    return same + [r for r in rows if r not in same]
 
 
 # --- lists for people --------------------------------------------------------------------------
@@ -363,6 +396,46 @@ def batch_list_rows(*, user: Any, session_id: Any = None) -> QuerySet:
     if session_id:
         qs = qs.filter(session_id=session_id)
     return qs.order_by("-created_at", "id")
+
+
+BATCH_SORTS = {"created": "created_at", "name": "name", "status": "status", "session": "session__name",
+               "item": "item_name", "deal_rate": "deal_rate", "buyer_share": "buyer_share"}
+BATCH_AGGREGATE_SORTS = {"deal_rate", "buyer_share"}
+
+
+def batch_table(*, user: Any, q: str = "", status: str = "", session_id: Any = None, tag: str = "",
+                buyer: str = "", seller: str = "", sort: str = "created", descending: bool = True) -> QuerySet:
+    """The batches table: the batches a user may read, searched (name, tags, id, item, session, agents),
+    filtered and sorted. Sorting by deal rate or buyer share aggregates every matching batch; any other
+    order stays cheap (batch_stats then aggregates one page)."""
+    qs = readable_batches(Batch.objects.all(), user).select_related("session")
+    if status:
+        qs = qs.filter(status=status)
+    if session_id:
+        qs = qs.filter(session_id=session_id)
+    if tag:
+        qs = qs.filter(tags__contains=[tag])
+    for role, term in (("buyer", buyer), ("seller", seller)):
+        if term:
+            qs = qs.annotate(**{f"_{role}": Cast(F(f"agents__{role}"), TextField())}).filter(
+                **{f"_{role}__icontains": term})
+    if q.split():
+        # One searchable text per batch: its name, tags, id, item, session and agent configuration.
+        qs = qs.annotate(_text=Concat("name", Value(" "), Cast("tags", TextField()), Value(" "),
+                                      Cast("id", TextField()), Value(" "), "item_name", Value(" "),
+                                      "session__name", Value(" "),
+                                      Cast("agents", TextField()), output_field=TextField()))
+        for word in q.split():
+            qs = qs.filter(_text__icontains=word)
+    key = sort if sort in BATCH_SORTS else "created"
+    if key in BATCH_AGGREGATE_SORTS:
+        qs = qs.annotate(
+            deal_rate=Cast(Count("runs", filter=Q(runs__metrics__deal=True)), FloatField())
+            / NullIf(Cast(Count("runs", filter=Q(runs__status=S.COMPLETED)), FloatField()), Value(0.0)),
+            buyer_share=Avg("runs__metrics__buyer_share"))
+    field = F(BATCH_SORTS[key])
+    order = field.desc(nulls_last=True) if descending else field.asc(nulls_last=True)
+    return qs.order_by(order, "-created_at", "id")
 
 
 def batch_stats(batches: Iterable[Batch]) -> list[Batch]:

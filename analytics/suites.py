@@ -27,13 +27,13 @@ from typing import Any
 
 from django.conf import settings
 
+from negotiation.engine.names import clean_name, handle_problem, name_key
 from negotiation.engine.protocol import parse_rules
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_HANDLE_RE = re.compile(r"^@[A-Za-z0-9_]{1,50}$")
 
 
 class SuiteError(ValueError):
@@ -127,7 +127,7 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
         qty = d.get("quantity", 1)
         if not isinstance(qty, int) or isinstance(qty, bool) or qty < 1:
             problems.append(f"{at}.quantity: must be a whole number >= 1")
-        key = str(d["item_name"]).strip().lower()
+        key = name_key(str(d["item_name"]))
         if key in demanded:
             problems.append(f"{at}: '{d['item_name']}' is demanded twice")
         demanded[key] = d
@@ -144,12 +144,13 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
         if not isinstance(s, dict):
             problems.append(f"{at}: must be an object")
             continue
-        handle = str(s.get("handle", ""))
-        if not _HANDLE_RE.match(handle):
-            problems.append(f"{at}.handle: {handle!r} is not @ followed by 1-50 letters, digits or underscores")
-        if handle.lower() in handles:
+        handle = clean_name(str(s.get("handle", "")))
+        problem = handle_problem(handle)
+        if problem:
+            problems.append(f"{at}.handle: {handle!r}: {problem}")
+        if name_key(handle) in handles:
             problems.append(f"{at}.handle: {handle} is used twice")
-        handles.add(handle.lower())
+        handles.add(name_key(handle))
         style = s.get("style") or (s.get("personality") or {}).get("style") or "neutral"
         if style not in ("rude", "neutral", "sweet"):
             problems.append(f"{at}.style: {style!r} is not rude, neutral or sweet")
@@ -168,15 +169,15 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
             if None not in (cost, least, sell) and not 0 <= cost < least <= sell:  # type: ignore[operator]
                 problems.append(f"{lat}: needs 0 <= cost_price < least_price <= selling_price "
                                 f"(got {cost}, {least}, {sell})")
-            stocked.add(str(line.get("item_name", "")).strip().lower())
+            stocked.add(name_key(str(line.get("item_name", ""))))
     if not items:
         problems.append(f"{where}: the manifest lists no items to negotiate")
     for item in items:
-        if item.strip().lower() not in demanded:
+        if name_key(item) not in demanded:
             problems.append(f"{where}: item '{item}' is not demanded by the buyer")
-        elif item.strip().lower() not in stocked:
+        elif name_key(item) not in stocked:
             problems.append(f"{where}: no seller stocks '{item}'")
-    if len(items) > 1 and {i.strip().lower() for i in items} != set(demanded):
+    if len(items) > 1 and {name_key(i) for i in items} != set(demanded):
         # A multi-item scenario runs as one batch over every demanded item (batch_create's item_name=None).
         problems.append(f"{where}: a scenario with several items must list every demanded item "
                         f"({', '.join(str(d['item_name']) for d in demanded.values())})")

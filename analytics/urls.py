@@ -12,6 +12,7 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch"),
     path("batches/<uuid:batch_id>/live.json", views.batch_live, name="batch-live"),
+    path("batches/<uuid:batch_id>/cancel/", views.batch_cancel, name="batch-cancel"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("compare/", views.compare, name="compare"),
     path("leaderboard/", leaderboard_page, name="leaderboard"),

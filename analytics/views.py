@@ -8,6 +8,7 @@ their runs (read only), and staff see everything.
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -21,30 +22,40 @@ from django.urls import reverse_lazy
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
-from analytics import charts
+from analytics import charts, exports, formats
 from analytics.models import RunAnalysis, RunMetrics
 from analytics.selectors import (
-    COMPARE,
-    HEADLINE_KEYS,
+    BATCH_SORTS,
     HEADLINES,
     RUN_SORTS,
     batch_compare,
     batch_dashboard,
     batch_list_rows,
+    batch_pairs,
     batch_runs,
     batch_stats,
+    batch_table,
+    compare_candidates,
     run_events,
     visible,
 )
-from analytics.templatetags.analytics_tags import fmt
+from analytics.templatetags.analytics_tags import agent_label, fmt
 from negotiation.agents.config import BASELINES
 from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import Batch, NegotiationRun, Session
-from negotiation.selectors import batch_workers, readable_batches, readable_runs, run_context
+from negotiation.selectors import (
+    batch_eta,
+    batch_get,
+    batch_workers,
+    may_change,
+    readable_batches,
+    readable_runs,
+    run_context,
+)
 from negotiation.services import outside
-from negotiation.services.batches import batch_create
+from negotiation.services.batches import batch_cancel_request, batch_create
 from negotiation.services.errors import ConflictError, LimitExceeded
 
 RUNS_PER_PAGE = 50
@@ -70,45 +81,100 @@ def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
     return get_object_or_404(readable_batches(Batch.objects.select_related("session"), request.user), pk=batch_id)
 
 
+# The batches table's columns, (heading, sort key or ""): the page and its CSV/JSON export share them.
+BATCH_COLUMNS = [("Batch", ""), ("Name", "name"), ("Tags", ""), ("Session", "session"), ("Item", "item"),
+                 ("Buyer", ""), ("Seller", ""), ("Status", "status"), ("Progress", ""), ("Deal rate", "deal_rate"),
+                 ("Buyer share", "buyer_share"), ("Mean price", ""), ("Rounds", ""), ("Cost", ""),
+                 ("Created", "created")]
+
+
+def _batch_row(b: Batch) -> list[Any]:
+    return [b.pk, b.name, b.tags, str(b.session), b.item_name or "every demanded item",
+            agent_label(b.agents.get("buyer")), agent_label(b.agents.get("seller")), b.status,
+            f"{b.n_completed}/{b.n_total}", b.n_deals / b.n_completed if b.n_completed else None, b.buyer_share,
+            b.mean_price, b.mean_rounds, b.cost, b.created_at]
+
+
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(batch_list_rows(user=request.user), 25).get_page(request.GET.get("page"))
+    f = {k: request.GET.get(k, "").strip() for k in ("q", "status", "session", "tag", "buyer", "seller", "sort", "dir")}
+    if f["status"] and f["status"] not in Batch.Status.values:
+        return exports.bad_request(f"status: must be one of {', '.join(Batch.Status.values)}.")
+    if f["sort"] and f["sort"] not in BATCH_SORTS:
+        return exports.bad_request(f"sort: must be one of {', '.join(sorted(BATCH_SORTS))}.")
+    if f["dir"] not in ("", "asc", "desc"):
+        return exports.bad_request("dir: must be asc or desc.")
+    session = f["session"] if _uuid_or_none(f["session"]) else None
+    if f["session"] and session is None:
+        return exports.bad_request("session: must be a session id (a UUID).")
+    try:
+        export = exports.requested(request)
+    except ValueError as exc:
+        return exports.bad_request(str(exc))
+    qs = batch_table(user=request.user, q=f["q"], status=f["status"], session_id=session, tag=f["tag"],
+                     buyer=f["buyer"], seller=f["seller"], sort=f["sort"] or "created",
+                     descending=(f["dir"] or ("asc" if f["sort"] in ("name", "session", "item") else "desc")) == "desc")
+    if export:
+        return exports.response(export, name="batches", columns=[c for c, _ in BATCH_COLUMNS],
+                                rows=[_batch_row(b) for b in batch_stats(qs)])
+    page = Paginator(qs, 25).get_page(request.GET.get("page"))
     page.object_list = batch_stats(page.object_list)
-    return render(request, "analytics/batch_list.html", {"page": page})
+    params = request.GET.copy()
+    for k in ("page", "sort", "dir", "export"):
+        params.pop(k, None)
+    tags = sorted({t for ts in batch_list_rows(user=request.user).values_list("tags", flat=True) for t in ts})
+    sessions = visible(Session.objects.all(), request.user).order_by("name")
+    return render(request, "analytics/batch_list.html", {
+        "page": page, "f": f, "columns": BATCH_COLUMNS, "query": params.urlencode(), "tags": tags,
+        "sessions": sessions, "statuses": Batch.Status.choices})
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
 
 
 # --- the batch dashboard -----------------------------------------------------------------------
 
 def _dashboard_charts(d: dict[str, Any]) -> dict[str, str]:
-    money = lambda v: f"${v:.2f}"  # noqa: E731
     rounds = d["rounds_hist"]
     style, weights = d["by_style"], d["by_weights"]
     a = d["analysis"]
+
+    def shares(rows: list[dict[str, Any]], field: str, title: str, x_title: str) -> str:
+        # The buyer's share of the ZOPA with its CI; the seller side's is the rest of 100%.
+        return charts.bars([r[field] or "?" for r in rows],
+                           [("buyer share", [r["buyer_share"] or 0 for r in rows],
+                             [(r["ci"].low, r["ci"].high) if r.get("ci") else None for r in rows])],
+                           label=title, x_title=x_title, y_title="Buyer's share of the ZOPA (%)", y_unit="pct",
+                           y_max=1.0)
+
     out = {
-        "price": charts.histogram(d["price_hist"], label="Final prices of deals", x_fmt=money),
+        "price": charts.histogram(d["price_hist"], label="Final prices of deals", x_title="Final price per unit ($)",
+                                  y_title="Deals", x_unit="money"),
         "rounds": charts.bars([str(r["rounds"]) for r in rounds],
                               [("deal", [r["deals"] for r in rounds]),
                                ("no deal", [r["runs"] - r["deals"] for r in rounds])],
-                              label="Rounds to close (runs per number of rounds)"),
+                              label="Rounds to close (runs per number of rounds)", x_title="Rounds of offers",
+                              y_title="Runs", y_unit="count"),
         "sellers": charts.bars([r["chosen_handle"] for r in d["deals_per_seller"]],
-                               [("deals won", [r["n"] for r in d["deals_per_seller"]])], label="Deals won per seller"),
-        "style": charts.bars([r["chosen_style"] or "?" for r in style],
-                             [("buyer share", [r["buyer_share"] or 0 for r in style]),
-                              ("seller share", [r["seller_share"] or 0 for r in style])],
-                             label="Surplus share by seller style", y_fmt=lambda v: f"{v:.0%}"),
-        "weights": charts.bars([r["chosen_weights"] or "?" for r in weights],
-                               [("buyer share", [r["buyer_share"] or 0 for r in weights]),
-                                ("seller share", [r["seller_share"] or 0 for r in weights])],
-                               label="Surplus share by seller weights (retention/profit)",
-                               y_fmt=lambda v: f"{v:.0%}"),
+                               [("deals won", [r["n"] for r in d["deals_per_seller"]])], label="Deals won per seller",
+                               x_title="Seller", y_title="Deals won", y_unit="count"),
+        "style": shares(style, "chosen_style", "Surplus share by seller style", "Chosen seller's style"),
+        "weights": shares(weights, "chosen_weights", "Surplus share by seller weights (retention/profit)",
+                          "Chosen seller's weights (retention/profit)"),
         "strategy": charts.bars(["low", "medium", "high"],
                                 [("runs", [a["strategy"].get(k, 0) for k in ("low", "medium", "high")])],
-                                label="Strategy effectiveness"),
+                                label="Strategy effectiveness", x_title="Analyst's rating of the buyer's strategy",
+                                y_title="Runs", y_unit="count"),
     }
     for key, color in (("deal_quality", charts.PALETTE[2]), ("coherence", charts.PALETTE[0]),
                        ("hallucination", charts.PALETTE[1])):
-        out[key] = charts.histogram(a["hists"][key], label=key.replace("_", " ").capitalize(), color=color,
-                                    x_fmt=lambda v: f"{v:.1f}")
+        name = key.replace("_", " ").capitalize()
+        out[key] = charts.histogram(a["hists"][key], label=name, color=color, x_title=f"{name} score (0–1)",
+                                    y_title="Runs", x_unit="score")
     return {k: mark_safe(v) for k, v in out.items()}  # noqa: S308 - charts escape every text they draw
 
 
@@ -120,7 +186,23 @@ def _runs_page(request: HttpRequest, batch: Batch) -> dict[str, Any]:
     params = request.GET.copy()
     params.pop("page", None)
     params.pop("fragment", None)
+    params.pop("export", None)
     return {"runs": page, "filters": q, "query": params.urlencode(), "sorts": sorted(RUN_SORTS)}
+
+
+def _eta(request: HttpRequest, batch: Batch) -> dict[str, Any]:
+    """The batch's ETA (negotiation.selectors.batch_eta, as the API reports it) in words."""
+    eta = batch_eta(batch=batch_get(user=request.user, batch_id=batch.pk))
+    if batch.status not in Batch.ACTIVE:
+        text = ""
+    elif eta["eta_seconds"] is None:
+        text = "ETA: once the first run has finished"
+    elif not eta["eta_seconds"] or not eta["runs_per_second"]:
+        text = "ETA: every run has finished; the batch closes in a moment"
+    else:
+        text = (f"ETA: about {formats.duration(eta['eta_seconds'])} left at {eta['runs_per_second']:.2f} runs/s"
+                + (f" (done ≈ {eta['eta_at']:%H:%M} UTC)" if eta["eta_at"] else ""))
+    return {**eta, "text": text}
 
 
 @login_required
@@ -128,12 +210,50 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
     batch = _batch_or_404(request, batch_id)
     d = batch_dashboard(batch_id=batch.pk)
     cards = [(h, d["headlines"][h.key]) for h in HEADLINES]
-    others = batch_list_rows(user=request.user, session_id=batch.session_id).exclude(pk=batch.pk)[:5]
-    ctx = {"batch": batch, "d": d, "cards": cards, "charts": _dashboard_charts(d), "others": others,
+    ctx = {"batch": batch, "d": d, "cards": cards, "charts": _dashboard_charts(d),
+           "others": compare_candidates(user=request.user, a=batch)[:5],
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
-           "version": d["version"], "workers": batch_workers(progress=d["progress"]), **_runs_page(request, batch)}
-    template = "analytics/_batch_body.html" if request.GET.get("fragment") else "analytics/batch_detail.html"
-    return render(request, template, ctx)
+           "version": d["version"], "workers": batch_workers(progress=d["progress"]), "eta": _eta(request, batch),
+           "may_cancel": batch.status in Batch.ACTIVE and may_change(request.user, batch),
+           **_runs_page(request, batch)}
+    if request.GET.get("fragment"):
+        return render(request, "analytics/_batch_body.html", ctx)
+    try:
+        export = exports.requested(request)
+    except ValueError as exc:
+        return exports.bad_request(str(exc))
+    if export:
+        rows = [_run_row(r) for r in ctx["runs"].paginator.object_list]
+        return exports.response(export, name=f"batch-{str(batch.pk)[:8]}-runs", columns=RUN_COLUMNS, rows=rows)
+    return render(request, "analytics/batch_detail.html", ctx)
+
+
+# The runs table's columns: the page and its CSV/JSON export share them.
+RUN_COLUMNS = ["Seed", "Status", "Outcome", "Seller", "Price", "Buyer share", "Rounds", "Tokens", "Cost", "Leaks",
+               "Repairs", "Deal quality"]
+
+
+def _run_row(r: NegotiationRun) -> list[Any]:
+    m, a = getattr(r, "metrics", None), getattr(r, "analysis", None)
+    outcome = None if m is None else "deal" if m.deal else "no deal (mutual loss)" if m.mutual_loss else "no deal"
+    return [r.seed, r.status, outcome, m.chosen_handle if m else None, m.price if m else None,
+            m.buyer_share if m else None, m.rounds if m else None, m.tokens if m else None, m.cost_usd if m else None,
+            m.leaks if m else None, m.guardrails if m else None,
+            a.deal_quality if a is not None and a.status == "done" else None]
+
+
+@login_required
+@require_http_methods(["POST"])
+def batch_cancel(request: HttpRequest, batch_id: Any) -> HttpResponse:
+    """The batch page's cancel button (it asks for confirmation first): the API's cancel, for its owner."""
+    batch = _batch_or_404(request, batch_id)
+    if not may_change(request.user, batch):
+        return page_forbidden(request)
+    try:
+        batch_cancel_request(batch=batch)
+    except ConflictError:
+        pass  # finished meanwhile: the page shows its final status
+    return redirect("analytics:batch", batch_id=batch.pk)
 
 
 @login_required
@@ -141,11 +261,12 @@ def batch_live(request: HttpRequest, batch_id: Any) -> JsonResponse:
     """The small JSON the dashboard polls: progress, the data version, and the headline figures."""
     batch = _batch_or_404(request, batch_id)
     d = batch_dashboard(batch_id=batch.pk)
-    return JsonResponse({
+    workers = batch_workers(progress=d["progress"])
+    return JsonResponse({"eta_text": _eta(request, batch)["text"], "workers_live": workers["live"],
         "status": batch.status, "version": d["version"], "progress": d["progress"], "total": d["total"],
         "finished": d["finished"], "percent": d["percent"],
         "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
-        "workers_alert": batch_workers(progress=d["progress"])["alert"],
+        "workers_alert": workers["alert"],
         "headlines": {h.key: {"mean": d["headlines"][h.key].mean, "low": d["headlines"][h.key].low,
                               "high": d["headlines"][h.key].high, "n": d["headlines"][h.key].n,
                               "text": fmt(d["headlines"][h.key].mean, h.fmt)} for h in HEADLINES},
@@ -189,7 +310,7 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
     return lanes, rows, last
 
 
-def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool) -> str:
+def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool, decision: bool = False) -> str:
     ctx = run_context(run)
     lines: dict[str, list[charts.Point]] = {}
     for m in ctx.transcript:
@@ -205,7 +326,8 @@ def _offers_chart(run: NegotiationRun, rounds: int, *, sealed: bool) -> str:
     if (floors and outcome is not None and outcome.chosen_handle in ctx.sellers
             and outcome.chosen_handle != floors[0][1]):
         guides[f"{outcome.chosen_handle} floor"] = float(ctx.sellers[outcome.chosen_handle].least_price)
-    return charts.offers(lines, rounds=rounds, label="Offers and counters over rounds", guides=guides)
+    return charts.offers(lines, rounds=rounds, label="Offers and counters over rounds", guides=guides,
+                         decision=decision)
 
 
 SCORE_ROWS = [("deal_quality", "Deal quality", "higher is better"), ("coherence", "Coherence", "higher is better"),
@@ -228,9 +350,15 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         for key, label, hint in SCORE_ROWS:
             scores.append({"label": label, "hint": hint, "verdict": getattr(analysis, key),
                            "local": (analysis.local or {}).get(key), "galileo": galileo_scores.get(key)})
+    # A round is the buyer's message and the sellers' answers; a closing accept or walk-away alone in the
+    # next round is the buyer's decision after the last round (Outcome.rounds counts the same way).
+    offer_rounds = outcome.rounds if outcome is not None else last
+    decision_round = last if outcome is not None and last > outcome.rounds else None
     ctx = {"run": run, "metrics": metrics, "analysis": analysis, "outcome": outcome, "lanes": lanes, "rows": rows,
-           "last_round": last, "scores": scores, "galileo": galileo, "galileo_scores": galileo_scores,
-           "chart": mark_safe(_offers_chart(run, max(last, 1), sealed=closed)),  # noqa: S308 - escaped inside
+           "last_round": last, "offer_rounds": offer_rounds, "decision_round": decision_round, "scores": scores,
+           "galileo": galileo, "galileo_scores": galileo_scores,
+           "chart": mark_safe(_offers_chart(run, max(last, 1), sealed=closed,  # noqa: S308 - escaped inside
+                                            decision=decision_round is not None)),
            "orphan_events": [] if closed else run_events(run_id=run.pk).get(None, []), "sealed": closed,
            "debrief": outside.debrief(run) if outside.is_outside(run) else None}
     return render(request, "analytics/run_detail.html", ctx)
@@ -238,21 +366,46 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 # --- comparing two batches ---------------------------------------------------------------------
 
+COMPARE_COLUMNS = ["A", "B", "Metric", "A value", "B value", "B − A", "CI low", "CI high", "n", "Reading"]
+
+
 @login_required
 def compare(request: HttpRequest) -> HttpResponse:
-    choices = batch_list_rows(user=request.user)[:200]
-    a_id, b_id = request.GET.get("a"), request.GET.get("b")
-    ctx: dict[str, Any] = {"choices": choices, "a_id": a_id or "", "b_id": b_id or ""}
-    if a_id and b_id:
-        try:
-            a, b = _batch_or_404(request, a_id), _batch_or_404(request, b_id)
-        except (ValidationError, ValueError) as exc:
-            raise Http404("No such batch.") from exc
+    """Two or more batches: the first (A) against each other one (B), runs paired by seed."""
+    ids = request.GET.getlist("ids") or [request.GET.get("a", ""), *request.GET.getlist("b")]
+    ids = list(dict.fromkeys(i for i in ids if i))  # A once, each B once, in the order given
+    try:
+        export = exports.requested(request)
+    except ValueError as exc:
+        return exports.bad_request(str(exc))
+    try:
+        picked = [_batch_or_404(request, i) for i in ids]
+    except (ValidationError, ValueError) as exc:
+        raise Http404("No such batch.") from exc
+    a = picked[0] if picked else None
+    choices = compare_candidates(user=request.user, a=a) if a else list(batch_list_rows(user=request.user)[:200])
+    ctx: dict[str, Any] = {"choices": choices, "a": a, "a_id": str(a.pk) if a else "",
+                           "b_ids": [str(b.pk) for b in picked[1:]]}
+    if not a and len(choices) > 1:
+        ctx["b_ids"] = [str(choices[1].pk)]  # the picker never starts with A = B
+    if a and not ctx["b_ids"] and choices:
+        ctx["b_ids"] = [str(choices[0].pk)]  # never A against itself; the same-seed batch first
+    comparisons = []
+    for b in picked[1:]:
         result = batch_compare(a=a, b=b)
-        ctx.update(a=a, b=b, result=result, chart=mark_safe(charts.forest(  # noqa: S308 - escaped by the chart
-            [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high) for r in result["rows"]],
-            label="Paired differences B − A with 95% CIs")))
-    ctx["metrics"] = [HEADLINE_KEYS[k] for k in COMPARE]
+        comparisons.append({"b": b, "result": result, "pairs": batch_pairs(a=a, b=b, paired_by=result["paired_by"]),
+                            "chart": mark_safe(charts.forest(  # noqa: S308 - escaped by the chart
+                                [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high,
+                                 r["head"].fmt) for r in result["rows"]],
+                                label=f"Paired differences B − A with 95% CIs ({str(b.pk)[:8]} − {str(a.pk)[:8]})"))})
+    if export:
+        if not comparisons:
+            return exports.bad_request("ids: pick two or more batches to export a comparison.")
+        rows = [[a.pk, c["b"].pk, r["head"].label, r["mean_a"], r["mean_b"], r["estimate"].mean, r["estimate"].low,
+                 r["estimate"].high, r["estimate"].n, r["sentence"]] for c in comparisons for r in c["result"]["rows"]]
+        return exports.response(export, name="compare", columns=COMPARE_COLUMNS, rows=rows)
+    ctx["comparisons"] = comparisons
+    ctx["export_query"] = "&".join(f"ids={b}" for b in [str(p.pk) for p in picked])
     return render(request, "analytics/compare.html", ctx)
 
 
@@ -271,7 +424,7 @@ ROLES = ("buyer", "seller", "analyst")
 
 
 def _launch_defaults() -> dict[str, Any]:
-    return {"item_name": "", "runs": 10, "max_rounds": 5, "base_seed": 0, "temperature": 0.7,
+    return {"name": "", "tags": "", "item_name": "", "runs": 10, "max_rounds": 5, "base_seed": 0, "temperature": 0.7,
             **{f"{r}_strategy": "llm" for r in ROLES}, **{f"{r}_profile": "" for r in ROLES},
             **{f"{r}_model": "" for r in ROLES}}
 
@@ -306,7 +459,8 @@ def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
             batch = batch_create(session=session, item_name=form["item_name"] or None,
                                  runs=_int(form["runs"], 0), agents=agents, temperature=temperature,
                                  max_rounds=_int(form["max_rounds"], 0), base_seed=_int(form["base_seed"], 0),
-                                 owner=request.user)
+                                 owner=request.user, name=form["name"],
+                                 tags=[t for t in form["tags"].replace(",", " ").split() if t])
         except ValidationError as exc:
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         except (LimitExceeded, ConflictError) as exc:
@@ -324,7 +478,7 @@ def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
 
 def _zopa(demand: Any, sellers: list[Any]) -> Decimal | None:
     floors = [line.least_price for s in sellers for line in s.inventory.all()
-              if line.item_name.lower() == demand.item_name.lower()]
+              if line.item_key == demand.item_key]
     return demand.max_price - min(floors) if floors else None
 
 

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from analytics.bench.api import LeaderboardApi, LeaderboardSlashApi
 from negotiation.api.not_found import api_not_found
@@ -18,7 +18,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
-    path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
+    # ReDoc's bundle fetches its logo from the internet whatever its options; Swagger UI (served from the
+    # sidecar's static files) documents the same schema offline, so the old ReDoc address leads there.
+    path("api/redoc/", RedirectView.as_view(pattern_name="api-docs", permanent=False), name="api-redoc"),
     path("api/leaderboard", LeaderboardApi.as_view(), name="leaderboard"),
     path("api/leaderboard/", LeaderboardSlashApi.as_view(), name="leaderboard-slash"),
     path("api/", include("negotiation.urls")),

@@ -15,6 +15,7 @@ from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
+from negotiation.engine.names import name_key
 from negotiation.models import (
     Batch,
     BuyerDemand,
@@ -36,9 +37,9 @@ from negotiation.services.experiments import experiment_launch, experiment_statu
 
 
 class UniqueNameFormSet(BaseInlineFormSet):
-    """Refuse two rows with the same name (case-insensitive) in one save, before the database does.
+    """Refuse two rows with the same name (by its key, engine/names.py) in one save, before the database does.
 
-    Functional unique constraints (Lower(...)) are not checked across the rows of one formset.
+    Django checks a unique constraint row by row against the saved rows, not across the rows of one formset.
     """
 
     unique_field = ""
@@ -52,9 +53,10 @@ class UniqueNameFormSet(BaseInlineFormSet):
             name = form.cleaned_data.get(self.unique_field)
             if not name:  # the field failed its own validation; that error is already on the form
                 continue
-            value = str(name).strip().lower()
+            value = name_key(str(name))
             if value in seen:
-                form.add_error(self.unique_field, f"'{name}' appears twice; names must be unique (case-insensitive).")
+                form.add_error(self.unique_field, f"'{name}' appears twice; names must be unique (compared ignoring "
+                                                  "case).")
             seen.add(value)
 
 
@@ -213,21 +215,65 @@ class EventInline(admin.TabularInline):
 
 @admin.register(NegotiationRun)
 class NegotiationRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "item_name", "status", "current_round", "seed", "buyer_fingerprint", "seller_fingerprint",
-                    "code_version", "batch", "started_at", "ended_at")
-    list_filter = ("status", "mode")
-    search_fields = ("id", "item_name", "buyer_fingerprint", "seller_fingerprint", "code_version")
+    list_display = ("short_id", "batch_link", "item_name", "status", "outcome_text", "price", "rounds", "started_at")
+    list_filter = ("status", "outcome__decision", "mode", ("batch", admin.RelatedOnlyFieldListFilter), "started_at")
+    search_fields = ("id", "batch__id", "batch__name", "item_name", "buyer_fingerprint", "seller_fingerprint",
+                     "code_version")
+    list_select_related = ("batch", "outcome")
+    date_hierarchy = "started_at"
     inlines = [MessageInline, EventInline]
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, obj: NegotiationRun) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="batch", ordering="batch__created_at")
+    def batch_link(self, obj: NegotiationRun) -> str:
+        if obj.batch_id is None:
+            return "–"
+        return obj.batch.name or str(obj.batch_id)[:8]
+
+    @admin.display(description="outcome", ordering="outcome__decision")
+    def outcome_text(self, obj: NegotiationRun) -> str:
+        out = getattr(obj, "outcome", None)
+        return f"{out.get_decision_display()} ({out.reason})" if out else "–"
+
+    @admin.display(description="price", ordering="outcome__final_price")
+    def price(self, obj: NegotiationRun) -> str:
+        out = getattr(obj, "outcome", None)
+        return f"${out.final_price:,.2f}" if out and out.final_price is not None else "–"
+
+    @admin.display(description="rounds", ordering="current_round")
+    def rounds(self, obj: NegotiationRun) -> int:
+        return obj.current_round
 
 
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
+    """Batches are records, except their name and tags, which a researcher may set at any time."""
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return True  # a whole batch, with its runs, may be cleaned up
 
-    list_display = ("id", "session", "item_name", "runs_requested", "status", "created_at", "finished_at")
-    list_filter = ("status",)
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # name and tags only: every other field is read-only below
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Batch._meta.fields if f.name not in ("name", "tags")]
+
+    list_display = ("short_id", "name", "tag_list", "session", "item_name", "runs_requested", "status", "created_at",
+                    "finished_at")
+    list_filter = ("status", ("session", admin.RelatedOnlyFieldListFilter), "created_at")
+    search_fields = ("id", "name", "tags", "item_name", "session__name")
     actions = ["cancel"]
+
+    @admin.display(description="batch", ordering="id")
+    def short_id(self, obj: Batch) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Batch) -> str:
+        return ", ".join(obj.tags) or "–"
 
     @admin.action(description="Cancel selected batches (queued runs stop; running ones end next round)")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:

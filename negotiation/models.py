@@ -10,20 +10,82 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Lower
 
+from negotiation.engine.names import HANDLE_DB_RE, HANDLE_RULE, clean_name, handle_problem, name_key
 from negotiation.engine.types import EndReason, EventKind
 
-HANDLE_RE = r"^@[A-Za-z0-9_]{1,50}$"
+# Only what the database can check the same way Python does (see engine/names.py); the full rule
+# (letters of any script, digits, "_") is the field's validator.
+HANDLE_RE = HANDLE_DB_RE
 MONEY = {"max_digits": 10, "decimal_places": 2}
 WEIGHT = {"max_digits": 3, "decimal_places": 2,
           "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
+
+
+def validate_handle(value: str) -> None:
+    problem = handle_problem(clean_name(value))
+    if problem:
+        raise ValidationError(problem, code="invalid")
+
+
+class KeyedQuerySet(models.QuerySet):
+    """bulk_create skips save(), so it fills the name keys itself: no row is written without its key."""
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        objs = list(objs)
+        for obj in objs:
+            obj.fill_name_key()
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+class KeyedName(models.Model):
+    """A model with a name compared by its key (engine/names.py): the name is stored NFC and the key
+    beside it, and the unique constraints are on the key. The key is set on every write path (clean,
+    save, bulk_create), so the checks in Python and the constraint in Postgres use one definition."""
+
+    NAME_FIELD = ""
+    KEY_FIELD = ""
+
+    objects = KeyedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.fill_name_key()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and self.NAME_FIELD in update_fields:
+            kwargs["update_fields"] = {*update_fields, self.KEY_FIELD}
+        super().save(*args, **kwargs)
+
+    def clean_fields(self, exclude: Any = None) -> None:
+        self.fill_name_key()
+        super().clean_fields(exclude=exclude)
+
+    def validate_constraints(self, exclude: Any = None) -> None:
+        # A form leaves the key out (it is not editable), but it is checked whenever its name is.
+        if exclude and self.NAME_FIELD not in exclude:
+            exclude = set(exclude) - {self.KEY_FIELD}
+        self.fill_name_key()
+        super().validate_constraints(exclude=exclude)
+
+    def fill_name_key(self) -> None:
+        name = clean_name(getattr(self, self.NAME_FIELD) or "")
+        setattr(self, self.NAME_FIELD, name)
+        setattr(self, self.KEY_FIELD, name_key(name))
+
+
+# Casefolding can lengthen a name ('ß' -> 'ss', 'ﬃ' -> 'ffi'): at most three times, so the keys have room.
+KEY_LENGTH = 3 * 255
+NAME_KEY_HELP = "The name's comparison key (NFC, Unicode case folding; engine/names.py), set on every save."
 
 
 class Style(models.TextChoices):
@@ -56,12 +118,15 @@ class Session(models.Model):
         return bool(self.frozen_by)
 
 
-class BuyerDemand(models.Model):
+class BuyerDemand(KeyedName):
     """What the buyer wants of one item: quantity and a per-unit price range (spec 5.1)."""
+
+    NAME_FIELD, KEY_FIELD = "item_name", "item_key"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="demands")
     item_name = models.CharField(max_length=255)
+    item_key = models.CharField(max_length=KEY_LENGTH, editable=False, default="", help_text=NAME_KEY_HELP)
     quantity = models.PositiveIntegerField(default=1)
     min_price = models.DecimalField(**MONEY)
     max_price = models.DecimalField(**MONEY)
@@ -76,22 +141,24 @@ class BuyerDemand(models.Model):
             models.CheckConstraint(condition=Q(min_price__lte=F("max_price")),
                                    name="demand_min_price_le_max_price",
                                    violation_error_message="Minimum price must not exceed maximum price."),
-            models.UniqueConstraint(Lower("item_name"), "session", name="demand_item_unique_per_session",
+            models.UniqueConstraint(fields=["session", "item_key"], name="demand_item_unique_per_session",
                                     violation_error_message="The buyer already has a demand for this item "
-                                                            "(item names are case-insensitive)."),
+                                                            "(item names are compared ignoring case)."),
         ]
 
     def __str__(self) -> str:
         return f"{self.item_name} x{self.quantity} (${self.min_price}–${self.max_price})"
 
 
-class Seller(models.Model):
+class Seller(KeyedName):
     """A seller agent: handle, conversation style and priorities (spec 5.2). Private to itself."""
+
+    NAME_FIELD, KEY_FIELD = "handle", "handle_key"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="sellers")
-    handle = models.CharField(max_length=51, validators=[RegexValidator(
-        HANDLE_RE, "A handle is @ followed by 1–50 letters, digits or underscores, e.g. @QuickTech.")])
+    handle = models.CharField(max_length=51, validators=[validate_handle], help_text=HANDLE_RULE)
+    handle_key = models.CharField(max_length=KEY_LENGTH, editable=False, default="", help_text=NAME_KEY_HELP)
     style = models.CharField(max_length=16, choices=Style.choices, default=Style.NEUTRAL)
     customer_retention_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
     profit_maximization_weight = models.DecimalField(**WEIGHT, default=Decimal("0.50"))
@@ -100,8 +167,7 @@ class Seller(models.Model):
         ordering = ["handle"]
         constraints = [
             models.CheckConstraint(condition=Q(handle__regex=HANDLE_RE), name="seller_handle_format",
-                                   violation_error_message="A handle is @ followed by 1–50 letters, digits "
-                                                           "or underscores."),
+                                   violation_error_message=HANDLE_RULE),
             models.CheckConstraint(
                 condition=Q(customer_retention_weight__gte=0, customer_retention_weight__lte=1,
                             profit_maximization_weight__gte=0, profit_maximization_weight__lte=1),
@@ -111,21 +177,24 @@ class Seller(models.Model):
                 condition=Q(profit_maximization_weight=1 - F("customer_retention_weight")),
                 name="seller_weights_sum_to_1",
                 violation_error_message="Customer retention and profit maximization weights must sum to 1."),
-            models.UniqueConstraint(Lower("handle"), "session", name="seller_handle_unique_per_session",
+            models.UniqueConstraint(fields=["session", "handle_key"], name="seller_handle_unique_per_session",
                                     violation_error_message="Another seller in this session already uses "
-                                                            "this handle (handles are case-insensitive)."),
+                                                            "this handle (handles are compared ignoring case)."),
         ]
 
     def __str__(self) -> str:
         return self.handle
 
 
-class InventoryItem(models.Model):
+class InventoryItem(KeyedName):
     """One item a seller stocks, with its private price ladder: cost < least <= selling."""
+
+    NAME_FIELD, KEY_FIELD = "item_name", "item_key"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     seller = models.ForeignKey(Seller, on_delete=models.CASCADE, related_name="inventory")
     item_name = models.CharField(max_length=255)
+    item_key = models.CharField(max_length=KEY_LENGTH, editable=False, default="", help_text=NAME_KEY_HELP)
     cost_price = models.DecimalField(**MONEY)
     selling_price = models.DecimalField(**MONEY)
     least_price = models.DecimalField(**MONEY)
@@ -143,9 +212,9 @@ class InventoryItem(models.Model):
             models.CheckConstraint(condition=Q(least_price__lte=F("selling_price")),
                                    name="inventory_least_le_selling",
                                    violation_error_message="Least price must not exceed the selling price."),
-            models.UniqueConstraint(Lower("item_name"), "seller", name="inventory_item_unique_per_seller",
+            models.UniqueConstraint(fields=["seller", "item_key"], name="inventory_item_unique_per_seller",
                                     violation_error_message="This seller already stocks this item "
-                                                            "(item names are case-insensitive)."),
+                                                            "(item names are compared ignoring case)."),
         ]
 
     def __str__(self) -> str:
@@ -190,6 +259,12 @@ class Batch(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
                               related_name="mams_batches")
+    name = models.CharField(max_length=120, blank=True, default="",
+                            help_text="An optional name to tell batches apart in the run table.")
+    tags = ArrayField(models.CharField(max_length=40, validators=[RegexValidator(
+                          r"^[\w.:-]{1,40}$", "A tag is 1 to 40 letters, digits or . _ : - (no spaces).")]),
+                      blank=True, default=list, size=20,
+                      help_text="Optional labels to filter and group batches by (letters, digits, . _ : -).")
     session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="batches")
     item_name = models.CharField(max_length=255, blank=True, help_text="Blank means every demanded item.")
     runs_requested = models.PositiveIntegerField()

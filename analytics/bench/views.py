@@ -8,8 +8,27 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from analytics import exports
 from analytics.bench.leaderboard import COLUMNS, DEFAULT_SORT, LeaderboardError, leaderboard
 from analytics.views import login_required
+
+
+def _export_columns() -> list[str]:
+    """The page's columns, with each metric's CI and n (shown under the mean) in columns of their own."""
+    metric_cols = [f"{c.label}{part}" for c in COLUMNS for part in ("", " CI low", " CI high", " n")]
+    return ["Opponents", "#", "Buyer", "Buyer fingerprint", "Configuration", *metric_cols, "Runs", "Benchmark runs",
+            "Code versions", "Drift"]
+
+
+def _export_rows(data: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for t in data["tables"]:
+        for r in t["rows"]:
+            cells = [r["metrics"][c.key].get(k) for c in COLUMNS for k in ("mean", "low", "high", "n")]
+            config = " · ".join(f"{k} {v}" for k, v in r["buyer"].items() if v not in (None, ""))
+            rows.append([t["opponent"]["label"], r["rank"], r["label"], r["buyer_fingerprint"], config, *cells,
+                         r["runs"], r["benchmark_runs"], list(r["code_versions"]), [f["label"] for f in r["drift"]]])
+    return rows
 
 
 @login_required
@@ -21,6 +40,13 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         error = ""
     except LeaderboardError as exc:
         data, error = None, str(exc)
+    try:
+        export = exports.requested(request)
+    except ValueError as exc:
+        return exports.bad_request(str(exc))
+    if export and data is not None:
+        return exports.response(export, name=f"leaderboard-{data['suite']}", columns=_export_columns(),
+                                rows=_export_rows(data))
     key = (data["sort"] if data else DEFAULT_SORT)
     ctx = {"d": data, "error": error, "q": q, "columns": COLUMNS, "sort_key": key.lstrip("-"),
            "sort_desc": key.startswith("-")}

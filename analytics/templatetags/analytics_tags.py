@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import template
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from analytics.formats import diff, fmt
 from analytics.metrics import Estimate
 
 register = template.Library()
 
 
-def fmt(value: Any, unit: str = "num") -> str:
-    """A number in its unit: pct (0.42 -> 42.0%), money ($6.50), usd ($0.00123), ms, or a plain number."""
-    if value is None or value == "":
-        return "–"
-    v = float(value)
-    if unit == "pct":
-        return f"{v * 100:.1f}%"
-    sign = "−" if v < 0 else ""
-    if unit == "money":
-        return f"{sign}${abs(v):,.2f}"
-    if unit == "usd":
-        return f"{sign}${abs(v):.4f}" if abs(v) < 1 else f"{sign}${abs(v):,.2f}"
-    if unit == "ms":
-        return f"{v / 1000:.2f} s" if v >= 1000 else f"{v:.0f} ms"
-    if unit == "score":
-        return f"{v:.2f}"
-    if isinstance(value, int) or (isinstance(value, float | Decimal) and v.is_integer() and abs(v) >= 100):
-        return f"{v:,.0f}"
-    return f"{v:,.2f}"
-
-
-register.filter("fmt", fmt)
+register.filter("fmt", fmt)  # one format per kind: analytics/formats.py
+register.filter("diff", diff)
 
 
 @register.filter
@@ -58,3 +38,29 @@ def get(mapping: Any, key: Any) -> Any:
 @register.filter
 def pct_of(value: Any, total: Any) -> float:
     return round(100 * float(value or 0) / float(total), 1) if total else 0.0
+
+
+def agent_label(spec: Any) -> str:
+    """What plays a role, called what it is: an LLM (its model), a baseline strategy (no LLM), a person
+    typing as the buyer, or an outside agent on /env. One wording for every page and export."""
+    if not isinstance(spec, dict):
+        return "–"
+    strategy = spec.get("strategy") or "llm"
+    if strategy == "llm":
+        model = spec.get("model") or "default model"
+        return f"LLM {model}" + (f" ({spec['profile']})" if spec.get("profile") else "")
+    if strategy == "human":
+        return "human buyer"
+    if strategy == "external":
+        name = spec.get("model") or ""
+        return "/env agent" + (f" {name}" if name and name != "external" else "")
+    return f"{strategy} baseline"
+
+
+register.filter("agent", agent_label)
+
+
+@register.filter
+def ratio(value: Any, total: Any) -> float | None:
+    """value / total as a fraction (for the pct format), or None when there is no total."""
+    return float(value or 0) / float(total) if total else None

@@ -26,7 +26,7 @@ ROLES = ("buyer", "seller", "analyst")
 
 
 class AgentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Literal["llm", "boulware", "linear", "conceder", "boulware-fixed", "linear-fixed",
                       "conceder-fixed", "canary-patient", "canary-accept-first", "canary-random"] = "llm"
@@ -52,7 +52,7 @@ class AgentSpec(BaseModel):
 
 
 class AgentsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     buyer: AgentSpec = Field(default_factory=AgentSpec)
     seller: AgentSpec = Field(default_factory=AgentSpec)

@@ -36,6 +36,7 @@ from negotiation.api.common import (
     page_of,
     paginated_response,
 )
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Batch, Disclosure, Rules
 from negotiation.selectors import (
     RESULT_COLUMNS,
@@ -55,7 +56,7 @@ TAG = ["batches"]
 EXPORT_CHUNK = 500
 
 
-class AgentSpecSerializer(serializers.Serializer):
+class AgentSpecSerializer(StrictSerializer):
     strategy = serializers.ChoiceField(choices=list(STRATEGIES), required=False,
                                        help_text="llm; a baseline concession strategy that makes no LLM call (its "
                                                  "beta and opening drawn from the run's seed, or the nominal curve "
@@ -75,7 +76,7 @@ class AgentSpecSerializer(serializers.Serializer):
                                                                    for v in VARIANTS.values()))
 
 
-class AgentsSerializer(serializers.Serializer):
+class AgentsSerializer(StrictSerializer):
     buyer = AgentSpecSerializer(required=False)
     seller = AgentSpecSerializer(required=False)
     analyst = AgentSpecSerializer(required=False)
@@ -95,6 +96,8 @@ class BatchOutputSerializer(serializers.Serializer):
     shared = serializers.BooleanField(default=False, help_text=(
         "A shared benchmark batch (made by a benchmark run without an owner): every signed-in user reads it and "
         "its runs; only staff may cancel it."))
+    name = serializers.CharField(help_text="The batch's optional name (blank if none).")
+    tags = serializers.ListField(child=serializers.CharField(), help_text="The batch's optional tags.")
     item_name = serializers.CharField(help_text="Blank means every item the buyer demands.")
     runs_requested = serializers.IntegerField(help_text="Runs per item.")
     agents = serializers.JSONField(help_text="The resolved agent configuration per role.")
@@ -174,13 +177,18 @@ def batch_or_404(request: Request, batch_id: Any) -> Batch:
 class BatchesApi(APIView):
     """GET lists your batches with progress; POST launches one."""
 
-    class BatchCreateInput(serializers.Serializer):
+    class BatchCreateInput(StrictSerializer):
         session = serializers.UUIDField(help_text="The session to negotiate in.")
-        item_name = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True,
+        item_name = NameField(max_length=255, required=False, allow_blank=True, allow_null=True,
                                           default="", help_text="One demanded item; null or blank for every item "
                                                                 "(then `runs` runs of each).")
         runs = serializers.IntegerField(help_text="Runs per item, 1 to MAMS_MAX_RUNS_PER_BATCH (10000 by "
                                                   "default).")
+        name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="",
+                                     help_text="An optional name, shown in the batches table and searchable.")
+        tags = serializers.ListField(child=serializers.CharField(max_length=40), max_length=20, required=False,
+                                     default=list, help_text="Optional tags (1-40 letters, digits or . _ : -), "
+                                                             "to filter the batches table by.")
         agents = AgentsSerializer(required=False, help_text="Per role: strategy, profile, model, temperature.")
         temperature = serializers.FloatField(min_value=0, max_value=2, default=0.7)
         max_rounds = serializers.IntegerField(default=5, help_text="1 to MAMS_MAX_ROUNDS_LIMIT (20 by default).")

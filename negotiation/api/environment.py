@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 from negotiation.api.common import MONEY, PAGE_PARAMETERS, Pagination, errors, page_of
 from negotiation.api.live import RoomInput
 from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
+from negotiation.api.strict import StrictSerializer
 from negotiation.models import NegotiationRun
 from negotiation.services.environment import (
     ACTIONS,
@@ -287,8 +288,8 @@ class EnvStepApi(APIView):
     with {"type": "wait"} to wait more). A refused action records nothing.
     """
 
-    class StepInput(serializers.Serializer):
-        class Action(serializers.Serializer):
+    class StepInput(StrictSerializer):
+        class Action(StrictSerializer):
             type = serializers.ChoiceField(choices=ACTIONS, help_text=(
                 "message: speak (to, text, price); accept: a seller's standing offer (seller, price); walk_away; "
                 "wait: record nothing, wait for pending replies."))

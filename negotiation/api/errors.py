@@ -4,20 +4,26 @@ Paths use the same notation as the services (`sellers[1].inventory[0].least_pric
 serializer error and a model constraint reported by a service read alike. Django's
 ValidationError from a service becomes 400, a ConflictError or a protected delete 409, an
 oversize body 413, a used-up per-user quota (LimitExceeded) 429; anything DRF already knows keeps
-its status and gets the same shape.
+its status and gets the same shape. An IntegrityError that got past a service's checks (two requests
+racing for one name) is a 400 that names the rule: the message is the constraint's own
+`violation_error_message`, found by the constraint name Postgres reports, so the words live in one
+place (the model).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
+from django.db import IntegrityError
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 
@@ -88,7 +94,41 @@ def _summary(errors: dict[str, list[str]], fallback: str) -> str:
     return fallback
 
 
+# Rules enforced in SQL outside any model's Meta (the migration's trigger), by constraint name.
+SQL_RULES = {"session_max_10_sellers": ("non_field_errors", f"A session has at most {settings.MAMS_MAX_SELLERS} "
+                                                            "sellers and this one is full.")}
+
+
+def constraint_rule(name: str) -> tuple[str, str] | None:
+    """(field path, message) of a named database constraint, from the model that declares it."""
+    if name in SQL_RULES:
+        return SQL_RULES[name]
+    for model in apps.get_models():
+        for constraint in model._meta.constraints:
+            if constraint.name == name:
+                fields = [f for f in getattr(constraint, "fields", ()) if not model._meta.get_field(f).is_relation]
+                key_to_name = {getattr(model, "KEY_FIELD", None): getattr(model, "NAME_FIELD", None)}
+                field = key_to_name.get(fields[0], fields[0]) if len(fields) == 1 else "non_field_errors"
+                return field, str(constraint.violation_error_message or constraint.get_violation_error_message())
+    return None
+
+
+def integrity_response(exc: IntegrityError) -> Response:
+    """A 400 for a database rule that refused a write; the transaction is rolled back."""
+    name = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) or ""
+    rule = constraint_rule(name)
+    if rule is None:
+        field, message = "non_field_errors", (f"The database refused this change (rule {name or 'unnamed'}); "
+                                              "nothing was saved. Check the values against the documented rules.")
+    else:
+        field, message = rule
+    set_rollback()
+    return Response(error_body(message, {field: [message]}), status=status.HTTP_400_BAD_REQUEST)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, IntegrityError):
+        return integrity_response(exc)
     if isinstance(exc, ValidationError):
         errors = flatten(exc)
         return Response(error_body(_summary(errors, "Invalid input."), errors), status=status.HTTP_400_BAD_REQUEST)

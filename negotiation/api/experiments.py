@@ -32,6 +32,7 @@ from analytics.research import (
 )
 from negotiation.api.batches import AgentsSerializer
 from negotiation.api.common import PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Experiment, ReflectSequence, Style
 from negotiation.selectors import session_get
 from negotiation.services.experiments import MAX_CONDITIONS, experiment_create
@@ -69,7 +70,7 @@ def _validated(request: Request, serializer: type[serializers.Serializer]) -> tu
 
 # --- experiments ---------------------------------------------------------------------------------
 
-class ExperimentConditionInputSerializer(serializers.Serializer):
+class ExperimentConditionInputSerializer(StrictSerializer):
     label = serializers.CharField(max_length=60, help_text="Unique in the experiment, e.g. control, temp-0.2.")
     agents = AgentsSerializer(required=False, help_text="Per role: strategy, profile, model, temperature, "
                                                         "prompt_variant.")
@@ -158,10 +159,10 @@ def experiment_or_404(request: Request, experiment_id: Any) -> Experiment:
 class ExperimentsApi(APIView):
     """GET lists your experiments; POST creates one and launches a batch per condition."""
 
-    class ExperimentCreateInput(serializers.Serializer):
+    class ExperimentCreateInput(StrictSerializer):
         name = serializers.CharField(max_length=200)
         session = serializers.UUIDField(help_text="The session whose scenarios every condition plays.")
-        item_name = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True,
+        item_name = NameField(max_length=255, required=False, allow_blank=True, allow_null=True,
                                           default="", help_text="One demanded item; blank for every item.")
         runs = serializers.IntegerField(validators=[_runs], help_text="Runs per condition (and per item).")
         max_rounds = serializers.IntegerField(default=5, validators=[_rounds])
@@ -271,9 +272,9 @@ def sequence_or_404(request: Request, sequence_id: Any) -> ReflectSequence:
 class SequencesApi(APIView):
     """GET lists your reflect sequences; POST starts one."""
 
-    class SequenceCreateInput(serializers.Serializer):
+    class SequenceCreateInput(StrictSerializer):
         session = serializers.UUIDField()
-        item_name = serializers.CharField(max_length=255, help_text="The one demanded item every run negotiates.")
+        item_name = NameField(max_length=255, help_text="The one demanded item every run negotiates.")
         mode = serializers.ChoiceField(choices=ReflectSequence.Mode.values, default=ReflectSequence.Mode.BOTH,
                                        help_text="Who gets a coach's note after each run: none, buyer, seller "
                                                  "(each seller its own), both.")

@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import MONEY, errors
 from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer, OutcomeSerializer, RunDetailSerializer, run_or_404
+from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.models import Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, session_get
 from negotiation.services import outside
@@ -52,10 +53,10 @@ class SellerReplySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class RoomInput(serializers.Serializer):
+class RoomInput(StrictSerializer):
     """What opening a room for an outside buyer takes (here and POST /env/reset): sellers, rounds, seed."""
 
-    class LiveAgents(serializers.Serializer):
+    class LiveAgents(StrictSerializer):
         seller = AgentSpecSerializer(required=False)
         analyst = AgentSpecSerializer(required=False)
 
@@ -75,7 +76,7 @@ class LiveStartApi(APIView):
     class LiveStartInput(RoomInput):
         session = serializers.UUIDField(required=False)
         session_id = serializers.UUIDField(required=False, help_text="Alias of `session` (spec 10.2).")
-        item_name = serializers.CharField(max_length=255)
+        item_name = NameField(max_length=255)
         mode = serializers.ChoiceField(choices=["human_buyer"], default="human_buyer")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +133,7 @@ def _message_result(run: NegotiationRun, msg: Message, replies: list[Message]) -
 class LiveMessageApi(APIView):
     """Speak to all sellers or to @handles, optionally with a counter-offer; the sellers answer."""
 
-    class LiveMessageInput(serializers.Serializer):
+    class LiveMessageInput(StrictSerializer):
         sender = serializers.ChoiceField(choices=["buyer"], default="buyer", help_text="Always the buyer.")
         text = serializers.CharField(max_length=4000)
         recipients = serializers.ListField(child=serializers.CharField(max_length=52), min_length=1, max_length=11,
@@ -221,7 +222,7 @@ def _decide_result(run: NegotiationRun) -> dict[str, Any]:
 class LiveDecideApi(APIView):
     """Accept a seller's standing offer (at exactly the offered price) or walk away; returns the outcome."""
 
-    class LiveDecideInput(serializers.Serializer):
+    class LiveDecideInput(StrictSerializer):
         decision = serializers.ChoiceField(choices=["accept", "walk_away"])
         seller = serializers.CharField(max_length=64, required=False, allow_blank=True,
                                        help_text="For accept: the seller's @handle or id.")

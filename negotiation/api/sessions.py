@@ -18,6 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.common import MAX_JSON_DEPTH, MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.api.strict import NameField, StrictSerializer
+from negotiation.engine.names import HANDLE_RULE
 from negotiation.models import Seller, Session, Style
 from negotiation.selectors import session_get, session_list
 from negotiation.services.sessions import (
@@ -36,7 +38,6 @@ TAG = ["sessions"]
 
 # --- shared shapes (spec 5.1, 5.2 and 10.1) ----------------------------------------------------
 
-REJECT_UNKNOWN_KEYS = "reject_unknown_keys"
 MAX_ITEMS = settings.MAMS_MAX_ITEMS
 STYLE_ERRORS = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
 
@@ -46,37 +47,15 @@ def items_limit(what: str, cap: int, advice: str) -> dict[str, Any]:
     return {"max_length": cap, "error_messages": {"max_length": f"At most {cap} {what}; {advice}"}}
 
 
-class StrictKeys(serializers.Serializer):
-    """With `reject_unknown_keys` in the context, a key this serializer does not declare is a 400.
-
-    Imported files are edited by hand: a misspelt `invetory` would otherwise import a seller with no
-    stock, without a word. The one-resource endpoints keep DRF's default (extra keys are ignored).
-    """
-
-    def to_internal_value(self, data: Any) -> Any:
-        unknown = sorted(set(data) - set(self.fields)) if (
-            self.context.get(REJECT_UNKNOWN_KEYS) and isinstance(data, Mapping)) else []
-        message = f"Unknown key; expected one of: {', '.join(self.fields)}."
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if unknown and isinstance(exc.detail, dict):
-                exc.detail.update({key[:50]: [message] for key in unknown})
-            raise
-        if unknown:
-            raise serializers.ValidationError({key[:50]: [message] for key in unknown})
-        return value
-
-
-class DemandSerializer(StrictKeys):
-    item_name = serializers.CharField(max_length=255)
+class DemandSerializer(StrictSerializer):
+    item_name = NameField(max_length=255)
     quantity = serializers.IntegerField(min_value=1, max_value=2_147_483_647, default=1)
     min_price = serializers.DecimalField(**MONEY, min_value=0)
     max_price = serializers.DecimalField(**MONEY, min_value=0)
 
 
-class InventoryLineSerializer(StrictKeys):
-    item_name = serializers.CharField(max_length=255)
+class InventoryLineSerializer(StrictSerializer):
+    item_name = NameField(max_length=255)
     cost_price = serializers.DecimalField(**MONEY, min_value=0)
     selling_price = serializers.DecimalField(**MONEY, min_value=0)
     least_price = serializers.DecimalField(**MONEY, min_value=0)
@@ -85,12 +64,12 @@ class InventoryLineSerializer(StrictKeys):
 WEIGHT = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
 
 
-class PrioritiesSerializer(StrictKeys):
+class PrioritiesSerializer(StrictSerializer):
     customer_retention = serializers.DecimalField(**WEIGHT, required=False)
     profit_maximization = serializers.DecimalField(**WEIGHT, required=False)
 
 
-class PersonalitySerializer(StrictKeys):
+class PersonalitySerializer(StrictSerializer):
     """Spec 5.2's form of the same settings; `priorities` wins when both are given."""
 
     style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
@@ -98,8 +77,8 @@ class PersonalitySerializer(StrictKeys):
     profit_maximization_weight = serializers.DecimalField(**WEIGHT, required=False)
 
 
-class SellerInputSerializer(StrictKeys):
-    handle = serializers.CharField(max_length=51, help_text="@ followed by letters, digits or underscores.")
+class SellerInputSerializer(StrictSerializer):
+    handle = NameField(max_length=51, help_text=HANDLE_RULE, error_messages={"max_length": HANDLE_RULE})
     style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
     priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
     personality = PersonalitySerializer(required=False)
@@ -112,18 +91,18 @@ class SellerInputSerializer(StrictKeys):
 ITEM_DEMANDS_LIMIT = items_limit("item demands per buyer", MAX_ITEMS, "split them across sessions.")
 
 
-class BuyerSerializer(StrictKeys):
+class BuyerSerializer(StrictSerializer):
     item_demands = DemandSerializer(many=True, **ITEM_DEMANDS_LIMIT)
 
 
-class SessionDocumentSerializer(StrictKeys):
+class SessionDocumentSerializer(StrictSerializer):
     """The whole session as one document (spec section 5), as imported and exported."""
 
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
     buyer = BuyerSerializer()
     sellers = SellerInputSerializer(many=True, required=False, default=list,
-                                    help_text="At most 10 sellers, each handle unique (case-insensitive).",
+                                    help_text="At most 10 sellers, each handle unique (compared ignoring case).",
                                     **items_limit("sellers per session", settings.MAMS_MAX_SELLERS,
                                                   "remove some, or split them across sessions."))
 
@@ -196,7 +175,7 @@ def _detail(request: Request, session_id: Any, code: int = status.HTTP_200_OK) -
 class SessionsApi(APIView):
     """GET lists your sessions; POST creates an empty one (spec 10.1)."""
 
-    class SessionCreateInput(serializers.Serializer):
+    class SessionCreateInput(StrictSerializer):
         name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
 
@@ -218,7 +197,7 @@ class SessionsApi(APIView):
 class SessionApi(APIView):
     """One session: read it with its buyer demands and sellers, rename it, or delete it."""
 
-    class SessionUpdateInput(serializers.Serializer):
+    class SessionUpdateInput(StrictSerializer):
         name = serializers.CharField(max_length=200, required=False, allow_blank=True)
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
 
@@ -247,7 +226,7 @@ class SessionApi(APIView):
 class BuyerConfigApi(APIView):
     """Set the buyer's demands (spec 10.1). Replaces the whole buyer configuration."""
 
-    class BuyerConfigInput(serializers.Serializer):
+    class BuyerConfigInput(StrictSerializer):
         items = DemandSerializer(many=True, help_text="The complete list: items left out are removed.",
                                  **ITEM_DEMANDS_LIMIT)
 
@@ -258,7 +237,8 @@ class BuyerConfigApi(APIView):
     @extend_schema(tags=TAG, operation_id="sessions_buyer_config", request=BuyerConfigInput,
                    responses={200: BuyerConfigOutput, **errors(400, 401, 404, 413)},
                    description="Replace semantics: after the call the buyer demands exactly `items` (at least "
-                               "one; item names unique, case-insensitive; 0 <= min_price <= max_price; "
+                               "one; item names unique, compared ignoring case and Unicode form: 'Straße' = "
+                               "'STRASSE'; 0 <= min_price <= max_price; "
                                "quantity >= 1). Runs already made keep their own snapshot.")
     def post(self, request: Request, session_id: Any) -> Response:
         session = session_or_404(request, session_id)
@@ -274,7 +254,7 @@ class SellersApi(APIView):
     @extend_schema(tags=TAG, operation_id="sessions_sellers_add", request=SellerInputSerializer,
                    responses={201: SellerOutputSerializer, **errors(400, 401, 404, 413)},
                    description="At most 10 sellers per session; the handle must be new in the session "
-                               "(case-insensitive); every inventory line needs cost < least <= selling.")
+                               "(compared ignoring case); every inventory line needs cost < least <= selling.")
     def post(self, request: Request, session_id: Any) -> Response:
         session = session_or_404(request, session_id)
         data = SellerInputSerializer(data=request.data)
@@ -319,7 +299,7 @@ class SessionImportApi(APIView):
             got = JSON_TYPES.get(type(request.data), "something else")
             raise serializers.ValidationError({"non_field_errors": [
                 f"The session document must be a JSON object with `buyer` and `sellers`; this body is {got}."]})
-        data = SessionDocumentSerializer(data=request.data, context={REJECT_UNKNOWN_KEYS: True})
+        data = SessionDocumentSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         session = session_import(document=data.validated_data, owner=request.user)
         return _detail(request, session.pk, status.HTTP_201_CREATED)

@@ -13,27 +13,37 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import cache
 
+from negotiation.engine.names import mark_class, name_key
 from negotiation.engine.types import ALL, BUYER, Event, EventKind
 
-# Handles are "@" + letters, digits or underscores (the Seller model's HANDLE_RE). A mention is
-# the same shape; the bare word "all" is accepted too so "@all: ..." means a broadcast.
-_MENTION = r"@[A-Za-z0-9_]+"
-# One or more mentions at the very start of the text, separated by spaces, commas, "&", "/" or
-# "and" ("@A, @B and @C: ..."). Whatever follows the last mention is the message itself.
-_LEADING_MENTIONS = re.compile(
-    rf"^\s*(?P<block>{_MENTION}(?:(?:\s*[,;&/]\s*|\s+and\s+|\s+){_MENTION})*)(?![A-Za-z0-9_])",
-    re.IGNORECASE,
-)
+
+@cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The mention pattern and the leading-mentions pattern, built once on first use.
+
+    Handles are "@" + letters of any script (with their combining marks), digits or underscores
+    (engine/names.py). A mention is the same shape; the bare word "all" is accepted too so
+    "@all: ..." means a broadcast. One or more mentions at the very start of the text, separated by
+    spaces, commas, "&", "/" or "and" ("@A, @B and @C: ...") address the message; whatever follows
+    the last mention is the message itself.
+    """
+    char = rf"[\w{mark_class()}]"
+    mention = rf"@{char}+"
+    leading = re.compile(
+        rf"^\s*(?P<block>{mention}(?:(?:\s*[,;&/]\s*|\s+and\s+|\s+){mention})*)(?!{char})", re.IGNORECASE)
+    return re.compile(mention), leading
 
 
 def handle_key(handle: str) -> str:
     """The comparison key of a handle: case-insensitive, with or without the leading "@".
 
-    Handles are unique case-insensitively within a session (a database constraint), so this key
-    identifies one seller; LLMs write "@quicktech", "QuickTech" and "@QuickTech" interchangeably.
+    Handles are unique by this key within a session (a database constraint on the same key,
+    engine/names.py), so it identifies one seller; LLMs write "@quicktech", "QuickTech" and
+    "@QuickTech" interchangeably.
     """
-    return handle.strip().lstrip("@").casefold()
+    return name_key(handle.strip().lstrip("@"))
 
 
 def canonical_handle(name: str | None, active: Sequence[str]) -> str | None:
@@ -46,10 +56,11 @@ def canonical_handle(name: str | None, active: Sequence[str]) -> str | None:
 
 def leading_mentions(text: str) -> tuple[str, ...]:
     """The @mentions that open `text`, in order; empty if the text does not start with one."""
-    match = _LEADING_MENTIONS.match(text)
+    mention, leading = _patterns()
+    match = leading.match(text)
     if match is None:
         return ()
-    return tuple(re.findall(_MENTION, match.group("block")))
+    return tuple(mention.findall(match.group("block")))
 
 
 def _is_all(name: str) -> bool:

@@ -8,6 +8,7 @@ be known and configured. Errors are raised before anything is written or queued.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.agents.gateway import LLMError, profile_probe
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.engine.disclosure import parse_disclosure
+from negotiation.engine.names import name_key
 from negotiation.engine.protocol import parse_rules
 from negotiation.models import Batch, BuyerDemand, Disclosure, InventoryItem, NegotiationRun, Rules, Session
 from negotiation.selectors import scenario_snapshot
@@ -65,11 +67,11 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
     A `population` ({"sellers": [handles], "styles": {handle: style}}) keeps only the listed sellers
     and overrides their styles in the snapshot, so the runs play exactly that population.
     """
-    demand = BuyerDemand.objects.filter(session=session, item_name__iexact=item_name.strip()).first()
+    demand = BuyerDemand.objects.filter(session=session, item_key=name_key(item_name)).first()
     if demand is None:
         known = ", ".join(session.demands.values_list("item_name", flat=True)) or "none"
         raise ValidationError({"item_name": [f"The buyer has no demand for '{item_name}'. Demanded items: {known}."]})
-    inventory = list(InventoryItem.objects.filter(seller__session=session, item_name__iexact=demand.item_name)
+    inventory = list(InventoryItem.objects.filter(seller__session=session, item_key=demand.item_key)
                      .select_related("seller").order_by("seller__handle"))
     if not inventory:
         raise ValidationError({"item_name": [f"No seller in this session stocks '{demand.item_name}'; add it to a "
@@ -80,10 +82,10 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
 
 def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, Any]:
     """The snapshot with only the population's sellers (all when none are listed), styles overridden."""
-    wanted = {h.lower() for h in population.get("sellers") or []}
-    styles = {h.lower(): s for h, s in (population.get("styles") or {}).items()}
-    sellers = [{**s, "style": styles.get(s["handle"].lower(), s["style"])} for s in snapshot["sellers"]
-               if not wanted or s["handle"].lower() in wanted]
+    wanted = {name_key(h) for h in population.get("sellers") or []}
+    styles = {name_key(h): s for h, s in (population.get("styles") or {}).items()}
+    sellers = [{**s, "style": styles.get(name_key(s["handle"]), s["style"])} for s in snapshot["sellers"]
+               if not wanted or name_key(s["handle"]) in wanted]
     if not sellers:
         item = snapshot["buyer"]["item_name"]
         raise ValidationError({"sellers": [f"No seller of this population stocks '{item}'; stocked by: "
@@ -114,8 +116,10 @@ def _check_active_batches(owner: Any, needed: int = 1, refusal: Any = None) -> N
 def batch_create(*, session: Session, item_name: str | None, runs: int, agents: dict | None = None,
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
                  idempotency_key: str | None = None, population: dict | None = None,
-                 disclosure: str = Disclosure.REDACT, rules: str = Rules.KNOWN) -> Batch:
+                 disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None,
+                 rules: str = Rules.KNOWN) -> Batch:
     errors: dict[str, list[str]] = {}
+    label, tag_list = _label_check(errors, name, tags)
     try:
         # As with disclosure: an unknown rule set is refused, never read as the default.
         rules = parse_rules(rules).value
@@ -160,7 +164,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure,
-                                 rules=rules)
+                                 name=label, tags=tag_list, rules=rules)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
     stamps = run_fingerprints(resolved, disclosure=disclosure, rules=rules)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
@@ -170,6 +174,36 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     NegotiationRun.objects.bulk_create(rows, batch_size=RUN_CHUNK)
     transaction.on_commit(lambda: enqueue_batch_start(batch.pk))
     return batch
+
+
+TAG = re.compile(r"^[\w.:-]{1,40}$")
+MAX_TAGS = 20
+
+
+def _label_check(errors: dict[str, list[str]], name: Any, tags: Any) -> tuple[str, list[str]]:
+    """A batch's optional name (at most 120 characters) and tags (at most 20, each 1-40 letters,
+    digits or . _ : -), trimmed, the tags without repeats; a bad one is an error naming the field."""
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or len(name.strip()) > 120:
+        errors.setdefault("name", []).append("Must be text of at most 120 characters.")
+        name = ""
+    out: list[str] = []
+    if tags is None:
+        tags = []
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        errors.setdefault("tags", []).append("Must be a list of tags.")
+        tags = []
+    for i, tag in enumerate(tags):
+        tag = tag.strip() if isinstance(tag, str) else tag
+        if not isinstance(tag, str) or not TAG.match(tag):
+            errors.setdefault(f"tags.{i}", []).append(
+                "A tag is 1 to 40 letters, digits or . _ : - (no spaces).")
+        elif tag not in out:
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        errors.setdefault("tags", []).append(f"At most {MAX_TAGS} tags.")
+    return name.strip(), out
 
 
 def batches_status(statuses: Iterable[str]) -> str:

@@ -37,6 +37,7 @@ from django.db import transaction
 
 from analytics.suites import ScenarioFile, SuiteError, SuiteFile, list_suites, load_suite
 from negotiation.engine import protocol, visibility
+from negotiation.engine.names import name_key
 from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
 from negotiation.selectors import run_context, run_get, session_get
@@ -99,7 +100,7 @@ class Task:
 
 
 def _same(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
+    return name_key(a) == name_key(b)
 
 
 def _suite_task(suite: SuiteFile, scenario: ScenarioFile, item: str) -> Task:
@@ -138,11 +139,11 @@ def _session_tasks(*, user: Any = None, session_id: Any = None) -> list[Task]:
     if session_id is not None:
         demands, lines = demands.filter(session_id=session_id), lines.filter(seller__session_id=session_id)
     stocked: dict[tuple[Any, str], list[str]] = {}
-    for sid, item, handle in lines.values_list("seller__session_id", "item_name", "seller__handle"):
-        stocked.setdefault((sid, item.casefold()), []).append(handle)
+    for sid, key, handle in lines.values_list("seller__session_id", "item_key", "seller__handle"):
+        stocked.setdefault((sid, key), []).append(handle)
     out = []
     for d in demands.order_by("-session__created_at", "session_id", "item_name"):
-        handles = stocked.get((d.session_id, d.item_name.casefold()))
+        handles = stocked.get((d.session_id, d.item_key))
         if not handles:
             continue  # demanded but stocked by nobody: not playable
         out.append(Task(id=f"{SESSION_PREFIX}/{d.session_id}/{d.item_name}", source="session",

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from negotiation.engine.names import name_key
 from negotiation.models import Batch, Experiment, ExperimentCondition, Seller, Session, Style
 from negotiation.services.batches import _check_range, batch_create, batches_status, scenario_for
 from negotiation.services.errors import ConflictError, flatten
@@ -42,22 +43,22 @@ def _population(raw: dict, path: str, handles: dict[str, str], errors: dict[str,
         _add(errors, f"{path}.sellers", "Must be a list of seller handles, e.g. [\"@QuickTech\", \"@CableHouse\"].")
     else:
         for h in sellers:
-            if h.strip().lower() not in handles:
+            if name_key(h) not in handles:
                 _add(errors, f"{path}.sellers",
                      f"No seller '{h}' in this session; sellers: {', '.join(handles.values())}.")
-            elif handles[h.strip().lower()] not in out_sellers:
-                out_sellers.append(handles[h.strip().lower()])
+            elif handles[name_key(h)] not in out_sellers:
+                out_sellers.append(handles[name_key(h)])
     out_styles: dict[str, str] = {}
     if not isinstance(styles, dict):
         _add(errors, f"{path}.styles", 'Must be an object of handle to style, e.g. {"@QuickTech": "rude"}.')
     else:
         for h, style in styles.items():
-            if str(h).strip().lower() not in handles:
+            if name_key(str(h)) not in handles:
                 _add(errors, f"{path}.styles", f"No seller '{h}' in this session.")
             elif style not in Style.values:
                 _add(errors, f"{path}.styles", f"'{style}' is not a style; choose one of {', '.join(Style.values)}.")
             else:
-                out_styles[handles[str(h).strip().lower()]] = style
+                out_styles[handles[name_key(str(h))]] = style
     return out_sellers, out_styles
 
 
@@ -67,7 +68,7 @@ def _conditions(raw: Any, session: Session, errors: dict[str, list[str]]) -> lis
         _add(errors, "conditions", f"An experiment needs 2 to {MAX_CONDITIONS} conditions (the first is the control); "
                                    f"got {len(raw) if isinstance(raw, list) else 'none'}.")
         return []
-    handles = {h.lower(): h for h in Seller.objects.filter(session=session).values_list("handle", flat=True)}
+    handles = dict(Seller.objects.filter(session=session).values_list("handle_key", "handle"))
     seen: set[str] = set()
     out = []
     for i, c in enumerate(raw):

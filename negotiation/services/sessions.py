@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 
+from negotiation.engine.names import clean_name, name_key
 from negotiation.models import BuyerDemand, InventoryItem, Seller, Session
 from negotiation.services.errors import flatten
 
@@ -50,7 +51,7 @@ def _weights(raw: dict[str, Any]) -> tuple[Any, Any]:
 def _seller_obj(session: Session, raw: dict[str, Any]) -> Seller:
     retention, profit = _weights(raw)
     style = raw.get("style") or (raw.get("personality") or {}).get("style") or "neutral"
-    return Seller(session=session, handle=str(raw.get("handle", "")), style=style,
+    return Seller(session=session, handle=clean_name(str(raw.get("handle", ""))), style=style,
                   customer_retention_weight=_dec(retention), profit_maximization_weight=_dec(profit))
 
 
@@ -89,13 +90,14 @@ def _build_seller(session: Session, raw: Any, path: str, errors: dict[str, list[
         if not isinstance(line, dict):
             errors.setdefault(ipath, []).append("Each inventory line must be an object.")
             continue
-        item = InventoryItem(seller=seller, item_name=str(line.get("item_name", "")).strip(),
+        item = InventoryItem(seller=seller, item_name=clean_name(str(line.get("item_name", ""))),
                              cost_price=_dec(line.get("cost_price")), selling_price=_dec(line.get("selling_price")),
                              least_price=_dec(line.get("least_price")))
         _clean(item, ipath, errors, exclude=["seller"])
-        if item.item_name.lower() in seen:
-            errors.setdefault(f"{ipath}.item_name", []).append("This seller already lists this item.")
-        seen.add(item.item_name.lower())
+        if name_key(item.item_name) in seen:
+            errors.setdefault(f"{ipath}.item_name", []).append(
+                "This seller already lists this item (item names are compared ignoring case).")
+        seen.add(name_key(item.item_name))
         items.append(item)
     return seller, items
 
@@ -105,7 +107,7 @@ def _build_demand(session: Session, raw: dict[str, Any], path: str, errors: dict
     if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
         # IntegerField.to_python would truncate 2.7 to 2 without a word.
         errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
-    demand = BuyerDemand(session=session, item_name=str(raw.get("item_name", "")).strip(),
+    demand = BuyerDemand(session=session, item_name=clean_name(str(raw.get("item_name", ""))),
                          quantity=quantity, min_price=_dec(raw.get("min_price")), max_price=_dec(raw.get("max_price")))
     _clean(demand, path, errors, exclude=["session"])
     return demand
@@ -145,12 +147,13 @@ def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
             errors.setdefault(path, []).append("Each demand must be an object.")
             continue
         demand = _build_demand(session, raw, path, errors)
-        if demand.item_name.lower() in seen_items:
-            errors.setdefault(f"{path}.item_name", []).append("The buyer already has a demand for this item.")
-        seen_items.add(demand.item_name.lower())
+        if name_key(demand.item_name) in seen_items:
+            errors.setdefault(f"{path}.item_name", []).append(
+                "The buyer already has a demand for this item (item names are compared ignoring case).")
+        seen_items.add(name_key(demand.item_name))
         demands.append(demand)
     built = [_build_seller(session, raw, f"sellers[{i}]", errors) for i, raw in enumerate(sellers_raw)]
-    handles = [s.handle.lower() for s, _ in built]
+    handles = [name_key(s.handle) for s, _ in built]
     for i, handle in enumerate(handles):
         if handle and handles.index(handle) != i:
             errors.setdefault(f"sellers[{i}].handle", []).append(
@@ -236,10 +239,10 @@ def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[B
     for i, raw in enumerate(items):
         path = f"items[{i}]"
         demand = _build_demand(session, raw, path, errors)
-        if demand.item_name.lower() in seen:
+        if name_key(demand.item_name) in seen:
             errors.setdefault(f"{path}.item_name", []).append(
-                f"'{demand.item_name}' is listed twice (item names are case-insensitive).")
-        seen.add(demand.item_name.lower())
+                f"'{demand.item_name}' is listed twice (item names are compared ignoring case).")
+        seen.add(name_key(demand.item_name))
         demands.append(demand)
     if errors:
         raise ValidationError(errors)
@@ -259,9 +262,9 @@ def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers and this one is full.")
     obj, items = _build_seller(session, seller, "", errors)
     errors = {("non_field_errors" if k == "__all__" else k.lstrip(".")): v for k, v in errors.items()}
-    if obj.handle and session.sellers.filter(handle__iexact=obj.handle).exists():
+    if obj.handle and session.sellers.filter(handle_key=name_key(obj.handle)).exists():
         errors.setdefault("handle", []).append(
-            f"Another seller in this session already uses {obj.handle} (handles are case-insensitive).")
+            f"Another seller in this session already uses {obj.handle} (handles are compared ignoring case).")
     if errors:
         raise ValidationError(errors)
     obj.save()

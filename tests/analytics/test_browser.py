@@ -143,3 +143,111 @@ def test_compare_and_session_pages_render_cleanly(page: Any, live_server: Any, p
     assert page.locator("form.launch button[type=submit]").is_visible()
     page.screenshot(path=str(SHOTS / "session.png"), full_page=True)
     assert page.errors == []
+
+
+# --- every page at a desktop and a phone width --------------------------------------------------
+
+WIDTHS = (1400, 400)
+MIN_TYPE_PX = 11  # at 1400 px, every chart text renders at least this large
+
+
+def page_problems(pg: Any, width: int) -> list[str]:
+    """What the browser shows that a reader would trip over: a page wider than the window, a chart with
+    no axis titles, chart type smaller than MIN_TYPE_PX (at 1400 px)."""
+    out = []
+    over = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    if over > 0:
+        wide = pg.evaluate("""() => [...document.querySelectorAll('main *')].filter(e =>
+            e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.table-wrap, .lanes'))
+            .slice(0, 3).map(e => e.tagName + '.' + e.className)""")
+        out.append(f"page is {over} px wider than the {width} px window (widest: {wide})")
+    if pg.evaluate("(h => h ? h.scrollWidth > h.clientWidth : false)(document.querySelector('header.top'))"):
+        out.append("the navigation is cut off")
+    charts = pg.eval_on_selector_all("svg.chart", """els => els.map(e => {
+        const scale = e.getBoundingClientRect().width / e.viewBox.baseVal.width;
+        const sizes = [...e.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale);
+        return {label: e.getAttribute('aria-label'), empty: !!e.querySelector('text.empty'),
+                x: e.querySelectorAll('text.axis-title.x').length, y: e.querySelectorAll('text.axis-title.y').length,
+                smallest: sizes.length ? Math.min(...sizes) : null};
+    })""")
+    for c in charts:
+        if not c["empty"] and not (c["x"] and c["y"]):
+            out.append(f"chart {c['label']!r} lacks an axis title (x: {c['x']}, y: {c['y']})")
+        if width >= 1400 and c["smallest"] is not None and c["smallest"] < MIN_TYPE_PX:
+            out.append(f"chart {c['label']!r} has {c['smallest']:.1f} px type")
+    return out
+
+
+def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server: Any, user: Any,
+                                                      played_batch: Any, play_through: Any) -> None:
+    """Each page, at each width: no sideways scroll of the page, no request off this machine, no console
+    error, every chart with both axis titles and (at 1400 px) type of at least 11 px."""
+    from urllib.parse import urlsplit
+
+    from analytics.analysis import run_analyse
+    from negotiation.models import SequenceStep
+    from negotiation.services.experiments import experiment_create
+    from negotiation.services.reflect import sequence_create, sequence_step_reflect
+    from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
+    from tests.analytics.conftest import BASELINE
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    # given one of everything the pages show
+    user.is_staff = user.is_superuser = True  # the admin's pages too
+    user.set_password("pw-for-the-browser")
+    user.save()
+    a = played_batch(runs=4)
+    b = played_batch(runs=4, agents={**BASELINE, "buyer": {"strategy": "boulware"}})
+    for run_id in NegotiationRun.objects.filter(batch=a).values_list("pk", flat=True):
+        run_analyse(run_id=run_id)
+    run = NegotiationRun.objects.filter(batch=a).order_by("seed").first()
+    conditions = [{"label": n, "agents": {**BASELINE, "buyer": {"strategy": n}}} for n in ("boulware", "conceder")]
+    experiment = experiment_create(owner=user, session=a.session, name="boulware vs conceder",
+                                   item_name="USB-C Cable", runs=3, max_rounds=4, conditions=conditions)
+    sequence = sequence_create(owner=user, session=a.session, item_name="USB-C Cable", mode="none", length=3,
+                               agents=BASELINE, max_rounds=4, base_seed=2)
+    for r in NegotiationRun.objects.filter(status="queued"):
+        play_through(r.pk)
+    for index in range(3):  # each step's run is created once the previous one is reflected on
+        run_id = SequenceStep.objects.get(sequence=sequence, index=index).run_id
+        play_through(run_id)
+        sequence_step_reflect(run_id=run_id)
+    play_all(launch(buyers=[BOULWARE, LINEAR], opponents=LINEAR), play_through)
+    pages = {
+        "batches": "/analytics/", "batch": f"/analytics/batches/{a.pk}/", "run": f"/analytics/runs/{run.pk}/",
+        "compare": f"/analytics/compare/?a={a.pk}&b={b.pk}", "leaderboard": "/analytics/leaderboard/",
+        "sessions": "/analytics/sessions/", "session": f"/analytics/sessions/{a.session_id}/",
+        "experiments": "/analytics/experiments/", "experiment": f"/analytics/experiments/{experiment.pk}/",
+        "sequences": "/analytics/sequences/", "sequence": f"/analytics/sequences/{sequence.pk}/",
+        "admin": "/admin/", "admin-runs": "/admin/negotiation/negotiationrun/",
+        "admin-batches": "/admin/negotiation/batch/", "api-docs": "/api/docs/",
+        "api-redoc": "/api/redoc/",  # leads to Swagger UI
+    }
+    problems: list[str] = []
+    for width in WIDTHS:
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        pg = context.new_page()
+        seen: list[str] = []
+        pg.on("console", lambda m, s=seen: s.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        pg.on("pageerror", lambda exc, s=seen: s.append(f"page error: {exc}"))
+
+        def off_machine(request: Any, s: list[str] = seen) -> None:
+            url = urlsplit(request.url)
+            if url.scheme not in ("data", "blob", "about") and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+                s.append(f"request off this machine: {request.url}")
+
+        pg.on("request", off_machine)
+        pg.goto(f"{live_server.url}/analytics/login/")
+        pg.fill("#id_username", user.username)
+        pg.fill("#id_password", "pw-for-the-browser")
+        pg.click("button[type=submit]")
+        pg.wait_for_url(f"{live_server.url}/analytics/")
+        for name, path in pages.items():
+            seen.clear()
+            response = pg.goto(f"{live_server.url}{path}")
+            pg.wait_for_load_state("networkidle")
+            assert response.status == 200, (name, width, response.status)
+            pg.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+            problems += [f"{name} @{width}: {p}" for p in seen + page_problems(pg, width)]
+        context.close()
+    assert problems == [], "\n".join(problems)

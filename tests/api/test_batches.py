@@ -37,6 +37,18 @@ def test_create_returns_201_with_the_batch_and_its_queued_runs(api: Any, sample:
     assert Batch.objects.get(pk=b["id"]).owner.username == "alice"
 
 
+def test_a_batch_keeps_its_name_and_tags(api: Any, sample: Session) -> None:
+    r = api.post("/api/batches", _body(sample, name="  boulware vs linear  ", tags=["sweep-3", "v2", "v2"]),
+                 format="json")
+    assert r.status_code == 201, r.content
+    assert r.json()["name"] == "boulware vs linear" and r.json()["tags"] == ["sweep-3", "v2"]
+    listed = api.get("/api/batches").json()["results"][0]
+    assert listed["name"] == "boulware vs linear" and listed["tags"] == ["sweep-3", "v2"]
+    # an unnamed batch of every item is not named after an item
+    r = api.post("/api/batches", _body(sample, item_name=None, runs=1), format="json")
+    assert r.status_code == 201 and r.json()["name"] == "" and r.json()["tags"] == []
+
+
 def test_all_items_when_item_is_null(api: Any, sample: Session) -> None:
     r = api.post("/api/batches", _body(sample, item_name=None, runs=2), format="json")
     assert r.status_code == 201
@@ -65,6 +77,10 @@ def test_all_items_when_item_is_null(api: Any, sample: Session) -> None:
     ({"disclosure": None}, "disclosure"),
     ({"rules": "secret"}, "rules"),
     ({"rules": None}, "rules"),
+    ({"name": "x" * 121}, "name"),
+    ({"tags": ["has space"]}, "tags.0"),
+    ({"tags": "not-a-list"}, "tags"),
+    ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
 ])
 def test_bad_batch_requests_are_400_and_create_nothing(api: Any, sample: Session, changes: dict, path: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
+from negotiation.engine.names import HANDLE_RULE
 from negotiation.models import BuyerDemand, InventoryItem, Seller, Session
 from negotiation.services.scenarios import sample_session_load, scenario_document
 from negotiation.services.sessions import session_export, session_import
@@ -26,6 +27,9 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 Doc = dict[str, Any]
+
+LISTED_TWICE = "This seller already lists this item (item names are compared ignoring case)."
+DEMANDED_TWICE = "The buyer already has a demand for this item (item names are compared ignoring case)."
 
 
 @pytest.fixture
@@ -171,7 +175,7 @@ BAD_DOCUMENTS = [
                  "sellers[2].handle", "Duplicate handle @techmart: each handle must be unique in a session.",
                  id="duplicate-handle"),
     pytest.param(set_in(("sellers", 0, "handle"), "TechMart"),
-                 "sellers[0].handle", "A handle is @ followed by 1–50 letters, digits or underscores, e.g. @QuickTech.",
+                 "sellers[0].handle", HANDLE_RULE,
                  id="handle-format"),
     pytest.param(set_in(("sellers", 0, "style"), "smug"),
                  "sellers[0].style", "Value 'smug' is not a valid choice.", id="style"),
@@ -183,7 +187,7 @@ BAD_DOCUMENTS = [
                  "Inventory must be a list of items.", id="inventory-string"),
     pytest.param(set_in(("sellers", 1, "inventory", 1), 7), "sellers[1].inventory[1]",
                  "Each inventory line must be an object.", id="line-number"),
-    pytest.param(duplicate_inventory_line, "sellers[0].inventory[2].item_name", "This seller already lists this item.",
+    pytest.param(duplicate_inventory_line, "sellers[0].inventory[2].item_name", LISTED_TWICE,
                  id="duplicate-line"),
     pytest.param(drop(("buyer",)), "buyer.item_demands", "The buyer needs at least one item demand.",
                  id="no-buyer"),
@@ -194,7 +198,7 @@ BAD_DOCUMENTS = [
     pytest.param(set_in(("buyer", "item_demands", 1), "USB-C Cable"), "buyer.item_demands[1]",
                  "Each demand must be an object.", id="demand-string"),
     pytest.param(set_in(("buyer", "item_demands", 1, "item_name"), "iphone CASE"),
-                 "buyer.item_demands[1].item_name", "The buyer already has a demand for this item.",
+                 "buyer.item_demands[1].item_name", DEMANDED_TWICE,
                  id="duplicate-demand"),
     pytest.param(set_in(("buyer", "item_demands", 0, "quantity"), "two"),
                  "buyer.item_demands[0].quantity", "“two” value must be an integer.", id="quantity-nan"),

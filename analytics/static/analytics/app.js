@@ -21,6 +21,14 @@
             alertBox.hidden = !data.workers_alert;
             document.getElementById("workers-alert-text").textContent = data.workers_alert || "";
           }
+          var eta = document.getElementById("batch-eta");
+          if (eta) { eta.textContent = data.eta_text || ""; }
+          var workers = document.getElementById("workers-live");
+          if (workers) {
+            workers.textContent = data.workers_live === null ? "worker status unknown (Redis does not answer)"
+              : data.workers_live + " worker" + (data.workers_live === 1 ? "" : "s") + " consuming the run queues";
+            workers.className = data.workers_live ? "ok" : (data.workers_live === 0 ? "bad" : "");
+          }
           if (data.version !== version) {
             version = data.version;
             var sep = window.location.search ? "&" : "?";
@@ -48,7 +56,12 @@
         var hide = r > round || (el.id === "outcome" && round < last);
         el.classList.toggle("future", hide);
       });
-      if (label) { label.textContent = "round " + round + " of " + last; }
+      if (label) {
+        // The buyer's closing accept or walk-away is its decision after the last round, not a round.
+        var offers = parseInt(label.getAttribute("data-offer-rounds") || last, 10);
+        label.textContent = round > offers ? "the buyer's decision after round " + offers
+                                           : "round " + round + " of " + offers;
+      }
     }
     slider.addEventListener("input", function () { show(parseInt(slider.value, 10)); });
     var timer = null;
@@ -68,6 +81,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // A form that changes something for good (cancelling a batch) asks first.
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (e) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) { e.preventDefault(); }
+      });
+    });
     var dash = document.getElementById("dashboard");
     if (dash && dash.getAttribute("data-live") === "1") { liveDashboard(dash); }
     var slider = document.getElementById("replay-round");

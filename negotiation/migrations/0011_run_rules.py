@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('negotiation', '0008_session_frozen_by'),
+        ('negotiation', '0010_batch_name_tags'),
     ]
 
     operations = [

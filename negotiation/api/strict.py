@@ -1,0 +1,126 @@
+"""Strict request bodies: every API input serializer derives from `StrictSerializer`.
+
+DRF by default drops a key it does not know and converts what it can ("5" -> 5, 1 -> "1", "yes" ->
+True), so `{"agents": {"seller": {"modle": "x"}}}` made a batch with the default model and
+`"runs": "5"` passed, without a word. Here:
+
+- a key the serializer does not declare is a 400 at any depth, under its full path
+  (`agents.seller.modle`), with the keys allowed at that place;
+- JSON types are kept: an integer field takes a JSON integer (not "5", 5.0 or true), a float field a
+  JSON number, a boolean field true or false, a text, choice or id field a JSON string. Money and
+  weights (decimal fields) take a JSON number or a decimal string, because exports write them as
+  strings ("9.50") to keep cents exact.
+
+The OpenAPI schema says the same: `additionalProperties: false` on every strict body (the
+drf-spectacular extension below). Query-string serializers stay plain DRF serializers, since every
+query value arrives as a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from rest_framework import serializers
+
+from negotiation.engine.names import clean_name
+
+# Keys are echoed back in messages; a hostile megabyte-long key is not.
+KEY_CHARS = 50
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def type_problem(field: serializers.Field, value: Any) -> Any:
+    """None if `value` has the JSON type `field` takes, else the error detail (a list, or a dict by index/key)."""
+    if value is None or isinstance(field, serializers.Serializer | serializers.ListSerializer):
+        return None  # null is the field's own business (allow_null); nested serializers check themselves
+    got = _json_type(value)
+    if isinstance(field, serializers.BooleanField):
+        ok, want = isinstance(value, bool), "true or false (a JSON boolean)"
+    elif isinstance(field, serializers.IntegerField):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number (a JSON integer, e.g. 5)"
+    elif isinstance(field, serializers.FloatField):
+        ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number (a JSON number, e.g. 0.7)"
+    elif isinstance(field, serializers.DecimalField):
+        ok = isinstance(value, int | float | str) and not isinstance(value, bool)
+        want = 'a number or a decimal string (e.g. 9.5 or "9.50")'
+    elif isinstance(field, serializers.ChoiceField):
+        # A non-string that is no choice either gets the field's own "use one of ..." message from DRF.
+        ok = isinstance(value, str) or str(value) not in field.choice_strings_to_values
+        want = f"a string, one of: {', '.join(map(str, field.choices))}"
+    elif isinstance(field, serializers.CharField | serializers.UUIDField):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(field, serializers.ListField):
+        if not isinstance(value, list):
+            return [f"Must be an array; got {got}."]
+        problems = {i: p for i, item in enumerate(value) if (p := type_problem(field.child, item))}
+        return problems or None
+    elif isinstance(field, serializers.DictField):
+        if not isinstance(value, Mapping):
+            return [f"Must be an object; got {got}."]
+        problems = {str(k)[:KEY_CHARS]: p for k, v in value.items() if (p := type_problem(field.child, v))}
+        return problems or None
+    else:
+        return None
+    return None if ok else [f"Must be {want}; got {got}."]
+
+
+class NameField(serializers.CharField):
+    """An item name or handle: normalised to NFC (engine/names.py) before its length is checked and it is used."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return clean_name(super().to_internal_value(data))
+
+
+class StrictSerializer(serializers.Serializer):
+    """An input serializer that refuses unknown keys and values of the wrong JSON type (see the module doc)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return super().to_internal_value(data)  # DRF's "Expected a dictionary" error
+        writable = [name for name, field in self.fields.items() if not field.read_only]
+        allowed = ", ".join(writable) or "none"
+        problems: dict[str, Any] = {
+            str(key)[:KEY_CHARS]: [f"Unknown key {str(key)[:KEY_CHARS]!r}; the keys allowed here are: {allowed}."]
+            for key in data if key not in writable}
+        for name in writable:
+            if name in data and (problem := type_problem(self.fields[name], data[name])):
+                problems[name] = problem
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if problems and isinstance(exc.detail, dict):
+                exc.detail.update(problems)  # ours say why more precisely (e.g. a string for a number)
+            raise
+        if problems:
+            raise serializers.ValidationError(problems)
+        return value
+
+
+class StrictSerializerExtension(OpenApiSerializerExtension):
+    """Documents a strict body as such: `additionalProperties: false`."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        schema["additionalProperties"] = False
+        return schema
+
+
+__all__ = ["NameField", "StrictSerializer", "type_problem"]
