@@ -276,6 +276,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "negotiation.models.NegotiationRun.Status",
         "BatchStatusEnum": "negotiation.models.Batch.Status",
         "DisclosureEnum": "negotiation.models.Disclosure",
+        "RulesEnum": "negotiation.models.Rules",
         "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
         "LiveModeEnum": ["human_buyer"],
         "PartStateEnum": ["up", "down"],  # /api/health, per part
