@@ -44,6 +44,8 @@ class AgentPartsSerializer(serializers.Serializer):
     prompt_format = serializers.CharField(allow_null=True, required=False)
     prompt_version = serializers.CharField(allow_null=True, required=False)
     fallback = serializers.CharField(allow_null=True)
+    tactics = serializers.CharField(required=False, help_text="A seeded baseline's draw version (beta and opening "
+                                                              "from the run's seed); absent for -fixed and LLMs.")
 
 
 class DriftSerializer(serializers.Serializer):

@@ -157,7 +157,10 @@ def agent_label(agent: dict[str, Any]) -> str:
 
 
 def _parts(agent: dict[str, Any]) -> dict[str, Any]:
-    return {k: agent.get(k) for k in FINGERPRINT_FIELDS}
+    parts = {k: agent.get(k) for k in FINGERPRINT_FIELDS}
+    if agent.get("tactics"):  # a seeded baseline's draw version, hashed too (agents/fingerprint.py)
+        parts["tactics"] = agent["tactics"]
+    return parts
 
 
 def leaderboard(*, user: Any, suite: str | None = None, sort: str = DEFAULT_SORT, opponent: str = "") -> dict[str, Any]:

@@ -21,6 +21,9 @@ FIXED_BASELINES = tuple(f"{name}-fixed" for name in BASELINES)
 # Buyer-only reference policies a sound benchmark must not reward (agents/canaries.py).
 CANARIES = ("canary-patient", "canary-accept-first", "canary-random")
 STRATEGIES = ("llm", *BASELINES, *FIXED_BASELINES, *CANARIES)
+# Stamped on a seeded baseline's resolved entry, so its fingerprint differs from the nominal curve's runs
+# recorded before seeds drew beta and the opening (negotiation/agents/fingerprint.py).
+SEEDED_TACTICS = "seeded-v1"
 Baseline = Literal["boulware", "linear", "conceder", "boulware-fixed", "linear-fixed", "conceder-fixed"]
 ROLES = ("buyer", "seller", "analyst")
 
@@ -95,6 +98,8 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
         else:
             entry["model"] = ""
             entry["profile"] = ""
+            if spec.strategy in BASELINES:
+                entry["tactics"] = SEEDED_TACTICS
         resolved[role] = entry
     return resolved
 

@@ -32,8 +32,15 @@ DEFAULT_RULES = "known"  # negotiation.engine.protocol.Rules.KNOWN
 
 
 def agent_fingerprint(entry: dict[str, Any]) -> str:
-    """12 hex characters over the fields that decide how a resolved agent plays."""
+    """12 hex characters over the fields that decide how a resolved agent plays.
+
+    A seeded baseline (agents/baseline.py::Tactic) carries `tactics` (its draw's version), hashed only
+    when present: "boulware" played the nominal curve before seeds drew its beta, so its new runs
+    must not share a fingerprint with the old ones, while every other entry keeps its hash.
+    """
     data = {k: entry.get(k) for k in FINGERPRINT_FIELDS}
+    if entry.get("tactics"):
+        data["tactics"] = entry["tactics"]
     if data["temperature"] is not None:
         data["temperature"] = round(float(data["temperature"]), 4)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

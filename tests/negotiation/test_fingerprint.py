@@ -49,3 +49,11 @@ def test_the_rules_are_stamped_into_run_fingerprints_and_known_keeps_the_plain_h
     # and the disclosure rule and the rules combine into yet another hash
     both = run_fingerprints(agents, rules="hidden", disclosure="allow")["buyer_fingerprint"]
     assert both not in (hidden["buyer_fingerprint"], run_fingerprints(agents, disclosure="allow")["buyer_fingerprint"])
+
+
+def test_a_seeded_baseline_never_shares_a_fingerprint_with_the_nominal_curve():
+    from negotiation.agents.config import SEEDED_TACTICS
+    old = {"strategy": "boulware", "profile": "", "model": "", "temperature": 0.7, "fallback": "linear"}
+    # runs recorded before seeds drew beta (no tactics) keep their hash; seeded ones get another
+    assert agent_fingerprint({**old, "tactics": SEEDED_TACTICS}) != agent_fingerprint(old)
+    assert agent_fingerprint({**old, "tactics": ""}) == agent_fingerprint(old)
