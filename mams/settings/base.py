@@ -199,6 +199,9 @@ MAMS_MAX_ACTIVE_BATCHES_PER_USER = env_int("MAMS_MAX_ACTIVE_BATCHES_PER_USER", 1
 # once; one more is refused with 429 (0: no limit).
 MAMS_MAX_OPEN_ROOMS_PER_USER = env_int("MAMS_MAX_OPEN_ROOMS_PER_USER", 20)
 MAMS_MAX_ROUNDS_LIMIT = env_int("MAMS_MAX_ROUNDS_LIMIT", 20)
+# The key of a `hidden`-rules run's last round (engine/protocol.py::last_round), drawn from the run's seed;
+# empty means SECRET_KEY. Set the same value on two deployments to pair their runs exactly.
+MAMS_DEADLINE_KEY = env("MAMS_DEADLINE_KEY", "") or ""
 MAMS_MAX_SELLERS = 10
 # Item demands per buyer and inventory lines per seller (a session document stays small to import and play).
 MAMS_MAX_ITEMS = 50
@@ -275,6 +278,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "negotiation.models.NegotiationRun.Status",
         "BatchStatusEnum": "negotiation.models.Batch.Status",
         "DisclosureEnum": "negotiation.models.Disclosure",
+        "RulesEnum": "negotiation.models.Rules",
         "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
         "LiveModeEnum": ["human_buyer"],
         "PartStateEnum": ["up", "down"],  # /api/health, per part

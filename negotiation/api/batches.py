@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.agents.config import BASELINES
+from negotiation.agents.config import BASELINES, FIXED_BASELINES, STRATEGIES
 from negotiation.agents.prompts import VARIANTS
 from negotiation.api.common import (
     PAGE_PARAMETERS,
@@ -37,7 +37,7 @@ from negotiation.api.common import (
     paginated_response,
 )
 from negotiation.api.strict import NameField, StrictSerializer
-from negotiation.models import Batch, Disclosure
+from negotiation.models import Batch, Disclosure, Rules
 from negotiation.selectors import (
     RESULT_COLUMNS,
     batch_eta,
@@ -57,8 +57,10 @@ EXPORT_CHUNK = 500
 
 
 class AgentSpecSerializer(StrictSerializer):
-    strategy = serializers.ChoiceField(choices=["llm", *BASELINES], required=False,
-                                       help_text="llm, or a baseline concession strategy that makes no LLM call.")
+    strategy = serializers.ChoiceField(choices=list(STRATEGIES), required=False,
+                                       help_text="llm; a baseline concession strategy that makes no LLM call (its "
+                                                 "beta and opening drawn from the run's seed, or the nominal curve "
+                                                 "with -fixed); or, for the buyer, an exploit canary.")
     profile = serializers.CharField(max_length=100, required=False,
                                     help_text="An LLM profile name (see settings.LLM_PROFILES), e.g. local, "
                                               "openrouter, openai-compatible.")
@@ -66,7 +68,7 @@ class AgentSpecSerializer(StrictSerializer):
                                    error_messages={"invalid": "A model name is letters, digits and ._:/@+- only."},
                                    help_text="Defaults to the profile's model for the role.")
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
-    fallback = serializers.ChoiceField(choices=list(BASELINES), required=False,
+    fallback = serializers.ChoiceField(choices=[*BASELINES, *FIXED_BASELINES], required=False,
                                        help_text="The baseline that acts when the LLM's output is unusable.")
     prompt_variant = serializers.ChoiceField(choices=list(VARIANTS), required=False,
                                              help_text="A named prompt variant (negotiation/agents/prompts.py): "
@@ -105,6 +107,9 @@ class BatchOutputSerializer(serializers.Serializer):
     disclosure = serializers.ChoiceField(choices=Disclosure.choices, help_text=(
         "What the other side receives of a number that states its sender's hidden price: redact or allow."))
     voice = serializers.BooleanField(help_text="Each seller reply is spoken; its message then has an audio_url.")
+    rules = serializers.ChoiceField(choices=Rules.choices, help_text=(
+        "The turn-taking rules: known (max_rounds told, a closing turn) or hidden (core-v2: a per-run hidden last "
+        "round, no closing turn, binding counters). Part of the runs' fingerprints."))
     status = serializers.ChoiceField(choices=Batch.Status.choices)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -199,6 +204,13 @@ class BatchesApi(APIView):
         voice = serializers.BooleanField(default=False, help_text=(
             "Speak each seller reply (ElevenLabs with ELEVENLABS_API_KEY, else espeak-ng), on the voice queue; "
             "each seller message then carries an audio_url. Off by default: large batches rarely want it."))
+        rules = serializers.ChoiceField(
+            choices=Rules.values, default=Rules.KNOWN,
+            error_messages={"invalid_choice": f"Must be one of {', '.join(Rules.values)}; got {{input!r}}."},
+            help_text="known (default): max_rounds is the deadline, told to the agents, with a closing turn; "
+                      "hidden: each run ends without warning after a round drawn from its seed (the agents are "
+                      "told the range), with no closing turn, and a counter is binding, so waiting cannot win "
+                      "(the core-v2 benchmark rules, negotiation/engine/protocol.py).")
 
         def validate_runs(self, value: int) -> int:
             if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:
