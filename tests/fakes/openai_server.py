@@ -500,6 +500,13 @@ class FakeLLM:
     def headers(self, value: str) -> None:
         self.configure(headers=value)
 
+    def spend(self, tokens: int, *, kind: str = "token_limit") -> None:
+        """Take `tokens` from a token budget, as another client on the same account would."""
+        with self._lock:
+            bucket = self._buckets[kind]
+            bucket.refill(time.time())
+            bucket.level -= tokens
+
     def set_token_limit(self, value: Any, *, kind: str = "token_limit") -> None:
         self.configure(**{kind: value})
 
