@@ -45,6 +45,13 @@ from negotiation.agents import ratelimit_headers
 
 log = logging.getLogger(__name__)
 TOKEN_RESOURCES = ("tokens", "input_tokens", "output_tokens")
+# How far (seconds of a token budget) a refund may take a schedule below the clock. A call reserves
+# prompt + max_tokens and gives back the unused part when its answer arrives, by which time the
+# schedule has often caught up with the clock; without credit that refund would be lost and the
+# budget would be spent at the reserved rate, not the used one (measured: 0.67 of a binding token
+# limit). One second of credit covers the refunds of the calls in flight at a few hundred ms each;
+# it lets at most one second's worth of tokens go early, well inside a per-minute bucket.
+TOKEN_CREDIT_SECONDS = 1.0
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
 _NOW = """
@@ -95,7 +102,7 @@ _ACQUIRE_BOTH = _NOW + _LEASE.format(full="'-1'") + _GCRA.format(k=2, i=4)
 # The multi-budget form. KEYS = lease set, limits hash, then the schedules of requests, tokens,
 # input tokens, output tokens. ARGV = lease seconds, limit, token, take lease (1/0), share, burst,
 # configured request interval (0: none), configured tokens/input/output per minute (0: none), the
-# call's tokens/input/output cost, probe (1: nothing configured). The interval of each budget is the
+# call's tokens/input/output cost, probe (1: nothing configured), token credit (seconds, see _SETTLE). The interval of each budget is the
 # larger of the configured one and the provider's (from the limits hash, at `share`). Returns "-1"
 # when no lease was free (nothing held), "0" when the lease (if asked) and every budget are held,
 # else the seconds to wait for the budgets while the lease is held; budgets are taken all or none.
@@ -131,8 +138,11 @@ local tats = {}
 local wait = 0
 for i = 1, 4 do
   if ivs[i] > 0 and costs[i] > 0 then
+    -- A token schedule stored below the clock holds refund credit (see _SETTLE); a missing one is now.
     local tat = tonumber(redis.call('GET', KEYS[2 + i]) or '0')
-    if tat < now then tat = now end
+    local floor = now
+    if i > 1 and tat > 0 then floor = now - tonumber(ARGV[15]) end
+    if tat < floor then tat = floor end
     local tau = 0
     if i == 1 then tau = (tonumber(ARGV[6]) - 1) * ivs[1] end
     if now < tat - tau then wait = math.max(wait, tat - tau - now) end
@@ -143,7 +153,13 @@ if wait > 0 then return tostring(wait) end
 for i = 1, 4 do
   if tats[i] then
     local new_tat = tats[i] + costs[i] * ivs[i]
-    redis.call('SET', KEYS[2 + i], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+    local ttl = math.ceil((new_tat - now) * 1000) + 1000
+    if i > 1 then
+      -- a token schedule lapses as soon as it reaches the clock, so idle time never becomes credit;
+      -- one still below the clock keeps its refund credit for a second
+      if new_tat > now then ttl = math.ceil((new_tat - now) * 1000) + 1 else ttl = 1000 end
+    end
+    redis.call('SET', KEYS[2 + i], string.format('%.6f', new_tat), 'PX', ttl)
   end
 end
 return '0'
@@ -151,18 +167,19 @@ return '0'
 
 # KEYS = limits hash, then the schedules of requests, tokens, input, output tokens (as above);
 # ARGV[1..14] as above (only 5..10 are read), ARGV[15..17] = tokens/input/output actually used minus
-# reserved. Moves each token schedule by that many tokens' worth of its interval.
+# reserved, ARGV[18] = token credit (seconds). Moves each token schedule by that many tokens' worth of its interval.
 _SETTLE = _NOW + _INTERVALS.replace("KEYS[2]", "KEYS[1]") + """
 for i = 2, 4 do
   local delta = tonumber(ARGV[13 + i])
   local tat = tonumber(redis.call('GET', KEYS[1 + i]) or 'nil')
   if ivs[i] > 0 and delta ~= 0 and tat then
-    local new_tat = tat + delta * ivs[i]
-    if new_tat > now then
-      redis.call('SET', KEYS[1 + i], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-    else
-      redis.call('DEL', KEYS[1 + i])
-    end
+    -- A refund may take the schedule below now by up to the credit (ARGV[18] seconds): a reservation
+    -- given back after the schedule caught up with the clock is kept, not lost, so what the budget
+    -- spends is what calls used. The credit lapses with the key.
+    local new_tat = math.max(tat + delta * ivs[i], now - tonumber(ARGV[18]))
+    local ttl = 1000
+    if new_tat > now then ttl = math.ceil((new_tat - now) * 1000) + 1 end
+    redis.call('SET', KEYS[1 + i], string.format('%.6f', new_tat), 'PX', ttl)
   end
 end
 return 1
@@ -267,7 +284,7 @@ class LLMLimiter:
         probe = int(not rate and not any(limits.args()))
         head = [lease_seconds, max_concurrency, token]
         tail = [*self._args(rate=rate, limits=limits, share=share or 1.0, burst=burst),
-                cost.tokens, cost.input_tokens, cost.output_tokens, probe]
+                cost.tokens, cost.input_tokens, cost.output_tokens, probe, TOKEN_CREDIT_SECONDS]
         keys = [lease_key, *self._keys(key)]
         wait = float(self._budgets(keys=keys, args=[*head, 1, *tail]))
         while wait < 0:
@@ -292,7 +309,7 @@ class LLMLimiter:
         if not any(deltas):
             return
         args = [0, 0, 0, 0, *self._args(rate=rate, limits=limits or TokenLimits(), share=share, burst=1),
-                0, 0, 0, 0, *deltas]
+                0, 0, 0, 0, *deltas, TOKEN_CREDIT_SECONDS]
         self._settle(keys=self._keys(key), args=args)
 
     def observe(self, key: str, headers: Mapping[str, str], *, cost: Cost,
