@@ -49,8 +49,9 @@ TOKEN_RESOURCES = ("tokens", "input_tokens", "output_tokens")
 # prompt + max_tokens and gives back the unused part when its answer arrives, by which time the
 # schedule has often caught up with the clock; without credit that refund would be lost and the
 # budget would be spent at the reserved rate, not the used one (measured: 0.67 of a binding token
-# limit). One second of credit covers the refunds of the calls in flight at a few hundred ms each;
-# it lets at most one second's worth of tokens go early, well inside a per-minute bucket.
+# limit). One second of credit covers the refunds of the calls in flight at a few hundred ms each,
+# and refunds that land while a caller sleeps out its computed wait; it lets at most one second's
+# worth of tokens go early (after a pause of under a second), well inside a per-minute bucket.
 TOKEN_CREDIT_SECONDS = 1.0
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
@@ -155,9 +156,9 @@ for i = 1, 4 do
     local new_tat = tats[i] + costs[i] * ivs[i]
     local ttl = math.ceil((new_tat - now) * 1000) + 1000
     if i > 1 then
-      -- a token schedule lapses as soon as it reaches the clock, so idle time never becomes credit;
-      -- one still below the clock keeps its refund credit for a second
-      if new_tat > now then ttl = math.ceil((new_tat - now) * 1000) + 1 else ttl = 1000 end
+      -- a token schedule outlives its time by the credit, so a refund that lands after it was due
+      -- (or before a waiting caller wakes) is kept; at most the credit's worth can go early
+      ttl = math.max(0, math.ceil((new_tat - now) * 1000)) + math.ceil(tonumber(ARGV[15]) * 1000)
     end
     redis.call('SET', KEYS[2 + i], string.format('%.6f', new_tat), 'PX', ttl)
   end
@@ -177,8 +178,7 @@ for i = 2, 4 do
     -- given back after the schedule caught up with the clock is kept, not lost, so what the budget
     -- spends is what calls used. The credit lapses with the key.
     local new_tat = math.max(tat + delta * ivs[i], now - tonumber(ARGV[18]))
-    local ttl = 1000
-    if new_tat > now then ttl = math.ceil((new_tat - now) * 1000) + 1 end
+    local ttl = math.max(0, math.ceil((new_tat - now) * 1000)) + math.ceil(tonumber(ARGV[18]) * 1000)
     redis.call('SET', KEYS[1 + i], string.format('%.6f', new_tat), 'PX', ttl)
   end
 end
