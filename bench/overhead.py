@@ -285,7 +285,8 @@ def main() -> None:
         print(f"B  achieved rate: steady {b['steady_rate']:.2f} req/s = {b['steady_rate'] / 20:.2f} of the limit; "
               f"whole batch {b['overall_rate']:.2f} req/s = {b['overall_rate'] / 20:.2f} (target >= 0.90)")
     if c:
-        print(f"C  calls {c['calls']}, tokens {c['tokens']}, wall {c['wall']:.1f}s; limits {c['request_limit']} req/min "
+        print(f"C  calls {c['calls']}, tokens {c['tokens']}, wall {c['wall']:.1f}s; "
+              f"limits {c['request_limit']} req/min "
               f"and {c['token_limit']} tokens/min (the token limit binds); MAMS configured with no limits")
         print(f"C  achieved requests/s / request limit: {c['req_share']:.3f}")
         print(f"C  achieved tokens/min / token limit: {c['tok_share']:.3f} whole batch, "

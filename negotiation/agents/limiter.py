@@ -103,8 +103,9 @@ _ACQUIRE_BOTH = _NOW + _LEASE.format(full="'-1'") + _GCRA.format(k=2, i=4)
 # The multi-budget form. KEYS = lease set, limits hash, then the schedules of requests, tokens,
 # input tokens, output tokens. ARGV = lease seconds, limit, token, take lease (1/0), share, burst,
 # configured request interval (0: none), configured tokens/input/output per minute (0: none), the
-# call's tokens/input/output cost, probe (1: nothing configured), token credit (seconds, see _SETTLE). The interval of each budget is the
-# larger of the configured one and the provider's (from the limits hash, at `share`). Returns "-1"
+# call's tokens/input/output cost, probe (1: nothing configured), token credit (seconds, see _SETTLE).
+# The interval of each budget is the larger of the configured one and the provider's (from the
+# limits hash, at `share`). Returns "-1"
 # when no lease was free (nothing held), "0" when the lease (if asked) and every budget are held,
 # else the seconds to wait for the budgets while the lease is held; budgets are taken all or none.
 _INTERVALS = """

@@ -20,6 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from negotiation.agents.ratelimit_headers import parse_duration
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeLLM, Request
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -382,7 +383,7 @@ def test_a_request_beyond_the_token_budget_is_429_with_retry_after_and_the_reque
     response = caught.value.response
     assert int(response.headers["retry-after"]) >= 1
     assert "tokens" in response.text
-    assert response.headers["x-ratelimit-remaining-tokens"] == str(int(response.headers["x-ratelimit-remaining-tokens"]))
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) < 300  # honest: not enough for the call
     # the request limit binds on its own too
     fake.configure(token_limit=None, rate_limit="2/60")
     fake.reset()
@@ -401,8 +402,10 @@ def test_anthropic_headers_state_each_budget_with_an_rfc3339_reset(fake, client)
     h = raw.headers
     assert h["anthropic-ratelimit-requests-limit"] == "50"
     assert h["anthropic-ratelimit-requests-remaining"] == "49"
-    assert 8000 - usage.prompt_tokens <= int(h["anthropic-ratelimit-input-tokens-remaining"]) <= 8000 - usage.prompt_tokens + 1
-    assert 2000 - usage.completion_tokens <= int(h["anthropic-ratelimit-output-tokens-remaining"]) <= 2000 - usage.completion_tokens + 1
+    input_left = int(h["anthropic-ratelimit-input-tokens-remaining"])
+    output_left = int(h["anthropic-ratelimit-output-tokens-remaining"])
+    assert 8000 - usage.prompt_tokens <= input_left <= 8000 - usage.prompt_tokens + 1
+    assert 2000 - usage.completion_tokens <= output_left <= 2000 - usage.completion_tokens + 1
     reset = datetime.datetime.fromisoformat(h["anthropic-ratelimit-tokens-reset"].replace("Z", "+00:00"))
     # full again once the used tokens have refilled at 10000/min
     assert before <= reset.timestamp() <= time.time() + usage.total_tokens * 60 / 10000 + 0.01
@@ -424,9 +427,7 @@ def test_a_lowered_limit_keeps_what_was_used_so_remaining_reads_0_until_it_refil
     headers = caught.value.response.headers
     assert headers["x-ratelimit-remaining-tokens"] == "0"
     # the reset says how far below zero: more than a whole window until the bucket is full
-    seconds = float(headers["x-ratelimit-reset-tokens"].removesuffix("s").split("m")[-1]) + (
-        60 * int(headers["x-ratelimit-reset-tokens"].split("m")[0]) if "m" in headers["x-ratelimit-reset-tokens"].rstrip("ms") else 0)
-    assert seconds > 60
+    assert parse_duration(headers["x-ratelimit-reset-tokens"]) > 60
 
 
 def test_header_families_refuse_a_window_that_is_not_a_minute_and_change_nothing(fake):
