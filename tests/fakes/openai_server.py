@@ -4,12 +4,13 @@ MAMS fakes the LLM only at the HTTP boundary, so the real ``openai`` client (its
 retries) and our Redis rate limiter run unchanged against this server. ``FakeLLM`` serves
 ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models`` from a stdlib ``ThreadingHTTPServer``;
 a *policy* (``Callable[[Request], str]``) decides the content of each answer. Knobs that shape the
-provider's behaviour (latency, a hard moving-window request limit, token limits, the rate-limit
-header family it sends, a FIFO of injected faults, an outage window) can be changed at runtime from
-Python or over HTTP (``POST /_control``, ``POST /_reset``, ``GET /_stats``, ``GET /_requests``), and
-every generation request is recorded so that a test can prove, for example, that no client ever exceeded the limit (``max_accepted_in_window``). Integration tests run
-it in-process in a background thread; load and fault benchmarks run it as a separate process with
-``python -m tests.fakes.openai_server --port 0 --latency 0.3 --rate 20/1``, which prints one line
+provider's behaviour (latency, a hard moving-window request limit, token limits, the rate-limit header
+family it sends, a FIFO of injected faults, an outage window) can be changed at runtime from Python or
+over HTTP (``POST /_control``, ``POST /_reset``, ``GET /_stats``, ``GET /_requests``), and every
+generation request is recorded so that a test can prove, for example, that no client ever exceeded the
+limit (``max_accepted_in_window``). Integration tests run it in-process in a background thread; load and
+fault benchmarks run it as a separate process with ``python -m tests.fakes.openai_server --port 0
+--latency 0.3 --rate 20/1``, which prints one line
 ``FAKE_LLM_URL=http://127.0.0.1:PORT/v1`` and serves until SIGTERM or SIGINT.
 
 Token limits are modelled on the real providers (OpenAI's and Anthropic's rate-limit docs): a token
