@@ -13,6 +13,8 @@ Phase B: the fake takes 300 ms per call and refuses (429) anything beyond 20 req
 1-second window, like a real provider; MAMS's shared limiter is set to 19/s, 5% under the hard
 limit to absorb loopback jitter. We report the achieved request rate as a fraction of the limit,
 the 429s and the most requests the provider ever accepted in one window.
+Phase BH: phase B again with the limit stated in OpenAI-style headers (1200 a minute) and no rate
+configured in MAMS.
 Phase C: real providers limit tokens too, and say where a caller stands in every answer. The fake
 takes 300 ms per call, limits requests (1200 a minute) and tokens (prompt + completion, a per-minute
 token bucket) at once, with the token limit set so that it binds (about 12 calls a second at this
@@ -186,11 +188,13 @@ def phase_a(runs: int, sessions: int) -> dict[str, Any]:
             "cpu_ms": cpu * 1000 / turns, "llm_ms": statistics.median(llm), "reference_ms": statistics.median(refs)}
 
 
-def phase_b(runs: int) -> dict[str, float]:
+def phase_b(runs: int, *, headers: bool = False) -> dict[str, float]:
     import httpx
 
-    fake, url = start_fake(0.3, "20/1")
-    worker = start_worker(url, 24, "19/second")
+    # With headers: the same 20 a second stated per minute (OpenAI's headers are per minute), and
+    # MAMS configured with no rate: it learns the limit from the answers.
+    fake, url = start_fake(0.3, "1200/60" if headers else "20/1", headers="openai" if headers else "none")
+    worker = start_worker(url, 24, "none" if headers else "19/second")
     try:
         batch_id, wall = run_batch(runs, 4, url)
         stats = httpx.get(url.removesuffix("/v1") + "/_stats").json()
@@ -249,7 +253,8 @@ def main() -> None:
     parser.add_argument("--batches-a", type=int, default=3, help="phase-A batches, pooled")
     parser.add_argument("--runs-b", type=int, default=60)
     parser.add_argument("--runs-c", type=int, default=300)
-    parser.add_argument("--phases", default="ABC", help="which phases to run, e.g. BC")
+    parser.add_argument("--phases", default="ABHC",
+                        help="which phases to run, e.g. BC (H: phase B with OpenAI headers and no rate configured)")
     opts = parser.parse_args()
     ensure_db()
     import django
@@ -266,6 +271,11 @@ def main() -> None:
     if "B" in opts.phases or "C" in opts.phases:
         print(f"phase B: {opts.runs_b} runs, fake provider at 300 ms with a hard 20 req/s limit ...", flush=True)
         b = phase_b(opts.runs_b)
+    bh = None
+    if "H" in opts.phases:
+        print(f"phase B with headers: {opts.runs_b} runs, 1200 req/min stated in OpenAI headers, no rate configured",
+              flush=True)
+        bh = phase_b(opts.runs_b, headers=True)
     if "C" in opts.phases:
         print(f"phase C: {opts.runs_c} runs, fake provider at 300 ms limiting requests and tokens, OpenAI headers, "
               "no limits configured in MAMS ...", flush=True)
@@ -284,6 +294,11 @@ def main() -> None:
         print(f"B  provider 429s: {b['n429']}; most requests accepted in any 1 s window: {b['max_window']} (limit 20)")
         print(f"B  achieved rate: steady {b['steady_rate']:.2f} req/s = {b['steady_rate'] / 20:.2f} of the limit; "
               f"whole batch {b['overall_rate']:.2f} req/s = {b['overall_rate'] / 20:.2f} (target >= 0.90)")
+    if bh:
+        print(f"BH calls {bh['calls']}, wall {bh['wall']:.1f}s, "
+              f"ratio to calls/limit {bh['wall'] / bh['lower_bound']:.2f}; "
+              f"429s {bh['n429']}; achieved steady {bh['steady_rate'] / 20:.3f}, whole batch "
+              f"{bh['overall_rate'] / 20:.3f} of 1200/min (headers on, no rate configured)")
     if c:
         print(f"C  calls {c['calls']}, tokens {c['tokens']}, wall {c['wall']:.1f}s; "
               f"limits {c['request_limit']} req/min "
