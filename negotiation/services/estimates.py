@@ -26,13 +26,15 @@ from negotiation.agents.prices import PRICES_AS_OF, PriceTableError, price_for
 from negotiation.models import Session
 from negotiation.services.batches import agents_resolve
 
-# Prompt tokens per agent call and completion tokens per answer, as the fake provider counted them
-# (characters / 4) for MAMS's chat prompts in `make bench` phase B (a 4-round, 3-seller session);
-# the transcript grows each round, so this is a mean over rounds. Analyst calls carry the transcript.
-PROMPT_TOKENS_PER_AGENT_CALL = 420
-COMPLETION_TOKENS_PER_AGENT_CALL = 45
-PROMPT_TOKENS_PER_ANALYSIS = 900
-COMPLETION_TOKENS_PER_ANALYSIS = 250
+# Prompt tokens per call, measured (characters / 4, as the fake provider counts) over the 5,397 agent
+# calls and 819 analyses `make bench` recorded with MAMS's chat prompts on the load sample session
+# (4 rounds; the transcript grows each round, so these are means over rounds): buyer 325, seller 217,
+# analysis 465. Completion tokens are an assumption, not a measurement (the fake's scripted answers,
+# ~25 tokens, are terser than a model that also writes its reasoning): 120 per agent answer, 300 per
+# analysis, capped by each call's max_tokens.
+PROMPT_TOKENS_PER_CALL = {"buyer": 330, "seller": 220, "analyst": 470}
+COMPLETION_TOKENS_PER_AGENT_CALL = 120
+COMPLETION_TOKENS_PER_ANALYSIS = 300
 
 
 def batch_estimate(*, session: Session, item_name: str | None, runs: int, agents: dict | None,
@@ -55,10 +57,10 @@ def batch_estimate(*, session: Session, item_name: str | None, runs: int, agents
         if spec["strategy"] != "llm" or not per_run:
             continue
         chat = spec.get("prompt_format", "chat") == "chat"
+        prompt = PROMPT_TOKENS_PER_CALL[role]
         if role == "analyst":
-            prompt, completion = PROMPT_TOKENS_PER_ANALYSIS, COMPLETION_TOKENS_PER_ANALYSIS
+            completion = COMPLETION_TOKENS_PER_ANALYSIS
         else:
-            prompt = PROMPT_TOKENS_PER_AGENT_CALL
             completion = min(COMPLETION_TOKENS_PER_AGENT_CALL, CHAT_MAX_TOKENS if chat else COMPLETION_MAX_TOKENS)
         calls = per_run * total_runs
         group = groups.setdefault((spec["profile"], spec["model"]),
@@ -104,10 +106,10 @@ def batch_estimate(*, session: Session, item_name: str | None, runs: int, agents
             "upper_bound": "every run uses all max_rounds, the buyer addresses every seller every round, and "
                            "every run is analysed",
             "sellers": n_sellers, "items": n_items, "max_rounds": max_rounds, "calls_per_run": calls_per_run,
-            "prompt_tokens_per_agent_call": PROMPT_TOKENS_PER_AGENT_CALL,
+            "prompt_tokens_per_call": PROMPT_TOKENS_PER_CALL,
             "completion_tokens_per_agent_call": COMPLETION_TOKENS_PER_AGENT_CALL,
-            "prompt_tokens_per_analysis": PROMPT_TOKENS_PER_ANALYSIS,
             "completion_tokens_per_analysis": COMPLETION_TOKENS_PER_ANALYSIS,
+            "completion_tokens_measured": False,
             "prices": {m: _price_text(m) for m in sorted({m for _, m in groups})},
             "prices_as_of": PRICES_AS_OF,
         },

@@ -32,7 +32,8 @@ def test_a_dry_run_answers_the_estimate_and_launches_nothing(api: Any, sample: S
     # an upper bound: every round, the buyer and every seller; one analysis per run
     assert e["calls"] == 10 * (4 * (1 + sellers) + 1)
     agent_calls = 10 * 4 * (1 + sellers)
-    prompt = agent_calls * estimates.PROMPT_TOKENS_PER_AGENT_CALL + 10 * estimates.PROMPT_TOKENS_PER_ANALYSIS
+    per_call = estimates.PROMPT_TOKENS_PER_CALL
+    prompt = 10 * 4 * per_call["buyer"] + 10 * 4 * sellers * per_call["seller"] + 10 * per_call["analyst"]
     completion = (agent_calls * estimates.COMPLETION_TOKENS_PER_AGENT_CALL
                   + 10 * estimates.COMPLETION_TOKENS_PER_ANALYSIS)
     assert (e["prompt_tokens"], e["completion_tokens"]) == (prompt, completion)
