@@ -176,6 +176,11 @@ LLM_PROFILES: dict[str, dict] = {
         "known_models_env": "MAMS_OPENROUTER_MODELS",
         "prompt_format": "chat",
         "rate": env("MAMS_OPENROUTER_RATE", "60/minute"),
+        # Tokens per minute (prompt + completion, then prompt and completion alone where the provider
+        # limits them apart, as Anthropic does); empty: only the limits the provider's headers state.
+        "tpm": env("MAMS_OPENROUTER_TPM", ""),
+        "input_tpm": env("MAMS_OPENROUTER_INPUT_TPM", ""),
+        "output_tpm": env("MAMS_OPENROUTER_OUTPUT_TPM", ""),
         "max_concurrency": env_int("MAMS_OPENROUTER_CONCURRENCY", 8),
     },
     "openai-compatible": {
@@ -186,10 +191,18 @@ LLM_PROFILES: dict[str, dict] = {
                    "analyst": env("MAMS_OPENAI_ANALYST_MODEL", env("MAMS_OPENAI_MODEL", "gpt-4o-mini"))},
         "prompt_format": env("MAMS_OPENAI_PROMPT_FORMAT", "chat"),
         "rate": env("MAMS_OPENAI_RATE", "60/minute"),
+        # Tokens per minute (prompt + completion, then prompt and completion alone where the provider
+        # limits them apart, as Anthropic does); empty: only the limits the provider's headers state.
+        "tpm": env("MAMS_OPENAI_TPM", ""),
+        "input_tpm": env("MAMS_OPENAI_INPUT_TPM", ""),
+        "output_tpm": env("MAMS_OPENAI_OUTPUT_TPM", ""),
         "max_concurrency": env_int("MAMS_OPENAI_CONCURRENCY", 8),
     },
 }
 LLM_DEFAULT_PROFILE = env("MAMS_DEFAULT_PROFILE", "local")
+# The share of a provider's stated limit (its rate-limit headers) the shared limiter uses: a hair
+# under 1, so loopback and network jitter never puts one request over the provider's own count.
+LLM_PROVIDER_LIMIT_SHARE = float(env("MAMS_LLM_PROVIDER_LIMIT_SHARE", "0.99"))
 
 # --- Limits ------------------------------------------------------------------------------------
 MAMS_MAX_RUNS_PER_BATCH = env_int("MAMS_MAX_RUNS_PER_BATCH", 10000)

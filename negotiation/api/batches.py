@@ -51,6 +51,7 @@ from negotiation.selectors import (
     session_get,
 )
 from negotiation.services.batches import batch_cancel_request, batch_create_idempotent
+from negotiation.services.estimates import batch_estimate
 
 TAG = ["batches"]
 EXPORT_CHUNK = 500
@@ -211,6 +212,9 @@ class BatchesApi(APIView):
                       "hidden: each run ends without warning after a round drawn from its seed (the agents are "
                       "told the range), with no closing turn, and a counter is binding, so waiting cannot win "
                       "(the core-v2 benchmark rules, negotiation/engine/protocol.py).")
+        dry_run = serializers.BooleanField(
+            default=False, help_text="true: launch nothing; answer 200 with the estimate (calls, tokens, "
+                                     "dollars, wall time under the known limits) and the inputs it used.")
 
         def validate_runs(self, value: int) -> int:
             if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:
@@ -256,6 +260,11 @@ class BatchesApi(APIView):
         session = session_get(user=request.user, session_id=v.pop("session"))
         if session is None:
             raise ValidationError({"session": ["No session with this id (or it is not yours)."]})
+        if v.pop("dry_run"):
+            estimate = batch_estimate(session=session, item_name=(v.get("item_name") or "").strip() or None,
+                                      runs=v["runs"], agents=v.get("agents"), max_rounds=v["max_rounds"],
+                                      temperature=v["temperature"])
+            return Response({"dry_run": True, "estimate": estimate}, status=status.HTTP_200_OK)
         body_hash = hashlib.sha256(json.dumps(request.data, sort_keys=True, default=str).encode()).hexdigest()
         batch, created = batch_create_idempotent(
             owner=request.user, idempotency_key=key, request_hash=body_hash, session=session,
