@@ -79,7 +79,8 @@ def start_fake(latency: float, rate: str | None, *, tokens: str | None = None,
 
 
 def start_worker(url: str, concurrency: int, rate: str, *, name: str = "bench", max_in_flight: int | None = None,
-                 queues: str = "rounds,agents,analysis,maintenance,voice,archive", tpm: str = "none") -> subprocess.Popen:
+                 queues: str = "rounds,agents,analysis,maintenance,voice,archive",
+                 tpm: str = "none") -> subprocess.Popen:
     """A worker process with its own hostname (as on its own host), once it answers a ping."""
     env = {**os.environ, "MAMS_OPENAI_BASE_URL": url, "MAMS_OPENAI_RATE": rate, "MAMS_OPENAI_TPM": tpm,
            "MAMS_OPENAI_CONCURRENCY": str(max_in_flight or concurrency), "MAMS_LLM_TIMEOUT": "10"}
