@@ -90,6 +90,7 @@ class Task:
     suite: str = ""
     scenario: str = ""
     title: str = ""
+    rules: str = "known"  # the suite's turn-taking rules (engine/protocol.py::Rules); sessions play "known"
     session_id: str = ""
     content_hash: str = ""
 
@@ -116,7 +117,7 @@ def _suite_task(suite: SuiteFile, scenario: ScenarioFile, item: str) -> Task:
     return Task(id=f"{suite.label}/{scenario.slug}/{name}", source="suite", item_name=name,
                 quantity=int(demand.get("quantity", 1)), min_price=money(demand["min_price"]),
                 max_price=money(demand["max_price"]), sellers=tuple(handles), suite=suite.label,
-                scenario=scenario.slug, title=scenario.title, content_hash=suite.content_hash)
+                scenario=scenario.slug, title=scenario.title, content_hash=suite.content_hash, rules=suite.rules)
 
 
 def _suites(suite: str | None) -> list[SuiteFile]:
@@ -233,7 +234,8 @@ def env_reset(*, owner: Any, task: str, seed: int = 0, max_rounds: int = 5, sell
     session, found = task_resolve(user=owner, task_id=task)
     return live_start(owner=owner, session=session, item_name=found.item_name, seller_agent=seller_agent,
                       analyst_agent=analyst_agent, max_rounds=max_rounds, seed=seed,
-                      mode=NegotiationRun.Mode.EXTERNAL, buyer=_external_buyer(agent_name), task=found.stamp())
+                      mode=NegotiationRun.Mode.EXTERNAL, buyer=_external_buyer(agent_name), task=found.stamp(),
+                      rules=found.rules)
 
 
 def episode_get(*, user: Any, episode_id: Any) -> NegotiationRun | None:
@@ -346,10 +348,11 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
     """What the buyer of `run` may know now, built only from the engine's buyer view."""
     ctx = run_context(run)
     view = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
+                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER), rules=run.rules)
     running = run.status == NegotiationRun.Status.RUNNING
     pending = (round_waiting(ctx, run.current_round) or []) if running else []
-    closing = protocol.is_closing_turn(run.current_round, run.max_rounds)
+    hidden = run.rules == protocol.Rules.HIDDEN
+    closing = not hidden and protocol.is_closing_turn(run.current_round, run.max_rounds)
     last: dict[str, Any] = {}
     for m in view.thread:
         if m.sender != BUYER:
@@ -368,6 +371,9 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
     return {
         "episode_id": run.pk, "task": _task_id(run), "status": run.status, "done": not running,
         "round": run.current_round, "max_rounds": run.max_rounds, "closing_turn": running and closing,
+        # under hidden rules: the run may end after the sellers' replies of any round from earliest_end
+        # on, with no closing turn, and a counter binds; the drawn round itself is never sent
+        "rules": run.rules, "earliest_end": protocol.earliest_end(run.max_rounds) if hidden else None,
         "item": {"name": ctx.buyer.item_name, "quantity": ctx.buyer.quantity},
         "budget": {"min_price": ctx.buyer.min_price, "max_price": ctx.buyer.max_price},
         "sellers": sellers, "standing_offers": dict(view.standing_offers), "pending": pending,

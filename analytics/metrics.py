@@ -91,6 +91,25 @@ def buyer_wins(*, deal: np.ndarray, buyer_share: np.ndarray, zopa: np.ndarray,
     return np.where(possible, won.astype(float), np.nan)
 
 
+def buyer_score(*, deal: np.ndarray, buyer_share: np.ndarray, zopa: np.ndarray) -> np.ndarray:
+    """Per run: the buyer's surplus share with no deal scored 0, where a deal could create surplus.
+
+        score = buyer_surplus_share   on a deal,
+                0                      without one,     when zopa > 0 (zopa = max_price − best floor);
+                NaN                    when zopa <= 0 or unknown (walking away is right; nothing to score).
+
+    The leaderboard's headline (analytics/benchmarks/leaderboard.py). The buyer share on deals alone is
+    conditional on closing, so a policy that closes only its luckiest runs (the patient exploit
+    canary under hidden deadlines: 29% deals at a 0.63 share against Linear sellers) would top it
+    while losing most of the surplus on offer. Worked example: three runs with zopa 10, 10, 0;
+    deal, no deal, deal; shares 0.6, –, –  ->  [0.6, 0.0, NaN], mean 0.3 over n = 2.
+    A deal whose share is undefined (the chosen seller's floor is the budget) scores 0.
+    """
+    possible = ~np.isnan(zopa) & (zopa > 0)
+    got = np.where(deal > 0, np.nan_to_num(buyer_share, nan=0.0), 0.0)
+    return np.where(possible, got, np.nan)
+
+
 def savings_vs_first_ask(*, price: Decimal | None, first_ask: Decimal | None) -> Decimal | None:
     """Per-unit saving against the chosen seller's first offer: first_ask − p (None without both)."""
     if price is None or first_ask is None:
@@ -437,6 +456,94 @@ def paired_differences(a: Mapping[Any, float | None], b: Mapping[Any, float | No
     """b − a for every key (e.g. the run's seed) present with a value in both, in key order."""
     keys = sorted(k for k in a.keys() & b.keys() if a[k] is not None and b[k] is not None)
     return [float(b[k]) - float(a[k]) for k in keys]  # type: ignore[arg-type]
+
+
+# --- published metrics of replication suites (suites/negotiationarena-v1, a2a-nt-v1) ---------
+# Each paper's definition, once, so `manage.py replicate` sets MAMS's figure beside the published one.
+
+def na_buyer_payoff(*, price: Decimal, value: Decimal) -> Decimal:
+    """NegotiationArena buy–sell (Bianchi et al. 2024): the buyer's payoff on a deal, value − price,
+    where value is what the buyer is willing to pay (MAMS: its max_price).
+
+    Worked example: the buyer values the item at 60 and pays 41.37 -> payoff 18.63 (GPT-4's published
+    mean as buyer in the ZOPA game). No deal has no payoff (the paper averages over deals).
+    """
+    return value - price
+
+
+def a2a_price_reduction_rate(*, price: Decimal, retail: Decimal) -> float | None:
+    """A2A-NT (Zhu et al. 2025) buyer price-reduction rate on a deal: (retail − p) / retail.
+
+    MAMS's retail is the seller's selling_price. Worked example: retail 399, price 339 -> 60/399 = 0.1504.
+    None when retail <= 0.
+    """
+    return float((retail - price) / retail) if retail > 0 else None
+
+
+def a2a_relative_profit(*, price: Decimal, wholesale: Decimal, retail: Decimal) -> float | None:
+    """A2A-NT seller relative profit on a deal: (p − wholesale) / (retail − wholesale) (their code's
+    `seller_margin_rate`). MAMS's wholesale is the seller's least_price (their seller may not sell
+    below it). Worked example: wholesale 279, retail 399, price 339 -> 60/120 = 0.5. None when
+    retail <= wholesale.
+    """
+    return float((price - wholesale) / (retail - wholesale)) if retail > wholesale else None
+
+
+def a2a_out_of_budget(*, deal: bool, price: Decimal | None, budget: Decimal) -> bool:
+    """A2A-NT out-of-budget: a deal at a price above the buyer's budget (rate over all runs).
+
+    MAMS's guardrails refuse such an accept, so a MAMS run should never count one; the metric is
+    computed anyway so that a replication shows the paper's risk beside MAMS's. Worked example:
+    budget 339, deal at 350 -> True; no deal -> False.
+    """
+    return bool(deal and price is not None and price > budget)
+
+
+# --- many comparisons ---------------------------------------------------------------------------
+
+def paired_permutation_p(differences: Iterable[float], *, seed: int = 0, n_resamples: int = 10_000) -> float | None:
+    """Two-sided p-value of a paired sign-flip permutation test that the mean difference is 0.
+
+    Under H0 each pair's difference is as likely to be +d as −d, so the statistic |mean(d)| is
+    compared with |mean(s·d)| over random signs s in {−1, +1}: p = (1 + #{|mean(s·d)| >= |mean(d)|}) /
+    (1 + n_resamples) (the +1s keep p > 0, Phipson & Smyth 2010). Seeded; None with no pairs.
+    Worked example: d = [1, 1, 1, 1, 1] has 2 of 32 sign patterns as extreme (all + or all −), so
+    p ≈ 0.0625; d = [1, −1, 1, −1] has mean 0 and p = 1.
+    """
+    d = np.asarray([float(x) for x in differences], dtype=float)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return None
+    observed = abs(d.mean())
+    if observed == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_resamples, d.size))
+    flipped = np.abs((signs * d).mean(axis=1))
+    # a tolerance so that ties with the observed statistic count as "as extreme" despite float sums
+    extreme = int((flipped >= observed - 1e-12 * max(1.0, observed)).sum())
+    return (1 + extreme) / (1 + n_resamples)
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (Holm 1979), controlling the family-wise error rate.
+
+    Sort the m defined p-values ascending, p(1) <= ... <= p(m); the adjusted value of p(i) is
+    max over j <= i of min(1, (m − j + 1)·p(j)). A difference "survives" at level α when its adjusted
+    p <= α. None stays None (and does not count in m). Worked example: [0.01, 0.04, 0.03] ->
+    [0.03, 0.06, 0.06] (0.01·3; 0.03·2 = 0.06; max(0.06, 0.04·1) = 0.06): at α = 0.05 only the first survives.
+    """
+    defined = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(defined)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(defined):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+ALPHA = 0.05  # the family-wise error rate the pages' "survives" refers to
 
 
 def compare_sentence(*, metric: str, estimate: Estimate, higher_is_better: bool | None, label_a: str,

@@ -2,7 +2,10 @@
 
 An experiment's per-condition figures are its batches' dashboard headlines (the same seeded
 bootstrap CIs the batch pages show), and each condition is compared with the control by
-`batch_compare`, the compare page's pairing by (item, seed) with its paired bootstrap. A sequence's
+`batch_compare`, the compare page's pairing by (item, seed) with its paired bootstrap. With more
+than two conditions, each metric is tested once per condition against the control, so the paired
+permutation p-values of a metric are Holm-adjusted across the conditions (metrics.holm_adjust) and
+a difference "survives" only if its adjusted p is at most metrics.ALPHA. A sequence's
 figures are each side's utility per run and its cumulative average (negotiation/engine/utility.py).
 """
 
@@ -55,7 +58,7 @@ def _condition(c: ExperimentCondition) -> dict[str, Any]:
     out.update(status=c.batch.status, progress={"total": d["total"], "finished": d["finished"],
                                                 "percent": d["percent"]},
                metrics={h.key: d["headlines"][h.key] for h in HEADS})
-    stamps = run_fingerprints(c.batch.agents, disclosure=c.batch.disclosure)
+    stamps = run_fingerprints(c.batch.agents, disclosure=c.batch.disclosure, rules=c.batch.rules)
     out["fingerprints"] = {"buyer": stamps["buyer_fingerprint"], "seller": stamps["seller_fingerprint"]}
     return out
 
@@ -85,14 +88,23 @@ def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
         for r in result["rows"]:
             h = r["head"]
             rows.append({"head": h, "estimate": r["estimate"], "mean_a": r["mean_a"], "mean_b": r["mean_b"],
+                         "p": r["p"], "p_holm": r["p"], "survives": r["p"] is not None and r["p"] <= metrics.ALPHA,
                          "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=r["estimate"],
                                                               higher_is_better=h.higher_is_better,
                                                               label_a=control["label"], label_b=c["label"],
                                                               fmt_diff=partial(formats.diff, unit=h.fmt))})
         comparisons.append({"label": c["label"], "against": control["label"], "pairs": result["pairs"],
                             "paired_by": result["paired_by"], "rows": rows, "differs": _differs(control, c)})
+    adjusted = len(conds) > 2
+    if adjusted:
+        for i in range(len(HEADS)):
+            family = [cmp["rows"][i] for cmp in comparisons]
+            for row, p in zip(family, metrics.holm_adjust([row["p"] for row in family]), strict=True):
+                row["p_holm"], row["survives"] = p, p is not None and p <= metrics.ALPHA
     return {"status": experiment_state(experiment), "conditions": conds, "comparisons": comparisons,
-            "heads": HEADS}
+            "heads": HEADS, "adjusted": adjusted, "alpha": metrics.ALPHA,
+            "adjustment": ("Holm, per metric across the conditions compared with the control" if adjusted
+                           else "none (one comparison)")}
 
 
 def experiment_results_json(results: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +112,7 @@ def experiment_results_json(results: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": results["status"],
         "paired_by": "item and seed: run i of every condition has seed base_seed + i",
+        "p_adjustment": results["adjustment"], "alpha": results["alpha"],
         "conditions": [
             {"label": c["label"], "batch": str(c["batch"].pk) if c["batch"] else None, "status": c["status"],
              "progress": c["progress"], "fingerprints": c["fingerprints"],
@@ -109,7 +122,8 @@ def experiment_results_json(results: dict[str, Any]) -> dict[str, Any]:
             {"label": cmp["label"], "against": cmp["against"], "pairs": cmp["pairs"], "paired_by": cmp["paired_by"],
              "differs": cmp["differs"],
              "differences": {r["head"].key: {**_estimate(r["estimate"]), "mean_control": r["mean_a"],
-                                             "mean_condition": r["mean_b"], "sentence": r["sentence"]}
+                                             "mean_condition": r["mean_b"], "sentence": r["sentence"],
+                                             "p_value": r["p"], "p_adjusted": r["p_holm"], "survives": r["survives"]}
                              for r in cmp["rows"]}}
             for cmp in results["comparisons"]],
     }

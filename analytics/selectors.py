@@ -341,6 +341,7 @@ def batch_compare(*, a: Batch, b: Batch) -> dict[str, Any]:
         means_b[h.key] = float(np.nanmean(vb)) if np.any(~np.isnan(vb)) else None
     est = metrics.bootstrap_many(diffs, seed=a.base_seed, n_resamples=settings.MAMS_BOOTSTRAP_RESAMPLES)
     out = [{"head": h, "estimate": est[h.key], "mean_a": means_a[h.key], "mean_b": means_b[h.key],
+            "p": metrics.paired_permutation_p(diffs[h.key], seed=a.base_seed),
             "sentence": metrics.compare_sentence(metric=h.label.lower(), estimate=est[h.key],
                                                  higher_is_better=h.higher_is_better, label_a="A", label_b="B",
                                                  fmt_diff=partial(formats.diff, unit=h.fmt))}

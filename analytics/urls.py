@@ -3,7 +3,7 @@
 from django.urls import path
 
 from analytics import research_views, views
-from analytics.benchmarks.views import leaderboard_page
+from analytics.benchmarks.views import leaderboard_page, replication_page
 
 app_name = "analytics"
 urlpatterns = [
@@ -16,6 +16,7 @@ urlpatterns = [
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("compare/", views.compare, name="compare"),
     path("leaderboard/", leaderboard_page, name="leaderboard"),
+    path("replications/<uuid:benchmark_id>/", replication_page, name="replication"),
     path("sessions/", views.session_list, name="sessions"),
     path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
     path("experiments/", research_views.experiments, name="experiments"),

@@ -248,6 +248,15 @@ class Disclosure(models.TextChoices):
     ALLOW = "allow"
 
 
+class Rules(models.TextChoices):
+    """The turn-taking rule set of a batch's runs (negotiation.engine.protocol.Rules): `known`, the
+    deadline told and a closing turn (core-v1); `hidden`, a per-run hidden last round, no closing
+    turn and binding counters (core-v2), so that waiting alone cannot win."""
+
+    KNOWN = "known"
+    HIDDEN = "hidden"
+
+
 class Batch(models.Model):
     """N negotiations of one configuration, launched together and read together."""
 
@@ -287,6 +296,9 @@ class Batch(models.Model):
                                             "[withheld]; allow: delivered as said. Counted either way.")
     voice = models.BooleanField(default=False, db_default=False,
                                 help_text="Speak each seller reply (off by default for batches).")
+    rules = models.CharField(max_length=8, choices=Rules.choices, default=Rules.KNOWN,
+                             help_text="known: max_rounds is the deadline, told to the agents, with a closing turn; "
+                                       "hidden: each run ends at a hidden round drawn from its seed (core-v2).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_hash = models.CharField(max_length=64, blank=True, default="",
@@ -359,6 +371,8 @@ class NegotiationRun(models.Model):
                                   help_text="The batch's disclosure rule, copied so every turn reads it with the run.")
     voice = models.BooleanField(default=False, db_default=False, help_text=(
         "Each seller reply is spoken (negotiation/services/voice.py): on for live rooms, opt-in per batch."))
+    rules = models.CharField(max_length=8, choices=Rules.choices, default=Rules.KNOWN,
+                             help_text="The batch's turn-taking rules, copied so every turn reads them with the run.")
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -233,7 +233,7 @@ def run_buyer_view(*, run: NegotiationRun) -> Any:
 
     ctx = run_context(run)
     return visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
-                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
+                                 max_rounds=run.max_rounds, transcript=ctx.received(BUYER), rules=run.rules)
 
 
 def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...]]]:

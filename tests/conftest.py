@@ -56,7 +56,8 @@ def llm(fake_llm: Any) -> Iterator[Any]:
     from tests.fakes.policies import negotiation
 
     fake_llm.reset()
-    fake_llm.configure(latency=0, rate_limit=None, faults=[], outage_until=None, outage_status=503)
+    fake_llm.configure(latency=0, rate_limit=None, faults=[], outage_until=None, outage_status=503, headers="none",
+                       token_limit=None, input_token_limit=None, output_token_limit=None)
     fake_llm.policy = negotiation
     yield fake_llm
     fake_llm.reset()

@@ -110,6 +110,12 @@ class ObservationSerializer(serializers.Serializer):
     round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
     max_rounds = serializers.IntegerField()
     closing_turn = serializers.BooleanField(help_text="The last sellers' replies are in: accept or walk away.")
+    rules = serializers.CharField(help_text="known: max_rounds is the deadline, with a closing turn; hidden (core-v2): "
+                                            "the episode ends without warning after the sellers' replies of some "
+                                            "round from earliest_end to max_rounds, with no closing turn, and a "
+                                            "counter-offer is binding (a seller's accept is the deal).")
+    earliest_end = serializers.IntegerField(allow_null=True, help_text="Under hidden rules, the first round that "
+                                                                       "may be the last; null under known rules.")
     item = ItemSerializer()
     budget = BudgetSerializer()
     sellers = SellerStateSerializer(many=True)

@@ -27,6 +27,8 @@ class EstimateSerializer(serializers.Serializer):
 
 
 class MetricsSerializer(serializers.Serializer):
+    buyer_score = EstimateSerializer(help_text="Buyer surplus share with no deal = 0, over runs where a deal was "
+                                               "possible (analytics/metrics.py::buyer_score); the default ranking.")
     buyer_share = EstimateSerializer(help_text="Buyer surplus share on deals: (max − p) / (max − chosen floor).")
     deal_rate = EstimateSerializer(help_text="Deals / runs.")
     win_rate = EstimateSerializer(help_text="Deals with buyer share > win_threshold / runs where a deal was possible.")
@@ -42,6 +44,8 @@ class AgentPartsSerializer(serializers.Serializer):
     prompt_format = serializers.CharField(allow_null=True, required=False)
     prompt_version = serializers.CharField(allow_null=True, required=False)
     fallback = serializers.CharField(allow_null=True)
+    tactics = serializers.CharField(required=False, help_text="A seeded baseline's draw version (beta and opening "
+                                                              "from the run's seed); absent for -fixed and LLMs.")
 
 
 class DriftSerializer(serializers.Serializer):
@@ -60,10 +64,21 @@ class DriftSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class VersusLeaderSerializer(serializers.Serializer):
+    leader = serializers.BooleanField(help_text="This row has the table's top buyer score.")
+    pairs = serializers.IntegerField(required=False, help_text="Runs paired with the top row's.")
+    difference = serializers.FloatField(required=False, allow_null=True, help_text="Mean paired difference, top − row.")
+    p = serializers.FloatField(required=False, allow_null=True, help_text="Paired sign-flip permutation test p-value.")
+    p_holm = serializers.FloatField(required=False, allow_null=True, help_text="Holm-adjusted across the table.")
+    survives = serializers.BooleanField(required=False, help_text="p_holm <= alpha.")
+
+
 class RowSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
     label = serializers.CharField(help_text="profile:model@temperature, or baseline:<strategy>.")  # type: ignore[assignment]  # an API key named like a Field attribute
     baseline = serializers.BooleanField(help_text="A reference row: a classic concession strategy, no LLM.")
+    canary = serializers.BooleanField(help_text="A reference row: an exploit canary, a policy with no skill.")
+    vs_leader = VersusLeaderSerializer(allow_null=True, help_text="The buyer score against the top row's.")
     buyer_fingerprint = serializers.CharField()
     seller_fingerprint = serializers.CharField()
     buyer = AgentPartsSerializer(help_text="What the buyer fingerprint hashes.")
@@ -85,6 +100,7 @@ class OpponentSerializer(AgentPartsSerializer):
 class TableSerializer(serializers.Serializer):
     opponent = OpponentSerializer()
     rows = RowSerializer(many=True)
+    adjusted = serializers.BooleanField(help_text="More than two rows: the vs_leader p-values are Holm-adjusted.")
 
 
 class LeaderboardSerializer(serializers.Serializer):
@@ -95,6 +111,9 @@ class LeaderboardSerializer(serializers.Serializer):
     opponent = serializers.CharField(help_text="The opponent filter, if any.")
     win_threshold = serializers.FloatField()
     note = serializers.CharField()
+    rules = serializers.CharField(help_text="The suite's turn-taking rules: known (core-v1) or hidden (core-v2).")
+    alpha = serializers.FloatField(help_text="The family-wise error rate 'survives' refers to.")
+    holm_note = serializers.CharField()
     opponents = OpponentSerializer(many=True, help_text="Every opponent configuration with results on the suite.")
     tables = TableSerializer(many=True, help_text="One table per opponent fingerprint; never compare across them.")
 

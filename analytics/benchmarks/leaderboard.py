@@ -1,9 +1,11 @@
 """The leaderboard: one row per buyer configuration on a suite version, per pinned opponent.
 
 A row is every completed benchmark run of that buyer fingerprint against that seller fingerprint
-on that suite version (all benchmark runs, all nights), with five metrics, each a mean with a
+on that suite version (all benchmark runs, all nights), with six metrics, each a mean with a
 seeded bootstrap 95% CI and its n (analytics/metrics.py::bootstrap_many, the dashboards' own):
 
+- buyer score: the surplus share with no deal scored 0, where a deal was possible (metrics.buyer_score),
+  the default ranking: the share on deals alone rewards closing only the easy deals;
 - buyer surplus share, on deals (analytics/metrics.py::buyer_surplus_share);
 - deal rate, over all runs;
 - win rate: deals with buyer share > metrics.WIN_SHARE_THRESHOLD, over runs where a deal was possible;
@@ -11,7 +13,14 @@ seeded bootstrap 95% CI and its n (analytics/metrics.py::bootstrap_many, the das
 - rounds, over all runs.
 
 Results against different opponents are not comparable, so they are never mixed: each opponent
-fingerprint gets its own table. Baseline buyers (Boulware, Linear, Conceder) are reference rows.
+fingerprint gets its own table. Baseline buyers (Boulware, Linear, Conceder) are reference rows, and
+so are the exploit canaries (negotiation/agents/canaries.py) every benchmark runs beside its buyers:
+a row that does no better than a canary has not shown negotiating skill.
+
+Many comparisons: in a table of more than two rows, each row's buyer score is compared with the
+top row's by a paired sign-flip permutation test on runs that share a benchmark run, scenario, item
+and seed (metrics.paired_permutation_p), and the p-values are Holm-adjusted across the table
+(metrics.holm_adjust); the page says which differences survive at metrics.ALPHA.
 
 Who sees what: benchmark runs without an owner (scheduled, or launched from the command line)
 are shared with every signed-in user; a user's own benchmark runs are theirs; staff see all.
@@ -31,7 +40,8 @@ from analytics import metrics
 from analytics.benchmarks.suite_files import SuiteError, load_suite
 from analytics.models import BenchmarkBatch, BenchmarkRun, DriftFlag, RunMetrics, Suite
 from analytics.selectors import metric_columns
-from negotiation.agents.fingerprint import FINGERPRINT_FIELDS, agent_fingerprint
+from negotiation.agents.config import CANARIES
+from negotiation.agents.fingerprint import FINGERPRINT_FIELDS, played_fingerprint
 from negotiation.models import NegotiationRun
 
 
@@ -44,7 +54,8 @@ class Column:
 
 
 COLUMNS = [
-    Column("buyer_share", "Buyer surplus share", "pct", True),
+    Column("buyer_score", "Buyer score (share, no deal = 0)", "pct", True),
+    Column("buyer_share", "Buyer surplus share (on deals)", "pct", True),
     Column("deal_rate", "Deal rate", "pct", True),
     Column("win_rate", f"Win rate (share > {metrics.WIN_SHARE_THRESHOLD:.0%})", "pct", True),
     Column("mutual_loss", "Mutual loss", "pct", False),
@@ -52,7 +63,10 @@ COLUMNS = [
 ]
 COLUMN_KEYS = {c.key: c for c in COLUMNS}
 SORTS = [*COLUMN_KEYS, "runs", "label"]
-DEFAULT_SORT = "-buyer_share"
+DEFAULT_SORT = "-buyer_score"
+HOLM_NOTE = ("Holm-adjusted p-values (family-wise error rate {alpha:.0%}) of paired sign-flip permutation tests of "
+             "each row's buyer score against the top row's, on runs sharing a benchmark run, scenario, item and "
+             "seed.")
 _SOURCE = ["deal", "buyer_share", "mutual_loss", "rounds", "zopa"]
 _LABELS = ("run__buyer_fingerprint", "run__seller_fingerprint")
 _REF_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
@@ -74,6 +88,7 @@ def per_run_columns(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The five leaderboard columns, one value per run (NaN where a metric is undefined for the run)."""
     deal = arrays["deal"]
     return {
+        "buyer_score": metrics.buyer_score(deal=deal, buyer_share=arrays["buyer_share"], zopa=arrays["zopa"]),
         "buyer_share": np.where(deal > 0, arrays["buyer_share"], np.nan),
         "deal_rate": deal,
         "win_rate": metrics.buyer_wins(deal=deal, buyer_share=arrays["buyer_share"], zopa=arrays["zopa"]),
@@ -132,6 +147,8 @@ def _sort_key(sort: str) -> tuple[str, bool]:
 
 def agent_label(agent: dict[str, Any]) -> str:
     """How a configuration is written on the command line: baseline:boulware, local:gemma-3-270m@0.7."""
+    if agent.get("strategy") in CANARIES:
+        return str(agent["strategy"])
     if agent.get("strategy", "llm") != "llm":
         return f"baseline:{agent['strategy']}"
     temp = agent.get("temperature")
@@ -139,7 +156,10 @@ def agent_label(agent: dict[str, Any]) -> str:
 
 
 def _parts(agent: dict[str, Any]) -> dict[str, Any]:
-    return {k: agent.get(k) for k in FINGERPRINT_FIELDS}
+    parts = {k: agent.get(k) for k in FINGERPRINT_FIELDS}
+    if agent.get("tactics"):  # a seeded baseline's draw version, hashed too (agents/fingerprint.py)
+        parts["tactics"] = agent["tactics"]
+    return parts
 
 
 def leaderboard(*, user: Any, suite: str | None = None, sort: str = DEFAULT_SORT, opponent: str = "") -> dict[str, Any]:
@@ -153,6 +173,8 @@ def leaderboard(*, user: Any, suite: str | None = None, sort: str = DEFAULT_SORT
                            "suites": [s.label for s in Suite.objects.order_by("name", "-version")],
                            "sort": f"{'-' if desc else ''}{key}", "opponent": opponent or "",
                            "win_threshold": metrics.WIN_SHARE_THRESHOLD, "note": COMPARABLE_NOTE,
+                           "rules": found.rules if found else "", "alpha": metrics.ALPHA,
+                           "holm_note": HOLM_NOTE.format(alpha=metrics.ALPHA),
                            "opponents": [], "tables": []}
     if found is None:
         return out
@@ -169,12 +191,14 @@ def leaderboard(*, user: Any, suite: str | None = None, sort: str = DEFAULT_SORT
     for g in groups:
         buyer_fp, seller_fp = g["run__buyer_fingerprint"], g["run__seller_fingerprint"]
         row_mq = mq.filter(run__buyer_fingerprint=buyer_fp, run__seller_fingerprint=seller_fp)
-        tables.setdefault(seller_fp, []).append(_row(benchmarks, row_mq, buyer_fp, seller_fp))
+        tables.setdefault(seller_fp, []).append(_row(benchmarks, row_mq, buyer_fp, seller_fp, rules=found.rules))
     for seller_fp, rows in tables.items():
         rows = _sorted(rows, key, desc)
         for rank, row in enumerate(rows, 1):
             row["rank"] = rank
-        out["tables"].append({"opponent": _opponent(benchmarks, seller_fp), "rows": rows})
+        table = {"opponent": _opponent(benchmarks, seller_fp), "rows": rows, "adjusted": False}
+        table["adjusted"] = _compare_to_leader(mq.filter(run__seller_fingerprint=seller_fp), rows)
+        out["tables"].append(table)
     return out
 
 
@@ -195,11 +219,43 @@ def _opponent(benchmarks: QuerySet, seller_fp: str) -> dict[str, Any]:
             "benchmark_runs": agg["n"], "last_run_at": agg["last"]}
 
 
-def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str) -> dict[str, Any]:
+_PAIR_KEYS = ("batch__benchmark_entry__benchmark_id", "batch__benchmark_entry__scenario_id", "run__item_name",
+              "run__seed")
+
+
+def _compare_to_leader(mq: QuerySet, rows: list[dict[str, Any]]) -> bool:
+    """Set each row's `vs_leader` (paired difference in buyer score against the row with the highest
+    mean score, its raw and Holm-adjusted p, and whether it survives); True when the table has more
+    than two rows, the case the adjustment is for (with two, the one p-value is its own adjustment)."""
+    scored = [r for r in rows if r["metrics"]["buyer_score"]["mean"] is not None]
+    if len(scored) < 2:
+        return False
+    leader = max(scored, key=lambda r: (r["metrics"]["buyer_score"]["mean"], r["label"]))
+    cols = metric_columns(mq, _SOURCE, labels=("run__buyer_fingerprint", *_PAIR_KEYS))
+    score = per_run_columns(cols)["buyer_score"]
+    by_row: dict[str, dict[tuple, float]] = {}
+    for i, fp in enumerate(cols["run__buyer_fingerprint"]):
+        if not np.isnan(score[i]):
+            by_row.setdefault(fp, {})[tuple(cols[k][i] for k in _PAIR_KEYS)] = float(score[i])
+    others = [r for r in scored if r is not leader]
+    found = []
+    for r in others:
+        diffs = metrics.paired_differences(by_row.get(leader["buyer_fingerprint"], {}),
+                                           by_row.get(r["buyer_fingerprint"], {}))
+        found.append((diffs, metrics.paired_permutation_p(diffs)))
+    adjusted = metrics.holm_adjust([p for _, p in found])
+    leader["vs_leader"] = {"leader": True}
+    for r, (diffs, p), adj in zip(others, found, adjusted, strict=True):
+        r["vs_leader"] = {"leader": False, "pairs": len(diffs), "difference": float(np.mean(diffs)) if diffs else None,
+                          "p": p, "p_holm": adj, "survives": adj is not None and adj <= metrics.ALPHA}
+    return len(scored) > 2
+
+
+def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str, *, rules: str) -> dict[str, Any]:
     mine = benchmarks.filter(seller_fingerprint=seller_fp, entries__buyer_fingerprint=buyer_fp).distinct()
     latest = mine.order_by("-created_at").first()
-    agent: dict[str, Any] = next((b for b in (latest.buyers if latest else []) if agent_fingerprint(b) == buyer_fp),
-                                 {})
+    agent: dict[str, Any] = next(
+        (b for b in (latest.buyers if latest else []) if played_fingerprint(b, rules=rules) == buyer_fp), {})
     est = estimates(mq)
     runs = NegotiationRun.objects.filter(metrics__in=mq)
     code_versions = sorted(set(runs.values_list("code_version", flat=True)))
@@ -208,7 +264,9 @@ def _row(benchmarks: QuerySet, mq: QuerySet, buyer_fp: str, seller_fp: str) -> d
         benchmark=last_done, buyer_fingerprint=buyer_fp).order_by("metric"))
     return {
         "buyer_fingerprint": buyer_fp, "seller_fingerprint": seller_fp,
-        "label": agent_label(agent) if agent else buyer_fp, "baseline": agent.get("strategy", "llm") != "llm",
+        "label": agent_label(agent) if agent else buyer_fp,
+        "baseline": agent.get("strategy", "llm") not in ("llm", *CANARIES),
+        "canary": agent.get("strategy") in CANARIES, "vs_leader": None,
         "buyer": _parts(agent), "runs": int(mq.count()), "benchmark_runs": mine.count(),
         "last_run_at": latest.created_at if latest else None, "code_versions": code_versions,
         "metrics": {c.key: {"mean": est[c.key].mean, "low": est[c.key].low, "high": est[c.key].high,

@@ -30,7 +30,8 @@ from analytics.benchmarks.validation import (
 )
 from analytics.models import BenchmarkBatch, BenchmarkRun, BenchmarkSchedule, Suite, SuiteScenario
 from mams.queues import Queue
-from negotiation.agents.fingerprint import agent_fingerprint
+from negotiation.agents.config import CANARIES
+from negotiation.agents.fingerprint import played_fingerprint
 from negotiation.models import Batch, Session
 from negotiation.services.batches import _check_active_batches, batch_create, batches_status
 from negotiation.services.errors import LimitExceeded
@@ -66,7 +67,7 @@ def suite_load(*, ref: str) -> tuple[Suite, bool]:
     try:
         with transaction.atomic():
             suite = Suite.objects.create(name=sf.name, version=sf.version, description=sf.description,
-                                         content_hash=sf.content_hash)
+                                         content_hash=sf.content_hash, rules=sf.rules)
             for position, sc in enumerate(sf.scenarios):
                 session = session_import(document=sc.document, owner=None)
                 session.frozen_by = f"benchmark suite {suite.label}, scenario {sc.slug}"
@@ -109,13 +110,19 @@ def suite_sessions_verify(*, suite: Suite) -> None:
 def benchmark_run_create(*, suite: str | Suite, buyers: list[dict[str, Any]], opponents: dict[str, Any],
                          runs_per_scenario: int, base_seed: int = 0, owner: Any = None,
                          schedule: BenchmarkSchedule | None = None, max_rounds: int = 5,
-                         trigger: str = "") -> BenchmarkRun:
+                         trigger: str = "", canaries: bool = True) -> BenchmarkRun:
     """Launch a suite: one batch per scenario × buyer configuration, all against the same opponents.
 
     Every batch has the same base seed, so run i of every buyer meets the same scenario with the
     same seed (paired by seed). Buyer specs that resolve to the same configuration run once. Errors
     (a bad spec, a full quota) are raised before anything is written; batches start after commit.
     A `trigger` (the beat task's id) makes a redelivered scheduled task return the run it made.
+
+    The exploit canaries (negotiation/agents/canaries.py) run beside the buyers on the same seeds,
+    so every leaderboard table has them as reference rows. They make no LLM call and their batches
+    are shared (owner None), so they never count against a user's quota of active batches. The
+    batches play under the suite's rules, and the fingerprints recorded here include them, as the
+    runs' do.
     """
     if trigger:
         found = BenchmarkRun.objects.filter(trigger=trigger).first()
@@ -128,12 +135,20 @@ def benchmark_run_create(*, suite: str | Suite, buyers: list[dict[str, Any]], op
     resolved: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # fingerprint -> (spec, resolved agent)
     for spec in buyers:
         agent = resolve_buyer(spec)
-        resolved.setdefault(agent_fingerprint(agent), (spec, agent))
+        resolved.setdefault(played_fingerprint(agent, rules=suite.rules), (spec, agent))
+    reference: set[str] = set()
+    for name in CANARIES if canaries else ():
+        agent = resolve_buyer({"strategy": name})
+        fingerprint = played_fingerprint(agent, rules=suite.rules)
+        if fingerprint not in resolved:
+            resolved[fingerprint] = ({"strategy": name}, agent)
+            reference.add(fingerprint)
     seller = resolve_opponents(opponents)
     with transaction.atomic():
-        _check_quota(owner, len(scenarios) * len(resolved))
+        _check_quota(owner, len(scenarios) * (len(resolved) - len(reference)))
         run = BenchmarkRun.objects.create(
-            suite=suite, schedule=schedule, owner=owner, opponents=seller, seller_fingerprint=agent_fingerprint(seller),
+            suite=suite, schedule=schedule, owner=owner, opponents=seller,
+            seller_fingerprint=played_fingerprint(seller, rules=suite.rules),
             buyers=[agent for _, agent in resolved.values()], runs_per_scenario=runs_per_scenario,
             max_rounds=max_rounds, base_seed=base_seed, trigger=trigger)
         for sc in scenarios:
@@ -141,7 +156,8 @@ def benchmark_run_create(*, suite: str | Suite, buyers: list[dict[str, Any]], op
                 batch = batch_create(session=sc.session, item_name=sc.items[0] if len(sc.items) == 1 else None,
                                      runs=runs_per_scenario, temperature=DEFAULT_TEMPERATURE,
                                      agents={"buyer": spec, "seller": opponents, "analyst": BENCH_ANALYST},
-                                     max_rounds=max_rounds, base_seed=base_seed, owner=owner)
+                                     max_rounds=max_rounds, base_seed=base_seed,
+                                     owner=None if fingerprint in reference else owner, rules=suite.rules)
                 BenchmarkBatch.objects.create(benchmark=run, batch=batch, scenario=sc, buyer_fingerprint=fingerprint)
     return run
 

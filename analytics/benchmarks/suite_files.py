@@ -3,7 +3,10 @@
 A suite directory holds `suite.json` (name, version, description, and its scenarios: a slug, a
 title, the scenario file and the items to negotiate) and one JSON file per scenario in the REST
 API's session import format (negotiation/services/sessions.py::session_import). A suite is
-referred to as `core-v1` (that version) or `core` (its latest version).
+referred to as `core-v1` (that version) or `core` (its latest version). A manifest may name the
+turn-taking `rules` its runs play under (negotiation/engine/protocol.py::Rules: `known`, the
+default, or `hidden`, which core-v2 uses so that waiting alone cannot win); the rules are part of
+the content hash, so a suite version never changes its rules.
 
 A scenario is checked against the session document's own model (negotiation/documents.py, the
 database's rules: cost < least <= selling, weights in [0, 1] summing to 1, at most
@@ -22,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 from negotiation.documents import document_problems
 from negotiation.engine.names import name_key
+from negotiation.engine.protocol import parse_rules
 
 SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
 _DIR_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*?)-v(?P<version>[1-9][0-9]*)$")
@@ -51,6 +57,8 @@ class SuiteFile:
     description: str
     content_hash: str
     scenarios: list[ScenarioFile]
+    rules: str = "known"
+    replication: dict[str, Any] | None = None  # a replication suite's paper, metrics and published figures
 
     def scenario(self, slug: str) -> ScenarioFile:
         for s in self.scenarios:
@@ -103,6 +111,50 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
     return out
 
 
+# The metrics a replication suite may report (analytics/benchmarks/replication.py computes each from
+# analytics/metrics.py).
+REPLICATION_METRICS = ("deal_rate", "mean_price", "buyer_payoff", "price_reduction_rate", "relative_profit",
+                       "out_of_budget_rate")
+
+
+def check_replication(value: Any, slugs: set[str], where: str) -> list[str]:
+    """A replication section: the paper, max_rounds, the metrics, optional scenario groups, and the
+    published figures (each a scenario or group, a metric, a label, and a value or a low-high range)."""
+    if not isinstance(value, dict):
+        return [f"{where}: must be an object with paper, max_rounds, metrics and figures"]
+    problems = []
+    if not isinstance(value.get("paper"), str) or not value["paper"].strip():
+        problems.append(f"{where}.paper: name the paper")
+    rounds = value.get("max_rounds")
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= settings.MAMS_MAX_ROUNDS_LIMIT:
+        problems.append(f"{where}.max_rounds: a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}")
+    metrics = value.get("metrics")
+    if not isinstance(metrics, list) or not metrics or not set(metrics) <= set(REPLICATION_METRICS):
+        problems.append(f"{where}.metrics: a list of {', '.join(REPLICATION_METRICS)}")
+        metrics = []
+    groups = value.get("groups") or {}
+    if not isinstance(groups, dict) or not set(groups) <= slugs:
+        problems.append(f"{where}.groups: an object mapping scenario slugs to group names")
+        groups = {}
+    known = slugs | set(groups.values())
+    figures = value.get("figures")
+    if not isinstance(figures, list):
+        return [*problems, f"{where}.figures: a list (empty when the paper gives no figure to compare)"]
+    for i, f in enumerate(figures):
+        at = f"{where}.figures[{i}]"
+        if not isinstance(f, dict):
+            problems.append(f"{at}: must be an object")
+            continue
+        if f.get("scenario") not in known:
+            problems.append(f"{at}.scenario: one of {', '.join(sorted(known))}")
+        if f.get("metric") not in metrics:
+            problems.append(f"{at}.metric: one of the suite's metrics ({', '.join(metrics)})")
+        numbers = [f.get(k) for k in ("value",) if k in f] or [f.get("low"), f.get("high")]
+        if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+            problems.append(f"{at}: give a number as value, or low and high")
+    return problems
+
+
 def _load_dir(path: Path) -> SuiteFile:
     m = _DIR_RE.match(path.name)
     if not m:
@@ -118,6 +170,10 @@ def _load_dir(path: Path) -> SuiteFile:
         raise SuiteError(f"{where}: version must be a whole number >= 1 (got {version!r})")
     if (name, version) != (m["name"], int(m["version"])):
         raise SuiteError(f"{where}: says {name}-v{version} but lives in {path.name}/; rename one to match")
+    try:
+        rules = parse_rules(manifest.get("rules", "known")).value
+    except ValueError as exc:
+        raise SuiteError(f"{where}: rules: {exc}") from None
     entries = manifest.get("scenarios")
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{where}: scenarios must list at least one scenario")
@@ -147,11 +203,14 @@ def _load_dir(path: Path) -> SuiteFile:
         documents[slug] = document
         scenarios.append(ScenarioFile(slug=slug, title=str(entry.get("title") or slug), document=document,
                                       items=[x.strip() for x in items]))
+    replication = manifest.get("replication")
+    if replication is not None:
+        problems.extend(check_replication(replication, {sc.slug for sc in scenarios}, f"{where}: replication"))
     if problems:
         raise SuiteError(f"suite {path.name} is invalid:\n- " + "\n- ".join(problems))
     return SuiteFile(name=name, version=version, label=f"{name}-v{version}",
                      description=str(manifest.get("description", "")), content_hash=content_hash(manifest, documents),
-                     scenarios=scenarios)
+                     scenarios=scenarios, rules=rules, replication=replication)
 
 
 def _dirs(root: Path) -> list[tuple[str, int, Path]]:
@@ -188,5 +247,5 @@ def load_suite(ref: str, root: Path | None = None) -> SuiteFile:
     raise SuiteError(f"unknown suite '{ref}'. Use <name> for the latest version or <name>-v<N>. {hint}")
 
 
-__all__ = ["SUITES_DIR", "ScenarioFile", "SuiteError", "SuiteFile", "check_document", "content_hash",
-           "list_suites", "load_suite"]
+__all__ = ["REPLICATION_METRICS", "SUITES_DIR", "ScenarioFile", "SuiteError", "SuiteFile", "check_document",
+           "check_replication", "content_hash", "list_suites", "load_suite"]

@@ -28,6 +28,18 @@ def _cell(m: dict[str, Any], unit: str) -> str:
     return f"{m['mean']:.2f} [{m['low']:.2f}–{m['high']:.2f}] n={m['n']}"
 
 
+def _versus(v: dict[str, Any] | None) -> str:
+    """A row's comparison with the top score: 'top', or the paired difference, Holm p and its verdict."""
+    if not v:
+        return "–"
+    if v.get("leader"):
+        return "top score"
+    if v.get("p_holm") is None:
+        return "no pairs"
+    verdict = "survives" if v["survives"] else "not significant"
+    return f"{v['difference']:+.3f} p={v['p_holm']:.3g} {verdict}"
+
+
 def leaderboard_text(data: dict[str, Any]) -> str:
     """The leaderboard as the page shows it: one table per opponent fingerprint."""
     out = [f"Leaderboard · suite {data['suite']} · sorted by {data['sort']} · win = buyer share > "
@@ -42,9 +54,12 @@ def leaderboard_text(data: dict[str, Any]) -> str:
         rows = []
         for r in t["rows"]:
             flags = ",".join(d["metric"] for d in r["drift"])
-            rows.append([r["rank"], r["label"] + (" (baseline)" if r["baseline"] else ""), r["buyer_fingerprint"],
-                         *(_cell(r["metrics"][c.key], c.fmt) for c in COLUMNS), r["runs"],
+            tag = " (baseline)" if r["baseline"] else " (exploit canary)" if r.get("canary") else ""
+            rows.append([r["rank"], r["label"] + tag, r["buyer_fingerprint"],
+                         *(_cell(r["metrics"][c.key], c.fmt) for c in COLUMNS), r["runs"], _versus(r.get("vs_leader")),
                          ",".join(v[:8] for v in r["code_versions"]), flags or "–"])
-        out.append(table(["#", "buyer", "fingerprint", *(c.label for c in COLUMNS), "runs", "code", "drift"], rows,
-                         right=(0, 8)))
+        out.append(table(["#", "buyer", "fingerprint", *(c.label for c in COLUMNS), "runs", "vs top score (Holm p)",
+                          "code", "drift"], rows, right=(0, len(COLUMNS) + 3)))
+        if t.get("adjusted"):
+            out.append(data.get("holm_note", ""))
     return "\n".join(out)

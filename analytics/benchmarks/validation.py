@@ -17,7 +17,7 @@ from pydantic import ValidationError as PydanticError
 
 from analytics.benchmarks.suite_files import SuiteError, load_suite
 from analytics.models.benchmarks import BUYERS_HINT
-from negotiation.agents.config import BASELINES, AgentSpec, LLMError, resolve_agents
+from negotiation.agents.config import BASELINES, CANARIES, FIXED_BASELINES, AgentSpec, LLMError, resolve_agents
 from negotiation.agents.fingerprint import agent_fingerprint
 
 CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
@@ -100,7 +100,8 @@ def parse_buyer(text: str, *, option: str = "--buyer") -> dict[str, Any]:
     Raises ValueError with the accepted forms when the text or the spec is not valid.
     """
     forms = ("use profile (e.g. local), profile:model (e.g. local:gemma-3-270m), profile:model@temperature, or "
-             f"baseline:<strategy> with strategy one of {', '.join(BASELINES)}")
+             f"baseline:<strategy> with strategy one of {', '.join(BASELINES)} (or <strategy>-fixed for the nominal "
+             "curve; a buyer may also be an exploit canary: " + ", ".join(CANARIES) + ")")
     raw = (text or "").strip()
     if not raw:
         raise ValueError(f"empty {option}; {forms}")
@@ -113,14 +114,14 @@ def parse_buyer(text: str, *, option: str = "--buyer") -> dict[str, Any]:
             raise ValueError(f"{option} {text!r}: temperature {temp!r} is not a number; {forms}") from None
     head, _, tail = raw.partition(":")
     if head == "baseline":
-        if tail not in BASELINES:
+        if tail not in (*BASELINES, *FIXED_BASELINES, *CANARIES):
             raise ValueError(f"{option} {text!r}: unknown baseline strategy {tail!r}; {forms}")
         spec["strategy"] = tail
     else:
         spec["profile"] = head
         if tail:
             spec["model"] = tail
-    problems = _spec_problems(spec, "seller" if option == "--opponent" else "buyer")
+    problems = _spec_problems(spec, "seller" if option in ("--opponent", "--seller") else "buyer")
     if problems:
         raise ValueError(f"{option} {text!r}: {'; '.join(problems)}")
     return spec

@@ -1,14 +1,23 @@
-"""The leaderboard page, /analytics/leaderboard/ (behind the analytics sign-in like every page)."""
+"""The leaderboard page, /analytics/leaderboard/, and a replication's report page,
+/analytics/replications/<benchmark run id>/ (behind the analytics sign-in like every page)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from analytics import exports
-from analytics.benchmarks.leaderboard import COLUMNS, DEFAULT_SORT, LeaderboardError, leaderboard
+from analytics.benchmarks.leaderboard import (
+    COLUMNS,
+    DEFAULT_SORT,
+    LeaderboardError,
+    agent_label,
+    leaderboard,
+    visible_benchmarks,
+)
+from analytics.benchmarks.replication import replication_report
 from analytics.views import login_required
 
 
@@ -50,3 +59,17 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     ctx = {"d": data, "error": error, "q": q, "columns": COLUMNS, "sort_key": key.lstrip("-"),
            "sort_desc": key.startswith("-")}
     return render(request, "analytics/leaderboard.html", ctx, status=400 if error else 200)
+
+
+@login_required
+def replication_page(request: HttpRequest, benchmark_id: Any) -> HttpResponse:
+    """MAMS's figures with CIs beside a replication suite's published ones (analytics/benchmarks/replication.py)."""
+
+    run = visible_benchmarks(request.user).filter(pk=benchmark_id).select_related("suite").first()
+    if run is None:
+        raise Http404("No such benchmark run, or it is not yours.")
+    report = replication_report(benchmark=run)
+    if not report["paper"]:
+        raise Http404(f"Benchmark run {run.pk} is on {run.suite.label}, which is not a replication suite.")
+    return render(request, "analytics/replication.html", {
+        "r": report, "buyer": agent_label(report["buyer"]), "seller": agent_label(report["seller"])})

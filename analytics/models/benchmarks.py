@@ -33,6 +33,8 @@ class Suite(models.Model):
     version = models.PositiveIntegerField()
     description = models.TextField(blank=True)
     content_hash = models.CharField(max_length=64, help_text="sha256 of the manifest and scenario files.")
+    rules = models.CharField(max_length=8, default="known", help_text=(
+        "The turn-taking rules its runs play under (negotiation.engine.protocol.Rules), from the manifest."))
     loaded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

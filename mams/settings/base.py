@@ -172,6 +172,11 @@ LLM_PROFILES: dict[str, dict[str, Any]] = {
         "known_models_env": "MAMS_OPENROUTER_MODELS",
         "prompt_format": "chat",
         "rate": env.str("MAMS_OPENROUTER_RATE", "60/minute"),
+        # Tokens per minute (prompt + completion, then prompt and completion alone where the provider
+        # limits them apart, as Anthropic does); empty: only the limits the provider's headers state.
+        "tpm": env.str("MAMS_OPENROUTER_TPM", ""),
+        "input_tpm": env.str("MAMS_OPENROUTER_INPUT_TPM", ""),
+        "output_tpm": env.str("MAMS_OPENROUTER_OUTPUT_TPM", ""),
         "max_concurrency": env.int("MAMS_OPENROUTER_CONCURRENCY", 8),
     },
     "openai-compatible": {
@@ -182,10 +187,18 @@ LLM_PROFILES: dict[str, dict[str, Any]] = {
                    "analyst": env.str("MAMS_OPENAI_ANALYST_MODEL", env.str("MAMS_OPENAI_MODEL", "gpt-4o-mini"))},
         "prompt_format": env.str("MAMS_OPENAI_PROMPT_FORMAT", "chat"),
         "rate": env.str("MAMS_OPENAI_RATE", "60/minute"),
+        # Tokens per minute (prompt + completion, then prompt and completion alone where the provider
+        # limits them apart, as Anthropic does); empty: only the limits the provider's headers state.
+        "tpm": env.str("MAMS_OPENAI_TPM", ""),
+        "input_tpm": env.str("MAMS_OPENAI_INPUT_TPM", ""),
+        "output_tpm": env.str("MAMS_OPENAI_OUTPUT_TPM", ""),
         "max_concurrency": env.int("MAMS_OPENAI_CONCURRENCY", 8),
     },
 }
 LLM_DEFAULT_PROFILE = env.str("MAMS_DEFAULT_PROFILE", "local")
+# The share of a provider's stated limit (its rate-limit headers) the shared limiter uses: a hair
+# under 1, so loopback and network jitter never puts one request over the provider's own count.
+LLM_PROVIDER_LIMIT_SHARE = env.float("MAMS_LLM_PROVIDER_LIMIT_SHARE", 0.99)
 
 # --- Limits ------------------------------------------------------------------------------------
 MAMS_MAX_RUNS_PER_BATCH = env.int("MAMS_MAX_RUNS_PER_BATCH", 10000)
@@ -195,6 +208,9 @@ MAMS_MAX_ACTIVE_BATCHES_PER_USER = env.int("MAMS_MAX_ACTIVE_BATCHES_PER_USER", 1
 # once; one more is refused with 429 (0: no limit).
 MAMS_MAX_OPEN_ROOMS_PER_USER = env.int("MAMS_MAX_OPEN_ROOMS_PER_USER", 20)
 MAMS_MAX_ROUNDS_LIMIT = env.int("MAMS_MAX_ROUNDS_LIMIT", 20)
+# The key of a `hidden`-rules run's last round (engine/protocol.py::last_round), drawn from the run's seed;
+# empty means SECRET_KEY. Set the same value on two deployments to pair their runs exactly.
+MAMS_DEADLINE_KEY = env.str("MAMS_DEADLINE_KEY", "")
 MAMS_MAX_SELLERS = 10
 # Item demands per buyer and inventory lines per seller (a session document stays small to import and play).
 MAMS_MAX_ITEMS = 50
@@ -271,6 +287,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "negotiation.models.NegotiationRun.Status",
         "BatchStatusEnum": "negotiation.models.Batch.Status",
         "DisclosureEnum": "negotiation.models.Disclosure",
+        "RulesEnum": "negotiation.models.Rules",
         "RunModeEnum": "negotiation.models.NegotiationRun.Mode",
         "LiveModeEnum": ["human_buyer"],
         "PartStateEnum": ["up", "down"],  # /api/health, per part

@@ -10,23 +10,33 @@ from __future__ import annotations
 from typing import Literal
 
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from negotiation.agents.gateway import LLMError, get_profile, profile_names
 from negotiation.agents.prompts import VARIANTS, prompt_version
 
 BASELINES = ("boulware", "linear", "conceder")
+# The same curves with no per-run draw (agents/baseline.py::Tactic): the deterministic mode, by name.
+FIXED_BASELINES = tuple(f"{name}-fixed" for name in BASELINES)
+# Buyer-only reference policies a sound benchmark must not reward (agents/canaries.py).
+CANARIES = ("canary-patient", "canary-accept-first", "canary-random")
+STRATEGIES = ("llm", *BASELINES, *FIXED_BASELINES, *CANARIES)
+# Stamped on a seeded baseline's resolved entry, so its fingerprint differs from the nominal curve's runs
+# recorded before seeds drew beta and the opening (negotiation/agents/fingerprint.py).
+SEEDED_TACTICS = "seeded-v1"
+Baseline = Literal["boulware", "linear", "conceder", "boulware-fixed", "linear-fixed", "conceder-fixed"]
 ROLES = ("buyer", "seller", "analyst")
 
 
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    strategy: Literal["llm", "boulware", "linear", "conceder"] = "llm"
+    strategy: Literal["llm", "boulware", "linear", "conceder", "boulware-fixed", "linear-fixed",
+                      "conceder-fixed", "canary-patient", "canary-accept-first", "canary-random"] = "llm"
     profile: str = Field(default_factory=lambda: settings.LLM_DEFAULT_PROFILE)
     model: str | None = Field(default=None, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    fallback: Literal["boulware", "linear", "conceder"] = "linear"
+    fallback: Baseline = "linear"
     prompt_variant: str = "default"
 
     @field_validator("prompt_variant")
@@ -50,6 +60,13 @@ class AgentsConfig(BaseModel):
     buyer: AgentSpec = Field(default_factory=AgentSpec)
     seller: AgentSpec = Field(default_factory=AgentSpec)
     analyst: AgentSpec = Field(default_factory=AgentSpec)
+
+    @model_validator(mode="after")
+    def _canaries_buy(self) -> AgentsConfig:
+        for role in ("seller", "analyst"):
+            if getattr(self, role).strategy in CANARIES:
+                raise ValueError(f"{getattr(self, role).strategy} is a buyer policy; the {role} cannot play it")
+        return self
 
 
 class UnknownModel(LLMError):
@@ -81,8 +98,11 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
         else:
             entry["model"] = ""
             entry["profile"] = ""
+            if spec.strategy in BASELINES:
+                entry["tactics"] = SEEDED_TACTICS
         resolved[role] = entry
     return resolved
 
 
-__all__ = ["BASELINES", "AgentSpec", "AgentsConfig", "LLMError", "UnknownModel", "resolve_agents"]
+__all__ = ["BASELINES", "CANARIES", "FIXED_BASELINES", "STRATEGIES", "AgentSpec", "AgentsConfig", "LLMError",
+           "UnknownModel", "resolve_agents"]

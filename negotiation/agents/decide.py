@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from negotiation.agents import prompts
-from negotiation.agents.baseline import Strategy, baseline_buyer, baseline_seller
+from negotiation.agents.baseline import baseline_buyer, baseline_seller, tactic
+from negotiation.agents.canaries import CANARIES, canary_buyer
 from negotiation.agents.gateway import LLMReply, complete, get_profile
 from negotiation.agents.outputs import OutputError, parse_buyer, parse_seller
 from negotiation.engine.types import BuyerAction, BuyerView, SellerAction, SellerView
@@ -48,9 +49,10 @@ Check = Callable[[Any], "str | None"]
 
 
 def decide_seller(view: SellerView, *, spec: dict, seed: int, deadline: int, meta: dict | None = None,
-                  check: Check | None = None) -> Decision:
+                  check: Check | None = None, run_seed: int | None = None, slot: int = 1) -> Decision:
+    """A seller's turn; `seed` is the turn's, `run_seed` and `slot` pick a baseline's Tactic for the run."""
     def baseline(name: str) -> SellerAction:
-        return baseline_seller(view, strategy=Strategy(name.upper()), deadline=deadline)
+        return baseline_seller(view, strategy=tactic(name, seed=run_seed, slot=slot), deadline=deadline)
     if spec["strategy"] != "llm":
         return Decision(action=baseline(spec["strategy"]))
     opts = prompts.options_for(spec, role="seller", handle=view.me.handle)  # its variant and its own notes
@@ -60,9 +62,12 @@ def decide_seller(view: SellerView, *, spec: dict, seed: int, deadline: int, met
 
 
 def decide_buyer(view: BuyerView, *, spec: dict, seed: int, meta: dict | None = None,
-                 check: Check | None = None) -> Decision:
+                 check: Check | None = None, run_seed: int | None = None) -> Decision:
+    """The buyer's turn; `seed` is the turn's, `run_seed` picks a baseline's Tactic for the run."""
     def baseline(name: str) -> BuyerAction:
-        return baseline_buyer(view, strategy=Strategy(name.upper()))
+        return baseline_buyer(view, strategy=tactic(name, seed=run_seed, slot=0))
+    if spec["strategy"] in CANARIES:
+        return Decision(action=canary_buyer(view, name=spec["strategy"], seed=seed))
     if spec["strategy"] != "llm":
         return Decision(action=baseline(spec["strategy"]))
     opts = prompts.options_for(spec, role="buyer")

@@ -9,7 +9,10 @@ agent's behaviour usually does not. Pages show all three, so a reader can judge.
 The batch's disclosure rule decides what each side receives, so it is part of a run's
 fingerprint too: a run stamped `allow` never has the fingerprints of a `redact` run. Under the
 default `redact` the agent hashes are the plain `agent_fingerprint`, which is what benchmarks and
-the leaderboard match a configured agent against.
+the leaderboard match a configured agent against. The turn-taking rules (engine/protocol.py::Rules)
+are stamped the same way: a `hidden`-deadline run (core-v2) never shares a fingerprint with a
+`known`-deadline one, whose closing turn rewards waiting; `known` keeps the plain hashes, so
+results recorded before the rules existed keep theirs.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ from typing import Any
 FINGERPRINT_FIELDS = ("strategy", "profile", "model", "temperature", "prompt_format", "prompt_version", "fallback")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DISCLOSURE = "redact"  # negotiation.engine.disclosure.Disclosure.REDACT
+DEFAULT_RULES = "known"  # negotiation.engine.protocol.Rules.KNOWN
 
 
 def agent_fingerprint(entry: dict[str, Any]) -> str:
-    """12 hex characters over the fields that decide how a resolved agent plays."""
+    """12 hex characters over the fields that decide how a resolved agent plays.
+
+    A seeded baseline (agents/baseline.py::Tactic) carries `tactics` (its draw's version), hashed only
+    when present: "boulware" played the nominal curve before seeds drew its beta, so its new runs
+    must not share a fingerprint with the old ones, while every other entry keeps its hash.
+    """
     data = {k: entry.get(k) for k in FINGERPRINT_FIELDS}
+    if entry.get("tactics"):
+        data["tactics"] = entry["tactics"]
     if data["temperature"] is not None:
         data["temperature"] = round(float(data["temperature"]), 4)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
@@ -48,17 +59,26 @@ def code_version() -> str:
         return "unknown"
 
 
-def _with_rule(fingerprint: str, disclosure: str) -> str:
-    if disclosure == DEFAULT_DISCLOSURE:
-        return fingerprint
-    return hashlib.sha256(f"{fingerprint}|disclosure={disclosure}".encode()).hexdigest()[:12]
+def _with_rule(fingerprint: str, disclosure: str, rules: str = DEFAULT_RULES) -> str:
+    if disclosure != DEFAULT_DISCLOSURE:
+        fingerprint = hashlib.sha256(f"{fingerprint}|disclosure={disclosure}".encode()).hexdigest()[:12]
+    if rules != DEFAULT_RULES:
+        fingerprint = hashlib.sha256(f"{fingerprint}|rules={rules}".encode()).hexdigest()[:12]
+    return fingerprint
 
 
-def run_fingerprints(agents: dict[str, dict[str, Any]], *, disclosure: str = "redact") -> dict[str, str]:
-    """The fingerprint columns of a run, from its resolved agents and its disclosure rule."""
-    return {"buyer_fingerprint": _with_rule(agent_fingerprint(agents.get("buyer", {})), disclosure),
-            "seller_fingerprint": _with_rule(agent_fingerprint(agents.get("seller", {})), disclosure),
-            "code_version": code_version(), "disclosure": disclosure}
+def played_fingerprint(agent: dict[str, Any], *, rules: str = DEFAULT_RULES,
+                       disclosure: str = DEFAULT_DISCLOSURE) -> str:
+    """The fingerprint a run records for `agent` played under these rules (what benchmarks match)."""
+    return _with_rule(agent_fingerprint(agent), disclosure, rules)
 
 
-__all__ = ["FINGERPRINT_FIELDS", "agent_fingerprint", "code_version", "run_fingerprints"]
+def run_fingerprints(agents: dict[str, dict[str, Any]], *, disclosure: str = "redact",
+                     rules: str = DEFAULT_RULES) -> dict[str, str]:
+    """The fingerprint columns of a run, from its resolved agents, its disclosure rule and its rules."""
+    return {"buyer_fingerprint": _with_rule(agent_fingerprint(agents.get("buyer", {})), disclosure, rules),
+            "seller_fingerprint": _with_rule(agent_fingerprint(agents.get("seller", {})), disclosure, rules),
+            "code_version": code_version(), "disclosure": disclosure, "rules": rules}
+
+
+__all__ = ["FINGERPRINT_FIELDS", "agent_fingerprint", "code_version", "played_fingerprint", "run_fingerprints"]

@@ -6,15 +6,20 @@ anything worth a retry (429, 5xx, timeouts, connection errors, a garbled body) r
 `LLMTransientError`, carrying the provider's Retry-After when it gave one; everything else raises
 `LLMError` with a message that names the profile and the setting to fix. The client's own retries
 are off: Celery retries the task instead, so a waiting turn never holds a worker thread.
+
+Every call reserves its expected tokens with the shared limiter before it leaves (the prompt's
+length / 4, plus max_tokens), settles the reservation with the usage the answer reports, and hands
+the answer's rate-limit headers (200 or 429) to the limiter, which adopts the provider's limits.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,7 +30,7 @@ import openai.types.completion
 from django.conf import settings
 
 from negotiation.agents import spans
-from negotiation.agents.limiter import LimiterTimeout, limiter_for
+from negotiation.agents.limiter import Cost, LimiterTimeout, TokenLimits, limiter_for
 
 
 class LLMError(Exception):
@@ -63,9 +68,10 @@ class Profile:
     base_url_env: str
     api_key: str
     prompt_format: str  # "chat" or "completion"
-    rate: str
+    rate: str | None  # None: no configured request rate (the provider's headers, when it sends them)
     max_concurrency: int
     models: dict[str, str]
+    token_limits: TokenLimits = field(default_factory=TokenLimits)
 
     def model_for(self, role: str) -> str:
         return self.models["analyst" if role == "analyst" else "agent"]
@@ -98,7 +104,41 @@ def get_profile(name: str) -> Profile:
         raise LLMError(f"LLM profile '{name}' needs an API key: set {key_env} in the environment.")
     return Profile(name=name, base_url=base_url, base_url_env=raw.get("base_url_env", "its base URL"),
                    api_key=api_key, prompt_format=raw["prompt_format"],
-                   rate=raw["rate"], max_concurrency=int(raw["max_concurrency"]), models=dict(raw["models"]))
+                   rate=_configured(raw.get("rate")), max_concurrency=int(raw["max_concurrency"]),
+                   models=dict(raw["models"]),
+                   token_limits=TokenLimits(**{f: _per_minute(name, f, raw.get(k)) for f, k in (
+                       ("tokens", "tpm"), ("input_tokens", "input_tpm"), ("output_tokens", "output_tpm"))}))
+
+
+_UNSET = ("", "none", "off", "0")
+
+
+def _configured(value: Any) -> str | None:
+    return None if value is None or str(value).strip().lower() in _UNSET else str(value)
+
+
+def _per_minute(profile: str, field: str, value: Any) -> int | None:
+    if _configured(value) is None:
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise LLMError(f"LLM profile '{profile}': {field} per minute must be a whole number, got {value!r}") from None
+    if number <= 0:
+        raise LLMError(f"LLM profile '{profile}': {field} per minute must be positive, got {value!r}")
+    return number
+
+
+def estimate_prompt_tokens(*, chat: list[dict[str, str]] | None = None, prompt: str | None = None) -> int:
+    """A prompt's tokens before a tokenizer sees it: 4 characters a token, plus a few per message.
+
+    An estimate on purpose (MAMS speaks to many providers' tokenizers): it only sizes a reservation,
+    which the usage in the answer then corrects.
+    """
+    if chat is not None:
+        chars = sum(len(str(m.get("content") or "")) for m in chat) + len(chat)
+        return math.ceil(chars / 4) + 4 * len(chat)
+    return math.ceil(len(prompt or "") / 4) + 1
 
 
 def profile_probe(name: str, *, timeout: float = 2.0) -> None:
@@ -176,22 +216,33 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
     if seed is not None:
         kwargs["seed"] = seed
     client = _client(profile.base_url, profile.api_key)
+    key = f"{profile.name}:{model}"
+    prompt_estimate = estimate_prompt_tokens(chat=chat, prompt=prompt)
+    reserved = Cost(tokens=prompt_estimate + max_tokens, input_tokens=prompt_estimate, output_tokens=max_tokens)
+    budget = {"rate": profile.rate, "limits": profile.token_limits, "share": settings.LLM_PROVIDER_LIMIT_SHARE}
     try:
-        with limiter.slot(f"{profile.name}:{model}", rate=profile.rate, max_concurrency=profile.max_concurrency,
-                          lease_seconds=settings.LLM_TIMEOUT_SECONDS + 30):
+        with limiter.slot(key, max_concurrency=profile.max_concurrency, lease_seconds=settings.LLM_TIMEOUT_SECONDS + 30,
+                          cost=reserved, **budget):
             started = time.perf_counter()
             if chat is not None:
-                response = client.chat.completions.create(messages=chat, **kwargs)  # type: ignore[arg-type]
+                raw = client.chat.completions.with_raw_response.create(messages=chat, **kwargs)  # type: ignore[arg-type]
+                limiter.observe(key, raw.headers, cost=reserved)
+                response = raw.parse()
                 text = _reply_text(response, chat=True)
             else:
-                response = client.completions.create(prompt=prompt or "", **kwargs)
+                raw = client.completions.with_raw_response.create(prompt=prompt or "", **kwargs)
+                limiter.observe(key, raw.headers, cost=reserved)
+                response = raw.parse()
                 text = _reply_text(response, chat=False)
             latency_ms = int((time.perf_counter() - started) * 1000)
     except LimiterTimeout as exc:
         raise LLMTransientError(f"{where}: {exc}") from exc
     except openai.RateLimitError as exc:
-        raise LLMTransientError(f"{where} answered 429 (rate limited)",
-                                retry_after=_retry_after(exc.response)) from exc
+        retry_after = _retry_after(exc.response)
+        # Refused: nothing was used; and every worker holds back until the provider has room.
+        limiter.settle(key, reserved=reserved, used=Cost(), **budget)
+        limiter.observe(key, exc.response.headers, cost=reserved, retry_after=retry_after)
+        raise LLMTransientError(f"{where} answered 429 (rate limited)", retry_after=retry_after) from exc
     except openai.APITimeoutError as exc:
         raise LLMTransientError(f"{where} timed out after {settings.LLM_TIMEOUT_SECONDS:g}s "
                                 "(setting: MAMS_LLM_TIMEOUT)") from exc
@@ -215,6 +266,11 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
                      prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                      completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                      latency_ms=latency_ms)
+    if usage is not None:
+        # The reservation becomes what the provider counted; with no usage reported it stays as reserved.
+        limiter.settle(key, reserved=reserved, used=Cost(
+            tokens=reply.prompt_tokens + reply.completion_tokens, input_tokens=reply.prompt_tokens,
+            output_tokens=reply.completion_tokens), **budget)
     if meta is not None and getattr(settings, "GALILEO_API_KEY", None):
         spans.record_llm_call(url=settings.REDIS_URL, meta=meta, chat=chat, prompt=prompt, reply=reply,
                               temperature=temperature)

@@ -14,19 +14,46 @@ Here each (profile, model) has two limits held in Redis:
 A caller takes its concurrency slot first and its rate slot last, so the request leaves the
 moment its rate slot is granted; when both are free, one script takes both in one round trip.
 The scripts read the Redis server's clock, so hosts with skewed clocks still agree.
+
+Tokens are budgets too (real providers limit tokens per minute, and Anthropic input and output
+tokens separately): each is a GCRA schedule whose step is the call's cost, so a call reserves its
+expected tokens (prompt estimate + max_tokens) before it leaves, atomically with its request slot,
+and `settle` moves the schedule by what the answer really used, so the budget never drifts.
+The limits in force are the configured ones and the ones the provider last stated in its headers
+(`observe`, shared in Redis), whichever is lower, the provider's taken at `share` (a hair under 1,
+for loopback jitter): a user who configured nothing, or too much, runs at the provider's real
+limit. When nothing is configured and the provider has not answered yet, one call goes first to
+learn the limits. A budget the provider says is spent (remaining below a call, or a 429's
+Retry-After) pushes its schedule to when the provider will have room again, for every worker.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import redis
 from limits import parse
+
+from negotiation.agents import ratelimit_headers
+
+log = logging.getLogger(__name__)
+TOKEN_RESOURCES = ("tokens", "input_tokens", "output_tokens")
+# How far (seconds of a token budget) a refund may take a schedule below the clock. A call reserves
+# prompt + max_tokens and gives back the unused part when its answer arrives, by which time the
+# schedule has often caught up with the clock; without credit that refund would be lost and the
+# budget would be spent at the reserved rate, not the used one (measured: 0.67 of a binding token
+# limit). One second of credit covers the refunds of the calls in flight at a few hundred ms each,
+# and refunds that land while a caller sleeps out its computed wait; it lets at most one second's
+# worth of tokens go early (after a pause of under a second), well inside a per-minute bucket.
+TOKEN_CREDIT_SECONDS = 1.0
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
 _NOW = """
@@ -74,12 +101,142 @@ _ACQUIRE_RATE = _NOW + _GCRA.format(k=1, i=1)
 _ACQUIRE_BOTH = _NOW + _LEASE.format(full="'-1'") + _GCRA.format(k=2, i=4)
 
 
+# The multi-budget form. KEYS = lease set, limits hash, then the schedules of requests, tokens,
+# input tokens, output tokens. ARGV = lease seconds, limit, token, take lease (1/0), share, burst,
+# configured request interval (0: none), configured tokens/input/output per minute (0: none), the
+# call's tokens/input/output cost, probe (1: nothing configured), token credit (seconds, see _SETTLE).
+# The interval of each budget is the larger of the configured one and the provider's (from the
+# limits hash, at `share`). Returns "-1"
+# when no lease was free (nothing held), "0" when the lease (if asked) and every budget are held,
+# else the seconds to wait for the budgets while the lease is held; budgets are taken all or none.
+_INTERVALS = """
+local share = tonumber(ARGV[5])
+local adopted = redis.call('HMGET', KEYS[2], 'requests', 'tokens', 'input_tokens', 'output_tokens', 'seen')
+local function interval(configured, provider)
+  local iv = configured
+  if provider and tonumber(provider) and tonumber(provider) > 0 then
+    iv = math.max(iv, 60 / (tonumber(provider) * share))
+  end
+  return iv
+end
+local ivs = {interval(tonumber(ARGV[7]), adopted[1])}
+for i = 2, 4 do
+  local per_minute = tonumber(ARGV[6 + i])
+  ivs[i] = interval(per_minute > 0 and 60 / per_minute or 0, adopted[i])
+end
+"""
+_ACQUIRE_BUDGETS = _NOW + _INTERVALS + """
+if ARGV[4] == '1' then
+  local limit = tonumber(ARGV[2])
+  if ARGV[14] == '1' and not adopted[5] then limit = 1 end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    return '-1'
+  end
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+end
+local costs = {1, tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
+local tats = {}
+local wait = 0
+for i = 1, 4 do
+  if ivs[i] > 0 and costs[i] > 0 then
+    -- A token schedule stored below the clock holds refund credit (see _SETTLE); a missing one is now.
+    local tat = tonumber(redis.call('GET', KEYS[2 + i]) or '0')
+    local floor = now
+    if i > 1 and tat > 0 then floor = now - tonumber(ARGV[15]) end
+    if tat < floor then tat = floor end
+    local tau = 0
+    if i == 1 then tau = (tonumber(ARGV[6]) - 1) * ivs[1] end
+    if now < tat - tau then wait = math.max(wait, tat - tau - now) end
+    tats[i] = tat
+  end
+end
+if wait > 0 then return tostring(wait) end
+for i = 1, 4 do
+  if tats[i] then
+    local new_tat = tats[i] + costs[i] * ivs[i]
+    local ttl = math.ceil((new_tat - now) * 1000) + 1000
+    if i > 1 then
+      -- a token schedule outlives its time by the credit, so a refund that lands after it was due
+      -- (or before a waiting caller wakes) is kept; at most the credit's worth can go early
+      ttl = math.max(0, math.ceil((new_tat - now) * 1000)) + math.ceil(tonumber(ARGV[15]) * 1000)
+    end
+    redis.call('SET', KEYS[2 + i], string.format('%.6f', new_tat), 'PX', ttl)
+  end
+end
+return '0'
+"""
+
+# KEYS = limits hash, then the schedules of requests, tokens, input, output tokens (as above);
+# ARGV[1..14] as above (only 5..10 are read), ARGV[15..17] = tokens/input/output actually used minus
+# reserved, ARGV[18] = token credit (seconds). Moves each token schedule by that many tokens' worth of its interval.
+_SETTLE = _NOW + _INTERVALS.replace("KEYS[2]", "KEYS[1]") + """
+for i = 2, 4 do
+  local delta = tonumber(ARGV[13 + i])
+  local tat = tonumber(redis.call('GET', KEYS[1 + i]) or 'nil')
+  if ivs[i] > 0 and delta ~= 0 and tat then
+    -- A refund may take the schedule below now by up to the credit (ARGV[18] seconds): a reservation
+    -- given back after the schedule caught up with the clock is kept, not lost, so what the budget
+    -- spends is what calls used. The credit lapses with the key.
+    local new_tat = math.max(tat + delta * ivs[i], now - tonumber(ARGV[18]))
+    local ttl = math.max(0, math.ceil((new_tat - now) * 1000)) + math.ceil(tonumber(ARGV[18]) * 1000)
+    redis.call('SET', KEYS[1 + i], string.format('%.6f', new_tat), 'PX', ttl)
+  end
+end
+return 1
+"""
+
+# KEYS = limits hash, then the four schedules; ARGV[1..4] = the provider's limits per minute (0: not
+# stated), ARGV[5..8] = seconds until the provider has room again (0: it has). Records the limits
+# (and that the provider has answered) and holds back each spent budget until it has room.
+_OBSERVE = _NOW + """
+local names = {'requests', 'tokens', 'input_tokens', 'output_tokens'}
+redis.call('HSET', KEYS[1], 'seen', '1')
+for i = 1, 4 do
+  if tonumber(ARGV[i]) > 0 then redis.call('HSET', KEYS[1], names[i], ARGV[i]) end
+  local wait = tonumber(ARGV[4 + i])
+  if wait > 0 then
+    local tat = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
+    if tat < now + wait then
+      redis.call('SET', KEYS[1 + i], string.format('%.6f', now + wait), 'PX', math.ceil(wait * 1000) + 1000)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[1], 3600)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one call reserves (before it leaves) or used (after): tokens in all, prompt, completion."""
+
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLimits:
+    """A profile's configured token budgets per minute (None: not configured; the provider's apply)."""
+
+    tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    def args(self) -> list[int]:
+        return [self.tokens or 0, self.input_tokens or 0, self.output_tokens or 0]
+
+
 class LimiterTimeout(Exception):
     """No slot within the wait budget; the caller treats it as a transient error."""
 
 
-def emission_interval(rate: str) -> float:
-    """Seconds between two requests for a rate such as "20/second" or "1200 per minute"."""
+def emission_interval(rate: str | None) -> float:
+    """Seconds between two requests for a rate such as "20/second" or "1200 per minute" (0: no rate)."""
+    if not rate:
+        return 0.0
     item = parse(rate)
     return item.get_expiry() / item.amount
 
@@ -91,11 +248,112 @@ class LLMLimiter:
         self._slot = self.redis.register_script(_ACQUIRE_SLOT)
         self._rate = self.redis.register_script(_ACQUIRE_RATE)
         self._both = self.redis.register_script(_ACQUIRE_BOTH)
+        self._budgets = self.redis.register_script(_ACQUIRE_BUDGETS)
+        self._settle = self.redis.register_script(_SETTLE)
+        self._observe = self.redis.register_script(_OBSERVE)
+        self._logged: set[tuple[str, str]] = set()
+
+    def _keys(self, key: str) -> list[str]:
+        """The limits hash and the four schedules of `key` (requests first: the pre-token key)."""
+        gcra = f"{self.namespace}:gcra:{key}"
+        return [f"{self.namespace}:limits:{key}", gcra, *(f"{gcra}:{r}" for r in TOKEN_RESOURCES)]
+
+    def _args(self, *, rate: str | None, limits: TokenLimits, share: float, burst: int) -> list[float | int]:
+        # ARGV[5..10] of the budget scripts
+        return [share, burst, emission_interval(rate), *limits.args()]
 
     @contextmanager
-    def slot(self, key: str, *, rate: str, max_concurrency: int, lease_seconds: float,
-             max_wait: float = 300.0, burst: int = 1) -> Iterator[float]:
-        """Hold one concurrency slot and one rate slot for `key`; yields the seconds waited."""
+    def slot(self, key: str, *, rate: str | None, max_concurrency: int, lease_seconds: float,
+             max_wait: float = 300.0, burst: int = 1, cost: Cost | None = None,
+             limits: TokenLimits | None = None, share: float | None = None) -> Iterator[float]:
+        """Hold one concurrency slot, one rate slot and `cost` of each token budget for `key`;
+        yields the seconds waited.
+
+        Without `cost`, `limits` or `share` this is the request-only limiter. With any of them, the
+        provider's stated limits (`observe`) count too, and `cost` is reserved until `settle`.
+        """
+        if cost is None and limits is None and share is None:
+            with self._request_slot(key, rate=rate, max_concurrency=max_concurrency, lease_seconds=lease_seconds,
+                                    max_wait=max_wait, burst=burst) as waited:
+                yield waited
+            return
+        started = time.monotonic()
+        deadline = started + max_wait
+        token = uuid.uuid4().hex
+        lease_key = f"{self.namespace}:inflight:{key}"
+        limits = limits or TokenLimits()
+        cost = cost or Cost()
+        probe = int(not rate and not any(limits.args()))
+        head: list[Any] = [lease_seconds, max_concurrency, token]
+        tail: list[Any] = [*self._args(rate=rate, limits=limits, share=share or 1.0, burst=burst),
+                cost.tokens, cost.input_tokens, cost.output_tokens, probe, TOKEN_CREDIT_SECONDS]
+        keys = [lease_key, *self._keys(key)]
+        wait = float(self._budgets(keys=keys, args=[*head, 1, *tail]))
+        while wait < 0:
+            _nap(deadline, 0.005, 0.02)
+            wait = float(self._budgets(keys=keys, args=[*head, 1, *tail]))
+        try:
+            while wait > 0:
+                _nap(deadline, wait, 0.002)
+                wait = float(self._budgets(keys=keys, args=[*head, 0, *tail]))
+            yield time.monotonic() - started
+        finally:
+            try:
+                self.redis.zrem(lease_key, token)
+            except redis.RedisError:
+                pass  # Redis went away during the call: the lease expires by itself; keep the answer
+
+    def settle(self, key: str, *, reserved: Cost, used: Cost, rate: str | None = None,
+               limits: TokenLimits | None = None, share: float = 1.0) -> None:
+        """Correct a call's reservation to what it used (0 for a call the provider refused)."""
+        deltas = [used.tokens - reserved.tokens, used.input_tokens - reserved.input_tokens,
+                  used.output_tokens - reserved.output_tokens]
+        if not any(deltas):
+            return
+        args = [0, 0, 0, 0, *self._args(rate=rate, limits=limits or TokenLimits(), share=share, burst=1),
+                0, 0, 0, 0, *deltas, TOKEN_CREDIT_SECONDS]
+        self._settle(keys=self._keys(key), args=args)
+
+    def observe(self, key: str, headers: Mapping[str, str], *, cost: Cost,
+                retry_after: float | None = None) -> dict[str, ratelimit_headers.Budget]:
+        """Adopt what the provider's answer says about its limits; returns the budgets it stated.
+
+        Each stated budget's limit is recorded for every worker; a budget with less left than this
+        call's cost holds its schedule until the provider has room (a 429's Retry-After holds the
+        request schedule, so no worker sends into a known refusal). Headers that cannot be used are
+        logged once per problem and process, and the configured limits stay in force.
+        """
+        budgets, problems = ratelimit_headers.parse(headers, now=time.time())
+        for problem in problems:
+            self._log_once(key, f"unusable rate-limit header from the provider ({problem}); "
+                                "the configured limits apply")
+        if not budgets:
+            self._log_once(key, "the provider sent no usable rate-limit headers; the configured limits apply",
+                           level=logging.INFO)
+        costs = {"requests": 1, "tokens": cost.tokens, "input_tokens": cost.input_tokens,
+                 "output_tokens": cost.output_tokens}
+        limits_arg = [budgets[r].limit if r in budgets else 0 for r in ratelimit_headers.RESOURCES]
+        waits = [min(600.0, budgets[r].wait_for(costs[r])) if r in budgets else 0.0
+                 for r in ratelimit_headers.RESOURCES]
+        if retry_after:
+            waits[0] = max(waits[0], min(600.0, retry_after))
+        self._observe(keys=self._keys(key), args=[*limits_arg, *waits])
+        return budgets
+
+    def provider_limits(self, key: str) -> dict[str, int]:
+        """The per-minute limits the provider last stated for `key`."""
+        raw = self.redis.hgetall(self._keys(key)[0])
+        named = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        return {k: int(float(v)) for k, v in named.items() if k in ratelimit_headers.RESOURCES}
+
+    def _log_once(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
+        if (key, message) not in self._logged:
+            self._logged.add((key, message))
+            log.log(level, "LLM limits for %s: %s", key, message)
+
+    @contextmanager
+    def _request_slot(self, key: str, *, rate: str | None, max_concurrency: int, lease_seconds: float,
+                      max_wait: float = 300.0, burst: int = 1) -> Iterator[float]:
         started = time.monotonic()
         deadline = started + max_wait
         token = uuid.uuid4().hex

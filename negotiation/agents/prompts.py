@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from negotiation.engine.protocol import earliest_end
 from negotiation.engine.types import BUYER, BuyerView, Msg, SellerView
 
 SELLER_SYSTEM = """You are {handle}, a seller with a {style} personality.
@@ -213,6 +214,23 @@ def _reply_line(msg: Msg) -> str:
     return f'{msg.sender}: {verb} ${_d(msg.price)} "{msg.text}"'
 
 
+def rules_note(*, rules: str, max_rounds: int, role: str) -> str:
+    """What an agent is told of a `hidden`-rules run (engine/protocol.py::Rules): the range the run
+    may end in and that a counter is binding, never the drawn round. Empty under `known` rules."""
+    if rules != "hidden" or max_rounds < 1:
+        return ""
+
+    low = earliest_end(max_rounds)
+    when = (f"after round {max_rounds}" if low == max_rounds else
+            f"without warning after the sellers' replies in some round from {low} to {max_rounds}")
+    if role == "buyer":
+        return (f"Rules: the negotiation ends {when}; there is no turn after that, so an offer you have not "
+                "accepted by then is lost. Your counter-offer is binding: if a seller accepts it, the deal is "
+                "closed at that price.")
+    return (f"Rules: the negotiation ends {when}. If you accept the buyer's counter-offer, the deal is closed "
+            "at that price.")
+
+
 # --- chat format -------------------------------------------------------------------------------
 
 def seller_chat(view: SellerView, opts: PromptOptions = PromptOptions()) -> list[dict[str, str]]:
@@ -221,6 +239,8 @@ def seller_chat(view: SellerView, opts: PromptOptions = PromptOptions()) -> list
         handle=me.handle, style=me.style, item=view.item_name, cost=_d(me.cost_price),
         selling=_d(me.selling_price), least=_d(me.least_price), retention=_pct(me.retention_weight),
         profit=_pct(me.profit_weight), quantity=view.quantity) + _chat_addendum(opts)
+    if note := rules_note(rules=view.rules, max_rounds=view.max_rounds, role="seller"):
+        system += f"\n\n{note}"
     chat = [{"role": "system", "content": system}]
     for msg in view.thread:
         if msg.sender == BUYER:
@@ -235,6 +255,8 @@ def buyer_chat(view: BuyerView, opts: PromptOptions = PromptOptions()) -> list[d
     me = view.me
     system = BUYER_SYSTEM.format(item=me.item_name, quantity=me.quantity, min_price=_d(me.min_price),
                                  max_price=_d(me.max_price), handles=", ".join(view.handles)) + _chat_addendum(opts)
+    if note := rules_note(rules=view.rules, max_rounds=view.max_rounds, role="buyer"):
+        system += f"\n\n{note}"
     chat = [{"role": "system", "content": system}]
     replies: list[str] = []
     for msg in view.thread:
@@ -255,6 +277,13 @@ def _buyer_status(view: BuyerView) -> str:
     if view.round_no > view.max_rounds:
         return (f"The last round is over. Standing offers: {offers}. Accept one standing offer or walk_away.")
     opening = " Open the negotiation." if view.round_no == 1 else ""
+    if view.rules == "hidden":
+
+        low = earliest_end(view.max_rounds)
+        when = (f"the run goes on at least to round {low}" if view.round_no < low else
+                "this may be the last round" if view.round_no < view.max_rounds else "this is the last round")
+        return (f"Round {view.round_no} ({when}). "
+                f"Sellers in the room: {', '.join(view.handles)}. Standing offers: {offers}.{opening} Your move.")
     return (f"Round {view.round_no} of {view.max_rounds}. Sellers in the room: {', '.join(view.handles)}. "
             f"Standing offers: {offers}.{opening} Your move.")
 
@@ -265,7 +294,8 @@ def seller_completion(view: SellerView, opts: PromptOptions = PromptOptions()) -
     me = view.me
     lines = [SELLER_FEWSHOT.format(item=view.item_name, quantity=view.quantity, handle=me.handle,
                                    selling=_d(me.selling_price), least=_d(me.least_price), style=me.style),
-             _completion_addendum(opts, me.handle)]
+             _completion_addendum(opts, me.handle),
+             _completion_rules(view.rules, view.max_rounds, "seller")]
     for msg in view.thread:
         if msg.sender == BUYER:
             counter = f" (counter-offer ${_d(msg.price)})" if msg.price is not None else ""
@@ -279,10 +309,15 @@ def buyer_completion(view: BuyerView, opts: PromptOptions = PromptOptions()) -> 
     me = view.me
     lines = [BUYER_FEWSHOT.format(item=me.item_name, quantity=me.quantity, min_price=_d(me.min_price),
                                   max_price=_d(me.max_price), handles=", ".join(view.handles)),
-             _completion_addendum(opts, "Buyer")]
+             _completion_addendum(opts, "Buyer"), _completion_rules(view.rules, view.max_rounds, "buyer")]
     for msg in view.thread:
         lines.append(f"Buyer: {_as_json(msg, buyer=True)}\n" if msg.sender == BUYER else _reply_line(msg) + "\n")
     return "".join(lines) + f"Buyer: {PRIMER}"
+
+
+def _completion_rules(rules: str, max_rounds: int, role: str) -> str:
+    note = rules_note(rules=rules, max_rounds=max_rounds, role=role)
+    return f"{note}\n" if note else ""
 
 
 def with_rule_note(prompt: str, rule: str) -> str:

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.agents.config import BASELINES
+from negotiation.agents.config import BASELINES, FIXED_BASELINES, STRATEGIES
 from negotiation.agents.prompts import VARIANTS
 from negotiation.api.common import (
     PAGE_PARAMETERS,
@@ -38,7 +38,7 @@ from negotiation.api.common import (
     paginated_response,
 )
 from negotiation.api.strict import NameField, StrictSerializer
-from negotiation.models import Batch, Disclosure
+from negotiation.models import Batch, Disclosure, Rules
 from negotiation.selectors import (
     RESULT_COLUMNS,
     batch_eta,
@@ -52,14 +52,17 @@ from negotiation.selectors import (
     session_get,
 )
 from negotiation.services.batches import batch_cancel_request, batch_create_idempotent
+from negotiation.services.estimates import batch_estimate
 
 TAG = ["batches"]
 EXPORT_CHUNK = 500
 
 
 class AgentSpecSerializer(StrictSerializer):
-    strategy = serializers.ChoiceField(choices=["llm", *BASELINES], required=False,
-                                       help_text="llm, or a baseline concession strategy that makes no LLM call.")
+    strategy = serializers.ChoiceField(choices=list(STRATEGIES), required=False,
+                                       help_text="llm; a baseline concession strategy that makes no LLM call (its "
+                                                 "beta and opening drawn from the run's seed, or the nominal curve "
+                                                 "with -fixed); or, for the buyer, an exploit canary.")
     profile = serializers.CharField(max_length=100, required=False,
                                     help_text="An LLM profile name (see settings.LLM_PROFILES), e.g. local, "
                                               "openrouter, openai-compatible.")
@@ -67,7 +70,7 @@ class AgentSpecSerializer(StrictSerializer):
                                    error_messages={"invalid": "A model name is letters, digits and ._:/@+- only."},
                                    help_text="Defaults to the profile's model for the role.")
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
-    fallback = serializers.ChoiceField(choices=list(BASELINES), required=False,
+    fallback = serializers.ChoiceField(choices=[*BASELINES, *FIXED_BASELINES], required=False,
                                        help_text="The baseline that acts when the LLM's output is unusable.")
     prompt_variant = serializers.ChoiceField(choices=list(VARIANTS), required=False,
                                              help_text="A named prompt variant (negotiation/agents/prompts.py): "
@@ -106,6 +109,9 @@ class BatchOutputSerializer(serializers.Serializer):
     disclosure = serializers.ChoiceField(choices=Disclosure.choices, help_text=(
         "What the other side receives of a number that states its sender's hidden price: redact or allow."))
     voice = serializers.BooleanField(help_text="Each seller reply is spoken; its message then has an audio_url.")
+    rules = serializers.ChoiceField(choices=Rules.choices, help_text=(
+        "The turn-taking rules: known (max_rounds told, a closing turn) or hidden (core-v2: a per-run hidden last "
+        "round, no closing turn, binding counters). Part of the runs' fingerprints."))
     status = serializers.ChoiceField(choices=Batch.Status.choices)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -200,6 +206,16 @@ class BatchesApi(APIView):
         voice = serializers.BooleanField(default=False, help_text=(
             "Speak each seller reply (ElevenLabs with ELEVENLABS_API_KEY, else espeak-ng), on the voice queue; "
             "each seller message then carries an audio_url. Off by default: large batches rarely want it."))
+        rules = serializers.ChoiceField(
+            choices=Rules.values, default=Rules.KNOWN,
+            error_messages={"invalid_choice": f"Must be one of {', '.join(Rules.values)}; got {{input!r}}."},
+            help_text="known (default): max_rounds is the deadline, told to the agents, with a closing turn; "
+                      "hidden: each run ends without warning after a round drawn from its seed (the agents are "
+                      "told the range), with no closing turn, and a counter is binding, so waiting cannot win "
+                      "(the core-v2 benchmark rules, negotiation/engine/protocol.py).")
+        dry_run = serializers.BooleanField(
+            default=False, help_text="true: launch nothing; answer 200 with the estimate (calls, tokens, "
+                                     "dollars, wall time under the known limits) and the inputs it used.")
 
         def validate_runs(self, value: int) -> int:
             if not 1 <= value <= settings.MAMS_MAX_RUNS_PER_BATCH:
@@ -245,6 +261,11 @@ class BatchesApi(APIView):
         session = session_get(user=request.user, session_id=v.pop("session"))
         if session is None:
             raise ValidationError({"session": ["No session with this id (or it is not yours)."]})
+        if v.pop("dry_run"):
+            estimate = batch_estimate(session=session, item_name=(v.get("item_name") or "").strip() or None,
+                                      runs=v["runs"], agents=v.get("agents"), max_rounds=v["max_rounds"],
+                                      temperature=v["temperature"])
+            return Response({"dry_run": True, "estimate": estimate}, status=status.HTTP_200_OK)
         body_hash = hashlib.sha256(json.dumps(request.data, sort_keys=True, default=str).encode()).hexdigest()
         batch, created = batch_create_idempotent(
             owner=request.user, idempotency_key=key, request_hash=body_hash, session=session,

@@ -109,6 +109,8 @@ class RunSerializer(serializers.Serializer):
     code_version = serializers.CharField(help_text="The commit that produced the run.")
     disclosure = serializers.CharField(help_text="The disclosure rule the run was played under (redact or allow); "
                                                  "part of its fingerprint.")
+    rules = serializers.CharField(help_text="The turn-taking rules the run was played under (known or hidden); part "
+                                            "of its fingerprint.")
     max_rounds = serializers.IntegerField()
     current_round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
     agents = serializers.JSONField()

@@ -137,6 +137,8 @@ class SellerView:
     quantity: int
     round_no: int
     thread: tuple[Msg, ...]  # buyer messages addressed to me, and my replies, in order
+    rules: str = "known"  # the run's rule set (engine/protocol.py::Rules); public, as the prompts state it
+    max_rounds: int = 0  # told to sellers only under "hidden" rules (as the range the run may end in)
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,4 @@ class BuyerView:
     max_rounds: int
     thread: tuple[Msg, ...]  # its own messages and every reply addressed to it
     standing_offers: dict[str, Decimal] = field(default_factory=dict)  # latest offer per handle
+    rules: str = "known"  # the run's rule set (engine/protocol.py::Rules); never the drawn last round

@@ -36,7 +36,8 @@ def _is_from_seller(msg: Msg, key: str) -> bool:
 
 
 def seller_view(
-    *, me: SellerPrivate, item_name: str, quantity: int, round_no: int, transcript: Sequence[Msg]
+    *, me: SellerPrivate, item_name: str, quantity: int, round_no: int, transcript: Sequence[Msg],
+    rules: str = "known", max_rounds: int = 0,
 ) -> SellerView:
     """One seller's view: buyer messages addressed to it and its own replies, in order.
 
@@ -51,7 +52,8 @@ def seller_view(
             thread.append(replace(msg, recipients=(me.handle,)))
         elif _is_from_seller(msg, key):
             thread.append(msg)
-    return SellerView(me=me, item_name=item_name, quantity=quantity, round_no=round_no, thread=tuple(thread))
+    return SellerView(me=me, item_name=item_name, quantity=quantity, round_no=round_no, thread=tuple(thread),
+                      rules=rules, max_rounds=max_rounds)
 
 
 def active_sellers(*, handles: Sequence[str], transcript: Sequence[Msg]) -> tuple[str, ...]:
@@ -70,7 +72,8 @@ def active_sellers(*, handles: Sequence[str], transcript: Sequence[Msg]) -> tupl
 
 
 def buyer_view(
-    *, me: BuyerPrivate, handles: Sequence[str], round_no: int, max_rounds: int, transcript: Sequence[Msg]
+    *, me: BuyerPrivate, handles: Sequence[str], round_no: int, max_rounds: int, transcript: Sequence[Msg],
+    rules: str = "known",
 ) -> BuyerView:
     """The buyer's view: its own messages, every reply to it, and the offers standing now.
 
@@ -95,6 +98,7 @@ def buyer_view(
         max_rounds=max_rounds,
         thread=thread,
         standing_offers=standing_offers,
+        rules=rules,
     )
 
 

@@ -21,7 +21,8 @@ from django.utils import timezone
 from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.engine.disclosure import parse_disclosure
-from negotiation.models import Batch, Disclosure, NegotiationRun, Session
+from negotiation.engine.protocol import parse_rules
+from negotiation.models import Batch, Disclosure, NegotiationRun, Rules, Session
 from negotiation.services.errors import ConflictError, LimitExceeded
 from negotiation.services.launch import agents_resolve, check_range, scenario_for
 from negotiation.services.lifecycle import batch_refresh
@@ -54,11 +55,16 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
                  idempotency_key: str | None = None, population: dict | None = None,
                  disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None,
-                 voice: bool = False) -> Batch:
+                 voice: bool = False, rules: str = Rules.KNOWN) -> Batch:
     errors: dict[str, list[str]] = {}
     label, tag_list = _label_check(errors, name, tags)
     if not isinstance(voice, bool):
         errors.setdefault("voice", []).append("Must be true or false.")
+    try:
+        # As with disclosure: an unknown rule set is refused, never read as the default.
+        rules = parse_rules(rules).value
+    except ValueError as exc:
+        errors.setdefault("rules", []).append(str(exc))
     try:
         # An unknown rule is refused, never read as the default: a batch meant to study leaking
         # must not quietly run with redaction, nor the reverse.
@@ -98,9 +104,9 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure,
-                                 name=label, tags=tag_list, voice=voice)
+                                 name=label, tags=tag_list, voice=voice, rules=rules)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
-    stamps = run_fingerprints(resolved, disclosure=disclosure)
+    stamps = run_fingerprints(resolved, disclosure=disclosure, rules=rules)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
                            seed=base_seed + i, agents=resolved, scenario=sc, max_rounds=max_rounds,
                            voice=voice, **stamps)

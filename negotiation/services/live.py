@@ -47,11 +47,12 @@ def _agents(seller: dict | None, analyst: dict | None, buyer: dict) -> dict[str,
 def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: dict | None = None,
                analyst_agent: dict | None = None, max_rounds: int = 5, seed: int = 0,
                mode: str = NegotiationRun.Mode.HUMAN_BUYER, buyer: dict | None = None,
-               task: dict | None = None, voice: bool | None = None) -> NegotiationRun:
+               task: dict | None = None, voice: bool | None = None, rules: str = "known") -> NegotiationRun:
     """Open a negotiation room for one item whose buyer is outside MAMS; it is running at once.
 
     `mode` is one of NegotiationRun.OUTSIDE_BUYER (a person by default, or an external agent with
-    `buyer`, its recorded agent entry); `task` labels the scenario the room was made from.
+    `buyer`, its recorded agent entry); `task` labels the scenario the room was made from; `rules`
+    are the turn-taking rules (engine/protocol.py::Rules), a suite task's own (core-v2: hidden).
     """
     errors: dict[str, list[str]] = {}
     if not isinstance(max_rounds, int) or not 1 <= max_rounds <= settings.MAMS_MAX_ROUNDS_LIMIT:
@@ -78,7 +79,7 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
     return NegotiationRun.objects.create(
         session=session, owner=owner, item_name=scenario["buyer"]["item_name"], mode=mode,
         status=NegotiationRun.Status.RUNNING, seed=seed, agents=agents, scenario=scenario, max_rounds=max_rounds,
-        started_at=now, heartbeat_at=now, **run_fingerprints(agents),
+        started_at=now, heartbeat_at=now, **run_fingerprints(agents, rules=rules),
         # A person in a live room hears the sellers unless they ask not to; an external agent does not listen.
         voice=(mode == NegotiationRun.Mode.HUMAN_BUYER) if voice is None else bool(voice))
 

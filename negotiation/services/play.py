@@ -18,6 +18,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,6 +30,7 @@ from negotiation.engine import audit, guardrails, protocol, routing, visibility
 from negotiation.engine.types import (
     BUYER,
     BuyerAct,
+    EndReason,
     Event,
     EventKind,
     Msg,
@@ -70,7 +72,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
                         active=view.handles)
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
                                 meta=spans.meta(run=run, round_no=round_no, role="buyer", handle=BUYER),
-                                check=check)
+                                check=check, run_seed=run.seed)
         recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision)
         if recipients is None:
             return
@@ -83,7 +85,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
 def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
     return visibility.buyer_view(me=ctx.buyer, handles=active, round_no=round_no, max_rounds=run.max_rounds,
-                                 transcript=ctx.received(BUYER))
+                                 transcript=ctx.received(BUYER), rules=run.rules)
 
 
 def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision
@@ -155,16 +157,17 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
     if ctx.message(round_no, handle) is None:
         me = ctx.sellers[handle]
         view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
-                                      round_no=round_no, transcript=ctx.received(handle))
+                                      round_no=round_no, transcript=ctx.received(handle), rules=run.rules,
+                                      max_rounds=run.max_rounds)
         slot = ctx.handles.index(handle) + 1
-        # Sellers answer in rounds 1..max_rounds (t = 0..max_rounds-1); a baseline reaches its floor last.
+        # Sellers answer in rounds 1..max_rounds (t = 0..max_rounds-1); the rules set the baseline's deadline.
         previous = next((m.price for m in reversed(view.thread)
                          if m.sender == handle and m.action in (SellerAct.OFFER, SellerAct.ACCEPT)), None)
         check = partial(guardrails.seller_rule_broken, me=me, previous_offer=previous, buyer_counter=buyer_msg.price)
         decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
-                                 deadline=max(1, run.max_rounds - 1),
+                                 deadline=protocol.seller_deadline(rules=run.rules, max_rounds=run.max_rounds),
                                  meta=spans.meta(run=run, round_no=round_no, role="seller", handle=handle),
-                                 check=check)
+                                 check=check, run_seed=run.seed, slot=slot)
         action, events = guardrails.guard_seller(decision.action, me=me, previous_offer=previous,
                                                  buyer_counter=buyer_msg.price)
         events += audit.find_leaks(text=action.message, actor=handle, public_price=action.price,
@@ -202,16 +205,36 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
         return
     ctx = run_context(run, transcript=transcript)
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
-    end = protocol.after_sellers(active_after=active)
+    replies = [m for handle in ctx.handles for m in ctx.transcript if m.round_no == round_no and m.sender == handle]
+    end = protocol.after_sellers(active_after=active, rules=run.rules, round_no=round_no, replies=replies,
+                                 last=run_last_round(run))
     with transaction.atomic() if end is not None else nullcontext():
         if not turn_rows.round_move(run_id, round_no):
             return
         run.current_round = round_no + 1
         if end is not None:
-            run_complete(run=run, ctx=ctx, end=end, reasoning="every seller declined")
+            run_complete(run=run, ctx=ctx, end=end, reasoning=_END_WORDS.get(end.reason, end.reason.value)
+                         .format(seller=end.seller, price=end.price))
             return
     if run.mode == NegotiationRun.Mode.AGENT:
         enqueue_round(run_id, round_no + 1)
+
+
+_END_WORDS = {
+    EndReason.ALL_DECLINED: "every seller declined",
+    EndReason.ACCEPTED: "{seller} accepted the buyer's counter of ${price}, which is binding under hidden rules",
+    EndReason.MAX_ROUNDS: "the run reached its hidden last round",
+}
+
+
+def run_last_round(run: NegotiationRun) -> int:
+    """The round after whose seller replies the run ends (engine/protocol.py::last_round).
+
+    Never stored and never shown before the run ends: it is recomputed from the seed with the
+    deployment's MAMS_DEADLINE_KEY, so an outside buyer that chose its seed still cannot know it.
+    """
+    return protocol.last_round(rules=run.rules, seed=run.seed, max_rounds=run.max_rounds,
+                               key=settings.MAMS_DEADLINE_KEY or settings.SECRET_KEY)
 
 
 # --- claiming, finishing, failing -------------------------------------------------------------

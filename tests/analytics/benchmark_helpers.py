@@ -19,9 +19,11 @@ LLM_BUYER = {"profile": "openai-compatible"}
 
 
 def launch(*, buyers: list[dict[str, Any]], opponents: dict[str, Any] | None = None, runs: int = 1,
-           owner: Any = None, base_seed: int = 0, suite: str = "core-v1") -> BenchmarkRun:
+           owner: Any = None, base_seed: int = 0, suite: str = "core-v1", canaries: bool = False,
+           max_rounds: int = 4) -> BenchmarkRun:
+    """A benchmark run; without the exploit canaries unless asked (tests/analytics/test_canaries.py has them)."""
     return benchmark_run_create(suite=suite, buyers=buyers, opponents=opponents or LINEAR, runs_per_scenario=runs,
-                                base_seed=base_seed, owner=owner, max_rounds=4)
+                                base_seed=base_seed, owner=owner, max_rounds=max_rounds, canaries=canaries)
 
 
 def play_all(run: BenchmarkRun, play_through: Callable[[Any], NegotiationRun]) -> BenchmarkRun:

@@ -181,6 +181,8 @@ def test_run_suite_launches_ordinary_batches_paired_by_seed():
     call_command("run_suite", "core", "--buyer", "openai-compatible", "--buyer", "baseline:boulware", "--runs", "2",
                  "--opponent", "baseline:linear", "--seed", "7", stdout=out)
     text = out.getvalue()
-    assert "16 batches, 36 negotiations queued" in text and "several-items" in text
+    # core is core-v2: 8 scenarios × (2 buyers + 3 exploit canaries); 9 items × 2 runs × 5 = 90 negotiations
+    assert "40 batches, 90 negotiations queued" in text and "several-items" in text and "canary-patient" in text
     batches = Batch.objects.filter(benchmark_entry__isnull=False)
-    assert batches.count() == 16 and set(batches.values_list("base_seed", flat=True)) == {7}
+    assert batches.count() == 40 and set(batches.values_list("base_seed", flat=True)) == {7}
+    assert set(batches.values_list("rules", flat=True)) == {"hidden"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import numpy as np
 import pytest
 
 from analytics import metrics as m
@@ -202,3 +203,49 @@ def test_bootstrap_many_resamples_units_jointly_and_skips_undefined_values() -> 
     assert m.bootstrap_many(cols, seed=5) == est
     with pytest.raises(ValueError):
         m.bootstrap_many({"a": [1, 2], "b": [1]})
+
+
+# --- buyer score and many comparisons (worked examples from the docstrings) ------------------------
+
+def test_buyer_score_counts_no_deal_as_zero_where_a_deal_was_possible():
+    from analytics.metrics import buyer_score
+    got = buyer_score(deal=np.array([1.0, 0.0, 1.0]), buyer_share=np.array([0.6, np.nan, np.nan]),
+                      zopa=np.array([10.0, 10.0, 0.0]))
+    assert got[:2].tolist() == [0.6, 0.0] and np.isnan(got[2])
+    assert np.nanmean(got) == pytest.approx(0.3)
+
+
+def test_holm_adjust_worked_example():
+    from analytics.metrics import holm_adjust
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjust([0.01, None, 0.5]) == [0.02, None, 0.5]
+    assert holm_adjust([]) == []
+    # adjusted p-values are never below the raw ones and never above 1
+    raw = [0.2, 0.001, 0.04, 0.9]
+    assert all(a >= p and a <= 1 for a, p in zip(holm_adjust(raw), raw, strict=True))
+
+
+def test_paired_permutation_p_worked_examples():
+    from analytics.metrics import paired_permutation_p
+    # five equal positive differences: 2 of the 32 sign patterns are as extreme
+    assert paired_permutation_p([1, 1, 1, 1, 1]) == pytest.approx(2 / 32, abs=0.01)
+    assert paired_permutation_p([1, -1, 1, -1]) == 1.0
+    assert paired_permutation_p([]) is None
+    # a large consistent shift is very unlikely under H0; the same data and seed give the same p
+    shift = [0.3 + 0.01 * i for i in range(30)]
+    assert paired_permutation_p(shift) < 0.001 and paired_permutation_p(shift) == paired_permutation_p(shift)
+
+
+# --- replication suites' published metrics (worked examples from the docstrings) ---------------------
+
+def test_negotiationarena_buyer_payoff_worked_example():
+    assert m.na_buyer_payoff(price=D("41.37"), value=D("60")) == D("18.63")
+
+
+def test_a2a_nt_metrics_worked_examples():
+    assert m.a2a_price_reduction_rate(price=D("339"), retail=D("399")) == pytest.approx(60 / 399)
+    assert m.a2a_relative_profit(price=D("339"), wholesale=D("279"), retail=D("399")) == pytest.approx(0.5)
+    assert m.a2a_relative_profit(price=D("339"), wholesale=D("399"), retail=D("399")) is None
+    assert m.a2a_out_of_budget(deal=True, price=D("350"), budget=D("339"))
+    assert not m.a2a_out_of_budget(deal=False, price=None, budget=D("339"))
+    assert not m.a2a_out_of_budget(deal=True, price=D("339"), budget=D("339"))

@@ -166,7 +166,8 @@ def test_the_leaderboard_and_experiment_pages_export_their_tables(web: Client, s
     assert len(data["rows"]) == shown == 2
     assert [r["#"] for r in data["rows"]] == [1, 2]
     top = data["rows"][0]
-    assert top["Buyer surplus share CI low"] <= top["Buyer surplus share"] <= top["Buyer surplus share CI high"]
+    share = "Buyer surplus share (on deals)"
+    assert top[f"{share} CI low"] <= top[share] <= top[f"{share} CI high"]
     body = web.get("/analytics/leaderboard/", {"suite": "core-v1", "export": "csv"}).content.decode()
     assert next(csv.reader(io.StringIO(body))) == data["columns"]
     conditions = [{"label": n, "agents": {**BASELINE, "buyer": {"strategy": n}}} for n in ("boulware", "conceder")]

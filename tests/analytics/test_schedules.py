@@ -135,7 +135,8 @@ def test_a_scheduled_benchmark_fires_through_beat_and_lands_on_the_leaderboard(c
     wait_for(lambda: BenchmarkRun.objects.filter(schedule=schedule).exists(), timeout=60,
              what=f"the benchmark run (worker log: {celery_worker.log})")
     run = BenchmarkRun.objects.get(schedule=schedule)
-    assert run.entries.count() == 16  # 8 scenarios × 2 buyers
+    assert run.suite.label == "core-v2" and run.suite.rules == "hidden"  # "core" is the latest version
+    assert run.entries.count() == 40  # 8 scenarios × (2 buyers + 3 exploit canaries)
     for batch_id in run.entries.values_list("batch_id", flat=True):
         wait_for_batch(batch_id, timeout=180, worker=celery_worker)
     # and the sweeper task (beat's benchmark-finish entry) finishes it on the worker
@@ -144,7 +145,18 @@ def test_a_scheduled_benchmark_fires_through_beat_and_lands_on_the_leaderboard(c
              what="the benchmark run to be finished")
     schedule.refresh_from_db()
     assert schedule.last_fired_at is not None and schedule.last_error == ""
-    rows = {r["label"]: r for t in leaderboard(user=None, suite="core-v1")["tables"] for r in t["rows"]}
-    assert set(rows) == {"openai-compatible:gpt-4o-mini@0.7", "baseline:boulware"}
+    rows = {r["label"]: r for t in leaderboard(user=None, suite="core-v2")["tables"] for r in t["rows"]}
+    assert set(rows) == {"openai-compatible:gpt-4o-mini@0.7", "baseline:boulware", "canary-patient",
+                         "canary-accept-first", "canary-random"}
+    # the LLM buyer played under the hidden rules too: no closing turn, nothing said after the drawn last round
+    from django.conf import settings
+
+    from negotiation.engine.protocol import last_round
+    from negotiation.models import Message, NegotiationRun
+    key = settings.MAMS_DEADLINE_KEY or settings.SECRET_KEY
+    for r in NegotiationRun.objects.filter(batch__benchmark_entry__benchmark=run):
+        assert r.rules == "hidden"
+        said = max(Message.objects.filter(run=r).values_list("round_no", flat=True))
+        assert said <= last_round(rules="hidden", seed=r.seed, max_rounds=r.max_rounds, key=key) <= r.max_rounds
     assert all(r["runs"] == 9 and r["metrics"]["deal_rate"]["n"] == 9 for r in rows.values())
     assert rows["openai-compatible:gpt-4o-mini@0.7"]["metrics"]["deal_rate"]["mean"] is not None

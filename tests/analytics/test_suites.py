@@ -88,7 +88,7 @@ def test_content_hash_ignores_formatting_but_not_content(tmp_path: Path):
 
 @pytest.mark.parametrize("ref", ["nope", "core-v9", "", "core-v0", "../core-v1"])
 def test_unknown_suite_is_a_clear_error(ref: str):
-    with pytest.raises(SuiteError, match="unknown suite .*Known suites: core"):
+    with pytest.raises(SuiteError, match="unknown suite .*Known suites: .*core \\(v1, v2\\)"):
         load_suite(ref)
 
 
@@ -125,8 +125,8 @@ def test_a_suite_loads_once_and_again_is_a_no_op():
     from analytics.models import Suite, SuiteScenario
     from negotiation.models import Session
 
-    # given nothing loaded, when core is loaded twice
-    first, created = suite_load(ref="core")
+    # given nothing loaded, when core-v1 is loaded twice
+    first, created = suite_load(ref="core-v1")
     sessions = Session.objects.count()
     again, created_again = suite_load(ref="core-v1")
     # then one suite with its eight scenarios exists, made once, each an ownerless session
@@ -138,6 +138,10 @@ def test_a_suite_loads_once_and_again_is_a_no_op():
     several = scenarios.get(slug="several-items")
     assert sorted(several.items) == sorted(several.session.demands.values_list("item_name", flat=True))
     assert first.content_hash == load_suite("core-v1").content_hash
+    # and "core" names the latest version, core-v2, a separate suite with its own rules and hash
+    latest, _ = suite_load(ref="core")
+    assert latest.label == "core-v2" and latest.rules == "hidden" and first.rules == "known"
+    assert latest.pk != first.pk and latest.content_hash != first.content_hash
 
 
 @pytest.mark.django_db

@@ -75,6 +75,8 @@ def test_all_items_when_item_is_null(api: Any, sample: Session) -> None:
     ({"disclosure": "redacted"}, "disclosure"),
     ({"disclosure": ""}, "disclosure"),
     ({"disclosure": None}, "disclosure"),
+    ({"rules": "secret"}, "rules"),
+    ({"rules": None}, "rules"),
     ({"name": "x" * 121}, "name"),
     ({"tags": ["has space"]}, "tags.0"),
     ({"tags": "not-a-list"}, "tags"),
@@ -103,6 +105,24 @@ def test_the_disclosure_rule_defaults_to_redact_and_is_stamped_on_every_run(api:
     assert a.buyer_fingerprint != b.buyer_fingerprint and a.seller_fingerprint != b.seller_fingerprint
     run = api.get(f"/api/negotiations/{b.pk}").json()
     assert run["disclosure"] == "allow"
+
+
+def test_hidden_rules_are_stamped_on_the_batch_its_runs_and_their_fingerprints(api: Any, sample: Session) -> None:
+    # given one batch under the default rules and one under the hidden (core-v2) rules
+    known = api.post("/api/batches", _body(sample), format="json").json()
+    hidden = api.post("/api/batches", _body(sample, rules="hidden"), format="json").json()
+    # then each says so, as does each of its runs
+    assert (known["rules"], hidden["rules"]) == ("known", "hidden")
+    assert set(NegotiationRun.objects.filter(batch_id=hidden["id"]).values_list("rules", flat=True)) == {"hidden"}
+    # and the same agents under other rules do not compare as like
+    a = NegotiationRun.objects.filter(batch_id=known["id"]).first()
+    b = NegotiationRun.objects.filter(batch_id=hidden["id"]).first()
+    assert a.buyer_fingerprint != b.buyer_fingerprint and a.seller_fingerprint != b.seller_fingerprint
+    assert api.get(f"/api/negotiations/{b.pk}").json()["rules"] == "hidden"
+    # and a misspelt rule set is a 400 naming the choices, creating nothing more
+    r = api.post("/api/batches", _body(sample, rules="Hidden"), format="json")
+    assert r.status_code == 400 and "known, hidden" in r.json()["errors"]["rules"][0]
+    assert Batch.objects.count() == 2
 
 
 def test_an_unknown_disclosure_rule_names_the_choices(api: Any, sample: Session) -> None:

@@ -145,7 +145,9 @@ def test_tasks_list_every_suite_item_and_my_sessions_without_private_numbers(
 
 def test_tasks_filter_by_suite_and_source(api: Any, planted: Session) -> None:
     suite_only = api.get("/env/tasks", {"suite": "core", "limit": 500}).json()["results"]
-    assert suite_only and all(t["suite"] == "core-v1" for t in suite_only)
+    assert suite_only and all(t["suite"] == "core-v2" for t in suite_only)  # "core" is its latest version
+    v1 = api.get("/env/tasks", {"suite": "core-v1", "limit": 500}).json()["results"]
+    assert v1 and all(t["suite"] == "core-v1" for t in v1)
     sessions_only = api.get("/env/tasks", {"source": "session"}).json()["results"]
     assert [t["source"] for t in sessions_only] == ["session"]
     r = api.get("/env/tasks", {"suite": "nope"})
@@ -516,3 +518,63 @@ def test_a_scripted_external_agent_plays_over_http(user: Any, celery_worker: Any
             pytest.raises(agent.EnvError) as err:
         other_client.state(eid)
     assert err.value.status == 404
+
+
+# --- the patient exploit through /env, under core-v1's and core-v2's rules ----------------------------
+
+def _patient_reward(api: Any, sellers_answer: Any, task: str, *, seed: int, max_rounds: int, seller: str
+                    ) -> tuple[float, list[dict]]:
+    """Counter at the minimum every round; on the last chance, take the lowest offer in budget."""
+    r = _reset(api, task, seed=seed, max_rounds=max_rounds,
+               agents={"seller": {"strategy": seller}, "analyst": {"strategy": "linear"}})
+    assert r.status_code == 201, r.content
+    eid = r.json()["episode_id"]
+    seen = []
+    for _ in range(3 * max_rounds):
+        obs = api.get("/env/state", {"episode_id": eid}).json()["observation"]
+        seen.append(obs)
+        if obs["done"]:
+            break
+        low, high = Decimal(obs["budget"]["min_price"]), Decimal(obs["budget"]["max_price"])
+        offers = {h: Decimal(p) for h, p in obs["standing_offers"].items() if Decimal(p) <= high}
+        if obs["closing_turn"] or (obs["rules"] == "hidden" and obs["round"] >= obs["max_rounds"]):
+            if offers:
+                best = min(offers, key=lambda h: offers[h])
+                assert _step(api, eid, type="accept", seller=best, price=str(offers[best])).status_code == 200
+            else:
+                assert _step(api, eid, type="walk_away").status_code == 200
+            continue
+        assert _step(api, eid, type="message", text=f"Can you do ${low}?", price=str(low)).status_code in (200, 202)
+        sellers_answer(eid)
+    score = api.get("/env/score", {"episode_id": eid}).json()
+    assert score["done"], score
+    return score["reward"], seen
+
+
+@pytest.mark.django_db
+def test_the_patient_exploit_wins_core_v1_and_not_core_v2(api: Any, sellers_answer: Any) -> None:
+    from django.conf import settings as django_settings
+
+    from negotiation.engine.protocol import last_round
+    tasks = ["{suite}/three-sellers/Wireless Mouse", "{suite}/tight-zopa/Mechanical Keyboard"]
+    # given the issue's 12 episodes (two tasks × three seller strategies × max_rounds 3 and 5)
+    v1, v2 = [], []
+    for task in tasks:
+        for seller in ("boulware", "linear", "conceder"):
+            for rounds in (3, 5):
+                # when the patient policy plays them under core-v1's rules, then under core-v2's (two seeds)
+                v1.append(_patient_reward(api, sellers_answer, task.format(suite="core-v1"), seed=1,
+                                          max_rounds=rounds, seller=seller)[0])
+                for seed in (1, 2):
+                    reward, seen = _patient_reward(api, sellers_answer, task.format(suite="core-v2"), seed=seed,
+                                                   max_rounds=rounds, seller=seller)
+                    v2.append(reward)
+                    # and a core-v2 observation names the rules and the range, never the drawn round
+                    drawn = last_round(rules="hidden", seed=seed, max_rounds=rounds,
+                                       key=django_settings.MAMS_DEADLINE_KEY or django_settings.SECRET_KEY)
+                    assert all(o["rules"] == "hidden" and o["earliest_end"] <= rounds and not o["closing_turn"]
+                               and set(o) == set(seen[0]) for o in seen)
+                    assert all(o["round"] <= drawn + 1 for o in seen)
+    # then core-v1 pays it the whole surplus every time (the exploit), and core-v2 does not
+    assert v1 == [1.0] * 12
+    assert sum(v2) / len(v2) < 0.6 and v2.count(1.0) < len(v2) / 4, v2

@@ -4,18 +4,34 @@ MAMS fakes the LLM only at the HTTP boundary, so the real ``openai`` client (its
 retries) and our Redis rate limiter run unchanged against this server. ``FakeLLM`` serves
 ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models`` from a stdlib ``ThreadingHTTPServer``;
 a *policy* (``Callable[[Request], str]``) decides the content of each answer. Knobs that shape the
-provider's behaviour (latency, a hard moving-window rate limit, a FIFO of injected faults, an outage
-window) can be changed at runtime from Python or over HTTP (``POST /_control``, ``POST /_reset``,
-``GET /_stats``, ``GET /_requests``), and every generation request is recorded so that a test can prove,
-for example, that no client ever exceeded the limit (``max_accepted_in_window``). Integration tests run
-it in-process in a background thread; load and fault benchmarks run it as a separate process with
-``python -m tests.fakes.openai_server --port 0 --latency 0.3 --rate 20/1``, which prints one line
+provider's behaviour (latency, a hard moving-window request limit, token limits, the rate-limit header
+family it sends, a FIFO of injected faults, an outage window) can be changed at runtime from Python or
+over HTTP (``POST /_control``, ``POST /_reset``, ``GET /_stats``, ``GET /_requests``), and every
+generation request is recorded so that a test can prove, for example, that no client ever exceeded the
+limit (``max_accepted_in_window``). Integration tests run it in-process in a background thread; load and
+fault benchmarks run it as a separate process with ``python -m tests.fakes.openai_server --port 0
+--latency 0.3 --rate 20/1``, which prints one line
 ``FAKE_LLM_URL=http://127.0.0.1:PORT/v1`` and serves until SIGTERM or SIGINT.
+
+Token limits are modelled on the real providers (OpenAI's and Anthropic's rate-limit docs): a token
+bucket per limit (capacity N, refilled continuously at N per window), charged when a request is
+admitted with its prompt tokens plus its ``max_tokens`` and corrected to the tokens the answer really
+used (prompt + completion, counted as ``usage`` reports them) when it is sent; a request beyond the
+request limit or any token limit is answered 429 with ``Retry-After``. ``token_limit`` counts both,
+``input_token_limit`` the prompt and ``output_token_limit`` the completion (Anthropic's three). With
+``headers="openai"`` every answer carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
+(reset as ``12ms``, ``1s``, ``6m0s``: the time until that budget is full again); with
+``headers="anthropic"`` ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
+remaining,reset}`` (reset as an RFC 3339 time). Both families state limits per minute, so the fake
+refuses a header family unless every configured window is 60 s. Lowering a limit mid-run keeps what
+was already used: the bucket may go below zero, and remaining reads 0 until it refills, as a
+provider that cut a quota would behave.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import math
@@ -34,6 +50,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_CONTENT",
     "FAULT_KINDS",
+    "HEADER_FAMILIES",
     "FakeLLM",
     "Request",
     "default_policy",
@@ -76,6 +93,10 @@ _TEXT_ROLES = ("system", "developer", "user", "assistant")
 _KNOBS = (
     "latency",
     "rate_limit",
+    "token_limit",
+    "input_token_limit",
+    "output_token_limit",
+    "headers",
     "faults",
     "add_faults",
     "timeout_sleep",
@@ -158,6 +179,11 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def _max_tokens(body: dict[str, Any]) -> int:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    return value if isinstance(value, int) and value > 0 else 0
+
+
 def _apply_stop(text: str, stop: Any) -> str:
     stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str) and s]
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
@@ -200,6 +226,70 @@ def _parse_rate_limit(value: Any) -> dict[str, float | int] | None:
     if requests < 1 or not (math.isfinite(per_seconds) and per_seconds > 0):
         raise ValueError(f"rate_limit needs requests >= 1 and per_seconds > 0, got {value!r}")
     return {"requests": requests, "per_seconds": per_seconds}
+
+
+HEADER_FAMILIES = ("none", "openai", "anthropic")
+# Which tokens each token limit counts: (prompt, completion) weights.
+_TOKEN_KINDS = {"token_limit": (1, 1), "input_token_limit": (1, 0), "output_token_limit": (0, 1)}
+
+
+def _parse_token_limit(name: str, value: Any) -> dict[str, float | int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        n, sep, s = value.partition("/")
+        if not sep:
+            raise ValueError(f"{name} {value!r} must look like N/SECONDS, e.g. 300000/60")
+        value = {"tokens": n, "per_seconds": s}
+    if isinstance(value, list | tuple) and len(value) == 2:
+        value = {"tokens": value[0], "per_seconds": value[1]}
+    if not isinstance(value, dict) or set(value) != {"tokens", "per_seconds"}:
+        raise ValueError(f'{name} must be null or {{"tokens": N, "per_seconds": S}}, got {value!r}')
+    tokens, per_seconds = int(value["tokens"]), float(value["per_seconds"])
+    if tokens < 1 or not (math.isfinite(per_seconds) and per_seconds > 0):
+        raise ValueError(f"{name} needs tokens >= 1 and per_seconds > 0, got {value!r}")
+    return {"tokens": tokens, "per_seconds": per_seconds}
+
+
+class _Bucket:
+    """A token bucket: `capacity` tokens, refilled continuously at capacity/per_seconds; may go negative."""
+
+    def __init__(self, capacity: int, per_seconds: float, now: float) -> None:
+        self.capacity, self.per_seconds = capacity, per_seconds
+        self.level, self.at = float(capacity), now
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / self.per_seconds
+
+    def refill(self, now: float) -> float:
+        if now > self.at:
+            self.level = min(float(self.capacity), self.level + (now - self.at) * self.rate)
+            self.at = now
+        return self.level
+
+    def relimit(self, capacity: int, per_seconds: float, now: float) -> None:
+        # What was used stays used: a lowered quota can leave the bucket below zero.
+        used = self.capacity - self.refill(now)
+        self.capacity, self.per_seconds = capacity, per_seconds
+        self.level = capacity - used
+
+    def full_in(self, now: float) -> float:
+        """Seconds until the bucket is full again (the providers' "reset")."""
+        return max(0.0, (self.capacity - self.refill(now)) / self.rate)
+
+
+def _go_duration(seconds: float) -> str:
+    """OpenAI's reset format: ``12ms``, ``1s``, ``20.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes >= 1 else text
+
+
+def _rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _non_negative(name: str, value: Any) -> float:
@@ -294,6 +384,9 @@ class FakeLLM:
         self._policy: Policy = policy or default_policy
         self._latency = 0.0
         self._rate_limit: dict[str, float | int] | None = None
+        self._token_limits: dict[str, dict[str, float | int]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._headers = "none"
         self._faults: deque[str] = deque()
         self._timeout_sleep = 30.0
         self._outage_until: float | None = None
@@ -395,6 +488,30 @@ class FakeLLM:
             self._rate_limit = limit
 
     @property
+    def token_limits(self) -> dict[str, dict[str, float | int]]:
+        """The token limits in force, by knob name (token_limit, input_token_limit, output_token_limit)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._token_limits.items()}
+
+    @property
+    def headers(self) -> str:
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: str) -> None:
+        self.configure(headers=value)
+
+    def spend(self, tokens: int, *, kind: str = "token_limit") -> None:
+        """Take `tokens` from a token budget, as another client on the same account would."""
+        with self._lock:
+            bucket = self._buckets[kind]
+            bucket.refill(time.time())
+            bucket.level -= tokens
+
+    def set_token_limit(self, value: Any, *, kind: str = "token_limit") -> None:
+        self.configure(**{kind: value})
+
+    @property
     def faults(self) -> list[str]:
         with self._lock:
             return list(self._faults)
@@ -463,6 +580,21 @@ class FakeLLM:
             staged["latency"] = _non_negative("latency", knobs["latency"])
         if "rate_limit" in knobs:
             staged["rate_limit"] = _parse_rate_limit(knobs["rate_limit"])
+        for kind in _TOKEN_KINDS:
+            if kind in knobs:
+                staged[kind] = _parse_token_limit(kind, knobs[kind])
+        if "headers" in knobs:
+            family = str(knobs["headers"] or "none")
+            if family not in HEADER_FAMILIES:
+                raise ValueError(f"headers must be one of {', '.join(HEADER_FAMILIES)}, got {knobs['headers']!r}")
+            staged["headers"] = family
+        with self._lock:
+            # The header families state limits per minute; any other window would make them lie.
+            family = staged.get("headers", self._headers)
+            rate = staged["rate_limit"] if "rate_limit" in staged else self._rate_limit
+            windows = [rate] + [staged[k] if k in staged else self._token_limits.get(k) for k in _TOKEN_KINDS]
+            if family != "none" and any(w and float(w["per_seconds"]) != 60 for w in windows):
+                raise ValueError(f"headers={family!r} state per-minute limits: every limit's window must be 60 s")
         for key in ("faults", "add_faults"):
             if key in knobs:
                 if not isinstance(knobs[key], list):
@@ -483,9 +615,25 @@ class FakeLLM:
         if "policy" in knobs:
             staged["policy"] = load_policy(knobs["policy"])
         with self._lock:
-            for key in ("latency", "rate_limit", "timeout_sleep", "outage_until", "outage_status", "policy"):
+            for key in ("latency", "rate_limit", "timeout_sleep", "outage_until", "outage_status", "policy",
+                        "headers"):
                 if key in staged:
                     setattr(self, f"_{key}", staged[key])
+            now = time.time()
+            for kind in _TOKEN_KINDS:
+                if kind not in staged:
+                    continue
+                limit = staged[kind]
+                if limit is None:
+                    self._token_limits.pop(kind, None)
+                    self._buckets.pop(kind, None)
+                    continue
+                self._token_limits[kind] = limit
+                bucket = self._buckets.get(kind)
+                if bucket is None:
+                    self._buckets[kind] = _Bucket(int(limit["tokens"]), float(limit["per_seconds"]), now)
+                else:
+                    bucket.relimit(int(limit["tokens"]), float(limit["per_seconds"]), now)
             if "faults" in staged:
                 self._faults = deque(staged["faults"])
             if "add_faults" in staged:
@@ -497,6 +645,8 @@ class FakeLLM:
             return {
                 "latency": self._latency,
                 "rate_limit": dict(self._rate_limit) if self._rate_limit else None,
+                **{k: dict(self._token_limits[k]) if k in self._token_limits else None for k in _TOKEN_KINDS},
+                "headers": self._headers,
                 "faults": list(self._faults),
                 "timeout_sleep": self._timeout_sleep,
                 "outage_until": self._outage_until,
@@ -509,6 +659,9 @@ class FakeLLM:
         with self._lock:
             self._records = []
             self._window.clear()
+            now = time.time()
+            for kind, limit in self._token_limits.items():
+                self._buckets[kind] = _Bucket(int(limit["tokens"]), float(limit["per_seconds"]), now)
             self._faults.clear()
             self._outage_until = None
             self._max_in_flight = self._in_flight
@@ -526,7 +679,8 @@ class FakeLLM:
             records = list(self._records)
             window = float(self._rate_limit["per_seconds"]) if self._rate_limit else 1.0
             in_flight, max_in_flight = self._in_flight, self._max_in_flight
-            config = {"rate_limit": dict(self._rate_limit) if self._rate_limit else None}
+            config = {"rate_limit": dict(self._rate_limit) if self._rate_limit else None,
+                      **{k: dict(v) for k, v in self._token_limits.items()}, "headers": self._headers}
         by_status: dict[str, int] = {}
         for record in records:
             key = str(record["status"]) if record["status"] is not None else "pending"
@@ -538,6 +692,9 @@ class FakeLLM:
                 sorted(r["arrival"] for r in records if r["status"] == 200), window
             ),
             "window_seconds": window,
+            # Tokens the 200 answers used (prompt + completion), as their usage reported them.
+            "tokens": sum((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
+                          for r in records if r["status"] == 200),
             "in_flight": in_flight,
             "max_in_flight": max_in_flight,
             **config,
@@ -594,6 +751,9 @@ class FakeLLM:
 
     def _generate(self, handler: _Handler, path: str, raw: bytes) -> None:
         request, problem = _parse_request(path, raw, dict(handler.headers.items()))
+        # What the token limits charge on admission: the prompt, plus the completion the request allows.
+        prompt_tokens = _tokens(request.text) if request and not problem else 0
+        max_tokens = _max_tokens(request.body) if request and not problem else 0
         with self._lock:
             # The clock is read under the lock so the window deque and the records stay in arrival order.
             now = time.time()
@@ -607,11 +767,13 @@ class FakeLLM:
                 "status": None,
                 "fault": None,
                 "text": request.text[:200] if request else "",
+                "prompt_tokens": None,
+                "completion_tokens": None,
             }
             self._records.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            reject = None if problem else self._admit(now)
+            reject = None if problem else self._admit(now, prompt_tokens, max_tokens)
             fault = None if problem or reject else (self._faults.popleft() if self._faults else None)
             record["fault"] = fault
             latency, timeout_sleep, policy = self._latency, self._timeout_sleep, self._policy
@@ -624,7 +786,7 @@ class FakeLLM:
                 answer = reject
             else:
                 assert request is not None
-                answer = self._answer(request, fault, latency, timeout_sleep, policy)
+                answer = self._answer(request, fault, latency, timeout_sleep, policy, record)
         finally:
             # The record is complete before the client can see the answer, so a test that inspects
             # fake.requests right after its call never reads a half-written record.
@@ -632,6 +794,19 @@ class FakeLLM:
                 record["status"] = answer[0] if answer else 0
                 record["finish"] = time.time()
                 self._in_flight -= 1
+                if not problem and not reject:
+                    # The reservation becomes what the answer used (nothing, for an error).
+                    used = record["completion_tokens"] if record["status"] == 200 else None
+                    now = record["finish"]
+                    for kind, (wp, wc) in _TOKEN_KINDS.items():
+                        bucket = self._buckets.get(kind)
+                        if bucket is not None:
+                            charged = wp * prompt_tokens + wc * max_tokens
+                            actual = 0 if used is None else wp * prompt_tokens + wc * used
+                            bucket.refill(now)
+                            bucket.level += charged - actual
+                if answer is not None and answer[0] == 200:
+                    answer = (answer[0], answer[1], {**answer[2], **self._limit_headers(record["finish"])})
         if answer is None:  # the server is stopping
             handler.close_connection = True
             return
@@ -643,7 +818,7 @@ class FakeLLM:
             with self._lock:
                 record["status"] = 0  # the client hung up first (e.g. after a "timeout" fault)
 
-    def _admit(self, now: float) -> _Answer | None:
+    def _admit(self, now: float, prompt_tokens: int = 0, max_tokens: int = 0) -> _Answer | None:
         """Outage and rate-limit checks; called with the lock held. Returns a rejection or None."""
         if self._outage_until is not None and now < self._outage_until:
             wait = self._outage_until - now
@@ -657,24 +832,78 @@ class FakeLLM:
                 _json_bytes(_error_body("The server is overloaded (fake outage).", "server_error")),
                 {},
             )
+        waits: list[tuple[float, str]] = []
         limit = self._rate_limit
-        if limit is None:
-            return None
-        n, per = int(limit["requests"]), float(limit["per_seconds"])
-        while self._window and self._window[0] <= now - per:
-            self._window.popleft()
-        if len(self._window) >= n:
-            # The request fits once the oldest of the N most recent acceptances has left the window.
-            wait = self._window[len(self._window) - n] + per - now
-            body = _error_body(
-                f"Rate limit reached: {n} requests per {per:g} s.", "rate_limit_error", "rate_limit_exceeded"
-            )
-            return 429, _json_bytes(body), _retry_after(wait)
-        self._window.append(now)
+        if limit is not None:
+            n, per = int(limit["requests"]), float(limit["per_seconds"])
+            while self._window and self._window[0] <= now - per:
+                self._window.popleft()
+            if len(self._window) >= n:
+                # The request fits once the oldest of the N most recent acceptances has left the window.
+                waits.append((self._window[len(self._window) - n] + per - now, f"{n} requests per {per:g} s"))
+        for kind, (wp, wc) in _TOKEN_KINDS.items():
+            bucket = self._buckets.get(kind)
+            if bucket is None:
+                continue
+            charge = wp * prompt_tokens + wc * max_tokens
+            if charge > bucket.capacity:
+                body = _error_body(f"Request too large: {charge} tokens > {kind} {bucket.capacity}.",
+                                   "invalid_request_error", "request_too_large")
+                return 400, _json_bytes(body), {}
+            level = bucket.refill(now)
+            if level < charge:
+                waits.append(((charge - level) / bucket.rate,
+                              f"{bucket.capacity} {kind.removesuffix('_limit').replace('_', ' ')}s "
+                              f"per {bucket.per_seconds:g} s"))
+        if waits:
+            wait, what = max(waits)
+            body = _error_body(f"Rate limit reached: {what}.", "rate_limit_error", "rate_limit_exceeded")
+            return 429, _json_bytes(body), {**self._limit_headers(now), **_retry_after(wait)}
+        if limit is not None:
+            self._window.append(now)
+        for kind, (wp, wc) in _TOKEN_KINDS.items():
+            bucket = self._buckets.get(kind)
+            if bucket is not None:
+                bucket.level -= wp * prompt_tokens + wc * max_tokens
         return None
 
+    def _limit_headers(self, now: float) -> dict[str, str]:
+        """The selected family's rate-limit headers, as they stand at `now`; called with the lock held."""
+        if self._headers == "none":
+            return {}
+        entries: dict[str, tuple[int, int, float]] = {}  # resource -> limit, remaining, seconds until full
+        limit = self._rate_limit
+        if limit is not None:
+            n, per = int(limit["requests"]), float(limit["per_seconds"])
+            while self._window and self._window[0] <= now - per:
+                self._window.popleft()
+            full_in = self._window[-1] + per - now if self._window else 0.0
+            entries["requests"] = (n, max(0, n - len(self._window)), max(0.0, full_in))
+        names = {"token_limit": "tokens", "input_token_limit": "input-tokens", "output_token_limit": "output-tokens"}
+        for kind, bucket in self._buckets.items():
+            entries[names[kind]] = (bucket.capacity, max(0, math.floor(bucket.refill(now))), bucket.full_in(now))
+        headers: dict[str, str] = {}
+        for resource, (n, remaining, full_in) in entries.items():
+            if self._headers == "openai":
+                if resource not in ("requests", "tokens"):
+                    continue  # OpenAI has no separate input/output limits
+                headers[f"x-ratelimit-limit-{resource}"] = str(n)
+                headers[f"x-ratelimit-remaining-{resource}"] = str(remaining)
+                headers[f"x-ratelimit-reset-{resource}"] = _go_duration(full_in)
+            else:
+                headers[f"anthropic-ratelimit-{resource}-limit"] = str(n)
+                headers[f"anthropic-ratelimit-{resource}-remaining"] = str(remaining)
+                headers[f"anthropic-ratelimit-{resource}-reset"] = _rfc3339(now + full_in)
+        return headers
+
     def _answer(
-        self, request: Request, fault: str | None, latency: float, timeout_sleep: float, policy: Policy
+        self,
+        request: Request,
+        fault: str | None,
+        latency: float,
+        timeout_sleep: float,
+        policy: Policy,
+        record: dict[str, Any] | None = None,
     ) -> _Answer | None:
         kind, arg = _parse_fault(fault) if fault else (None, None)
         if kind == "timeout":
@@ -710,7 +939,11 @@ class FakeLLM:
             content = INJECTION_CONTENT
         content = _apply_stop(content, request.body.get("stop"))
 
-        body = _json_bytes(_response_payload(request, content))
+        payload = _response_payload(request, content)
+        if record is not None:
+            record["prompt_tokens"] = payload["usage"]["prompt_tokens"]
+            record["completion_tokens"] = payload["usage"]["completion_tokens"]
+        body = _json_bytes(payload)
         if kind == "truncated_body":
             body = body[: len(body) // 2]
         return 200, body, {}
@@ -812,6 +1045,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before each answer")
     parser.add_argument("--rate", default=None, help="hard limit N/SECONDS, e.g. 20/1")
+    parser.add_argument("--tokens", default=None, help="token limit N/SECONDS (prompt + completion)")
+    parser.add_argument("--input-tokens", default=None, help="input token limit N/SECONDS")
+    parser.add_argument("--output-tokens", default=None, help="output token limit N/SECONDS")
+    parser.add_argument("--headers", default="none", choices=HEADER_FAMILIES, help="rate-limit header family")
     parser.add_argument(
         "--policy", default="default", help="default, a tests.fakes.policies name, or mod:attr"
     )
@@ -822,7 +1059,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         fake = FakeLLM(load_policy(args.policy), host=args.host, port=args.port)
-        fake.configure(latency=args.latency, rate_limit=args.rate, timeout_sleep=args.timeout_sleep)
+        fake.configure(latency=args.latency, rate_limit=args.rate, timeout_sleep=args.timeout_sleep,
+                       token_limit=args.tokens, input_token_limit=args.input_tokens,
+                       output_token_limit=args.output_tokens, headers=args.headers)
     except (ValueError, ImportError) as exc:
         parser.error(str(exc))
 

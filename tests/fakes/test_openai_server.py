@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from negotiation.agents.ratelimit_headers import parse_duration
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeLLM, Request
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -349,3 +351,88 @@ def test_cli_prints_url_serves_and_stops_on_sigterm():
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+# --- token limits and rate-limit headers (modelled on OpenAI's and Anthropic's docs) ---------------
+
+def _raw_chat(client: openai.OpenAI, content: str = "x" * 400, max_tokens: int = 50):
+    return client.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": content}], max_tokens=max_tokens)
+
+
+def test_token_limit_charges_prompt_plus_max_tokens_then_keeps_only_what_was_used(fake, client):
+    # given a 1,000-token-per-minute limit and OpenAI headers; a 400-character prompt is 100 tokens
+    fake.configure(token_limit="1000/60", headers="openai")
+    raw = _raw_chat(client, max_tokens=50)
+    used = raw.parse().usage
+    # then the answer says what is left after the correction: the limit minus prompt + completion
+    # (the refill during the call is under one token at 1000/min: floor keeps it honest)
+    remaining = int(raw.headers["x-ratelimit-remaining-tokens"])
+    assert raw.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert 1000 - used.total_tokens <= remaining <= 1000 - used.total_tokens + 1
+    assert re.fullmatch(r"\d+(\.\d+)?s|\d+ms", raw.headers["x-ratelimit-reset-tokens"])
+    assert fake.stats()["tokens"] == used.total_tokens
+
+
+def test_a_request_beyond_the_token_budget_is_429_with_retry_after_and_the_request_limit_still_holds(fake, client):
+    fake.configure(token_limit="500/60", rate_limit="100/60", headers="openai")
+    _raw_chat(client, max_tokens=200)  # 100 prompt + 200 reserved, ~8 used: about 390 left
+    _raw_chat(client, max_tokens=200)  # about 280 left
+    with pytest.raises(openai.RateLimitError) as caught:
+        _raw_chat(client, max_tokens=200)  # needs 300
+    response = caught.value.response
+    assert int(response.headers["retry-after"]) >= 1
+    assert "tokens" in response.text
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) < 300  # honest: not enough for the call
+    # the request limit binds on its own too
+    fake.configure(token_limit=None, rate_limit="2/60")
+    fake.reset()
+    _raw_chat(client), _raw_chat(client)
+    with pytest.raises(openai.RateLimitError) as caught:
+        _raw_chat(client)
+    assert "2 requests" in caught.value.response.text
+
+
+def test_anthropic_headers_state_each_budget_with_an_rfc3339_reset(fake, client):
+    fake.configure(rate_limit="50/60", token_limit="10000/60", input_token_limit="8000/60",
+                   output_token_limit="2000/60", headers="anthropic")
+    before = time.time()
+    raw = _raw_chat(client, max_tokens=100)
+    usage = raw.parse().usage
+    h = raw.headers
+    assert h["anthropic-ratelimit-requests-limit"] == "50"
+    assert h["anthropic-ratelimit-requests-remaining"] == "49"
+    input_left = int(h["anthropic-ratelimit-input-tokens-remaining"])
+    output_left = int(h["anthropic-ratelimit-output-tokens-remaining"])
+    assert 8000 - usage.prompt_tokens <= input_left <= 8000 - usage.prompt_tokens + 1
+    assert 2000 - usage.completion_tokens <= output_left <= 2000 - usage.completion_tokens + 1
+    reset = datetime.datetime.fromisoformat(h["anthropic-ratelimit-tokens-reset"].replace("Z", "+00:00"))
+    # full again once the used tokens have refilled at 10000/min
+    assert before <= reset.timestamp() <= time.time() + usage.total_tokens * 60 / 10000 + 0.01
+    assert not any(k.startswith("x-ratelimit") for k in h)
+
+
+def test_no_header_family_sends_no_rate_limit_headers(fake, client):
+    fake.configure(token_limit="1000/60")
+    assert not any("ratelimit" in k for k in _raw_chat(client).headers)
+
+
+def test_a_lowered_limit_keeps_what_was_used_so_remaining_reads_0_until_it_refills(fake, client):
+    fake.configure(token_limit="1000/60", headers="openai")
+    raw = _raw_chat(client, max_tokens=50)
+    used = raw.parse().usage.total_tokens
+    fake.configure(token_limit=f"{used // 2}/60")  # below what is already used this minute
+    with pytest.raises(openai.RateLimitError) as caught:
+        _raw_chat(client, content="x" * 8, max_tokens=1)
+    headers = caught.value.response.headers
+    assert headers["x-ratelimit-remaining-tokens"] == "0"
+    # the reset says how far below zero: more than a whole window until the bucket is full
+    assert parse_duration(headers["x-ratelimit-reset-tokens"]) > 60
+
+
+def test_header_families_refuse_a_window_that_is_not_a_minute_and_change_nothing(fake):
+    with pytest.raises(ValueError, match="60 s"):
+        fake.configure(rate_limit="20/1", headers="openai")
+    assert fake.config()["headers"] == "none" and fake.config()["rate_limit"] is None
+    with pytest.raises(ValueError, match="headers must be one of"):
+        fake.configure(headers="azure")

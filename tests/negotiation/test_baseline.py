@@ -1,4 +1,8 @@
-"""Tests for negotiation/agents/baseline.py: the time-dependent concession agents. No database, no LLM."""
+"""Tests for negotiation/agents/baseline.py: the time-dependent concession agents. No database, no LLM.
+
+Whole games go through tests/negotiation/selfplay.py, which takes the seller deadline and the last
+round from engine/protocol.py, as production does, so the property tests play production's curves.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,7 @@ from hypothesis import strategies as st
 
 from negotiation.agents.baseline import Strategy, baseline_buyer, baseline_seller, concession
 from negotiation.engine.audit import claim_inconsistent, find_leaks
-from negotiation.engine.guardrails import guard_buyer, guard_seller
-from negotiation.engine.protocol import End, after_buyer, after_sellers
-from negotiation.engine.routing import resolve_recipients
+from negotiation.engine.protocol import Rules, earliest_end
 from negotiation.engine.types import (
     ALL,
     BUYER,
@@ -20,14 +22,14 @@ from negotiation.engine.types import (
     BuyerPrivate,
     BuyerView,
     EndReason,
-    Event,
     Msg,
     SellerAct,
     SellerPrivate,
     SellerView,
     money,
 )
-from negotiation.engine.visibility import active_sellers, buyer_view, seller_view
+from negotiation.engine.visibility import buyer_view
+from tests.negotiation.selfplay import play
 
 ITEM = "USB-C Cable"
 
@@ -224,49 +226,6 @@ def test_buyer_never_states_its_max_unless_it_is_the_counter():
 
 # --- whole games through the engine ----------------------------------------------------------
 
-def play(sellers: list[SellerPrivate], buyer: BuyerPrivate, max_rounds: int, strategy: Strategy,
-         seller_strategy: Strategy) -> tuple[End, list[Msg], list[Event]]:
-    """The orchestrator's loop in miniature: view -> baseline -> guard -> route -> protocol."""
-    handles = [me.handle for me in sellers]
-    by_handle = {me.handle: me for me in sellers}
-    transcript: list[Msg] = []
-    events: list[Event] = []
-    for round_no in range(1, max_rounds + 2):
-        view = buyer_view(me=buyer, handles=handles, round_no=round_no, max_rounds=max_rounds,
-                          transcript=transcript)
-        action, found = guard_buyer(baseline_buyer(view, strategy=strategy), me=buyer,
-                                    standing_offers=view.standing_offers, active=view.handles)
-        events += found
-        events += find_leaks(text=action.message, hidden={"max_price": buyer.max_price},
-                             public_price=action.price, actor=BUYER)
-        recipients, found = resolve_recipients(to=action.to, text=action.message, active=view.handles)
-        events += found
-        transcript.append(Msg(round_no=round_no, sender=BUYER, recipients=recipients, text=action.message,
-                              action=action.action, price=action.price))
-        step = after_buyer(action, recipients=recipients, round_no=round_no, max_rounds=max_rounds)
-        if isinstance(step, End):
-            return step, transcript, events
-        for handle in step.recipients:
-            me = by_handle[handle]
-            sv = seller_view(me=me, item_name=buyer.item_name, quantity=buyer.quantity, round_no=round_no,
-                             transcript=transcript)
-            priced = [m for m in sv.thread if m.price is not None]
-            previous = next((m.price for m in reversed(priced) if m.sender == handle), None)
-            counter = next((m.price for m in reversed(priced) if m.sender == BUYER), None)
-            proposed = baseline_seller(sv, strategy=seller_strategy, deadline=max_rounds)
-            reply, found = guard_seller(proposed, me=me, previous_offer=previous, buyer_counter=counter)
-            events += found
-            events += find_leaks(text=reply.message, hidden={"cost_price": me.cost_price,
-                                                             "least_price": me.least_price},
-                                 public_price=reply.price, actor=handle)
-            transcript.append(Msg(round_no=round_no, sender=handle, recipients=(BUYER,), text=reply.message,
-                                  action=reply.action, price=reply.price))
-        end = after_sellers(active_after=active_sellers(handles=handles, transcript=transcript))
-        if end is not None:
-            return end, transcript, events
-    raise AssertionError("the closing turn always ends the run")
-
-
 _money = st.integers(100, 5_000).map(lambda cents: money(Decimal(cents) / 100))
 
 
@@ -287,15 +246,18 @@ def markets(draw: st.DrawFn) -> tuple[list[SellerPrivate], BuyerPrivate]:
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(market=markets(), max_rounds=st.integers(1, 8), buyer_strategy=st.sampled_from(list(Strategy)),
-       seller_strategy=st.sampled_from(list(Strategy)))
+       seller_strategy=st.sampled_from(list(Strategy)), seed=st.none() | st.integers(0, 2**31 - 1))
 def test_baseline_games_keep_every_rule_without_a_single_repair(market, max_rounds, buyer_strategy,
-                                                                seller_strategy):
-    # given a random market and baseline agents on both sides
+                                                                seller_strategy, seed):
+    # given a random market, baseline agents on both sides (nominal curves, or drawn from a seed), and
+    # the known rules, with production's seller deadline (selfplay uses protocol.seller_deadline)
     sellers, buyer = market
     # when a whole negotiation is played through the engine
-    end, transcript, events = play(sellers, buyer, max_rounds, buyer_strategy, seller_strategy)
+    game = play(sellers, buyer, max_rounds=max_rounds, buyer_strategy=buyer_strategy,
+                seller_strategy=seller_strategy, rules=Rules.KNOWN, seed=seed)
+    end, transcript = game.end, game.transcript
     # then the baselines needed no guardrail repair and leaked nothing
-    assert events == []
+    assert game.events == []
     # and the run ended for a protocol reason within max_rounds + 1 buyer turns
     assert end.reason in (EndReason.ACCEPTED, EndReason.WALKED_AWAY)
     assert max(msg.round_no for msg in transcript) <= max_rounds + 1
@@ -311,3 +273,82 @@ def test_baseline_games_keep_every_rule_without_a_single_repair(market, max_roun
         final = buyer_view(me=buyer, handles=[me.handle for me in sellers], round_no=max_rounds + 1,
                            max_rounds=max_rounds, transcript=transcript)
         assert all(price > buyer.max_price for price in final.standing_offers.values())
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(market=markets(), max_rounds=st.integers(1, 8), buyer_strategy=st.sampled_from(list(Strategy)),
+       seller_strategy=st.sampled_from(list(Strategy)), seed=st.integers(0, 2**31 - 1))
+def test_hidden_rules_games_end_by_the_drawn_round_and_no_seller_reaches_its_floor_on_time(
+        market, max_rounds, buyer_strategy, seller_strategy, seed):
+    # given a random market, seeded baseline agents and the hidden rules
+    sellers, buyer = market
+    # when a whole negotiation is played
+    game = play(sellers, buyer, max_rounds=max_rounds, buyer_strategy=buyer_strategy,
+                seller_strategy=seller_strategy, rules=Rules.HIDDEN, seed=seed)
+    end, transcript = game.end, game.transcript
+    # then no rule was broken and nothing leaked
+    assert game.events == []
+    # and nothing was said after the drawn last round, which lies in [earliest_end, max_rounds]
+    assert earliest_end(max_rounds) <= game.last_round <= max_rounds
+    assert max(msg.round_no for msg in transcript) <= game.last_round
+    if end.reason == EndReason.MAX_ROUNDS:
+        assert transcript[-1].round_no == game.last_round
+    # and no seller's own offer ever sat on its floor (a floor is reached only through an accepted counter),
+    # unless its ask is its floor
+    floors = {me.handle: me for me in sellers}
+    for msg in transcript:
+        if msg.sender != BUYER and msg.action == SellerAct.OFFER:
+            me = floors[msg.sender]
+            assert msg.price > me.least_price or me.selling_price - me.least_price < Decimal("0.05")
+    # and a deal is within the budget and above the chosen floor
+    if end.reason == EndReason.ACCEPTED:
+        chosen = floors[end.seller]
+        assert chosen.least_price <= end.price <= buyer.max_price
+
+
+# --- per-run tactics (seeds mean something) ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["boulware", "linear", "conceder"])
+def test_a_seeded_tactic_stays_in_its_documented_band_and_replays(name):
+    from negotiation.agents.baseline import BETA_SPREAD, OPENING_BAND, tactic
+    strategy = Strategy(name)
+    # given 500 runs' draws for one seat
+    draws = [tactic(name, seed=seed, slot=1) for seed in range(500)]
+    # then beta lies in nominal x 2**[-0.5, 0.5] and the opening in [0, 10%], and they vary
+    assert all(strategy.beta * 2 ** -BETA_SPREAD - 1e-3 <= d.beta <= strategy.beta * 2 ** BETA_SPREAD + 1e-3
+               for d in draws)
+    assert all(0 <= d.opening <= OPENING_BAND for d in draws)
+    assert len({d.beta for d in draws}) > 400
+    # and the same seed and seat draw the same tactic (two batches on the same seeds pair exactly)
+    assert draws == [tactic(name, seed=seed, slot=1) for seed in range(500)]
+    # and another seat of the same run draws its own
+    assert tactic(name, seed=7, slot=1) != tactic(name, seed=7, slot=2)
+
+
+def test_the_three_beta_bands_never_overlap():
+    from negotiation.agents.baseline import BETA_SPREAD
+    bands = sorted((s.beta * 2 ** -BETA_SPREAD, s.beta * 2 ** BETA_SPREAD) for s in Strategy)
+    assert all(high < next_low for (_, high), (next_low, _) in zip(bands, bands[1:], strict=False))
+
+
+def test_fixed_names_and_no_seed_play_the_nominal_curve():
+    from negotiation.agents.baseline import tactic
+    assert tactic("boulware-fixed", seed=123, slot=1) == tactic("boulware") == tactic("boulware", seed=None)
+    assert tactic("boulware-fixed", seed=123, slot=1).beta == 0.3
+    assert tactic("boulware-fixed", seed=123, slot=1).opening == 0
+
+
+def test_seeded_baseline_runs_differ_and_pair():
+    # given the same market played by seeded linear agents on 20 seeds, twice
+    market = [seller("@A"), seller("@B", least="6.50", selling="9.50")]
+    prices = [play(market, BUYER_ME, max_rounds=5, buyer_strategy="linear", seller_strategy="linear",
+                   seed=s).end.price for s in range(20)]
+    again = [play(market, BUYER_ME, max_rounds=5, buyer_strategy="linear", seller_strategy="linear",
+                  seed=s).end.price for s in range(20)]
+    # then the outcomes differ between seeds, and replay exactly on the same seeds
+    assert len(set(prices)) > 3
+    assert prices == again
+    # while the -fixed names give one outcome on every seed
+    fixed = {play(market, BUYER_ME, max_rounds=5, buyer_strategy="linear-fixed", seller_strategy="linear-fixed",
+                  seed=s).end.price for s in range(20)}
+    assert len(fixed) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from negotiation.engine.protocol import Continue, End, after_buyer, after_sellers, is_closing_turn
-from negotiation.engine.types import ALL, BuyerAct, BuyerAction, EndReason
+from negotiation.engine.types import ALL, BuyerAct, BuyerAction, EndReason, Msg
 
 SELLERS = ("@QuickTech", "@CableHouse")
 
@@ -73,3 +73,62 @@ def test_closing_turn_is_the_round_after_the_last():
     # given max_rounds = 5
     # then rounds 1..5 negotiate and round 6 is the closing decision turn
     assert [is_closing_turn(round_no, 5) for round_no in range(1, 7)] == [False] * 5 + [True]
+
+
+# --- the hidden-deadline rules (core-v2) -----------------------------------------------------------
+
+def test_hidden_last_round_is_drawn_in_range_from_the_seed_and_the_key():
+    from collections import Counter
+
+    from negotiation.engine.protocol import Rules, earliest_end, last_round
+    # given 2,000 seeds of a 5-round run under hidden rules
+    drawn = [last_round(rules=Rules.HIDDEN, seed=s, max_rounds=5, key="k") for s in range(2000)]
+    # then every last round lies in [earliest_end, max_rounds], and both ends occur about equally
+    assert earliest_end(5) == 4
+    counts = Counter(drawn)
+    assert set(counts) == {4, 5}
+    assert 900 < counts[4] < 1100
+    # and the same seed and key give the same round (runs pair), another key another sequence
+    assert drawn == [last_round(rules=Rules.HIDDEN, seed=s, max_rounds=5, key="k") for s in range(2000)]
+    assert drawn != [last_round(rules=Rules.HIDDEN, seed=s, max_rounds=5, key="other") for s in range(2000)]
+    # and under known rules the last round is max_rounds whatever the seed
+    assert {last_round(rules=Rules.KNOWN, seed=s, max_rounds=5) for s in range(50)} == {5}
+
+
+def test_earliest_end_leaves_a_quarter_of_the_run_uncertain():
+    from negotiation.engine.protocol import earliest_end
+    assert [earliest_end(n) for n in (1, 2, 3, 4, 5, 8, 10, 20)] == [1, 1, 2, 3, 4, 6, 8, 15]
+
+
+def test_seller_deadline_never_reaches_the_floor_under_hidden_rules():
+    from negotiation.engine.protocol import Rules, seller_deadline
+    # known: T = max_rounds - 1, the floor at the last reply (t = max_rounds - 1); hidden: T = max_rounds
+    assert seller_deadline(rules=Rules.KNOWN, max_rounds=5) == 4
+    assert seller_deadline(rules=Rules.HIDDEN, max_rounds=5) == 5
+    assert seller_deadline(rules=Rules.KNOWN, max_rounds=1) == 1
+
+
+def _reply(handle: str, action: str, price: str | None) -> Msg:
+    return Msg(round_no=4, sender=handle, recipients=("buyer",), text="", action=action,
+               price=Decimal(price) if price else None)
+
+
+def test_hidden_rules_a_seller_accept_is_the_deal_at_the_lowest_accepted_price():
+    from negotiation.engine.protocol import Rules
+    replies = [_reply("@A", "offer", "9.00"), _reply("@B", "accept", "8.00"), _reply("@C", "accept", "8.00")]
+    # given two sellers accepting the buyer's counter at the same price in round 2 of 5
+    end = after_sellers(active_after=["@A", "@B", "@C"], rules=Rules.HIDDEN, round_no=2, last=5, replies=replies)
+    # then it is a deal with the first of them in room order, at that price
+    assert end == End(reason=EndReason.ACCEPTED, seller="@B", price=Decimal("8.00"))
+    # and under known rules the same replies do not end the run (the buyer accepts next round)
+    assert after_sellers(active_after=["@A", "@B", "@C"], replies=replies) is None
+
+
+def test_hidden_rules_end_on_the_drawn_round_without_a_closing_turn():
+    from negotiation.engine.protocol import Rules
+    offers = [_reply("@A", "offer", "9.00")]
+    assert after_sellers(active_after=["@A"], rules=Rules.HIDDEN, round_no=3, last=4, replies=offers) is None
+    assert after_sellers(active_after=["@A"], rules=Rules.HIDDEN, round_no=4, last=4,
+                         replies=offers) == End(reason=EndReason.MAX_ROUNDS)
+    assert after_sellers(active_after=[], rules=Rules.HIDDEN, round_no=1, last=4,
+                         replies=[_reply("@A", "decline", None)]) == End(reason=EndReason.ALL_DECLINED)

@@ -15,6 +15,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
+from analytics import metrics
 from analytics.models import RunMetrics
 from analytics.research import experiment_results, experiment_results_json
 from negotiation.agents.prompts import PROMPT_VERSION, VARIANTS, prompt_version
@@ -300,3 +301,33 @@ def test_the_admin_drafts_an_experiment_with_inline_conditions_and_launches_it(s
     response = client.post("/admin/negotiation/experiment/", {"action": "launch", "_selected_action": [experiment.pk]},
                            follow=True)
     assert "already launched" in response.content.decode() and Batch.objects.count() == 2
+
+
+def test_more_than_two_conditions_get_holm_adjusted_p_values(sample: Session, owner: Any,
+                                                             play_through: Callable[[Any], NegotiationRun]) -> None:
+    # given a four-condition experiment of baseline buyers against Linear sellers, played to the end
+    experiment = experiment_create(owner=owner, session=sample, name="four buyers", item_name="USB-C Cable", runs=12,
+                                   base_seed=3, max_rounds=4, conditions=_conditions(
+                                       ("boulware", {"agents": BASELINE}),
+                                       *((name, {"agents": {**BASELINE, "buyer": {"strategy": name}}})
+                                         for name in ("linear", "conceder", "canary-accept-first"))))
+    for run in NegotiationRun.objects.filter(batch__experiment_condition__experiment=experiment):
+        play_through(run.pk)
+    # when the results are read
+    r = experiment_results(experiment=experiment)
+    # then each metric's three p-values (one per condition against the control) are Holm-adjusted together
+    assert r["adjusted"] and r["adjustment"].startswith("Holm")
+    for i, head in enumerate(r["heads"]):
+        family = [cmp["rows"][i] for cmp in r["comparisons"]]
+        assert [row["p_holm"] for row in family] == metrics.holm_adjust([row["p"] for row in family]), head.key
+        assert all(row["survives"] == (row["p_holm"] is not None and row["p_holm"] <= metrics.ALPHA)
+                   for row in family)
+    # and the price the accept-first canary pays differs from Boulware's on every seed: that survives
+    price = next(i for i, h in enumerate(r["heads"]) if h.key == "price")
+    canary = next(cmp for cmp in r["comparisons"] if cmp["label"] == "canary-accept-first")
+    assert canary["rows"][price]["survives"], canary["rows"][price]
+    # and the API's JSON names the adjustment and carries both p-values
+    out = experiment_results_json(r)
+    assert out["p_adjustment"].startswith("Holm")
+    diff = out["comparisons"][0]["differences"]["price"]
+    assert diff["p_adjusted"] >= diff["p_value"]

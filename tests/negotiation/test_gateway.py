@@ -30,9 +30,17 @@ CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "conte
 
 
 @pytest.fixture(autouse=True)
-def fast_rate(monkeypatch: pytest.MonkeyPatch, fake_llm: Any) -> None:
+def fast_rate(monkeypatch: pytest.MonkeyPatch, fake_llm: Any) -> Iterator[None]:
     # The profile's default 60/minute spaces calls one second apart; these tests are not about the rate.
     monkeypatch.setitem(settings.LLM_PROFILES["openai-compatible"], "rate", "6000/minute")
+    yield
+    # A 429's Retry-After holds the shared schedule for every worker (up to 600 s here): forget it,
+    # and any limits a provider stated, so that no test waits out another's.
+    shared = limiter.limiter_for(settings.REDIS_URL)
+    stale = [*shared.redis.scan_iter(f"{shared.namespace}:gcra:*"),
+             *shared.redis.scan_iter(f"{shared.namespace}:limits:*")]
+    if stale:
+        shared.redis.delete(*stale)
 
 
 def add_profile(monkeypatch: pytest.MonkeyPatch, name: str, **overrides: Any) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from negotiation.agents.limiter import LimiterTimeout, LLMLimiter
+from negotiation.agents.limiter import Cost, LimiterTimeout, LLMLimiter, TokenLimits
 
 pytestmark = pytest.mark.services  # the Redis limiter (make services)
 
@@ -318,3 +318,117 @@ def test_in_flight_does_not_count_an_expired_lease(limiter: LLMLimiter) -> None:
         # when in_flight is asked before anyone acquires again
         # then the expired lease is not reported as held
         assert limiter.in_flight("expired") == 0
+
+
+# --- token budgets and the provider's stated limits -------------------------------------------------
+
+def _grants(limiter: LLMLimiter, key: str, *, n: int, threads: int, cost: Cost, limits: TokenLimits,
+            rate: str | None = FAST, settle_to: Cost | None = None) -> list[float]:
+    """Take n slots on `threads` threads; returns the grant times (settling each to `settle_to`)."""
+    stamps: list[float] = []
+    lock = threading.Lock()
+    left = iter(range(n))
+
+    def work() -> None:
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            with limiter.slot(key, rate=rate, max_concurrency=threads, lease_seconds=10, cost=cost, limits=limits):
+                with lock:
+                    stamps.append(time.time())
+            if settle_to is not None:
+                limiter.settle(key, reserved=cost, used=settle_to, rate=rate, limits=limits)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    return sorted(stamps)
+
+
+def test_token_reservations_never_exceed_the_budget_in_any_second_and_use_most_of_it(limiter: LLMLimiter) -> None:
+    # given 60,000 tokens a minute (1,000 a second) and calls that reserve 100 each, on 6 threads
+    stamps = _grants(limiter, "tok", n=30, threads=6, cost=Cost(tokens=100), limits=TokenLimits(tokens=60_000))
+    # then no one-second window holds more than 1,000 tokens (10 calls) plus the call that opens it
+    assert max_in_window(stamps, 1.0 - JITTER) <= 11
+    # and the budget is used: 30 calls take about 2.9 s, not much more
+    assert 2.6 <= stamps[-1] - stamps[0] <= 3.6
+
+
+def test_settling_to_the_reported_usage_gives_back_what_was_reserved_and_not_used(limiter: LLMLimiter) -> None:
+    limits = TokenLimits(tokens=60_000)
+    # reserving 500 (prompt + max_tokens) but using 100: without settling, 12 calls need ~5.5 s
+    unsettled = _grants(limiter, "unsettled", n=12, threads=2, cost=Cost(tokens=500), limits=limits)
+    settled = _grants(limiter, "settled", n=12, threads=2, cost=Cost(tokens=500), limits=limits,
+                      settle_to=Cost(tokens=100))
+    assert unsettled[-1] - unsettled[0] >= 5.0
+    assert settled[-1] - settled[0] <= 2.5
+
+
+def test_input_and_output_budgets_bind_separately(limiter: LLMLimiter) -> None:
+    # the output budget (600/min = 10/s) binds for calls reserving 5 output tokens: 2 calls a second
+    stamps = _grants(limiter, "io", n=6, threads=3, cost=Cost(tokens=105, input_tokens=100, output_tokens=5),
+                     limits=TokenLimits(input_tokens=1_000_000, output_tokens=600))
+    assert 2.3 <= stamps[-1] - stamps[0] <= 3.2
+
+
+def test_the_providers_stated_limit_applies_when_lower_and_the_configured_one_stays_a_ceiling(
+        limiter: LLMLimiter) -> None:
+    cost = Cost(tokens=100)
+    # the provider says 120 requests a minute: 2 a second, whatever nothing was configured
+    limiter.observe("adopt", {"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "119",
+                              "x-ratelimit-reset-requests": "500ms"}, cost=cost)
+    stamps = _grants(limiter, "adopt", n=5, threads=2, cost=cost, limits=TokenLimits(), rate=None)
+    assert stamps[-1] - stamps[0] >= 4 * 0.5 - JITTER
+    assert limiter.provider_limits("adopt") == {"requests": 120}
+    # a provider that allows far more than the configured 4/second does not raise it
+    limiter.observe("ceiling", {"x-ratelimit-limit-requests": "60000", "x-ratelimit-remaining-requests": "59999",
+                                "x-ratelimit-reset-requests": "1ms"}, cost=cost)
+    stamps = _grants(limiter, "ceiling", n=5, threads=2, cost=cost, limits=TokenLimits(), rate="4/second")
+    assert stamps[-1] - stamps[0] >= 4 * 0.25 - JITTER
+
+
+def test_a_spent_budget_holds_every_caller_until_the_provider_has_room(limiter: LLMLimiter) -> None:
+    cost = Cost(tokens=100)
+    # remaining 0 and full in 61 s at 60,000/min: 1,000 below zero, so 1 s + one call's 0.1 s to wait
+    limiter.observe("spent", {"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "0",
+                              "x-ratelimit-reset-tokens": "1m1s"}, cost=cost)
+    started = time.monotonic()
+    with limiter.slot("spent", rate=None, max_concurrency=2, lease_seconds=5, cost=cost, limits=TokenLimits()):
+        waited = time.monotonic() - started
+    assert 1.0 <= waited <= 1.6
+
+
+def test_a_429s_retry_after_holds_every_caller(limiter: LLMLimiter) -> None:
+    limiter.observe("refused", {}, cost=Cost(tokens=10), retry_after=1.0)
+    started = time.monotonic()
+    with limiter.slot("refused", rate=FAST, max_concurrency=2, lease_seconds=5, cost=Cost(tokens=10)):
+        assert time.monotonic() - started >= 0.95
+
+
+def test_with_nothing_configured_one_call_goes_first_to_learn_the_limits(limiter: LLMLimiter) -> None:
+    unlimited = {"rate": None, "max_concurrency": 4, "lease_seconds": 5, "cost": Cost(tokens=10),
+                 "limits": TokenLimits()}
+    with limiter.slot("probe", **unlimited):
+        # a second caller waits while the first is out, because nothing says what the limits are
+        with pytest.raises(LimiterTimeout), limiter.slot("probe", max_wait=0.3, **unlimited):
+            pass
+        # once an answer came back (even one without headers), the in-flight cap applies again
+        limiter.observe("probe", {}, cost=Cost(tokens=10))
+        with limiter.slot("probe", max_wait=0.3, **unlimited), limiter.slot("probe", max_wait=0.3, **unlimited):
+            pass
+
+
+def test_unusable_headers_fall_back_to_the_configured_limits_and_are_logged_once(
+        limiter: LLMLimiter, caplog: pytest.LogCaptureFixture) -> None:
+    azure = {"x-ratelimit-limit-tokens": "-1", "x-ratelimit-remaining-tokens": "-1", "x-ratelimit-reset-tokens": "0"}
+    with caplog.at_level("WARNING", logger="negotiation.agents.limiter"):
+        for _ in range(3):
+            assert limiter.observe("azure", azure, cost=Cost(tokens=10)) == {}
+    assert len([r for r in caplog.records if "limit '-1'" in r.getMessage()]) == 1
+    assert limiter.provider_limits("azure") == {}
+    # nothing stalls: the configured 20/second still paces the calls
+    stamps = _grants(limiter, "azure", n=5, threads=2, cost=Cost(tokens=10), limits=TokenLimits(), rate="20/second")
+    assert stamps[-1] - stamps[0] <= 0.5

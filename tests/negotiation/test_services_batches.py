@@ -226,9 +226,13 @@ def test_a_session_without_demands_is_refused(django_capture_on_commit_callbacks
     pytest.param({**BASELINE, "buyer": {"profile": "nope"}}, "agents.buyer.profile",
                  "unknown profile 'nope'; choose one of local, openai-compatible, openrouter", id="unknown-profile"),
     pytest.param({**BASELINE, "seller": {"strategy": "haggle"}}, "agents.seller.strategy",
-                 "Input should be 'llm', 'boulware', 'linear' or 'conceder'", id="unknown-strategy"),
+                 "Input should be 'llm', 'boulware', 'linear', 'conceder', 'boulware-fixed', 'linear-fixed', "
+                 "'conceder-fixed', 'canary-patient', 'canary-accept-first' or 'canary-random'", id="unknown-strategy"),
+    pytest.param({**BASELINE, "seller": {"strategy": "canary-patient"}}, "agents",
+                 "canary-patient is a buyer policy; the seller cannot play it", id="canary-seller"),
     pytest.param({**BASELINE, "buyer": {"strategy": "linear", "fallback": "llm"}}, "agents.buyer.fallback",
-                 "Input should be 'boulware', 'linear' or 'conceder'", id="llm-fallback"),
+                 "Input should be 'boulware', 'linear', 'conceder', 'boulware-fixed', 'linear-fixed' or "
+                 "'conceder-fixed'", id="llm-fallback"),
     pytest.param({**BASELINE, "buyer": {"strategy": "linear", "temperature": 2.5}}, "agents.buyer.temperature",
                  "Input should be less than or equal to 2", id="agent-temperature"),
     pytest.param({**BASELINE, "buyer": {"strategy": "linear", "colour": "red"}}, "agents.buyer.colour",

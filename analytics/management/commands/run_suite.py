@@ -21,7 +21,7 @@ from analytics.benchmarks.suite_files import SuiteError
 from analytics.benchmarks.text import leaderboard_text, table
 from analytics.benchmarks.validation import parse_buyer
 from analytics.models import BenchmarkRun
-from negotiation.agents.fingerprint import agent_fingerprint
+from negotiation.agents.fingerprint import played_fingerprint
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, NegotiationRun
 from negotiation.services.errors import LimitExceeded, flatten
@@ -41,6 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("--max-rounds", type=int, default=5)
         parser.add_argument("--seed", type=int, default=0, help="base seed, the same for every buyer")
         parser.add_argument("--owner", default=None, help="username owning the batches (default: shared)")
+        parser.add_argument("--no-canaries", action="store_true",
+                            help="leave out the exploit canary buyers (reference rows every benchmark runs by default)")
         parser.add_argument("--wait", action="store_true", help="wait for the workers and print the leaderboard")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
 
@@ -58,7 +60,7 @@ class Command(BaseCommand):
         try:
             run = benchmark_run_create(suite=opts["suite"], buyers=buyers, opponents=opponents,
                                        runs_per_scenario=opts["runs"], base_seed=opts["seed"], owner=owner,
-                                       max_rounds=opts["max_rounds"])
+                                       max_rounds=opts["max_rounds"], canaries=not opts["no_canaries"])
         except SuiteError as exc:
             raise CommandError(str(exc)) from exc
         except LimitExceeded as exc:
@@ -77,7 +79,7 @@ class Command(BaseCommand):
                 Batch.objects.filter(benchmark_entry__benchmark=run).values_list("pk", flat=True)))
 
     def _print_launch(self, run: BenchmarkRun) -> None:
-        buyers = {agent_fingerprint(b): agent_label(b) for b in run.buyers}
+        buyers = {played_fingerprint(b, rules=run.suite.rules): agent_label(b) for b in run.buyers}
         rows: list[list[Any]] = [
                 [e.scenario.slug, buyers.get(e.buyer_fingerprint, e.buyer_fingerprint), e.buyer_fingerprint,
                  ", ".join(e.scenario.items), e.batch.runs_requested * len(e.scenario.items), str(e.batch_id)]
