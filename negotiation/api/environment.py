@@ -85,8 +85,9 @@ class EnvTaskSerializer(serializers.Serializer):
     sellers = serializers.ListField(child=serializers.CharField(), help_text="The handles of the sellers you meet.")
 
 
-ENV_TURN_HELP = ("Your turn number that is next (the last one once done): a message in turn k opens round k; an "
-                 "accept or walk-away in turn k is your decision after round k - 1, so the score's rounds is k - 1.")
+ENV_TURN_HELP = ("Your turn number: the next one, or the last one played once done. A message in turn k opens "
+                 "round k; an accept or walk-away in turn k is your decision after round k - 1 (the score's "
+                 "rounds is then k - 1).")
 
 
 class SellerStateSerializer(serializers.Serializer):

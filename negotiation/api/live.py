@@ -23,6 +23,7 @@ from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import MONEY, errors
 from negotiation.api.runs import (
     AUDIO_HELP,
+    CURRENT_TURN_HELP,
     DEBRIEF_HELP,
     DECISION_HELP,
     ROUND_HELP,
@@ -37,7 +38,7 @@ from negotiation.api.runs import (
 from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.engine import protocol
 from negotiation.models import Message, NegotiationRun
-from negotiation.selectors import run_analytics, run_buyer_view, run_rounds, session_get
+from negotiation.selectors import run_analytics, run_buyer_view, run_rounds, run_turn, session_get
 from negotiation.services import outside
 from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start
 
@@ -136,7 +137,7 @@ class LiveMessageOutput(serializers.Serializer):
     complete = serializers.BooleanField(help_text="Every addressed seller has answered.")
     status = serializers.CharField()
     rounds = serializers.IntegerField(help_text=RUNS_ROUNDS_HELP)
-    current_turn = serializers.IntegerField(help_text="The buyer's turn number that is next (the last once ended).")
+    current_turn = serializers.IntegerField(help_text=CURRENT_TURN_HELP)
     standing_offers = serializers.DictField(child=serializers.DecimalField(**MONEY))
     outcome = OutcomeSerializer(allow_null=True)
     debrief = DebriefSerializer(allow_null=True, help_text=DEBRIEF_HELP)
@@ -153,7 +154,7 @@ def _message_result(run: NegotiationRun, msg: Message, replies: list[Message]) -
         "recipients": msg.recipients,
         "seller_responses": replies, "pending": [h for h in msg.recipients if h not in answered],
         "complete": answered >= set(msg.recipients), "status": run.status,
-        "rounds": run_rounds(run), "current_turn": run.current_round,
+        "rounds": run_rounds(run), "current_turn": run_turn(run),
         "standing_offers": run_buyer_view(run=run).standing_offers, "outcome": outcome,
         "debrief": outside.debrief(run)}).data
 

@@ -25,7 +25,7 @@ from negotiation.api.common import MONEY, PAGE_PARAMETERS, BinaryRenderer, error
 from negotiation.engine import protocol
 from negotiation.engine.types import BUYER
 from negotiation.models import Message, NegotiationRun, Outcome
-from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_rounds, run_transcript
+from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_rounds, run_transcript, run_turn
 from negotiation.services import outside
 
 TAG = ["negotiations"]
@@ -75,6 +75,10 @@ TURN_HELP = ("The buyer's turn in which the message was sent (stored as its roun
              "for the buyer's decision, which comes in turn round + 1.")
 DECISION_HELP = ("True for the buyer's closing accept or walk-away (or its message in the closing turn under known "
                  "rules): its decision after `round`, not a round of offers.")
+
+CURRENT_TURN_HELP = ("The buyer's turn number: the next one while the run goes on, the last one played once it has "
+                     "ended. Turn k opens round k with a message; an accept or walk-away in turn k is the buyer's "
+                     "decision after round k - 1.")
 
 DEBRIEF_HELP = ("Null until the negotiation has ended; then every seller's floor, the ZOPA, your surplus share and "
                 "whether it was a mutual loss (negotiation/services/outside.py).")
@@ -126,9 +130,7 @@ class RunSerializer(serializers.Serializer):
                                             "of its fingerprint.")
     max_rounds = serializers.IntegerField()
     rounds = serializers.SerializerMethodField()
-    current_turn = serializers.IntegerField(source="current_round", help_text=(
-        "The buyer's turn number that is next (the last one once the run has ended). Turn k opens round k "
-        "with a message; an accept or walk-away in turn k is the buyer's decision after round k - 1."))
+    current_turn = serializers.SerializerMethodField()
     agents = serializers.JSONField()
     buyer = serializers.SerializerMethodField()
     sellers = serializers.SerializerMethodField()
@@ -138,6 +140,10 @@ class RunSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
     outcome = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.IntegerField(help_text=CURRENT_TURN_HELP))
+    def get_current_turn(self, run: NegotiationRun) -> int:
+        return run_turn(run)
 
     @extend_schema_field(serializers.IntegerField(help_text=RUNS_ROUNDS_HELP))
     def get_rounds(self, run: NegotiationRun) -> int:

@@ -378,7 +378,8 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
         "episode_id": run.pk, "task": _task_id(run), "status": run.status, "done": not running,
         # rounds of offers so far, counted as the score and the pages count them; the buyer's turn number
         # is `turn` (an accept or walk-away in turn k is its decision after round k - 1)
-        "rounds": run_rounds(run), "turn": run.current_round, "max_rounds": run.max_rounds,
+        "rounds": run_rounds(run), "turn": run.current_round if running else max(
+            (m.round_no for m in ctx.transcript), default=run.current_round), "max_rounds": run.max_rounds,
         "closing_turn": running and closing,
         # under hidden rules: the run may end after the sellers' replies of any round from earliest_end
         # on, with no closing turn, and a counter binds; the drawn round itself is never sent
