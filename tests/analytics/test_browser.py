@@ -184,8 +184,11 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
     error, every chart with both axis titles and (at 1400 px) type of at least 11 px."""
     from urllib.parse import urlsplit
 
+    from analytics import archive
     from analytics.analysis import run_analyse
-    from negotiation.models import SequenceStep
+    from analytics.replication import replication_launch
+    from negotiation.models import Message, SequenceStep
+    from negotiation.services import voice
     from negotiation.services.experiments import experiment_create
     from negotiation.services.reflect import sequence_create, sequence_step_reflect
     from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
@@ -213,9 +216,23 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
         play_through(run_id)
         sequence_step_reflect(run_id=run_id)
     play_all(launch(buyers=[BOULWARE, LINEAR], opponents=LINEAR), play_through)
+    # the merged features: core-v2 with its exploit canaries (reference rows, Holm notes), a replication
+    # suite's page, archived runs (the batch page's Archive column) and a run whose seller replies speak
+    play_all(launch(buyers=[LINEAR], opponents=BOULWARE, suite="core-v2", canaries=True), play_through)
+    replication = play_all(replication_launch(suite="negotiationarena", buyer=LINEAR, seller=BOULWARE, runs=1,
+                                              owner=user), play_through)
+    for run_id in NegotiationRun.objects.filter(batch=a).values_list("pk", flat=True):
+        assert archive.run_archive(run_id=run_id, wait_for_audio=False).status == "archived"
+    spoken = NegotiationRun.objects.filter(batch=b).order_by("seed").first()
+    NegotiationRun.objects.filter(pk=spoken.pk).update(voice=True)
+    for msg in Message.objects.filter(run=spoken, sender_type="seller"):
+        assert voice.message_speak(message_id=msg.pk).status == "ready"
     pages = {
         "batches": "/analytics/", "batch": f"/analytics/batches/{a.pk}/", "run": f"/analytics/runs/{run.pk}/",
+        "run-voice": f"/analytics/runs/{spoken.pk}/",
         "compare": f"/analytics/compare/?a={a.pk}&b={b.pk}", "leaderboard": "/analytics/leaderboard/",
+        "leaderboard-core-v2": "/analytics/leaderboard/?suite=core-v2",
+        "replication": f"/analytics/replications/{replication.pk}/",
         "sessions": "/analytics/sessions/", "session": f"/analytics/sessions/{a.session_id}/",
         "experiments": "/analytics/experiments/", "experiment": f"/analytics/experiments/{experiment.pk}/",
         "sequences": "/analytics/sequences/", "sequence": f"/analytics/sequences/{sequence.pk}/",
