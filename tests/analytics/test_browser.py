@@ -153,7 +153,7 @@ MIN_TYPE_PX = 11  # at 1400 px, every chart text renders at least this large
 
 def page_problems(pg: Any, width: int) -> list[str]:
     """What the browser shows that a reader would trip over: a page wider than the window, a chart with
-    no axis titles, chart type smaller than MIN_TYPE_PX (at 1400 px)."""
+    no axis titles, chart text cut off at the chart's edge, chart type smaller than MIN_TYPE_PX (at 1400 px)."""
     out = []
     over = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     if over > 0:
@@ -168,11 +168,17 @@ def page_problems(pg: Any, width: int) -> list[str]:
         const sizes = [...e.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale);
         return {label: e.getAttribute('aria-label'), empty: !!e.querySelector('text.empty'),
                 x: e.querySelectorAll('text.axis-title.x').length, y: e.querySelectorAll('text.axis-title.y').length,
-                smallest: sizes.length ? Math.min(...sizes) : null};
+                smallest: sizes.length ? Math.min(...sizes) : null,
+                clipped: (box => [...e.querySelectorAll('text')].filter(t => {
+                    const b = t.getBoundingClientRect();  // rotated titles included
+                    return b.left < box.left - 1 || b.right > box.right + 1 || b.top < box.top - 1
+                        || b.bottom > box.bottom + 1; }).map(t => t.textContent).slice(0, 3))(e.getBoundingClientRect())};
     })""")
     for c in charts:
         if not c["empty"] and not (c["x"] and c["y"]):
             out.append(f"chart {c['label']!r} lacks an axis title (x: {c['x']}, y: {c['y']})")
+        if c["clipped"]:
+            out.append(f"chart {c['label']!r} cuts off its text {c['clipped']}")
         if width >= 1400 and c["smallest"] is not None and c["smallest"] < MIN_TYPE_PX:
             out.append(f"chart {c['label']!r} has {c['smallest']:.1f} px type")
     return out
