@@ -172,7 +172,8 @@ def page_problems(pg: Any, width: int) -> list[str]:
                 clipped: (box => [...e.querySelectorAll('text')].filter(t => {
                     const b = t.getBoundingClientRect();  // rotated titles included
                     return b.left < box.left - 1 || b.right > box.right + 1 || b.top < box.top - 1
-                        || b.bottom > box.bottom + 1; }).map(t => t.textContent).slice(0, 3))(e.getBoundingClientRect())};
+                        || b.bottom > box.bottom + 1; }).map(t => t.textContent).slice(0, 3)
+                )(e.getBoundingClientRect())};
     })""")
     for c in charts:
         if not c["empty"] and not (c["x"] and c["y"]):
