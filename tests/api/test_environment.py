@@ -244,7 +244,8 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     eid = first["episode_id"]
     obs = first["observation"]
     assert first["done"] is False and first["reward"] == 0.0
-    assert obs["turn"] == 1 and obs["rounds"] == 0 and obs["max_rounds"] == 3 and obs["pending"] == [] and obs["messages"] == []
+    assert obs["turn"] == 1 and obs["rounds"] == 0 and obs["max_rounds"] == 3
+    assert obs["pending"] == [] and obs["messages"] == []
     assert obs["legal_actions"] == ["message", "walk_away"] and obs["standing_offers"] == {}
     assert obs["budget"] == {"min_price": "10.00", "max_price": "40.00"}
     assert [s["handle"] for s in obs["sellers"]] == ["@Alpha", "@Beta"]
@@ -265,7 +266,8 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     assert r.status_code == 200
     bodies.append(r.content.decode())
     obs = r.json()["observation"]
-    assert obs["turn"] == 2 and obs["rounds"] == 1 and obs["pending"] == [] and set(obs["standing_offers"]) == {"@Alpha", "@Beta"}
+    assert obs["turn"] == 2 and obs["rounds"] == 1
+    assert obs["pending"] == [] and set(obs["standing_offers"]) == {"@Alpha", "@Beta"}
     assert [m["sender"] for m in obs["messages"]] == ["buyer", "@Alpha", "@Beta"]
     assert "accept" in obs["legal_actions"] and r.json()["info"]["recorded"] is None
     # a counter to one seller only reaches that seller
