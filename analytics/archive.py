@@ -39,14 +39,14 @@ from django.utils import timezone
 from analytics.models import RunArchive, RunMetrics
 from mams.celery import app
 from mams.queues import Queue
-from negotiation.engine import visibility
+from negotiation.engine import protocol, visibility
 from negotiation.engine.types import BUYER
 from negotiation.models import MessageAudio, NegotiationRun, Outcome
 from negotiation.run_context import run_context
 from negotiation.services.voice import run_audio_pending
 
 log = logging.getLogger(__name__)
-FORMAT = "mams.run-archive/1"
+FORMAT = "mams.run-archive/2"  # 2: messages carry round (of offers), turn and decision; events a turn
 # S3's bucket naming rules (3–63 lowercase letters, digits, dots and hyphens, starting and ending alnum).
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -226,6 +226,14 @@ def _metrics(run: NegotiationRun) -> dict[str, Any] | None:
     return out
 
 
+def _place(run: NegotiationRun, m: Any) -> dict[str, Any]:
+    """A message's round of offers, the buyer's turn it was sent in, and whether it is the buyer's closing
+    decision, counted as the pages, the API and /env count them (protocol.message_round)."""
+    round_no, decision = protocol.message_round(turn=m.round_no, from_buyer=m.sender == BUYER, action=m.action,
+                                                max_rounds=run.max_rounds, rules=run.rules)
+    return {"round": round_no, "turn": m.round_no, "decision": decision}
+
+
 def run_record(*, run: NegotiationRun) -> dict[str, Any]:
     """The archive document of one run: plain JSON, with nothing that changes between two writes."""
     ctx = run_context(run, rows=True)
@@ -245,7 +253,7 @@ def run_record(*, run: NegotiationRun) -> dict[str, Any]:
             if got is not None and got.text != m.text:
                 delivered[viewer] = got.text  # the disclosure rule withheld a number from this lane
         line: dict[str, Any] = {
-            "id": str(row.pk) if row else None, "round": m.round_no, "sender": m.sender,
+            "id": str(row.pk) if row else None, **_place(run, m), "sender": m.sender,
             "recipients": list(m.recipients), "visible_to": list(lanes), "action": m.action,
             "price": _money(m.price), "text": m.text, "delivered_text": delivered,
         }
@@ -258,7 +266,7 @@ def run_record(*, run: NegotiationRun) -> dict[str, Any]:
                 line["audio"] = audio[str(row.pk)]
         messages.append(line)
     outcome = Outcome.objects.filter(run=run).first()
-    events = [{"round": e.round_no, "actor": e.actor, "kind": e.kind, "detail": e.detail,
+    events = [{"turn": e.round_no, "actor": e.actor, "kind": e.kind, "detail": e.detail,
                "original_price": _money(e.original_price), "repaired_price": _money(e.repaired_price)}
               for e in run.events.all().order_by("round_no", "id")]
     return {

@@ -195,7 +195,8 @@ def offers(lines: Mapping[str, Sequence[Point]], *, rounds: int, label: str, gui
         return empty(label, "No prices were named in this run")
     ticks = nice_ticks(max(0.0, min(values) - (max(values) - min(values)) * 0.05), max(values), n=5)
     lo, hi = ticks[0], ticks[-1]
-    plot_w, plot_h = W - PAD_L - PAD_R - 20, H - PAD_T - PAD_B
+    # the word "decision" under the last step needs room that a round number does not
+    plot_w, plot_h = W - PAD_L - PAD_R - 20 - (36 if decision else 0), H - PAD_T - PAD_B
     rounds = max(rounds, 1)
 
     def xy(r: int, v: float) -> tuple[float, float]:

@@ -44,7 +44,7 @@ from negotiation.engine.names import name_key
 from negotiation.engine.types import BUYER, money
 from negotiation.models import BuyerDemand, InventoryItem, NegotiationRun, Outcome, Session
 from negotiation.run_context import run_context
-from negotiation.selectors import run_get, session_get
+from negotiation.selectors import run_get, run_rounds, session_get
 from negotiation.services import outside
 from negotiation.services.errors import ConflictError
 from negotiation.services.health import UP, platform_health
@@ -60,7 +60,7 @@ from negotiation.services.live import (
 log = logging.getLogger(__name__)
 
 ENV_NAME = "mams-marketplace"
-ENV_API_VERSION = "1"
+ENV_API_VERSION = "2"  # 2: observation and info `round` became `turn`, beside `rounds` (rounds of offers)
 SESSION_PREFIX = "session"
 ACTIONS = ("message", "accept", "walk_away", "wait")
 # Where a live service reports a problem, and where the same problem sits in a step's body.
@@ -290,19 +290,26 @@ def env_step(*, run: NegotiationRun, action: dict[str, Any], wait_seconds: float
                 raise ValidationError({"text": ["Say something to the sellers, or make a counter-offer (price)."]})
             msg, recipients = live_message(run=run, text=text, recipients=list(action.get("to") or ["all"]),
                                            price=price)
-            recorded = {"round": msg.round_no, "type": "message", "to": list(recipients),
-                        "price": msg.price, "text": msg.text}
+            recorded = {**_place(run, turn=msg.round_no, action=msg.action), "type": "message",
+                        "to": list(recipients), "price": msg.price, "text": msg.text}
             live_replies_wait(run_id=run.pk, round_no=msg.round_no, recipients=recipients, timeout=wait_seconds)
         else:
             run = live_decide(run=run, decision=kind, seller=action.get("seller") or None, price=action.get("price"),
                               text=(action.get("text") or "").strip())
             outcome = Outcome.objects.filter(run=run).first()
-            recorded = {"round": run.current_round, "type": kind, "to": [],
+            recorded = {**_place(run, turn=run.current_round, action=kind), "type": kind, "to": [],
                         "price": outcome.final_price if outcome else None,
                         "seller": (outcome.chosen_handle or None) if outcome else None}
     except ValidationError as exc:
         raise _remap(exc) from exc
     return _result(run, recorded)
+
+
+def _place(run: NegotiationRun, *, turn: int, action: str, from_buyer: bool = True) -> dict[str, Any]:
+    """A message's round, turn and decision flag, counted as everywhere else (protocol.message_round)."""
+    round_no, decision = protocol.message_round(turn=turn, from_buyer=from_buyer, action=action,
+                                                max_rounds=run.max_rounds, rules=run.rules)
+    return {"round": round_no, "turn": turn, "decision": decision}
 
 
 def _check_turn_open(run: NegotiationRun) -> None:
@@ -323,8 +330,8 @@ def _result(run: NegotiationRun, recorded: dict[str, Any] | None) -> StepResult:
     run.refresh_from_db()
     observation = episode_observation(run)
     done = observation["done"]
-    info: dict[str, Any] = {"status": run.status, "round": run.current_round, "pending": observation["pending"],
-                            "recorded": recorded, "error": run.error or None}
+    info: dict[str, Any] = {"status": run.status, "rounds": observation["rounds"], "turn": observation["turn"],
+                            "pending": observation["pending"], "recorded": recorded, "error": run.error or None}
     score = episode_score(run) if done else None
     reward = (score["reward"] if score else 0.0) or 0.0
     if score:
@@ -370,7 +377,11 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
     outcome = Outcome.objects.filter(run=run).first() if not running else None
     return {
         "episode_id": run.pk, "task": _task_id(run), "status": run.status, "done": not running,
-        "round": run.current_round, "max_rounds": run.max_rounds, "closing_turn": running and closing,
+        # rounds of offers so far, counted as the score and the pages count them; the buyer's turn number
+        # is `turn` (an accept or walk-away in turn k is its decision after round k - 1)
+        "rounds": run_rounds(run), "turn": run.current_round if running else max(
+            (m.round_no for m in ctx.transcript), default=run.current_round), "max_rounds": run.max_rounds,
+        "closing_turn": running and closing,
         # under hidden rules: the run may end after the sellers' replies of any round from earliest_end
         # on, with no closing turn, and a counter binds; the drawn round itself is never sent
         "rules": run.rules, "earliest_end": protocol.earliest_end(run.max_rounds) if hidden else None,
@@ -378,7 +389,8 @@ def episode_observation(run: NegotiationRun) -> dict[str, Any]:
         "budget": {"min_price": ctx.buyer.min_price, "max_price": ctx.buyer.max_price},
         "sellers": sellers, "standing_offers": dict(view.standing_offers), "pending": pending,
         "legal_actions": legal,
-        "messages": [{"round": m.round_no, "sender": m.sender, "to": list(m.recipients) if m.sender == BUYER else
+        "messages": [{**_place(run, turn=m.round_no, action=m.action, from_buyer=m.sender == BUYER),
+                      "sender": m.sender, "to": list(m.recipients) if m.sender == BUYER else
                       [BUYER], "action": m.action, "price": m.price, "text": m.text} for m in view.thread],
         "outcome": None if outcome is None else {
             "deal": outcome.decision == Outcome.Decision.DEAL, "reason": outcome.reason,

@@ -43,6 +43,7 @@ from analytics.selectors import (
     visible,
 )
 from analytics.templatetags.analytics_tags import agent_label, fmt
+from negotiation.agents.canaries import CANARIES
 from negotiation.agents.config import BASELINES
 from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
@@ -405,7 +406,8 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
            "chart": mark_safe(_offers_chart(run, max(last, 1), sealed=closed,  # noqa: S308 - escaped inside
                                             decision=decision_round is not None)),
            "orphan_events": [] if closed else run_events(run_id=run.pk).get(None, []), "sealed": closed,
-           "debrief": outside.debrief(run) if outside.is_outside(run) else None}
+           "debrief": outside.debrief(run) if outside.is_outside(run) else None,
+           "buyer_canary": ((run.agents or {}).get("buyer") or {}).get("strategy") in CANARIES}
     return render(request, "analytics/run_detail.html", ctx)
 
 

@@ -33,6 +33,7 @@ from negotiation.models import (
     SequenceStep,
     Session,
 )
+from negotiation.selectors import run_rounds
 from negotiation.services.batches import batch_cancel
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 from negotiation.services.experiments import experiment_launch, experiment_status
@@ -246,9 +247,9 @@ class NegotiationRunAdmin(ReadOnlyAdmin):
         out = getattr(obj, "outcome", None)
         return f"${out.final_price:,.2f}" if out and out.final_price is not None else "–"
 
-    @admin.display(description="rounds", ordering="current_round")
+    @admin.display(description="rounds", ordering="outcome__rounds")
     def rounds(self, obj: NegotiationRun) -> int:
-        return obj.current_round
+        return run_rounds(obj)  # rounds of offers, as the pages and the API count them
 
 
 @admin.register(Batch)

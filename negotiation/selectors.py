@@ -222,6 +222,24 @@ def run_list(*, user: Any, batch_id: Any = None, status: str | None = None, mode
     return qs.order_by("-created_at", "id")
 
 
+def run_rounds(run: NegotiationRun) -> int:
+    """Rounds of offers the run has completed (engine/protocol.py::message_round counts the same way):
+    its outcome's rounds once it has ended, else the turns before the buyer's next one."""
+    try:
+        return run.outcome.rounds
+    except NegotiationRun.outcome.RelatedObjectDoesNotExist:
+        return max(0, run.current_round - 1)
+
+
+def run_turn(run: NegotiationRun) -> int:
+    """The buyer's turn number: the next one while the run goes on; once it has ended, the last turn in which
+    a message was sent (a seller's accept under hidden rules ends a run in the buyer's turn it answered)."""
+    if run.status not in NegotiationRun.TERMINAL:
+        return run.current_round
+    last = Message.objects.filter(run_id=run.pk).order_by("-round_no").values_list("round_no", flat=True).first()
+    return last if last is not None else run.current_round
+
+
 def run_get(*, user: Any, run_id: Any, shared: bool = False) -> NegotiationRun | None:
     """A run of the user's (staff: any); with `shared`, for reads only, also a run of a shared benchmark batch."""
     qs = readable_runs(NegotiationRun.objects.all(), user) if shared else _visible(NegotiationRun.objects.all(), user)

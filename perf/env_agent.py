@@ -104,13 +104,13 @@ def anchoring_policy(obs: dict[str, Any], *, open_at: float = 0.2, step: float =
     low, high = Decimal(obs["budget"]["min_price"]), Decimal(obs["budget"]["max_price"])
     offers = sorted((Decimal(p), h) for h, p in obs["standing_offers"].items())
     best = offers[0] if offers and offers[0][0] <= high else None
-    late = obs["closing_turn"] or obs["round"] >= accept_from_round
+    late = obs["closing_turn"] or obs["turn"] >= accept_from_round
     if best and "accept" in legal and (late or best[0] <= low + (high - low) * Decimal(str(good_enough))):
         return {"type": "accept", "seller": best[1], "price": str(best[0]),
                 "text": f"Deal: {best[1]} at ${best[0]}."}
     if "message" not in legal:
         return {"type": "walk_away", "text": "Nothing here is within my budget. No deal, thank you."}
-    counter = _cents(low + (high - low) * Decimal(str(open_at + step * (obs["round"] - 1))))
+    counter = _cents(low + (high - low) * Decimal(str(open_at + step * (obs["turn"] - 1))))
     counter = min(counter, high)
     rival = f" {best[1]} is at ${best[0]}." if best else ""
     return {"type": "message", "to": ["all"], "price": str(counter),

@@ -40,7 +40,15 @@ from analytics.environment import (
 )
 from negotiation.api.common import PAGE_PARAMETERS, Pagination, errors, page_of
 from negotiation.api.live import RoomInput
-from negotiation.api.runs import DEBRIEF_HELP, DebriefSerializer
+from negotiation.api.runs import (
+    DEBRIEF_HELP,
+    DECISION_HELP,
+    ROUND_HELP,
+    ROUNDS_HELP,
+    RUNS_ROUNDS_HELP,
+    TURN_HELP,
+    DebriefSerializer,
+)
 from negotiation.api.strict import StrictSerializer
 from negotiation.models import MONEY, NegotiationRun
 
@@ -77,6 +85,11 @@ class EnvTaskSerializer(serializers.Serializer):
     sellers = serializers.ListField(child=serializers.CharField(), help_text="The handles of the sellers you meet.")
 
 
+ENV_TURN_HELP = ("Your turn number: the next one, or the last one played once done. A message in turn k opens "
+                 "round k; an accept or walk-away in turn k is your decision after round k - 1 (the score's "
+                 "rounds is then k - 1).")
+
+
 class SellerStateSerializer(serializers.Serializer):
     handle = serializers.CharField()
     active = serializers.BooleanField(help_text="False once the seller has declined: it is out of the room.")
@@ -85,7 +98,9 @@ class SellerStateSerializer(serializers.Serializer):
 
 
 class EnvMessageSerializer(serializers.Serializer):
-    round = serializers.IntegerField()
+    round = serializers.IntegerField(help_text=ROUND_HELP)
+    turn = serializers.IntegerField(help_text=TURN_HELP)
+    decision = serializers.BooleanField(help_text=DECISION_HELP)
     sender = serializers.CharField(help_text="'buyer' (you) or a seller's handle.")
     to = serializers.ListField(child=serializers.CharField())
     action = serializers.CharField()
@@ -99,7 +114,7 @@ class EpisodeOutcomeSerializer(serializers.Serializer):
     seller = serializers.CharField(allow_null=True)
     price = serializers.DecimalField(**MONEY, allow_null=True, help_text="Per unit.")
     quantity = serializers.IntegerField()
-    rounds = serializers.IntegerField()
+    rounds = serializers.IntegerField(help_text=ROUNDS_HELP)
 
 
 class ObservationSerializer(serializers.Serializer):
@@ -107,7 +122,8 @@ class ObservationSerializer(serializers.Serializer):
     task = serializers.CharField()
     status = serializers.ChoiceField(choices=NegotiationRun.Status.choices)
     done = serializers.BooleanField()
-    round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
+    rounds = serializers.IntegerField(help_text=RUNS_ROUNDS_HELP)
+    turn = serializers.IntegerField(help_text=ENV_TURN_HELP)
     max_rounds = serializers.IntegerField()
     closing_turn = serializers.BooleanField(help_text="The last sellers' replies are in: accept or walk away.")
     rules = serializers.CharField(help_text="known: max_rounds is the deadline, with a closing turn; hidden (core-v2): "
@@ -140,7 +156,7 @@ class ScoreSerializer(serializers.Serializer):
     seller = serializers.CharField(allow_null=True)
     price = serializers.DecimalField(**MONEY, allow_null=True)
     quantity = serializers.IntegerField(allow_null=True)
-    rounds = serializers.IntegerField(allow_null=True)
+    rounds = serializers.IntegerField(allow_null=True, help_text=ROUNDS_HELP)
     messages = serializers.IntegerField(allow_null=True)
     buyer_share = serializers.FloatField(allow_null=True, help_text=(
         "Buyer surplus share on a deal: (max_price - price) / (max_price - the chosen seller's least price)."))
@@ -158,7 +174,9 @@ class ScoreSerializer(serializers.Serializer):
 
 
 class RecordedSerializer(serializers.Serializer):
-    round = serializers.IntegerField()
+    round = serializers.IntegerField(help_text=ROUND_HELP)
+    turn = serializers.IntegerField(help_text=TURN_HELP)
+    decision = serializers.BooleanField(help_text=DECISION_HELP)
     type = serializers.CharField(help_text="message, accept or walk_away.")
     to = serializers.ListField(child=serializers.CharField(), help_text="The sellers your message reached.")
     price = serializers.DecimalField(**MONEY, allow_null=True)
@@ -168,7 +186,8 @@ class RecordedSerializer(serializers.Serializer):
 
 class InfoSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=NegotiationRun.Status.choices)
-    round = serializers.IntegerField()
+    rounds = serializers.IntegerField(help_text=RUNS_ROUNDS_HELP)
+    turn = serializers.IntegerField(help_text=ENV_TURN_HELP)
     pending = serializers.ListField(child=serializers.CharField())
     recorded = RecordedSerializer(allow_null=True, help_text="What this step recorded (null for wait/state).")
     error = serializers.CharField(allow_null=True, help_text="Why the episode failed, if it did.")

@@ -10,6 +10,7 @@ from django.utils.safestring import mark_safe
 
 from analytics.formats import diff, fmt
 from analytics.metrics import Estimate
+from negotiation.agents.canaries import CANARIES
 
 register = template.Library()
 
@@ -41,8 +42,9 @@ def pct_of(value: Any, total: Any) -> float:
 
 
 def agent_label(spec: Any) -> str:
-    """What plays a role, called what it is: an LLM (its model), a baseline strategy (no LLM), a person
-    typing as the buyer, or an outside agent on /env. One wording for every page and export."""
+    """What plays a role, called what it is: an LLM (its model), a baseline strategy (no LLM), an exploit
+    canary (a reference buyer that needs no skill), a person typing as the buyer, or an outside agent on
+    /env. One wording for every page and export."""
     if not isinstance(spec, dict):
         return "–"
     strategy = spec.get("strategy") or "llm"
@@ -54,6 +56,8 @@ def agent_label(spec: Any) -> str:
     if strategy == "external":
         name = spec.get("model") or ""
         return "/env agent" + (f" {name}" if name and name != "external" else "")
+    if strategy in CANARIES:
+        return f"{strategy} (exploit canary, a reference buyer)"
     return f"{strategy} baseline"
 
 

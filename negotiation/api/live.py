@@ -23,7 +23,12 @@ from negotiation.api.batches import AgentSpecSerializer
 from negotiation.api.common import errors
 from negotiation.api.runs import (
     AUDIO_HELP,
+    CURRENT_TURN_HELP,
     DEBRIEF_HELP,
+    DECISION_HELP,
+    ROUND_HELP,
+    RUNS_ROUNDS_HELP,
+    TURN_HELP,
     DebriefSerializer,
     OutcomeSerializer,
     RunDetailSerializer,
@@ -31,8 +36,9 @@ from negotiation.api.runs import (
     run_or_404,
 )
 from negotiation.api.strict import NameField, StrictSerializer
+from negotiation.engine import protocol
 from negotiation.models import MONEY, Message, NegotiationRun
-from negotiation.selectors import run_analytics, run_buyer_view, session_get
+from negotiation.selectors import run_analytics, run_buyer_view, run_rounds, run_turn, session_get
 from negotiation.services import outside
 from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start
 
@@ -121,14 +127,17 @@ class LiveStartApi(APIView):
 
 class LiveMessageOutput(serializers.Serializer):
     message_id = serializers.UUIDField()
-    round = serializers.IntegerField()
+    round = serializers.IntegerField(help_text=ROUND_HELP)
+    turn = serializers.IntegerField(help_text=TURN_HELP)
+    decision = serializers.BooleanField(help_text=DECISION_HELP)
     recipients = serializers.ListField(child=serializers.CharField())
     seller_responses = SellerReplySerializer(many=True)
     pending = serializers.ListField(child=serializers.CharField(),
                                     help_text="Addressed sellers that have not answered yet.")
     complete = serializers.BooleanField(help_text="Every addressed seller has answered.")
     status = serializers.CharField()
-    current_round = serializers.IntegerField()
+    rounds = serializers.IntegerField(help_text=RUNS_ROUNDS_HELP)
+    current_turn = serializers.IntegerField(help_text=CURRENT_TURN_HELP)
     standing_offers = serializers.DictField(child=serializers.DecimalField(**MONEY))
     outcome = OutcomeSerializer(allow_null=True)
     debrief = DebriefSerializer(allow_null=True, help_text=DEBRIEF_HELP)
@@ -138,10 +147,14 @@ def _message_result(run: NegotiationRun, msg: Message, replies: list[Message]) -
     run.refresh_from_db()
     answered = {m.sender for m in replies}
     outcome = getattr(run, "outcome", None) if run.status in NegotiationRun.TERMINAL else None
+    round_no, decision = protocol.message_round(turn=msg.round_no, from_buyer=True, action=msg.action,
+                                                max_rounds=run.max_rounds, rules=run.rules)
     return LiveMessageOutput({
-        "message_id": msg.pk, "round": msg.round_no, "recipients": msg.recipients,
+        "message_id": msg.pk, "round": round_no, "turn": msg.round_no, "decision": decision,
+        "recipients": msg.recipients,
         "seller_responses": replies, "pending": [h for h in msg.recipients if h not in answered],
-        "complete": answered >= set(msg.recipients), "status": run.status, "current_round": run.current_round,
+        "complete": answered >= set(msg.recipients), "status": run.status,
+        "rounds": run_rounds(run), "current_turn": run_turn(run),
         "standing_offers": run_buyer_view(run=run).standing_offers, "outcome": outcome,
         "debrief": outside.debrief(run)}).data
 

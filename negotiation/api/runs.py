@@ -22,8 +22,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.common import PAGE_PARAMETERS, BinaryRenderer, errors, page_of, paginated_response
+from negotiation.engine import protocol
+from negotiation.engine.types import BUYER
 from negotiation.models import MONEY, Message, MessageAudio, NegotiationRun, Outcome
-from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_transcript
+from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_rounds, run_transcript, run_turn
 from negotiation.services import outside
 from negotiation.services.events import audio_url
 
@@ -63,6 +65,22 @@ class DebriefSerializer(serializers.Serializer):
     summary = serializers.CharField()
 
 
+ROUNDS_HELP = ("Rounds of offers: a round is the buyer's message and the addressed sellers' replies to it. The "
+               "buyer's closing accept or walk-away (or, under known rules, its message in the closing turn) is "
+               "its decision after the last round, not a round. Counted this way on the pages, the API and /env, "
+               "under both rule sets.")
+RUNS_ROUNDS_HELP = ("Rounds of offers completed so far (outcome.rounds once the run has ended). " + ROUNDS_HELP)
+ROUND_HELP = ("The round of offers this message belongs to; for the buyer's decision (decision true), the round "
+              "it follows. So an accept of round 2's offer says round 2, as the outcome's rounds does.")
+TURN_HELP = ("The buyer's turn in which the message was sent (stored as its round number): equal to round, except "
+             "for the buyer's decision, which comes in turn round + 1.")
+DECISION_HELP = ("True for the buyer's closing accept or walk-away (or its message in the closing turn under known "
+                 "rules): its decision after `round`, not a round of offers.")
+
+CURRENT_TURN_HELP = ("The buyer's turn number: the next one while the run goes on, the last one played once it has "
+                     "ended. Turn k opens round k with a message; an accept or walk-away in turn k is the buyer's "
+                     "decision after round k - 1.")
+
 DEBRIEF_HELP = ("Null until the negotiation has ended; then every seller's floor, the ZOPA, your surplus share and "
                 "whether it was a mutual loss (negotiation/services/outside.py).")
 
@@ -76,7 +94,7 @@ class OutcomeSerializer(serializers.Serializer):
     final_price = serializers.DecimalField(**MONEY, allow_null=True, help_text="Per unit.")
     quantity = serializers.IntegerField()
     total = serializers.SerializerMethodField()
-    rounds = serializers.IntegerField()
+    rounds = serializers.IntegerField(help_text=ROUNDS_HELP)
     reasoning_summary = serializers.CharField()
     galileo_overall_score = serializers.DecimalField(max_digits=5, decimal_places=2, allow_null=True)
     created_at = serializers.DateTimeField()
@@ -112,7 +130,8 @@ class RunSerializer(serializers.Serializer):
     rules = serializers.CharField(help_text="The turn-taking rules the run was played under (known or hidden); part "
                                             "of its fingerprint.")
     max_rounds = serializers.IntegerField()
-    current_round = serializers.IntegerField(help_text="The round whose buyer turn is next.")
+    rounds = serializers.SerializerMethodField()
+    current_turn = serializers.SerializerMethodField()
     agents = serializers.JSONField()
     buyer = serializers.SerializerMethodField()
     sellers = serializers.SerializerMethodField()
@@ -122,6 +141,14 @@ class RunSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
     outcome = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.IntegerField(help_text=CURRENT_TURN_HELP))
+    def get_current_turn(self, run: NegotiationRun) -> int:
+        return run_turn(run)
+
+    @extend_schema_field(serializers.IntegerField(help_text=RUNS_ROUNDS_HELP))
+    def get_rounds(self, run: NegotiationRun) -> int:
+        return run_rounds(run)
 
     @extend_schema_field(BuyerConstraintsSerializer)
     def get_buyer(self, run: NegotiationRun) -> dict[str, Any]:
@@ -177,7 +204,9 @@ class MessageSerializer(serializers.Serializer):
 
     id = serializers.UUIDField()
     message_id = serializers.UUIDField(source="id")
-    round = serializers.IntegerField(source="round_no")
+    round = serializers.SerializerMethodField()
+    turn = serializers.IntegerField(source="round_no", help_text=TURN_HELP)
+    decision = serializers.SerializerMethodField()
     sender = serializers.CharField(help_text="'buyer' or the seller's handle.")
     sender_type = serializers.CharField()
     seller_id = serializers.UUIDField(allow_null=True)
@@ -188,6 +217,19 @@ class MessageSerializer(serializers.Serializer):
     text = serializers.CharField()
     audio_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+
+    def _place(self, msg: Message) -> tuple[int, bool]:
+        run = self.context.get("run") or msg.run
+        return protocol.message_round(turn=msg.round_no, from_buyer=msg.sender == BUYER, action=msg.action,
+                                      max_rounds=run.max_rounds, rules=run.rules)
+
+    @extend_schema_field(serializers.IntegerField(help_text=ROUND_HELP))
+    def get_round(self, msg: Message) -> int:
+        return self._place(msg)[0]
+
+    @extend_schema_field(serializers.BooleanField(help_text=DECISION_HELP))
+    def get_decision(self, msg: Message) -> bool:
+        return self._place(msg)[1]
 
     @extend_schema_field(serializers.CharField(allow_null=True, help_text=AUDIO_HELP))
     def get_audio_url(self, msg: Message) -> str | None:
@@ -216,7 +258,7 @@ class MessageFullSerializer(MessageSerializer):
 
 def message_data(run: NegotiationRun, msg: Message, audience: tuple[str, ...]) -> dict[str, Any]:
     cls = MessageSerializer if outside.sealed(run) else MessageFullSerializer
-    return cls(msg, context={"audience": {msg.pk: audience}}).data
+    return cls(msg, context={"audience": {msg.pk: audience}, "run": run}).data
 
 
 def run_or_404(request: Request, run_id: Any, *, shared: bool = False) -> NegotiationRun:

@@ -115,6 +115,22 @@ def is_closing_turn(round_no: int, max_rounds: int) -> bool:
     return round_no > max_rounds
 
 
+def message_round(*, turn: int, from_buyer: bool, action: str, max_rounds: int,
+                  rules: Rules | str = Rules.KNOWN) -> tuple[int, bool]:
+    """How MAMS numbers rounds, one way on the pages, the API and `/env`: (round, decision).
+
+    A round is the buyer's message and the addressed sellers' replies to it (spec 7.2's trace: N rounds
+    of offers, then the buyer's decision). A message is stored by the buyer's turn in which it was sent
+    (`turn`, Message.round_no). The buyer's accept or walk-away, and under `known` rules its message in
+    the closing turn, opens no round: it is the buyer's decision after round turn - 1, so an accept of
+    round 2's offer is (2, True). Every other message is (turn, False). A run's rounds (Outcome.rounds,
+    the rounds in which sellers answered) is then the largest round of its messages, under both rule sets.
+    """
+    decision = from_buyer and (action in (BuyerAct.ACCEPT, BuyerAct.WALK_AWAY)
+                               or (Rules(rules) == Rules.KNOWN and is_closing_turn(turn, max_rounds)))
+    return (turn - 1, True) if decision else (turn, False)
+
+
 def after_buyer(
     action: BuyerAction, *, recipients: tuple[str, ...], round_no: int, max_rounds: int
 ) -> Continue | End:

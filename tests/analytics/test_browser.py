@@ -153,7 +153,7 @@ MIN_TYPE_PX = 11  # at 1400 px, every chart text renders at least this large
 
 def page_problems(pg: Any, width: int) -> list[str]:
     """What the browser shows that a reader would trip over: a page wider than the window, a chart with
-    no axis titles, chart type smaller than MIN_TYPE_PX (at 1400 px)."""
+    no axis titles, chart text cut off at the chart's edge, chart type smaller than MIN_TYPE_PX (at 1400 px)."""
     out = []
     over = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     if over > 0:
@@ -168,11 +168,18 @@ def page_problems(pg: Any, width: int) -> list[str]:
         const sizes = [...e.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale);
         return {label: e.getAttribute('aria-label'), empty: !!e.querySelector('text.empty'),
                 x: e.querySelectorAll('text.axis-title.x').length, y: e.querySelectorAll('text.axis-title.y').length,
-                smallest: sizes.length ? Math.min(...sizes) : null};
+                smallest: sizes.length ? Math.min(...sizes) : null,
+                clipped: (box => [...e.querySelectorAll('text')].filter(t => {
+                    const b = t.getBoundingClientRect();  // rotated titles included
+                    return b.left < box.left - 1 || b.right > box.right + 1 || b.top < box.top - 1
+                        || b.bottom > box.bottom + 1; }).map(t => t.textContent).slice(0, 3)
+                )(e.getBoundingClientRect())};
     })""")
     for c in charts:
         if not c["empty"] and not (c["x"] and c["y"]):
             out.append(f"chart {c['label']!r} lacks an axis title (x: {c['x']}, y: {c['y']})")
+        if c["clipped"]:
+            out.append(f"chart {c['label']!r} cuts off its text {c['clipped']}")
         if width >= 1400 and c["smallest"] is not None and c["smallest"] < MIN_TYPE_PX:
             out.append(f"chart {c['label']!r} has {c['smallest']:.1f} px type")
     return out
@@ -184,8 +191,12 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
     error, every chart with both axis titles and (at 1400 px) type of at least 11 px."""
     from urllib.parse import urlsplit
 
+    from analytics.replication import replication_launch
+
+    from analytics import archive
     from analytics.analysis import run_analyse
-    from negotiation.models import SequenceStep
+    from negotiation.models import Message, SequenceStep
+    from negotiation.services import voice
     from negotiation.services.experiments import experiment_create
     from negotiation.services.reflect import sequence_create, sequence_step_reflect
     from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, launch, play_all
@@ -213,9 +224,23 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
         play_through(run_id)
         sequence_step_reflect(run_id=run_id)
     play_all(launch(buyers=[BOULWARE, LINEAR], opponents=LINEAR), play_through)
+    # the merged features: core-v2 with its exploit canaries (reference rows, Holm notes), a replication
+    # suite's page, archived runs (the batch page's Archive column) and a run whose seller replies speak
+    play_all(launch(buyers=[LINEAR], opponents=BOULWARE, suite="core-v2", canaries=True), play_through)
+    replication = play_all(replication_launch(suite="negotiationarena", buyer=LINEAR, seller=BOULWARE, runs=1,
+                                              owner=user), play_through)
+    for run_id in NegotiationRun.objects.filter(batch=a).values_list("pk", flat=True):
+        assert archive.run_archive(run_id=run_id, wait_for_audio=False).status == "archived"
+    spoken = NegotiationRun.objects.filter(batch=b).order_by("seed").first()
+    NegotiationRun.objects.filter(pk=spoken.pk).update(voice=True)
+    for msg in Message.objects.filter(run=spoken, sender_type="seller"):
+        assert voice.message_speak(message_id=msg.pk).status == "ready"
     pages = {
         "batches": "/analytics/", "batch": f"/analytics/batches/{a.pk}/", "run": f"/analytics/runs/{run.pk}/",
+        "run-voice": f"/analytics/runs/{spoken.pk}/",
         "compare": f"/analytics/compare/?a={a.pk}&b={b.pk}", "leaderboard": "/analytics/leaderboard/",
+        "leaderboard-core-v2": "/analytics/leaderboard/?suite=core-v2",
+        "replication": f"/analytics/replications/{replication.pk}/",
         "sessions": "/analytics/sessions/", "session": f"/analytics/sessions/{a.session_id}/",
         "experiments": "/analytics/experiments/", "experiment": f"/analytics/experiments/{experiment.pk}/",
         "sequences": "/analytics/sequences/", "sequence": f"/analytics/sequences/{sequence.pk}/",

@@ -229,3 +229,18 @@ def test_each_kind_of_agent_is_called_what_it_is(web: Client, sample: Any, user:
     html = web.get(f"/analytics/runs/{run.pk}/").content.decode()
     assert "<b>buyer</b> human buyer" in re.sub(r"\s+", " ", html)
     assert "human baseline" not in html and "external baseline" not in html
+
+
+def test_an_exploit_canary_is_called_a_canary_never_a_baseline(web: Client, played_batch: Any) -> None:
+    from analytics.templatetags.analytics_tags import agent_label
+
+    # given a batch whose buyer is the patient exploit canary (a reference buyer, no LLM)
+    assert agent_label({"strategy": "canary-patient"}) == "canary-patient (exploit canary, a reference buyer)"
+    batch = played_batch(runs=1, agents={**BASELINE, "buyer": {"strategy": "canary-patient"}})
+    run = NegotiationRun.objects.get(batch=batch)
+    # then its run page and the batches list call it a canary, and its messages come from a canary
+    html = re.sub(r"\s+", " ", web.get(f"/analytics/runs/{run.pk}/").content.decode())
+    assert "<b>buyer</b> canary-patient (exploit canary, a reference buyer)" in html
+    assert "exploit canary (a reference buyer, no LLM)" in html and "canary-patient baseline" not in html
+    listed = web.get("/analytics/").content.decode()
+    assert "canary-patient (exploit canary, a reference buyer)" in listed and "canary-patient baseline" not in listed

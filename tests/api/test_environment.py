@@ -243,7 +243,8 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     eid = first["episode_id"]
     obs = first["observation"]
     assert first["done"] is False and first["reward"] == 0.0
-    assert obs["round"] == 1 and obs["max_rounds"] == 3 and obs["pending"] == [] and obs["messages"] == []
+    assert obs["turn"] == 1 and obs["rounds"] == 0 and obs["max_rounds"] == 3
+    assert obs["pending"] == [] and obs["messages"] == []
     assert obs["legal_actions"] == ["message", "walk_away"] and obs["standing_offers"] == {}
     assert obs["budget"] == {"min_price": "10.00", "max_price": "40.00"}
     assert [s["handle"] for s in obs["sellers"]] == ["@Alpha", "@Beta"]
@@ -264,7 +265,8 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     assert r.status_code == 200
     bodies.append(r.content.decode())
     obs = r.json()["observation"]
-    assert obs["round"] == 2 and obs["pending"] == [] and set(obs["standing_offers"]) == {"@Alpha", "@Beta"}
+    assert obs["turn"] == 2 and obs["rounds"] == 1
+    assert obs["pending"] == [] and set(obs["standing_offers"]) == {"@Alpha", "@Beta"}
     assert [m["sender"] for m in obs["messages"]] == ["buyer", "@Alpha", "@Beta"]
     assert "accept" in obs["legal_actions"] and r.json()["info"]["recorded"] is None
     # a counter to one seller only reaches that seller
@@ -276,7 +278,7 @@ def test_an_episode_from_reset_to_deal(api: Any, planted: Session, sellers_answe
     assert state.status_code == 200
     bodies.append(state.content.decode())
     obs = state.json()["observation"]
-    assert obs["round"] == 3 and obs["closing_turn"] is False
+    assert obs["turn"] == 3 and obs["rounds"] == 2 and obs["closing_turn"] is False
     offer = obs["standing_offers"]["@Beta"]
     # bad actions are 400s naming the field, and record nothing
     for action, path in [({"type": "accept", "seller": "@Beta", "price": str(Decimal(offer) - 1)}, "action.price"),
@@ -537,7 +539,7 @@ def _patient_reward(api: Any, sellers_answer: Any, task: str, *, seed: int, max_
             break
         low, high = Decimal(obs["budget"]["min_price"]), Decimal(obs["budget"]["max_price"])
         offers = {h: Decimal(p) for h, p in obs["standing_offers"].items() if Decimal(p) <= high}
-        if obs["closing_turn"] or (obs["rules"] == "hidden" and obs["round"] >= obs["max_rounds"]):
+        if obs["closing_turn"] or (obs["rules"] == "hidden" and obs["turn"] >= obs["max_rounds"]):
             if offers:
                 best = min(offers, key=lambda h: offers[h])
                 assert _step(api, eid, type="accept", seller=best, price=str(offers[best])).status_code == 200
@@ -574,7 +576,7 @@ def test_the_patient_exploit_wins_core_v1_and_not_core_v2(api: Any, sellers_answ
                                        key=django_settings.MAMS_DEADLINE_KEY or django_settings.SECRET_KEY)
                     assert all(o["rules"] == "hidden" and o["earliest_end"] <= rounds and not o["closing_turn"]
                                and set(o) == set(seen[0]) for o in seen)
-                    assert all(o["round"] <= drawn + 1 for o in seen)
+                    assert all(o["turn"] <= drawn + 1 and o["rounds"] <= drawn for o in seen)
     # then core-v1 pays it the whole surplus every time (the exploit), and core-v2 does not
     assert v1 == [1.0] * 12
     assert sum(v2) / len(v2) < 0.6 and v2.count(1.0) < len(v2) / 4, v2
