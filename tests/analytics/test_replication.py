@@ -48,7 +48,7 @@ def test_the_replication_suites_carry_the_published_figures():
     oob = {f["label"].split(" as buyer")[0]: f for f in a2a.replication["figures"]}
     assert {f["metric"] for f in oob.values()} == {"out_of_budget_rate"}
     assert {f["scenario"] for f in oob.values()} == {"all"}
-    assert oob["Qwen2.5-7B"]["value"] == 0.0897 and oob["GPT-4o-mini"]["value"] == 0.0040
+    assert len(oob) == 9 and oob["Qwen2.5-7B"]["value"] == 0.1172 and oob["GPT-4o-mini"]["value"] == 0.0036
     assert all("draw_risk.ipynb" in f["source"] for f in oob.values())
 
 
@@ -143,15 +143,15 @@ def test_a2a_nt_report_computes_the_papers_metrics_per_budget(play_through: Any)
     pooled = _group(report, "all")
     assert report["groups"][-1] is pooled and pooled["runs"] == 20
     oob = _metric(pooled, "out_of_budget_rate")
-    assert oob["mean"] == 0.0 and oob["n"] == 20 and len(oob["published"]) == 6
+    assert oob["mean"] == 0.0 and oob["n"] == 20 and len(oob["published"]) == 9
     assert all(f["inside"] is False and f["verdict"] == "outside MAMS's 95% CI" for f in oob["published"])
     assert _metric(pooled, "deal_rate")["published"] == []
     deals = [_metric(g, "deal_rate")["mean"] for g in report["groups"][:-1]]
     assert _metric(pooled, "deal_rate")["mean"] == pytest.approx(np.mean(deals))  # equal-sized groups
     text = replication_text(report)
     assert "ships no published figure" not in text
-    assert "published (Qwen2.5-7B as buyer, vs six LLM sellers, all budgets and product types): 9.0% — " \
-           "outside MAMS's 95% CI" in text and "source: github.com/ShenzheZhu/nips" in text
+    assert "published (Qwen2.5-7B as buyer, vs nine LLM sellers, all budgets and products): 11.7% — " \
+           "outside MAMS's 95% CI" in text and "source: github.com/ShenzheZhu/A2A-NT @ 43d1c55" in text
     # and the page shows the same figures to a signed-in user (the run is shared), and 404s a core run
     from django.test import Client
 
