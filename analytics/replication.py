@@ -6,11 +6,11 @@ its published figures (analytics/suites.py::check_replication). `replication_lau
 benchmark run of one buyer against one seller configuration (no canaries: the paper's game is
 the point); `replication_report` computes each metric per scenario (or per group of scenarios,
 such as A2A-NT's budget levels, and over all of them, "all", when a figure pools them) with the
-paper's definition from analytics/metrics.py and a seeded bootstrap 95% CI, and says for each published figure whether it lies inside MAMS's CI
-(a range, such as "62-90%", is said to overlap when the two intervals meet). A published figure
-outside the CI is a finding, not an error: the pages say so plainly, and the suites' `adaptation`
-note says where MAMS's game differs from the paper's (its guardrails, for one, refuse deals
-outside the ZOPA).
+paper's definition from analytics/metrics.py and a seeded bootstrap 95% CI, and says for each
+published figure whether it lies inside MAMS's CI (a range, such as "62-90%", is said to overlap
+when the two intervals meet). A published figure outside the CI is a finding, not an error: the
+pages say so plainly, and the suites' `adaptation` note says where MAMS's game differs from the
+paper's (its guardrails, for one, refuse deals outside the ZOPA).
 """
 
 from __future__ import annotations

@@ -117,8 +117,9 @@ def test_a2a_nt_report_computes_the_papers_metrics_per_budget(play_through: Any)
     # when the report is made
     report = replication_report(benchmark=run)
     # then it has one group per budget level, in the paper's order, each over two products × two runs
-    assert [g["name"] for g in report["groups"]] == ["low", "wholesale", "mid", "retail", "high"]
-    assert all(g["runs"] == 4 for g in report["groups"])
+    # (then "all", which pools them for the paper's pooled figures)
+    assert [g["name"] for g in report["groups"]] == ["low", "wholesale", "mid", "retail", "high", "all"]
+    assert all(g["runs"] == 4 for g in report["groups"][:-1])
     # and a budget below wholesale gets no deal (MAMS's guardrails), nor any out-of-budget deal anywhere
     assert _metric(_group(report, "low"), "deal_rate")["mean"] == 0.0
     assert all(_metric(g, "out_of_budget_rate")["mean"] == 0.0 for g in report["groups"])
