@@ -5,12 +5,12 @@ manifest carries a `replication` section: the paper, the turn limit, the metrics
 its published figures (analytics/benchmarks/suite_files.py::check_replication). `replication_launch` runs it as a
 benchmark run of one buyer against one seller configuration (no canaries: the paper's game is
 the point); `replication_report` computes each metric per scenario (or per group of scenarios,
-such as A2A-NT's budget levels) with the paper's definition from analytics/metrics.py and a
-seeded bootstrap 95% CI, and says for each published figure whether it lies inside MAMS's CI
-(a range, such as "62-90%", is said to overlap when the two intervals meet). A published figure
-outside the CI is a finding, not an error: the pages say so plainly, and the suites' `adaptation`
-note says where MAMS's game differs from the paper's (its guardrails, for one, refuse deals
-outside the ZOPA).
+such as A2A-NT's budget levels, and over all of them, "all", when a figure pools them) with the
+paper's definition from analytics/metrics.py and a seeded bootstrap 95% CI, and says for each
+published figure whether it lies inside MAMS's CI (a range, such as "62-90%", is said to overlap
+when the two intervals meet). A published figure outside the CI is a finding, not an error: the
+pages say so plainly, and the suites' `adaptation` note says where MAMS's game differs from the
+paper's (its guardrails, for one, refuse deals outside the ZOPA).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from django.conf import settings
 from analytics import metrics
 from analytics.benchmarks.leaderboard import agent_label
 from analytics.benchmarks.services import benchmark_run_create, suite_load
-from analytics.benchmarks.suite_files import SuiteError, list_suites, load_suite
+from analytics.benchmarks.suite_files import POOLED, SuiteError, list_suites, load_suite
 from analytics.models import BenchmarkBatch, BenchmarkRun, RunMetrics
 
 LABELS = {"deal_rate": ("Deal rate", "pct"), "mean_price": ("Mean price on deals", "num"),
@@ -104,6 +104,9 @@ def replication_report(*, benchmark: BenchmarkRun) -> dict[str, Any]:
         slug = slug_of[row["batch_id"]]
         per_group[groups.get(slug, slug)].append(_values(row, row["run__scenario"]))
     order = list(dict.fromkeys(groups.get(sc.slug, sc.slug) for sc in sf.scenarios))
+    if any(f["scenario"] == POOLED for f in rep.get("figures", [])):  # a figure over every scenario
+        per_group[POOLED] = [v for name in order for v in per_group.get(name, [])]
+        order.append(POOLED)
     out_groups = []
     for name in order:
         values = per_group.get(name, [])
@@ -149,6 +152,8 @@ def replication_text(report: dict[str, Any]) -> str:
                 value = (_fmt(float(f["value"]), m["fmt"]) if "value" in f else
                          f"{_fmt(float(f['low']), m['fmt'])}–{_fmt(float(f['high']), m['fmt'])}")
                 out.append(f"    published ({f['label']}): {value} — {f['verdict']}")
+                if f.get("source"):
+                    out.append(f"      source: {f['source']}")
     if not report["published_figures"]:
         out.append("")
         out.append("This suite ships no published figure to compare with; MAMS's values of the paper's metrics "

@@ -117,9 +117,14 @@ REPLICATION_METRICS = ("deal_rate", "mean_price", "buyer_payoff", "price_reducti
                        "out_of_budget_rate")
 
 
+# A figure's scenario may be this: the paper pooled every budget and product, so MAMS pools every scenario.
+POOLED = "all"
+
+
 def check_replication(value: Any, slugs: set[str], where: str) -> list[str]:
     """A replication section: the paper, max_rounds, the metrics, optional scenario groups, and the
-    published figures (each a scenario or group, a metric, a label, and a value or a low-high range)."""
+    published figures (each a scenario, group or "all", a metric, a label, a value or a low-high range,
+    and optionally the source it was read from)."""
     if not isinstance(value, dict):
         return [f"{where}: must be an object with paper, max_rounds, metrics and figures"]
     problems = []
@@ -136,7 +141,7 @@ def check_replication(value: Any, slugs: set[str], where: str) -> list[str]:
     if not isinstance(groups, dict) or not set(groups) <= slugs:
         problems.append(f"{where}.groups: an object mapping scenario slugs to group names")
         groups = {}
-    known = slugs | set(groups.values())
+    known = slugs | set(groups.values()) | {POOLED}
     figures = value.get("figures")
     if not isinstance(figures, list):
         return [*problems, f"{where}.figures: a list (empty when the paper gives no figure to compare)"]
@@ -149,6 +154,8 @@ def check_replication(value: Any, slugs: set[str], where: str) -> list[str]:
             problems.append(f"{at}.scenario: one of {', '.join(sorted(known))}")
         if f.get("metric") not in metrics:
             problems.append(f"{at}.metric: one of the suite's metrics ({', '.join(metrics)})")
+        if "source" in f and (not isinstance(f["source"], str) or not f["source"].strip()):
+            problems.append(f"{at}.source: where the figure was read (URL or repository path and table)")
         numbers = [f.get(k) for k in ("value",) if k in f] or [f.get("low"), f.get("high")]
         if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
             problems.append(f"{at}: give a number as value, or low and high")

@@ -191,10 +191,9 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
     error, every chart with both axis titles and (at 1400 px) type of at least 11 px."""
     from urllib.parse import urlsplit
 
-    from analytics.replication import replication_launch
-
     from analytics import archive
     from analytics.analysis import run_analyse
+    from analytics.benchmarks.replication import replication_launch
     from negotiation.models import Message, SequenceStep
     from negotiation.services import voice
     from negotiation.services.experiments import experiment_create

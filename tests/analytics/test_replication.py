@@ -43,6 +43,25 @@ def test_the_replication_suites_carry_the_published_figures():
     a2a = load_suite("a2a-nt")
     assert a2a.replication["max_rounds"] == 10 and set(a2a.replication["groups"].values()) == {
         "low", "wholesale", "mid", "retail", "high"}
+    # A2A-NT's figures are the authors' published out-of-budget rates, pooled over every budget, each
+    # with the file and table it was read from
+    oob = {f["label"].split(" as buyer")[0]: f for f in a2a.replication["figures"]}
+    assert {f["metric"] for f in oob.values()} == {"out_of_budget_rate"}
+    assert {f["scenario"] for f in oob.values()} == {"all"}
+    assert len(oob) == 9 and oob["Qwen2.5-7B"]["value"] == 0.1172 and oob["GPT-4o-mini"]["value"] == 0.0036
+    assert all("draw_risk.ipynb" in f["source"] for f in oob.values())
+
+
+def test_a_figure_without_its_source_or_over_an_unknown_group_is_refused_by_field():
+    from analytics.benchmarks.suite_files import check_replication
+    section = {"paper": "p", "max_rounds": 5, "metrics": ["deal_rate"], "groups": {"a": "low"},
+               "figures": [{"scenario": "all", "metric": "deal_rate", "label": "x", "value": 0.5, "source": "t.ipynb"}]}
+    assert check_replication(section, {"a"}, "s") == []
+    bad = {**section, "figures": [{"scenario": "nowhere", "metric": "deal_rate", "label": "x", "value": 0.5,
+                                   "source": " "}]}
+    problems = check_replication(bad, {"a"}, "s")
+    assert any(p.startswith("s.figures[0].scenario:") and "all" in p for p in problems)
+    assert any(p.startswith("s.figures[0].source:") for p in problems)
 
 
 @pytest.mark.django_db
@@ -98,8 +117,9 @@ def test_a2a_nt_report_computes_the_papers_metrics_per_budget(play_through: Any)
     # when the report is made
     report = replication_report(benchmark=run)
     # then it has one group per budget level, in the paper's order, each over two products × two runs
-    assert [g["name"] for g in report["groups"]] == ["low", "wholesale", "mid", "retail", "high"]
-    assert all(g["runs"] == 4 for g in report["groups"])
+    # (then "all", which pools them for the paper's pooled figures)
+    assert [g["name"] for g in report["groups"]] == ["low", "wholesale", "mid", "retail", "high", "all"]
+    assert all(g["runs"] == 4 for g in report["groups"][:-1])
     # and a budget below wholesale gets no deal (MAMS's guardrails), nor any out-of-budget deal anywhere
     assert _metric(_group(report, "low"), "deal_rate")["mean"] == 0.0
     assert all(_metric(g, "out_of_budget_rate")["mean"] == 0.0 for g in report["groups"])
@@ -119,8 +139,20 @@ def test_a2a_nt_report_computes_the_papers_metrics_per_budget(play_through: Any)
     assert prr, "a budget above retail closes deals"
     assert _metric(high, "price_reduction_rate")["mean"] == pytest.approx(np.mean(prr))
     assert _metric(high, "relative_profit")["mean"] == pytest.approx(np.mean(profit))
-    # and the text says there is no published figure to compare with
-    assert "ships no published figure" in replication_text(report)
+    # and a last group pools all ten scenarios, where the paper's published out-of-budget rates stand
+    # beside MAMS's (0 by its guardrails), each outside MAMS's CI and with its source
+    pooled = _group(report, "all")
+    assert report["groups"][-1] is pooled and pooled["runs"] == 20
+    oob = _metric(pooled, "out_of_budget_rate")
+    assert oob["mean"] == 0.0 and oob["n"] == 20 and len(oob["published"]) == 9
+    assert all(f["inside"] is False and f["verdict"] == "outside MAMS's 95% CI" for f in oob["published"])
+    assert _metric(pooled, "deal_rate")["published"] == []
+    deals = [_metric(g, "deal_rate")["mean"] for g in report["groups"][:-1]]
+    assert _metric(pooled, "deal_rate")["mean"] == pytest.approx(np.mean(deals))  # equal-sized groups
+    text = replication_text(report)
+    assert "ships no published figure" not in text
+    assert "published (Qwen2.5-7B as buyer, vs nine LLM sellers, all budgets and products): 11.7% — " \
+           "outside MAMS's 95% CI" in text and "source: github.com/ShenzheZhu/A2A-NT @ 43d1c55" in text
     # and the page shows the same figures to a signed-in user (the run is shared), and 404s a core run
     from django.test import Client
 
@@ -133,7 +165,8 @@ def test_a2a_nt_report_computes_the_papers_metrics_per_budget(play_through: Any)
     assert page.status_code == 200
     body = page.content.decode()
     prr = _metric(high, "price_reduction_rate")
-    assert "Zhu et al. 2025" in body and f"{prr['mean'] * 100:.1f}%" in body and "ships no published figure" in body
+    assert "Zhu et al. 2025" in body and f"{prr['mean'] * 100:.1f}%" in body and "ships no published figure" not in body
+    assert "outside MAMS&#x27;s 95% CI" in body and "draw_risk.ipynb" in body
     assert client.get(f"/analytics/replications/{run.entries.first().batch_id}/").status_code == 404
 
 
