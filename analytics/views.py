@@ -57,6 +57,7 @@ from negotiation.selectors import (
 )
 from negotiation.services import outside
 from negotiation.services.batches import batch_cancel_request, batch_create
+from negotiation.services.budgets import batch_spend
 from negotiation.services.errors import ConflictError, LimitExceeded
 
 RUNS_PER_PAGE = 50
@@ -226,6 +227,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
            "version": d["version"], "workers": batch_workers(progress=d["progress"]), "eta": _eta(request, batch),
            "may_cancel": batch.status in Batch.ACTIVE and may_change(request.user, batch),
+           "spend": batch_spend(batch_id=batch.pk),
            **_runs_page(request, batch), **_archive_notice(batch)}
     if request.GET.get("fragment"):
         return render(request, "analytics/_batch_body.html", ctx)

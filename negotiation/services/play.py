@@ -44,7 +44,7 @@ from negotiation.engine.types import (
 )
 from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
 from negotiation.selectors import RunContext, run_context
-from negotiation.services import events
+from negotiation.services import budgets, events
 from negotiation.services.events import publish_on_commit
 from negotiation.services.reflect import sequence_run_ended
 from negotiation.services.voice import voice_on_commit
@@ -70,11 +70,13 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
     claimed = _claim(run_id, round_no=round_no, requeued=requeued)
     if claimed is None or claimed[0].current_round != round_no:
         return
-    run, said = claimed
+    run, said, found = claimed
     ctx = run_context(run, transcript=said)
     if ctx.message(round_no, BUYER) is None:
         if run.mode in NegotiationRun.OUTSIDE_BUYER:
             return  # a person or an external agent takes this turn through the API
+        if not _budget_allows(run, found):
+            return
         view = _buyer_view(run, ctx, round_no)
         check = partial(guardrails.buyer_rule_broken, me=ctx.buyer, standing_offers=view.standing_offers,
                         active=view.handles)
@@ -88,6 +90,14 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
         enqueue_seller_turns(run.pk, round_no, [ctx.seller_ids[handle] for handle in recipients])
         return
     fan_out(run_id=run.pk, round_no=round_no)
+
+
+def _budget_allows(run: NegotiationRun, found: turn_rows.TurnRun) -> bool:
+    """Before a turn's LLM call: False (and the run cancelled) once the batch's budget is reached."""
+    if found.budget_usd is None and found.budget_tokens is None:
+        return True
+    return budgets.budget_allows_turn(run_id=run.pk, batch_id=run.batch_id, budget_usd=found.budget_usd,
+                                      budget_tokens=found.budget_tokens)
 
 
 def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
@@ -163,6 +173,8 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
     if handle is None or buyer_msg is None or handle not in buyer_msg.recipients:
         return
     if ctx.message(round_no, handle) is None:
+        if not _budget_allows(run, found):
+            return
         me = ctx.sellers[handle]
         view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
                                       round_no=round_no, transcript=ctx.received(handle), rules=run.rules,
@@ -266,7 +278,7 @@ def _was_requeued(run_id: Any) -> bool:
 
 
 def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
-           ) -> tuple[NegotiationRun, tuple[Msg, ...]] | None:
+           ) -> tuple[NegotiationRun, tuple[Msg, ...], turn_rows.TurnRun] | None:
     """Start a queued run (once), or return the running one with its transcript; None when there is
     nothing to do.
 
@@ -283,7 +295,7 @@ def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
         return None
     run = found.run
     if found.batch_status == Batch.Status.CANCELLED:
-        run_cancel(run_id=run.pk)
+        run_cancel(run_id=run.pk, reason=found.stop_reason)
         return None
     if run.status == Status.QUEUED:
         if run.heartbeat_at is not None and (requeued is None or datetime.fromisoformat(requeued) != run.heartbeat_at):
@@ -297,15 +309,15 @@ def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
             run.status, run.started_at, run.heartbeat_at = Status.RUNNING, now, now
         else:  # another delivery started it meanwhile and may have spoken: read both again
             run.refresh_from_db()
-            return (run, turn_rows.transcript(run.pk)) if run.status == Status.RUNNING else None
-        return (run, found.transcript) if run.status == Status.RUNNING else None  # started it just now
+            return (run, turn_rows.transcript(run.pk), found) if run.status == Status.RUNNING else None
+        return (run, found.transcript, found) if run.status == Status.RUNNING else None  # started it just now
     if run.status != Status.RUNNING:
         return None
     # Found running: a duplicate or redelivered task (rare), so the Redis read costs no normal turn anything.
     if round_no == 1 and requeued is None and run.current_round == 1 and _was_requeued(run.pk):
         log.info("run %s: the original round-1 task arrived after its re-queue started the run; ignored", run.pk)
         return None
-    return run, found.transcript
+    return run, found.transcript, found
 
 
 def _reask_events(decision: Decision, *, actor: str) -> list[Event]:
@@ -337,6 +349,8 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
     if not turn_rows.message_insert(msg):
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
+    budgets.usage_record_on_commit(batch_id=run.batch_id, model=decision.model,
+                                   prompt_tokens=decision.prompt_tokens, completion_tokens=decision.completion_tokens)
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
     voice_on_commit(run=run, msg=msg)  # a seller reply of a voice run is spoken (services/voice.py)
     return msg
@@ -417,8 +431,8 @@ def run_fail(*, run_id: Any, reason: str) -> None:
             run_failed(run_id=run_id)
 
 
-def run_cancel(*, run_id: Any) -> None:
-    _run_end(run_id=run_id, status=Status.CANCELLED)
+def run_cancel(*, run_id: Any, reason: str = "") -> None:
+    _run_end(run_id=run_id, status=Status.CANCELLED, reason=reason)
 
 
 def batch_refresh(*, batch_id: Any) -> None:
