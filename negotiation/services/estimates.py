@@ -140,3 +140,27 @@ def _known_limits(profile_name: str, model: str) -> dict[str, Any]:
     return {"requests_per_minute": known["requests"], "tokens_per_minute": known["tokens"],
             "limits_from": {r: ("provider" if stated.get(r) and (not configured[r] or stated[r] <= configured[r])
                                 else "configured" if configured[r] else None) for r in ("requests", "tokens")}}
+
+
+def estimate_lines(estimate: dict[str, Any]) -> list[str]:
+    """The estimate in words, one line each: the launch form and the commands' --dry-run show these."""
+    dollars = (f"${estimate['dollars']}" if estimate["dollars"] is not None
+               else f"unknown (no price for {', '.join(estimate['unpriced_models'])}: add it to "
+                    "MAMS_MODEL_PRICES_JSON)")
+    wall = (f"{estimate['wall_seconds']} s under the known limits" if estimate["wall_seconds"] is not None
+            else "unknown (no request or token limit is known for a model)")
+    inputs = estimate["inputs"]
+    lines = [f"{estimate['runs']} runs, at most {estimate['calls']} LLM calls, "
+             f"{estimate['tokens']} tokens ({estimate['prompt_tokens']} prompt, "
+             f"{estimate['completion_tokens']} completion)",
+             f"cost at most {dollars} (prices as of {inputs['prices_as_of']})",
+             f"wall time at least {wall}"]
+    for g in estimate["by_model"]:
+        limits = ", ".join(f"{g[k]:g} {k.split('_')[0]}/min ({g['limits_from'][k.split('_')[0]]})"
+                           for k in ("requests_per_minute", "tokens_per_minute") if g[k])
+        lines.append(f"  {g['profile']} / {g['model']}: {g['calls']} calls, {g['tokens']} tokens"
+                     f"{'; limits ' + limits if limits else '; no limit known'}")
+    lines.append(f"assumes: {inputs['upper_bound']}; prompt tokens per call {inputs['prompt_tokens_per_call']} "
+                 f"(measured); completion tokens {inputs['completion_tokens_per_agent_call']} per agent answer and "
+                 f"{inputs['completion_tokens_per_analysis']} per analysis (assumed, not measured)")
+    return lines
