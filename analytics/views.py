@@ -58,8 +58,8 @@ from negotiation.selectors import (
 from negotiation.services import outside
 from negotiation.services.batches import _check_range, batch_cancel_request, batch_create, scenario_for
 from negotiation.services.budgets import batch_spend
-from negotiation.services.estimates import batch_estimate, estimate_lines
 from negotiation.services.errors import ConflictError, LimitExceeded
+from negotiation.services.estimates import batch_estimate, estimate_lines
 
 RUNS_PER_PAGE = 50
 
