@@ -83,7 +83,8 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
                                 meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER),
                                 check=check, run_seed=run.seed)
-        recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision)
+        recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision,
+                                       budgeted=_budgeted(found))
         if recipients is None:
             return
         # This delivery recorded the buyer's message, so no seller can have answered it yet.
@@ -92,9 +93,13 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
     fan_out(run_id=run.pk, round_no=round_no)
 
 
+def _budgeted(found: turn_rows.TurnRun) -> bool:
+    return found.budget_usd is not None or found.budget_tokens is not None
+
+
 def _budget_allows(run: NegotiationRun, found: turn_rows.TurnRun) -> bool:
     """Before a turn's LLM call: False (and the run cancelled) once the batch's budget is reached."""
-    if found.budget_usd is None and found.budget_tokens is None:
+    if not _budgeted(found):
         return True
     return budgets.budget_allows_turn(run_id=run.pk, batch_id=run.batch_id, budget_usd=found.budget_usd,
                                       budget_tokens=found.budget_tokens)
@@ -106,8 +111,8 @@ def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
                                  transcript=ctx.received(BUYER), rules=run.rules)
 
 
-def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision
-                      ) -> tuple[str, ...] | None:
+def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision,
+                      budgeted: bool = False) -> tuple[str, ...] | None:
     """Guard, route and record the buyer's action; end the run if it ended.
 
     Returns the sellers to hear from (none when the run ended), or None if already recorded."""
@@ -135,7 +140,8 @@ def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, de
     with transaction.atomic() if events or end else nullcontext():
         msg = _insert_message(run=run, round_no=round_no, sender=BUYER, seller_id=None,
                               recipients=list(recipients), text=action.message, action=action.action.value,
-                              price=action.price, reasoning=action.reasoning, decision=decision)
+                              price=action.price, reasoning=action.reasoning, decision=decision,
+                              budgeted=budgeted)
         if msg is None:
             return None
         _insert_events(run, msg, round_no, events)
@@ -201,7 +207,8 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
         with transaction.atomic() if events else nullcontext():
             msg = _insert_message(run=run, round_no=round_no, sender=handle, seller_id=seller_id,
                                   recipients=[BUYER], text=action.message, action=action.action.value,
-                                  price=action.price, reasoning=action.reasoning, decision=decision)
+                                  price=action.price, reasoning=action.reasoning, decision=decision,
+                                  budgeted=_budgeted(found))
             if msg is not None:
                 _insert_events(run, msg, round_no, events)
     round_advance(run_id=run_id, round_no=round_no, run=run)
@@ -333,8 +340,8 @@ def _reask_events(decision: Decision, *, actor: str) -> list[Event]:
 
 
 def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_id: Any, recipients: list[str],
-                    text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision
-                    ) -> Message | None:
+                    text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision,
+                    budgeted: bool = False) -> Message | None:
     # A turn is one INSERT, committed on its own (autocommit) unless the caller also writes events or
     # the outcome. A duplicate delivery's INSERT writes nothing (ON CONFLICT DO NOTHING, see
     # turn_rows), so the caller's transaction is not aborted and it returns before writing anything.
@@ -349,8 +356,10 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
     if not turn_rows.message_insert(msg):
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
-    budgets.usage_record_on_commit(batch_id=run.batch_id, model=decision.model,
-                                   prompt_tokens=decision.prompt_tokens, completion_tokens=decision.completion_tokens)
+    if budgeted:  # the batch's Redis sums, which only its budget check reads
+        budgets.usage_record_on_commit(batch_id=run.batch_id, model=decision.model,
+                                       prompt_tokens=decision.prompt_tokens,
+                                       completion_tokens=decision.completion_tokens)
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
     voice_on_commit(run=run, msg=msg)  # a seller reply of a voice run is spoken (services/voice.py)
     return msg
