@@ -60,8 +60,11 @@ from negotiation.selectors import (
 )
 from negotiation.services import outside
 from negotiation.services.batches import batch_cancel_request, batch_create
+from negotiation.services.budgets import batch_spend
 from negotiation.services.errors import ConflictError, LimitExceeded
+from negotiation.services.estimates import batch_estimate, estimate_lines
 from negotiation.services.events import audio_url
+from negotiation.services.launch import check_range, scenario_for
 
 RUNS_PER_PAGE = 50
 
@@ -228,6 +231,7 @@ def batch_detail(request: HttpRequest, batch_id: Any) -> HttpResponse:
            "live": batch.status in (Batch.Status.QUEUED, Batch.Status.RUNNING) or d["finished"] < d["total"],
            "version": d["version"], "workers": batch_workers(progress=d["progress"]), "eta": _eta(request, batch),
            "may_cancel": batch.status in Batch.ACTIVE and may_change(request.user, batch),
+           "spend": batch_spend(batch_id=batch.pk),
            **_runs_page(request, batch), **_archive_notice(batch)}
     if request.GET.get("fragment"):
         return render(request, "analytics/_batch_body.html", ctx)
@@ -475,6 +479,7 @@ ROLES = ("buyer", "seller", "analyst")
 
 def _launch_defaults() -> dict[str, Any]:
     return {"name": "", "tags": "", "item_name": "", "runs": 10, "max_rounds": 5, "base_seed": 0, "temperature": 0.7,
+            "budget_usd": "", "budget_tokens": "",
             **{f"{r}_strategy": "llm" for r in ROLES}, **{f"{r}_profile": "" for r in ROLES},
             **{f"{r}_model": "" for r in ROLES}}
 
@@ -490,7 +495,7 @@ def _int(value: Any, default: Any) -> Any:
 @require_http_methods(["GET", "POST"])
 def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
     session = get_object_or_404(visible(Session.objects.all(), request.user), pk=session_id)
-    form, errors = _launch_defaults(), {}
+    form, errors, estimate = _launch_defaults(), {}, None
     if request.method == "POST":
         form.update({k: request.POST.get(k, v) for k, v in form.items()})
         agents = {}
@@ -506,24 +511,51 @@ def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
         except (TypeError, ValueError):
             temperature = form["temperature"]
         try:
-            batch = batch_create(session=session, item_name=form["item_name"] or None,
-                                 runs=_int(form["runs"], 0), agents=agents, temperature=temperature,
-                                 max_rounds=_int(form["max_rounds"], 0), base_seed=_int(form["base_seed"], 0),
-                                 owner=request.user, name=form["name"],
-                                 tags=[t for t in form["tags"].replace(",", " ").split() if t])
+            if request.POST.get("action") == "estimate":  # launches nothing: the estimate is shown instead
+                estimate = _launch_estimate(session=session, form=form, agents=agents, temperature=temperature)
+                batch = None
+            else:
+                batch = batch_create(session=session, item_name=form["item_name"] or None,
+                                     runs=_int(form["runs"], 0), agents=agents, temperature=temperature,
+                                     max_rounds=_int(form["max_rounds"], 0), base_seed=_int(form["base_seed"], 0),
+                                     owner=request.user, name=form["name"],
+                                     tags=[t for t in form["tags"].replace(",", " ").split() if t],
+                                     budget_usd=form["budget_usd"].strip() or None,
+                                     budget_tokens=_int(form["budget_tokens"].strip(), None))
         except ValidationError as exc:
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         except (LimitExceeded, ConflictError) as exc:
             errors = {"__all__": [exc.message]}
         else:
-            return redirect("analytics:batch", batch_id=batch.pk)
+            if batch is not None:
+                return redirect("analytics:batch", batch_id=batch.pk)
     demands = list(session.demands.all())
     sellers = list(session.sellers.prefetch_related("inventory"))
     ctx = {"session": session, "demands": demands, "sellers": sellers, "form": form, "errors": errors,
            "batches": batch_stats(batch_list_rows(user=request.user, session_id=session.pk)[:50]), "roles": ROLES,
            "strategies": ("llm", *BASELINES), "profiles": profile_names(),
-           "zopa": {d.item_name: _zopa(d, sellers) for d in demands}}
+           "zopa": {d.item_name: _zopa(d, sellers) for d in demands},
+           "estimate": estimate, "estimate_lines": estimate_lines(estimate) if estimate else []}
     return render(request, "analytics/session_detail.html", ctx, status=400 if errors else 200)
+
+
+def _launch_estimate(*, session: Session, form: dict[str, Any], agents: dict, temperature: Any) -> dict[str, Any]:
+    """The launch form's Estimate button: what `POST /api/batches` with dry_run answers; creates nothing."""
+    errors: dict[str, list[str]] = {}
+    runs, max_rounds = _int(form["runs"], 0), _int(form["max_rounds"], 0)
+    check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
+    if form["item_name"]:
+        try:
+            scenario_for(session=session, item_name=form["item_name"])
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    return batch_estimate(session=session, item_name=form["item_name"] or None, runs=runs, agents=agents,
+                          max_rounds=max_rounds, temperature=temperature)
 
 
 def _zopa(demand: Any, sellers: list[Any]) -> Decimal | None:

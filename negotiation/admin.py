@@ -35,6 +35,7 @@ from negotiation.models import (
 )
 from negotiation.selectors import run_rounds
 from negotiation.services.batches import batch_cancel
+from negotiation.services.budgets import batch_spend
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 from negotiation.services.experiments import experiment_launch, experiment_status
 
@@ -263,7 +264,13 @@ class BatchAdmin(ReadOnlyAdmin):
         return True  # name and tags only: every other field is read-only below
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in Batch._meta.fields if f.name not in ("name", "tags")]
+        return [*(f.name for f in Batch._meta.fields if f.name not in ("name", "tags")), "spend"]
+
+    @admin.display(description="spend (agent turns' recorded usage)")
+    def spend(self, obj: Batch) -> str:
+        s = batch_spend(batch_id=obj.pk)
+        usd = f"${s.usd:.6f}" if s.usd is not None else f"unpriced ({', '.join(s.unpriced_models)})"
+        return f"{usd} · {s.tokens} tokens ({s.prompt_tokens} prompt, {s.completion_tokens} completion)"
 
     list_display = ("short_id", "name", "tag_list", "session", "item_name", "runs_requested", "status", "created_at",
                     "finished_at")

@@ -300,6 +300,13 @@ class Batch(models.Model):
                              help_text="known: max_rounds is the deadline, told to the agents, with a closing turn; "
                                        "hidden: each run ends at a hidden round drawn from its seed (core-v2).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    budget_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text=(
+        "Dollars the batch may spend (agent turns' recorded usage priced by negotiation/agents/prices.py); "
+        "when reached no new turn starts and the remaining runs end cancelled."))
+    budget_tokens = models.PositiveBigIntegerField(null=True, blank=True, help_text=(
+        "Tokens (prompt + completion) the batch may spend; when reached no new turn starts."))
+    stop_reason = models.CharField(max_length=40, blank=True, default="", help_text=(
+        "Why the platform stopped the batch on its own (\"budget reached\"); blank otherwise."))
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_hash = models.CharField(max_length=64, blank=True, default="",
                                     help_text="SHA-256 of the request that created the batch, so a retry with the "

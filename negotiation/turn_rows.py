@@ -60,7 +60,8 @@ def _run_reader() -> tuple[_Reader, str]:
             f"m.{q('text')}, m.{q('action')}, m.{q('price')}::text) ORDER BY m.{q('round_no')}, "
             f"m.{q('sender_type')}, m.{q('created_at')}), '[]')::text "
             f"FROM {q(Message._meta.db_table)} m WHERE m.{q('run_id')} = r.{q('id')}")
-    sql = (f"SELECT {reader.columns}, b.{q('status')}, ({said}) FROM {q(NegotiationRun._meta.db_table)} r "
+    sql = (f"SELECT {reader.columns}, b.{q('budget_usd')}::text, b.{q('budget_tokens')}, b.{q('stop_reason')}, "
+           f"b.{q('status')}, ({said}) FROM {q(NegotiationRun._meta.db_table)} r "
            f"LEFT JOIN {q(Batch._meta.db_table)} b ON b.{q('id')} = r.{q('batch_id')} WHERE r.{q('id')} = %s")
     return reader, sql
 
@@ -70,10 +71,13 @@ class TurnRun:
     run: NegotiationRun
     batch_status: str | None  # None for a run without a batch
     transcript: tuple[Msg, ...]  # as `transcript(run_id)` would read it
+    budget_usd: Decimal | None = None  # the batch's budgets (services/budgets.py), None when unset
+    budget_tokens: int | None = None
+    stop_reason: str = ""  # why the platform stopped the batch ("budget reached"), blank otherwise
 
 
 def run_for_turn(run_id: Any) -> TurnRun | None:
-    """The run, its batch's status and its transcript, in one query; None if there is no such run."""
+    """The run, its batch's status and budgets and its transcript, in one query; None if there is no such run."""
     reader, sql = _run_reader()
     with connection.cursor() as cur:
         cur.execute(sql, [run_id])
@@ -82,7 +86,9 @@ def run_for_turn(run_id: Any) -> TurnRun | None:
         return None
     said = tuple(Msg(round_no=m[0], sender=m[1], recipients=tuple(m[2]), text=m[3], action=m[4],
                      price=None if m[5] is None else Decimal(m[5])) for m in json.loads(row[-1]))
-    return TurnRun(run=reader.load(row), batch_status=row[-2], transcript=said)  # type: ignore[arg-type]
+    return TurnRun(run=reader.load(row), batch_status=row[-2], transcript=said,  # type: ignore[arg-type]
+                   budget_usd=None if row[-5] is None else Decimal(row[-5]), budget_tokens=row[-4],
+                   stop_reason=row[-3] or "")
 
 
 @cache

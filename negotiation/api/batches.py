@@ -14,6 +14,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -52,6 +53,7 @@ from negotiation.selectors import (
     session_get,
 )
 from negotiation.services.batches import batch_cancel_request, batch_create_idempotent
+from negotiation.services.budgets import MAX_BUDGET_TOKENS, MAX_BUDGET_USD, batch_spend
 from negotiation.services.estimates import batch_estimate
 
 TAG = ["batches"]
@@ -113,6 +115,12 @@ class BatchOutputSerializer(serializers.Serializer):
         "The turn-taking rules: known (max_rounds told, a closing turn) or hidden (core-v2: a per-run hidden last "
         "round, no closing turn, binding counters). Part of the runs' fingerprints."))
     status = serializers.ChoiceField(choices=Batch.Status.choices)
+    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=6, allow_null=True,
+                                          help_text="The dollar budget, or null.")
+    budget_tokens = serializers.IntegerField(allow_null=True, help_text="The token budget, or null.")
+    stop_reason = serializers.CharField(help_text=(
+        "Why the platform stopped the batch on its own: \"budget reached\" (then status is cancelled); "
+        "blank otherwise."))
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     total_runs = serializers.IntegerField(source="eta.total")
@@ -158,8 +166,22 @@ class BatchDetailSerializer(BatchOutputSerializer):
         alert = serializers.CharField(allow_null=True, help_text="Set when runs remain and no worker will play "
                                                                  "them: what is wrong and what to do.")
 
+    class BatchSpend(serializers.Serializer):
+        prompt_tokens = serializers.IntegerField()
+        completion_tokens = serializers.IntegerField()
+        tokens = serializers.IntegerField()
+        usd = serializers.CharField(allow_null=True, help_text="Dollars, a decimal string; null when a model "
+                                                               "with usage has no price.")
+        unpriced_models = serializers.ListField(child=serializers.CharField())
+
     summary = serializers.SerializerMethodField()
     workers = serializers.SerializerMethodField()
+    spend = serializers.SerializerMethodField()
+
+    @extend_schema_field(BatchSpend)
+    def get_spend(self, obj: Batch) -> dict[str, Any]:
+        """What the batch's recorded agent turns cost so far (services/budgets.py::batch_spend)."""
+        return batch_spend(batch_id=obj.pk).as_dict()
 
     @extend_schema_field(BatchWorkers)
     def get_workers(self, obj: Batch) -> dict[str, Any]:
@@ -213,6 +235,21 @@ class BatchesApi(APIView):
                       "hidden: each run ends without warning after a round drawn from its seed (the agents are "
                       "told the range), with no closing turn, and a counter is binding, so waiting cannot win "
                       "(the core-v2 benchmark rules, negotiation/engine/protocol.py).")
+        budget_usd = serializers.DecimalField(
+            max_digits=12, decimal_places=6, min_value=Decimal("0.000001"), max_value=MAX_BUDGET_USD,
+            required=False, allow_null=True, default=None,
+            error_messages={"min_value": "Must be above 0 dollars.",
+                            "max_value": f"Must be at most {MAX_BUDGET_USD} dollars.",
+                            "invalid": "Must be a finite number of dollars above 0."},
+            help_text="Dollars the batch may spend (agent turns' recorded tokens priced by the price table). When "
+                      "reached no new turn starts, turns in flight finish and the remaining runs end cancelled "
+                      "with the reason \"budget reached\". Every LLM agent's model needs a price "
+                      "(MAMS_MODEL_PRICES_JSON).")
+        budget_tokens = serializers.IntegerField(
+            min_value=1, max_value=MAX_BUDGET_TOKENS, required=False, allow_null=True, default=None,
+            error_messages={"min_value": "Must be at least 1 token.",
+                            "max_value": f"Must be at most {MAX_BUDGET_TOKENS} tokens."},
+            help_text="Tokens (prompt + completion) the batch may spend; stops it like budget_usd.")
         dry_run = serializers.BooleanField(
             default=False, help_text="true: launch nothing; answer 200 with the estimate (calls, tokens, "
                                      "dollars, wall time under the known limits) and the inputs it used.")
@@ -262,6 +299,7 @@ class BatchesApi(APIView):
         if session is None:
             raise ValidationError({"session": ["No session with this id (or it is not yours)."]})
         if v.pop("dry_run"):
+            v.pop("budget_usd"), v.pop("budget_tokens")
             estimate = batch_estimate(session=session, item_name=(v.get("item_name") or "").strip() or None,
                                       runs=v["runs"], agents=v.get("agents"), max_rounds=v["max_rounds"],
                                       temperature=v["temperature"])

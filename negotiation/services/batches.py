@@ -23,6 +23,7 @@ from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.engine.disclosure import parse_disclosure
 from negotiation.engine.protocol import parse_rules
 from negotiation.models import Batch, Disclosure, NegotiationRun, Rules, Session
+from negotiation.services.budgets import budget_check, usage_seed
 from negotiation.services.errors import ConflictError, LimitExceeded
 from negotiation.services.launch import agents_resolve, check_range, scenario_for
 from negotiation.services.lifecycle import batch_refresh
@@ -55,7 +56,8 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
                  temperature: float = 0.7, max_rounds: int = 5, base_seed: int = 0, owner: Any = None,
                  idempotency_key: str | None = None, population: dict | None = None,
                  disclosure: str = Disclosure.REDACT, name: str = "", tags: Iterable[str] | None = None,
-                 voice: bool = False, rules: str = Rules.KNOWN) -> Batch:
+                 voice: bool = False, rules: str = Rules.KNOWN, budget_usd: Any = None,
+                 budget_tokens: Any = None) -> Batch:
     errors: dict[str, list[str]] = {}
     label, tag_list = _label_check(errors, name, tags)
     if not isinstance(voice, bool):
@@ -83,6 +85,8 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
         errors.setdefault("session", []).append(
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {n_sellers}.")
     resolved = agents_resolve(agents, float(temperature), errors)
+    budget_usd, budget_tokens = budget_check(errors, budget_usd=budget_usd, budget_tokens=budget_tokens,
+                                             resolved=resolved)
     if item_name is not None and not isinstance(item_name, str):
         errors.setdefault("item_name", []).append("Must be an item name (text), or empty for every demanded item.")
         item_name = None
@@ -104,7 +108,8 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     batch = Batch.objects.create(owner=owner, session=session, item_name=item_label, runs_requested=runs,
                                  agents=resolved, temperature=temperature, max_rounds=max_rounds,
                                  base_seed=base_seed, idempotency_key=idempotency_key or "", disclosure=disclosure,
-                                 name=label, tags=tag_list, voice=voice, rules=rules)
+                                 name=label, tags=tag_list, voice=voice, rules=rules, budget_usd=budget_usd,
+                                 budget_tokens=budget_tokens)
     prompt_versions_record(agents=resolved)  # every prompt version a run names is stored, for replay
     stamps = run_fingerprints(resolved, disclosure=disclosure, rules=rules)
     rows = [NegotiationRun(batch=batch, session=session, owner=owner, item_name=sc["buyer"]["item_name"],
@@ -112,6 +117,8 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
                            voice=voice, **stamps)
             for sc in scenarios for i in range(runs)]
     NegotiationRun.objects.bulk_create(rows, batch_size=RUN_CHUNK)
+    if budget_usd is not None or budget_tokens is not None:
+        transaction.on_commit(lambda: usage_seed(batch.pk))  # before its first turn can be queued
     transaction.on_commit(lambda: enqueue_batch_start(batch.pk))
     return batch
 

@@ -13,17 +13,20 @@ a model without a price leaves dollars out and is named.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models.signals import post_save
 
 from negotiation.agents.decide import CHAT_MAX_TOKENS, COMPLETION_MAX_TOKENS
 from negotiation.agents.gateway import get_profile
 from negotiation.agents.limiter import emission_interval, limiter_for
 from negotiation.agents.prices import PRICES_AS_OF, PriceTableError, price_for
-from negotiation.models import Session
+from negotiation.models import Batch, Session
 from negotiation.services.launch import agents_resolve
 
 # Prompt tokens per call, measured (characters / 4, as the fake provider counts) over the 5,397 agent
@@ -47,14 +50,24 @@ def batch_estimate(*, session: Session, item_name: str | None, runs: int, agents
     n_sellers = session.sellers.count()
     n_items = 1 if item_name else session.demands.count()
     total_runs = runs * n_items
-    calls_per_run = {"buyer": max_rounds, "seller": max_rounds * n_sellers,
+    return _estimate(resolved=resolved, total_runs=total_runs, seller_slots=total_runs * n_sellers,
+                     max_rounds=max_rounds, inputs={"sellers": n_sellers, "items": n_items})
+
+
+def _estimate(*, resolved: dict, total_runs: int, seller_slots: int, max_rounds: int, inputs: dict[str, Any]
+              ) -> dict[str, Any]:
+    """The estimate of `total_runs` runs with these resolved agents; `seller_slots` is the runs' sellers
+    summed (a run's sellers each answer every round, at most)."""
+    calls_total = {"buyer": max_rounds * total_runs, "seller": max_rounds * seller_slots,
+                   "analyst": total_runs if settings.MAMS_ANALYSIS_ENABLED else 0}
+    calls_per_run = {"buyer": max_rounds, "seller": max_rounds * seller_slots // max(total_runs, 1),
                      "analyst": 1 if settings.MAMS_ANALYSIS_ENABLED else 0}
     groups: dict[tuple[str, str], dict[str, int]] = {}
     dollars = Decimal(0)
     unpriced: list[str] = []
-    for role, per_run in calls_per_run.items():
+    for role, calls in calls_total.items():
         spec = resolved[role]
-        if spec["strategy"] != "llm" or not per_run:
+        if spec["strategy"] != "llm" or not calls:
             continue
         chat = spec.get("prompt_format", "chat") == "chat"
         prompt = PROMPT_TOKENS_PER_CALL[role]
@@ -62,7 +75,6 @@ def batch_estimate(*, session: Session, item_name: str | None, runs: int, agents
             completion = COMPLETION_TOKENS_PER_ANALYSIS
         else:
             completion = min(COMPLETION_TOKENS_PER_AGENT_CALL, CHAT_MAX_TOKENS if chat else COMPLETION_MAX_TOKENS)
-        calls = per_run * total_runs
         group = groups.setdefault((spec["profile"], spec["model"]),
                                   {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
         group["calls"] += calls
@@ -105,7 +117,7 @@ def batch_estimate(*, session: Session, item_name: str | None, runs: int, agents
         "inputs": {
             "upper_bound": "every run uses all max_rounds, the buyer addresses every seller every round, and "
                            "every run is analysed",
-            "sellers": n_sellers, "items": n_items, "max_rounds": max_rounds, "calls_per_run": calls_per_run,
+            **inputs, "max_rounds": max_rounds, "calls_per_run": calls_per_run,
             "prompt_tokens_per_call": PROMPT_TOKENS_PER_CALL,
             "completion_tokens_per_agent_call": COMPLETION_TOKENS_PER_AGENT_CALL,
             "completion_tokens_per_analysis": COMPLETION_TOKENS_PER_ANALYSIS,
@@ -140,3 +152,94 @@ def _known_limits(profile_name: str, model: str) -> dict[str, Any]:
     return {"requests_per_minute": known["requests"], "tokens_per_minute": known["tokens"],
             "limits_from": {r: ("provider" if stated.get(r) and (not configured[r] or stated[r] <= (configured[r] or 0))
                                 else "configured" if configured[r] else None) for r in ("requests", "tokens")}}
+
+
+def estimate_lines(estimate: dict[str, Any]) -> list[str]:
+    """The estimate in words, one line each: the launch form and the commands' --dry-run show these."""
+    dollars = (f"${estimate['dollars']}" if estimate["dollars"] is not None
+               else f"unknown (no price for {', '.join(estimate['unpriced_models'])}: add it to "
+                    "MAMS_MODEL_PRICES_JSON)")
+    wall = (f"{estimate['wall_seconds']} s under the known limits" if estimate["wall_seconds"] is not None
+            else "unknown (no request or token limit is known for a model)")
+    inputs = estimate["inputs"]
+    lines = [f"{estimate['runs']} runs, at most {estimate['calls']} LLM calls, "
+             f"{estimate['tokens']} tokens ({estimate['prompt_tokens']} prompt, "
+             f"{estimate['completion_tokens']} completion)",
+             f"cost at most {dollars} (prices as of {inputs['prices_as_of']})",
+             f"wall time at least {wall}"]
+    for g in estimate["by_model"]:
+        limits = ", ".join(f"{g[k]:g} {k.split('_')[0]}/min ({g['limits_from'][k.split('_')[0]]})"
+                           for k in ("requests_per_minute", "tokens_per_minute") if g[k])
+        lines.append(f"  {g['profile']} / {g['model']}: {g['calls']} calls, {g['tokens']} tokens"
+                     f"{'; limits ' + limits if limits else '; no limit known'}")
+    lines.append(f"assumes: {inputs['upper_bound']}; prompt tokens per call {inputs['prompt_tokens_per_call']} "
+                 f"(measured); completion tokens {inputs['completion_tokens_per_agent_call']} per agent answer and "
+                 f"{inputs['completion_tokens_per_analysis']} per analysis (assumed, not measured)")
+    return lines
+
+
+def launch_dry_run(launch: Callable[[], Any]) -> dict[str, Any]:
+    """What a launch would cost, launching nothing: `launch` (an experiment, a suite, a replication: any
+    code that makes batches through batch_create) runs with every check it has, in a transaction that
+    is then rolled back, so nothing it wrote stays and nothing it queued after commit is sent. Each
+    batch it made is estimated from its runs as made (their sellers, their resolved agents), and the
+    estimates are added up. Errors the launch raises propagate, as they would without the dry run."""
+    made: list[Batch] = []
+
+    def collect(sender: Any, instance: Batch, created: bool, **kwargs: Any) -> None:
+        if created:
+            made.append(instance)
+
+    class _Rollback(Exception):
+        pass
+
+    post_save.connect(collect, sender=Batch, weak=False, dispatch_uid="launch_dry_run")
+    try:
+        with transaction.atomic():
+            launch()
+            parts = []
+            for batch in made:
+                slots = sum(len(sc.get("sellers", [])) for sc in batch.runs.values_list("scenario", flat=True))
+                total = batch.runs.count()
+                parts.append(_estimate(resolved=batch.agents, total_runs=total, seller_slots=slots,
+                                       max_rounds=batch.max_rounds, inputs={"batches": 1}))
+            estimate = estimate_combine(parts)
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        post_save.disconnect(sender=Batch, dispatch_uid="launch_dry_run")
+    return estimate
+
+
+def estimate_combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several batches' estimates as one: sums, per (profile, model) merged, wall time from the merged
+    groups under the same limits (batches launched together share them)."""
+    by_model: dict[tuple[str, str], dict[str, Any]] = {}
+    for part in parts:
+        for g in part["by_model"]:
+            m = by_model.setdefault((g["profile"], g["model"]), {**g, "calls": 0, "prompt_tokens": 0,
+                                                                  "completion_tokens": 0, "tokens": 0})
+            for k in ("calls", "prompt_tokens", "completion_tokens", "tokens"):
+                m[k] += g[k]
+    wall: float | None = 0.0
+    for m in by_model.values():
+        bounds = [b for b in ((m["calls"] / m["requests_per_minute"] * 60) if m["requests_per_minute"] else None,
+                              (m["tokens"] / m["tokens_per_minute"] * 60) if m["tokens_per_minute"] else None)
+                  if b is not None]
+        m["wall_seconds"] = round(max(bounds), 1) if bounds else None
+        wall = None if wall is None or m["wall_seconds"] is None else max(wall, m["wall_seconds"])
+    unpriced = sorted({u for p in parts for u in p["unpriced_models"]})
+    dollars = None if unpriced else str(sum((Decimal(p["dollars"]) for p in parts), Decimal(0)))
+    inputs = dict(parts[0]["inputs"]) if parts else {
+        "upper_bound": "", "prices_as_of": PRICES_AS_OF, "prompt_tokens_per_call": PROMPT_TOKENS_PER_CALL,
+        "completion_tokens_per_agent_call": COMPLETION_TOKENS_PER_AGENT_CALL,
+        "completion_tokens_per_analysis": COMPLETION_TOKENS_PER_ANALYSIS}
+    inputs.update({"batches": len(parts), "prices": {k: v for p in parts for k, v in p["inputs"]["prices"].items()}})
+    inputs.pop("calls_per_run", None)
+    return {"runs": sum(p["runs"] for p in parts), "calls": sum(p["calls"] for p in parts),
+            "prompt_tokens": sum(p["prompt_tokens"] for p in parts),
+            "completion_tokens": sum(p["completion_tokens"] for p in parts),
+            "tokens": sum(p["tokens"] for p in parts), "dollars": dollars, "unpriced_models": unpriced,
+            "wall_seconds": None if wall is None or not by_model else round(wall, 1),
+            "by_model": list(by_model.values()), "inputs": inputs}

@@ -125,8 +125,8 @@ def run_fail(*, run_id: Any, reason: str) -> None:
                 hook(run_id=run_id)
 
 
-def run_cancel(*, run_id: Any) -> None:
-    run_end(run_id=run_id, status=Status.CANCELLED)
+def run_cancel(*, run_id: Any, reason: str = "") -> None:
+    run_end(run_id=run_id, status=Status.CANCELLED, reason=reason)
 
 
 def batch_refresh(*, batch_id: Any) -> None:

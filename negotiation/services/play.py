@@ -38,6 +38,7 @@ from negotiation.engine.types import (
 )
 from negotiation.models import Batch, Message, NegotiationRun, RunEvent
 from negotiation.run_context import RunContext, run_context
+from negotiation.services import budgets
 from negotiation.services.events import publish_on_commit
 from negotiation.services.lifecycle import run_cancel, run_complete
 from negotiation.services.sweeps import was_requeued
@@ -62,18 +63,21 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
     claimed = _claim(run_id, round_no=round_no, requeued=requeued)
     if claimed is None or claimed[0].current_round != round_no:
         return
-    run, said = claimed
+    run, said, found = claimed
     ctx = run_context(run, transcript=said)
     if ctx.message(round_no, BUYER) is None:
         if run.mode in NegotiationRun.OUTSIDE_BUYER:
             return  # a person or an external agent takes this turn through the API
+        if not _budget_allows(run, found):
+            return
         view = _buyer_view(run, ctx, round_no)
         check = partial(guardrails.buyer_rule_broken, me=ctx.buyer, standing_offers=view.standing_offers,
                         active=view.handles)
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
                                 meta=spans.meta(run=run, round_no=round_no, role="buyer", handle=BUYER),
                                 check=check, run_seed=run.seed)
-        recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision)
+        recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision,
+                                       budgeted=_budgeted(found))
         if recipients is None:
             return
         # This delivery recorded the buyer's message, so no seller can have answered it yet.
@@ -82,14 +86,26 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
     fan_out(run_id=run.pk, round_no=round_no)
 
 
+def _budgeted(found: turn_rows.TurnRun) -> bool:
+    return found.budget_usd is not None or found.budget_tokens is not None
+
+
+def _budget_allows(run: NegotiationRun, found: turn_rows.TurnRun) -> bool:
+    """Before a turn's LLM call: False (and the run cancelled) once the batch's budget is reached."""
+    if not _budgeted(found):
+        return True
+    return budgets.budget_allows_turn(run_id=run.pk, batch_id=run.batch_id, budget_usd=found.budget_usd,
+                                      budget_tokens=found.budget_tokens)
+
+
 def _buyer_view(run: NegotiationRun, ctx: RunContext, round_no: int) -> Any:
     active = visibility.active_sellers(handles=ctx.handles, transcript=ctx.transcript)
     return visibility.buyer_view(me=ctx.buyer, handles=active, round_no=round_no, max_rounds=run.max_rounds,
                                  transcript=ctx.received(BUYER), rules=run.rules)
 
 
-def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision
-                      ) -> tuple[str, ...] | None:
+def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, decision: Decision,
+                      budgeted: bool = False) -> tuple[str, ...] | None:
     """Guard, route and record the buyer's action; end the run if it ended.
 
     Returns the sellers to hear from (none when the run ended), or None if already recorded."""
@@ -117,7 +133,8 @@ def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, de
     with transaction.atomic() if events or end else nullcontext():
         msg = _insert_message(run=run, round_no=round_no, sender=BUYER, seller_id=None,
                               recipients=list(recipients), text=action.message, action=action.action.value,
-                              price=action.price, reasoning=action.reasoning, decision=decision)
+                              price=action.price, reasoning=action.reasoning, decision=decision,
+                              budgeted=budgeted)
         if msg is None:
             return None
         _insert_events(run, msg, round_no, events)
@@ -155,6 +172,8 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
     if handle is None or buyer_msg is None or handle not in buyer_msg.recipients:
         return
     if ctx.message(round_no, handle) is None:
+        if not _budget_allows(run, found):
+            return
         me = ctx.sellers[handle]
         view = visibility.seller_view(me=me, item_name=ctx.buyer.item_name, quantity=ctx.buyer.quantity,
                                       round_no=round_no, transcript=ctx.received(handle), rules=run.rules,
@@ -181,7 +200,8 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
         with transaction.atomic() if events else nullcontext():
             msg = _insert_message(run=run, round_no=round_no, sender=handle, seller_id=seller_id,
                                   recipients=[BUYER], text=action.message, action=action.action.value,
-                                  price=action.price, reasoning=action.reasoning, decision=decision)
+                                  price=action.price, reasoning=action.reasoning, decision=decision,
+                                  budgeted=_budgeted(found))
             if msg is not None:
                 _insert_events(run, msg, round_no, events)
     round_advance(run_id=run_id, round_no=round_no, run=run)
@@ -240,7 +260,7 @@ def run_last_round(run: NegotiationRun) -> int:
 # --- claiming, finishing, failing -------------------------------------------------------------
 
 def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
-           ) -> tuple[NegotiationRun, tuple[Msg, ...]] | None:
+           ) -> tuple[NegotiationRun, tuple[Msg, ...], turn_rows.TurnRun] | None:
     """Start a queued run (once), or return the running one with its transcript; None when there is
     nothing to do.
 
@@ -257,7 +277,7 @@ def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
         return None
     run = found.run
     if found.batch_status == Batch.Status.CANCELLED:
-        run_cancel(run_id=run.pk)
+        run_cancel(run_id=run.pk, reason=found.stop_reason)
         return None
     if run.status == Status.QUEUED:
         if run.heartbeat_at is not None and (requeued is None or datetime.fromisoformat(requeued) != run.heartbeat_at):
@@ -271,15 +291,15 @@ def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
             run.status, run.started_at, run.heartbeat_at = Status.RUNNING, now, now
         else:  # another delivery started it meanwhile and may have spoken: read both again
             run.refresh_from_db()
-            return (run, turn_rows.transcript(run.pk)) if run.status == Status.RUNNING else None
-        return (run, found.transcript) if run.status == Status.RUNNING else None  # started it just now
+            return (run, turn_rows.transcript(run.pk), found) if run.status == Status.RUNNING else None
+        return (run, found.transcript, found) if run.status == Status.RUNNING else None  # started it just now
     if run.status != Status.RUNNING:
         return None
     # Found running: a duplicate or redelivered task (rare), so the Redis read costs no normal turn anything.
     if round_no == 1 and requeued is None and run.current_round == 1 and was_requeued(run.pk):
         log.info("run %s: the original round-1 task arrived after its re-queue started the run; ignored", run.pk)
         return None
-    return run, found.transcript
+    return run, found.transcript, found
 
 
 def _reask_events(decision: Decision, *, actor: str) -> list[Event]:
@@ -295,8 +315,8 @@ def _reask_events(decision: Decision, *, actor: str) -> list[Event]:
 
 
 def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_id: Any, recipients: list[str],
-                    text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision
-                    ) -> Message | None:
+                    text: str, action: str, price: Decimal | None, reasoning: str, decision: Decision,
+                    budgeted: bool = False) -> Message | None:
     # A turn is one INSERT, committed on its own (autocommit) unless the caller also writes events or
     # the outcome. A duplicate delivery's INSERT writes nothing (ON CONFLICT DO NOTHING, see
     # turn_rows), so the caller's transaction is not aborted and it returns before writing anything.
@@ -311,6 +331,10 @@ def _insert_message(*, run: NegotiationRun, round_no: int, sender: str, seller_i
     if not turn_rows.message_insert(msg):
         log.info("run %s round %s: %s already answered; duplicate delivery ignored", run.pk, round_no, sender)
         return None
+    if budgeted:  # the batch's Redis sums, which only its budget check reads
+        budgets.usage_record_on_commit(batch_id=run.batch_id, model=decision.model,
+                                       prompt_tokens=decision.prompt_tokens,
+                                       completion_tokens=decision.completion_tokens)
     publish_on_commit(run.pk, "message", message_id=str(msg.pk), round=round_no, sender=sender)
     voice_on_commit(run=run, msg=msg)  # a seller reply of a voice run is spoken (services/voice.py)
     return msg

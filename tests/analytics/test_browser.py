@@ -140,7 +140,8 @@ def test_compare_and_session_pages_render_cleanly(page: Any, live_server: Any, p
     assert drawn_charts(page)[0]["marks"] > 0
     page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
     page.goto(f"{live_server.url}/analytics/sessions/{a.session_id}/")
-    assert page.locator("form.launch button[type=submit]").is_visible()
+    assert page.locator("form.launch button.primary[type=submit]").is_visible()
+    assert page.locator("form.launch #launch-estimate-button").is_visible()
     page.screenshot(path=str(SHOTS / "session.png"), full_page=True)
     assert page.errors == []
 

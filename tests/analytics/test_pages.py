@@ -269,3 +269,43 @@ def test_a_shared_benchmark_batch_shows_to_every_user_read_only(web: Client, sam
     # and alice's own batch is not labelled shared
     mine = metrics_batch(sample, user, ROWS[:1])
     assert 'id="batch-shared"' not in web.get(reverse("analytics:batch", args=[mine.pk])).content.decode()
+
+
+LAUNCH_LLM = {"item_name": "USB-C Cable", "runs": "3", "max_rounds": "4", "base_seed": "0", "temperature": "0.7",
+              **{f"{r}_strategy": "llm" for r in ("buyer", "seller", "analyst")},
+              **{f"{r}_profile": "openai-compatible" for r in ("buyer", "seller", "analyst")},
+              **{f"{r}_model": "gpt-4o-mini" for r in ("buyer", "seller", "analyst")}}
+
+
+def test_the_launch_form_estimates_without_launching(web: Client, sample: Any, fake_llm: Any) -> None:
+    from negotiation.services.estimates import batch_estimate, estimate_lines
+
+    url = reverse("analytics:session", args=[sample.pk])
+    response = web.post(url, {**LAUNCH_LLM, "action": "estimate"})
+    html = response.content.decode()
+    # then the page shows the estimate the API's dry_run answers, and nothing is launched
+    assert response.status_code == 200 and 'id="launch-estimate"' in html, html[-3000:]
+    expected = batch_estimate(session=sample, item_name="USB-C Cable", runs=3, agents={
+        r: {"strategy": "llm", "profile": "openai-compatible", "model": "gpt-4o-mini"} for r in ("buyer", "seller",
+                                                                                               "analyst")},
+        max_rounds=4)
+    assert expected["dollars"] is not None
+    for line in estimate_lines(expected):
+        assert line.replace("'", "&#x27;") in html
+    assert not Batch.objects.exists() and not NegotiationRun.objects.exists()
+    # a bad one says what to fix, still launching nothing
+    response = web.post(url, {**LAUNCH_LLM, "runs": "0", "item_name": "Laptop", "action": "estimate"})
+    html = response.content.decode()
+    assert response.status_code == 400 and "No estimate" in html and "no demand for" in html
+    assert not Batch.objects.exists()
+
+
+def test_the_launch_form_sets_budgets_and_refuses_bad_ones(web: Client, sample: Any, fake_llm: Any) -> None:
+    url = reverse("analytics:session", args=[sample.pk])
+    response = web.post(url, {**LAUNCH_LLM, "budget_usd": "NaN", "budget_tokens": "0"})
+    html = response.content.decode()
+    assert response.status_code == 400 and "<code>budget_usd</code>" in html and "<code>budget_tokens</code>" in html
+    assert not Batch.objects.exists()
+    response = web.post(url, {**LAUNCH_LLM, "budget_usd": "1.50", "budget_tokens": "20000"})
+    batch = Batch.objects.get(session=sample)
+    assert response.status_code == 302 and (batch.budget_usd, batch.budget_tokens) == (D("1.5"), 20000)

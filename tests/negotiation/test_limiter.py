@@ -432,3 +432,32 @@ def test_unusable_headers_fall_back_to_the_configured_limits_and_are_logged_once
     # nothing stalls: the configured 20/second still paces the calls
     stamps = _grants(limiter, "azure", n=5, threads=2, cost=Cost(tokens=10), limits=TokenLimits(), rate="20/second")
     assert stamps[-1] - stamps[0] <= 0.5
+
+
+def _redis_now(limiter: LLMLimiter) -> float:
+    seconds, micros = limiter.redis.time()
+    return seconds + micros / 1_000_000
+
+
+def test_a_caller_that_wakes_a_little_late_does_not_slip_the_request_schedule(limiter: LLMLimiter) -> None:
+    from negotiation.agents.limiter import REQUEST_LATENESS_SECONDS
+
+    schedule = limiter._keys("late")[1]
+    interval = 1 / 20
+
+    def grant_after(lateness: float) -> tuple[float, float]:
+        due = _redis_now(limiter) - lateness  # the slot was due `lateness` ago: the caller woke late
+        limiter.redis.set(schedule, f"{due:.6f}")
+        with limiter.slot("late", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0):
+            pass
+        return due, float(limiter.redis.get(schedule))
+
+    # a few ms late (a thread's wake-up): the next slot is one interval after the one due, not after now
+    due, next_due = grant_after(0.004)
+    assert next_due == pytest.approx(due + interval, abs=1e-4)
+    # long idle: the schedule restarts from now, less at most the lateness allowance, so any run of
+    # consecutive grants spans at least its intervals minus REQUEST_LATENESS_SECONDS
+    before = _redis_now(limiter)
+    _, next_due = grant_after(0.5)
+    assert next_due >= before - REQUEST_LATENESS_SECONDS + interval - 1e-4
+    assert next_due <= _redis_now(limiter) - REQUEST_LATENESS_SECONDS + interval + 1e-4

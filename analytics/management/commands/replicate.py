@@ -22,6 +22,7 @@ from analytics.benchmarks.validation import parse_buyer
 from analytics.models import BenchmarkRun
 from negotiation.models import Batch
 from negotiation.services.errors import LimitExceeded, flatten
+from negotiation.services.estimates import estimate_lines, launch_dry_run
 
 
 class Command(BaseCommand):
@@ -37,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="wait for the workers and print the report")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
         parser.add_argument("--report", default=None, metavar="ID", help="print the report of this benchmark run")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the estimate (calls, tokens, dollars, wall time) of every batch it would "
+                                 "launch, and launch nothing")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["report"]:
@@ -51,8 +55,17 @@ class Command(BaseCommand):
         try:
             buyer = parse_buyer(opts["buyer"])
             seller = parse_buyer(opts["seller"], option="--seller")
-            run = replication_launch(suite=opts["suite"], buyer=buyer, seller=seller, runs=opts["runs"],
-                                     base_seed=opts["seed"])
+            def launch() -> Any:
+                return replication_launch(suite=opts["suite"], buyer=buyer, seller=seller, runs=opts["runs"],
+                                          base_seed=opts["seed"])
+            if opts["dry_run"]:
+                estimate = launch_dry_run(launch)
+                self.stdout.write(f"Dry run, nothing launched: {opts['suite']}, {estimate['inputs']['batches']} "
+                                  f"batches.")
+                for line in estimate_lines(estimate):
+                    self.stdout.write(f"  {line}")
+                return
+            run = launch()
         except (ValueError, SuiteError) as exc:
             raise CommandError(str(exc)) from exc
         except LimitExceeded as exc:

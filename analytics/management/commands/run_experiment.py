@@ -26,6 +26,7 @@ from analytics.templatetags.analytics_tags import fmt
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, Experiment, Session
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
+from negotiation.services.estimates import estimate_lines, launch_dry_run
 from negotiation.services.experiments import condition_parse, experiment_create
 
 TABLE_METRICS = ("deal_rate", "price", "buyer_share", "mutual_loss", "rounds", "fallback_rate", "tokens")
@@ -84,6 +85,9 @@ class Command(BaseCommand):
         parser.add_argument("--owner", default="", help="Username to own the experiment (default: the session's).")
         parser.add_argument("--wait", action="store_true", help="Wait for the workers, then print the results.")
         parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds to wait with --wait.")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the estimate (calls, tokens, dollars, wall time) of every batch it would "
+                                 "launch, and launch nothing")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         session = session_lookup(opts["session"])
@@ -98,9 +102,18 @@ class Command(BaseCommand):
                 raise CommandError(f"No user '{opts['owner']}'.")
         name = opts["name"] or " vs ".join(c["label"] for c in conditions)
         try:
-            experiment = experiment_create(owner=owner, session=session, name=name[:200], conditions=conditions,
-                                           runs=opts["runs"], item_name=opts["item"] or None,
-                                           max_rounds=opts["max_rounds"], base_seed=opts["base_seed"])
+            def launch() -> Experiment:
+                return experiment_create(owner=owner, session=session, name=name[:200], conditions=conditions,
+                                         runs=opts["runs"], item_name=opts["item"] or None,
+                                         max_rounds=opts["max_rounds"], base_seed=opts["base_seed"])
+            if opts["dry_run"]:
+                estimate = launch_dry_run(launch)
+                self.stdout.write(f"Dry run, nothing launched: {len(conditions)} conditions × {opts['runs']} runs "
+                                  f"on '{session}' ({opts['item'] or 'every item'}).")
+                for line in estimate_lines(estimate):
+                    self.stdout.write(f"  {line}")
+                return
+            experiment = launch()
         except ValidationError as exc:
             problems = "\n".join(f"  {k}: {' '.join(v)}" for k, v in flatten(exc).items())
             raise CommandError(f"The experiment was not created:\n{problems}") from exc

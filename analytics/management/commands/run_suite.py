@@ -25,6 +25,7 @@ from negotiation.agents.fingerprint import played_fingerprint
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, NegotiationRun
 from negotiation.services.errors import LimitExceeded, flatten
+from negotiation.services.estimates import estimate_lines, launch_dry_run
 
 
 class Command(BaseCommand):
@@ -45,6 +46,9 @@ class Command(BaseCommand):
                             help="leave out the exploit canary buyers (reference rows every benchmark runs by default)")
         parser.add_argument("--wait", action="store_true", help="wait for the workers and print the leaderboard")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the estimate (calls, tokens, dollars, wall time) of every batch it would "
+                                 "launch, and launch nothing")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
@@ -58,9 +62,18 @@ class Command(BaseCommand):
             if owner is None:
                 raise CommandError(f"no user named {opts['owner']!r}")
         try:
-            run = benchmark_run_create(suite=opts["suite"], buyers=buyers, opponents=opponents,
-                                       runs_per_scenario=opts["runs"], base_seed=opts["seed"], owner=owner,
-                                       max_rounds=opts["max_rounds"], canaries=not opts["no_canaries"])
+            def launch() -> BenchmarkRun:
+                return benchmark_run_create(suite=opts["suite"], buyers=buyers, opponents=opponents,
+                                            runs_per_scenario=opts["runs"], base_seed=opts["seed"], owner=owner,
+                                            max_rounds=opts["max_rounds"], canaries=not opts["no_canaries"])
+            if opts["dry_run"]:
+                estimate = launch_dry_run(launch)
+                self.stdout.write(f"Dry run, nothing launched: {opts['suite']}, {estimate['inputs']['batches']} "
+                                  f"batches.")
+                for line in estimate_lines(estimate):
+                    self.stdout.write(f"  {line}")
+                return
+            run = launch()
         except SuiteError as exc:
             raise CommandError(str(exc)) from exc
         except LimitExceeded as exc:

@@ -25,6 +25,8 @@ from negotiation.management.failures import failures_report
 from negotiation.selectors import batch_progress, batch_summary, run_buyer_share, run_rows
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import flatten
+from negotiation.services.estimates import batch_estimate, estimate_lines
+from negotiation.services.launch import check_range, scenario_for
 from negotiation.services.scenarios import sample_session_load
 
 
@@ -80,21 +82,30 @@ class Command(BaseCommand):
         parser.add_argument("--temperature", type=float, default=0.7)
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait for the workers")
+        parser.add_argument("--budget-usd", default=None, help="stop the batch when its spend reaches this many "
+                                                               "dollars (remaining runs end cancelled)")
+        parser.add_argument("--budget-tokens", type=int, default=None, help="stop the batch at this many tokens")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the batch's estimate (calls, tokens, dollars, wall time) and launch nothing")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         user, password = demo_admin()
         session = sample_session_load(owner=user)
         uses_llm = "llm" in (opts["buyer"], opts["sellers"])
-        if uses_llm:
-            self._check_provider(opts["profile"])
-        self._check_workers()
         agents = {"buyer": {"strategy": opts["buyer"], "profile": opts["profile"]},
                   "seller": {"strategy": opts["sellers"], "profile": opts["profile"]},
                   "analyst": {"strategy": "llm" if uses_llm else "linear", "profile": opts["profile"]}}
+        if opts["dry_run"]:
+            self._dry_run(session=session, agents=agents, opts=opts)
+            return
+        if uses_llm:
+            self._check_provider(opts["profile"])
+        self._check_workers()
         try:
             batch = batch_create(session=session, item_name=opts["item"], runs=opts["runs"], agents=agents,
                                  temperature=opts["temperature"], max_rounds=opts["max_rounds"],
-                                 base_seed=opts["seed"], owner=user)
+                                 base_seed=opts["seed"], owner=user, budget_usd=opts["budget_usd"],
+                                 budget_tokens=opts["budget_tokens"])
         except ValidationError as exc:
             problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in flatten(exc).items())
             raise CommandError(f"cannot launch the batch: {problems}") from exc
@@ -104,6 +115,25 @@ class Command(BaseCommand):
         self._report(batch.pk)
         failures_report(stdout=self.stdout, batch_ids=[batch.pk])
         self.stdout.write("\n" + admin_hint(password))
+
+    def _dry_run(self, *, session: Any, agents: dict, opts: dict[str, Any]) -> None:
+        """Print what `batch_create` would be asked to launch, estimated; create nothing."""
+        errors: dict[str, list[str]] = {}
+        check_range(errors, "runs", opts["runs"], 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+        check_range(errors, "max_rounds", opts["max_rounds"], 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+        try:
+            if errors:
+                raise ValidationError(errors)
+            scenario_for(session=session, item_name=opts["item"])
+            estimate = batch_estimate(session=session, item_name=opts["item"], runs=opts["runs"], agents=agents,
+                                      max_rounds=opts["max_rounds"], temperature=opts["temperature"])
+        except ValidationError as exc:
+            problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in flatten(exc).items())
+            raise CommandError(f"cannot estimate the batch: {problems}") from exc
+        self.stdout.write(f"Dry run, nothing launched: {opts['runs']} × '{opts['item']}' on session '{session}' "
+                          f"({describe_agents(agents)}; max {opts['max_rounds']} rounds)")
+        for line in estimate_lines(estimate):
+            self.stdout.write(f"  {line}")
 
     def _check_provider(self, profile_name: str) -> None:
         try:
