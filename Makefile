@@ -51,20 +51,25 @@ purge:
 	@$(STACK) purge
 
 bench: services
-	$(PY) bench/overhead.py
+	$(PY) perf/overhead.py
 
 bench-dashboard: services
-	$(PY) bench/dashboard.py
+	$(PY) perf/dashboard.py
 
 # Throughput with 1, 2 and 4 worker processes against a hard provider limit (a 300-run batch, and a
 # 60-run one on one worker), the asyncio baseline, and worker memory over a 2,000-run batch (~13 min on 2 cores).
 load: services
-	$(PY) bench/load.py
+	$(PY) perf/load.py
 
 # One 500-run batch on two supervised workers while Redis restarts 20 times, Postgres 10 times and a
 # worker is SIGKILLed 10 times, on a Postgres and Redis of its own; prints completed/duplicates/missing/stuck last.
 soak: services
-	$(PY) bench/soak.py
+	$(PY) perf/soak.py
 
+# Ruff, the architecture contracts of pyproject.toml's [tool.importlinter] (no import cycles; layers
+# import downward; negotiation never imports analytics; the engine and the metrics stay pure), and mypy
+# with the django and DRF stubs (zero errors).
 lint: install
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
+	.venv/bin/mypy

@@ -35,4 +35,4 @@ class RunAnalysisAdmin(_ReadOnly):
     list_select_related = ("run",)
 
 
-from analytics.bench import admin as _bench_admin  # noqa: E402, F401  (schedules, suites, benchmark runs)
+from analytics.benchmarks import admin as _benchmarks_admin  # noqa: E402, F401  (schedules, suites, benchmark runs)

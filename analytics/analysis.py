@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from analytics import metrics, tracing
 from analytics.models import RunAnalysis, RunMetrics
 from analytics.services import message_quality_record, run_metrics_record
+from negotiation.agents import spans
 from negotiation.agents.gateway import LLMError, LLMReply, complete, get_profile
 from negotiation.agents.outputs import OutputError, extract_json
 from negotiation.engine.types import BUYER
@@ -182,7 +183,7 @@ def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMRep
                                  "cannot produce a structured verdict")
     model = spec.get("model") or profile.model_for("analyst")
     messages = analyst_prompt(run=run, m=m)
-    meta = tracing.meta(run=run, round_no=m.rounds, role="analyst", handle="analyst")
+    meta = spans.meta(run=run, round_no=m.rounds, role="analyst", handle="analyst")
     replies: list[LLMReply] = []
     error = ""
     for attempt in range(2):
@@ -224,7 +225,7 @@ def run_analyse(*, run_id: Any, give_up: bool = False) -> RunAnalysis | None:
     message_quality_record(run_id=run.pk)
     msgs = Message.objects.filter(run_id=run.pk)
     buyer_messages = msgs.filter(sender=BUYER).count()
-    coherences = [q.get("coherence") for q in msgs.values_list("quality", flat=True)
+    coherences: list[float] = [q["coherence"] for q in msgs.values_list("quality", flat=True)
                   if isinstance(q, dict) and isinstance(q.get("coherence"), int | float)]
     local = local_verdict(m, buyer_messages=buyer_messages,
                           message_coherence=round(sum(coherences) / len(coherences), 4) if coherences else None)

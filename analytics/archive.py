@@ -26,6 +26,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -36,9 +37,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from analytics.models import RunArchive, RunMetrics
-from negotiation.engine import protocol
+from mams.celery import app
+from mams.queues import Queue
+from negotiation.engine import protocol, visibility
 from negotiation.engine.types import BUYER
-from negotiation.models import NegotiationRun, Outcome
+from negotiation.models import MessageAudio, NegotiationRun, Outcome
+from negotiation.run_context import run_context
+from negotiation.services.voice import run_audio_pending
 
 log = logging.getLogger(__name__)
 FORMAT = "mams.run-archive/2"  # 2: messages carry round (of offers), turn and decision; events a turn
@@ -94,8 +99,9 @@ def target_parse(url: str) -> Target:
 
 
 def _s3_client(*, timeout: float | None = None, attempts: int = 2) -> Any:
-    import boto3
-    from botocore.config import Config
+    # boto3 loads only when the store is S3.
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
 
     timeout = timeout or settings.MAMS_ARCHIVE_TIMEOUT_SECONDS
     # boto3 reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, the keys and the region from the environment.
@@ -126,7 +132,7 @@ def object_put(target: Target, key: str, body: bytes, sha256: str) -> bool:
             fh.write(body)
         os.replace(tmp, path)  # readers never see half an object
         return True
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415  (boto3 loads only when the store is S3)
 
     client = _s3_client()
     try:
@@ -168,7 +174,7 @@ def store_problem(*, check_bucket: bool = True) -> str | None:
         return None
     if not check_bucket:
         return None
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415  (boto3 loads only when the store is S3)
 
     try:
         # One short try: `manage.py check` (and so migrate, runserver) must not hang on a store that is down.
@@ -230,10 +236,6 @@ def _place(run: NegotiationRun, m: Any) -> dict[str, Any]:
 
 def run_record(*, run: NegotiationRun) -> dict[str, Any]:
     """The archive document of one run: plain JSON, with nothing that changes between two writes."""
-    from negotiation.engine import visibility
-    from negotiation.engine.types import BUYER
-    from negotiation.selectors import run_context
-
     ctx = run_context(run, rows=True)
     received = {BUYER: ctx.received(BUYER)}
     for handle in ctx.handles:
@@ -291,10 +293,6 @@ def run_record(*, run: NegotiationRun) -> dict[str, Any]:
 
 def _audio_by_message(run: NegotiationRun) -> dict[str, dict[str, Any]]:
     """The seller audio of a run, base64, by message id (negotiation.voice); empty when voice is off."""
-    try:
-        from negotiation.models import MessageAudio
-    except ImportError:  # voice not installed in this build
-        return {}
     out = {}
     for a in MessageAudio.objects.filter(message__run=run).order_by("message_id"):
         entry: dict[str, Any] = {"status": a.status, "engine": a.engine, "voice": a.voice,
@@ -347,10 +345,6 @@ def run_archive(*, run_id: Any, wait_for_audio: bool = True) -> RunArchive | Non
 
 
 def _audio_pending(run: NegotiationRun) -> bool:
-    try:
-        from negotiation.services.voice import run_audio_pending
-    except ImportError:
-        return False
     return run_audio_pending(run=run)
 
 
@@ -371,9 +365,6 @@ def archive_on_commit(*, run_id: Any) -> None:
 
 
 def archive_enqueue(run_id: Any, *, countdown: float | None = None) -> None:
-    from mams.celery import app
-    from mams.queues import Queue
-
     try:
         app.send_task("analytics.archive_run", args=[str(run_id)], queue=Queue.ARCHIVE, countdown=countdown)
     except Exception:  # the broker is down: the backfill (or the sweep) archives the run later
@@ -392,8 +383,6 @@ def runs_to_archive(*, batch_id: Any = None) -> Any:
 def archive_sweep(*, older_than_seconds: int, limit: int = 500) -> int:
     """Backstop: queue the archive of runs that ended a while ago (within a week) and have no archive row,
     e.g. because the broker was down when they ended. Safe to repeat: the archive task is idempotent."""
-    from datetime import timedelta
-
     now = timezone.now()
     qs = (NegotiationRun.objects.filter(status__in=NegotiationRun.TERMINAL, archive__isnull=True,
                                         ended_at__lt=now - timedelta(seconds=older_than_seconds),
@@ -415,7 +404,7 @@ def run_archive_note(*, run_id: Any, error: str) -> None:
     run = NegotiationRun.objects.filter(pk=run_id).only("batch_id").first()
     if run is None:
         return
-    row, _ = RunArchive.objects.get_or_create(run=run, defaults={"batch_id": run.batch_id})
+    RunArchive.objects.get_or_create(run=run, defaults={"batch_id": run.batch_id})
     RunArchive.objects.filter(run=run).exclude(status=RunArchive.Status.ARCHIVED).update(error=error[:2000])
 
 

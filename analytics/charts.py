@@ -11,9 +11,10 @@ carry `data-*` attributes where the run page's replay needs them (`data-round`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
+from itertools import pairwise
 from typing import Any
 
 from analytics.formats import diff, fmt, tick
@@ -93,7 +94,7 @@ def bars(labels: Sequence[str], series: Sequence[Series], *, label: str, x_title
     carry a (low, high) CI per bar, drawn as a whisker; `y_max` pins the axis (1.0 for a share)."""
     if not labels or not any(any(v for v in s[1]) for s in series):
         return empty(label)
-    errors = [list(s[2]) if len(s) > 2 else [None] * len(labels) for s in series]  # type: ignore[misc]
+    errors = [list(s[2]) if len(s) > 2 else [None] * len(labels) for s in series]
     totals = [sum(s[1][i] for s in series) if stacked else max(s[1][i] for s in series) for i in range(len(labels))]
     highs = [e[1] for errs in errors for e in errs if e and e[1] is not None]
     ticks = ([y_max * i / 4 for i in range(5)] if y_max is not None
@@ -184,7 +185,7 @@ class Point:
     label: str = ""
 
 
-def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides: dict[str, float] | None = None,
+def offers(lines: Mapping[str, Sequence[Point]], *, rounds: int, label: str, guides: dict[str, float] | None = None,
            decision: bool = False) -> str:
     """Prices over rounds: one line per party, dashed guides (the buyer's max, each floor) labelled
     inside the plot. Every point and segment carries data-round, so the replay can hide what came later.
@@ -215,7 +216,7 @@ def offers(lines: dict[str, Sequence[Point]], *, rounds: int, label: str, guides
     for j, (name, pts) in enumerate(lines.items()):
         color = PALETTE[j % len(PALETTE)]
         pts = sorted(pts, key=lambda p: p.round_no)
-        for a, b in zip(pts, pts[1:], strict=False):
+        for a, b in pairwise(pts):
             (x1, y1), (x2, y2) = xy(a.round_no, a.price), xy(b.round_no, b.price)
             out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
                        f'class="series" data-round="{b.round_no}"/>')
@@ -256,7 +257,7 @@ def forest(rows: Sequence[tuple[Any, ...]], *, label: str, difference: str = "B 
     for key, prs in panels.items():
         unit = key.split(":")[0]
         values = [v for r in prs for v in (r[1], r[2], r[3]) if v is not None]
-        span = max(abs(min(values + [0.0])), abs(max(values + [0.0]))) or 1.0
+        span = max(abs(min([*values, 0.0])), abs(max([*values, 0.0]))) or 1.0
         ticks = nice_ticks(-span, span, n=4)
         lo, hi = ticks[0], ticks[-1]
 
@@ -295,7 +296,7 @@ def forest(rows: Sequence[tuple[Any, ...]], *, label: str, difference: str = "B 
     return _svg(out, label=label, width=FOREST_W, height=height)
 
 
-def lines(series: dict[str, Sequence[float | None]], *, label: str, x_title: str, y_title: str, top: float = 1.0,
+def lines(series: Mapping[str, Sequence[float | None]], *, label: str, x_title: str, y_title: str, top: float = 1.0,
           x_label: str = "run", y_unit: str = "num") -> str:
     """Values over steps 1..n (e.g. a cumulative average utility per run): one line per series, y from
     0 to `top`; a None leaves a gap. Each point carries data-step and a tooltip."""
@@ -318,7 +319,7 @@ def lines(series: dict[str, Sequence[float | None]], *, label: str, x_title: str
     for j, (name, values) in enumerate(series.items()):
         color = PALETTE[j % len(PALETTE)]
         points = [(i, v) for i, v in enumerate(values) if v is not None]
-        for (i1, v1), (i2, v2) in zip(points, points[1:], strict=False):
+        for (i1, v1), (i2, v2) in pairwise(points):
             if i2 == i1 + 1:
                 (x1, y1), (x2, y2) = xy(i1, v1), xy(i2, v2)
                 out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '

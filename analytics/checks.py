@@ -8,12 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Tags, register
+from django.core.checks import Warning as CheckWarning
+
+from analytics import archive
 
 
 @register(Tags.compatibility, "mams_archive")
 def archive_store_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from analytics import archive
 
     if not settings.MAMS_ARCHIVE_ENABLED:
         return []
@@ -26,6 +28,6 @@ def archive_store_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if problem is None:
         return []
     if "could not be reached" in problem:
-        return [Warning(problem, hint="Runs still play; their archives retry, then record the error.",
+        return [CheckWarning(problem, hint="Runs still play; their archives retry, then record the error.",
                         id="mams.W121")]
     return [Error(problem, hint="Runs still play, but none can be archived until this is fixed.", id="mams.E121")]

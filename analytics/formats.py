@@ -70,7 +70,7 @@ def tick(value: float, unit: str, step: float) -> str:
 
 def _places(step: float) -> int:
     """Decimals needed to tell ticks `step` apart (0 for 5, 1 for 0.5, 2 for 0.25)."""
-    for places in range(0, 6):
+    for places in range(6):
         if abs(round(step, places) - step) < 1e-9 * max(1.0, abs(step)):
             return places
     return 6

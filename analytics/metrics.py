@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def buyer_score(*, deal: np.ndarray, buyer_share: np.ndarray, zopa: np.ndarray) 
                 0                      without one,     when zopa > 0 (zopa = max_price − best floor);
                 NaN                    when zopa <= 0 or unknown (walking away is right; nothing to score).
 
-    The leaderboard's headline (analytics/bench/leaderboard.py). The buyer share on deals alone is
+    The leaderboard's headline (analytics/benchmarks/leaderboard.py). The buyer share on deals alone is
     conditional on closing, so a policy that closes only its luckiest runs (the patient exploit
     canary under hidden deadlines: 29% deals at a 0.63 share against Linear sellers) would top it
     while losing most of the surplus on offer. Worked example: three runs with zopa 10, 10, 0;
@@ -458,7 +458,7 @@ def paired_differences(a: Mapping[Any, float | None], b: Mapping[Any, float | No
     return [float(b[k]) - float(a[k]) for k in keys]  # type: ignore[arg-type]
 
 
-# --- published metrics of replication suites (benchmarks/suites/negotiationarena-v1, a2a-nt-v1) ---------
+# --- published metrics of replication suites (suites/negotiationarena-v1, a2a-nt-v1) ---------
 # Each paper's definition, once, so `manage.py replicate` sets MAMS's figure beside the published one.
 
 def na_buyer_payoff(*, price: Decimal, value: Decimal) -> Decimal:
@@ -556,7 +556,7 @@ def compare_sentence(*, metric: str, estimate: Estimate, higher_is_better: bool 
         return f"{metric}: no pairs to compare."
     show = fmt_diff or (lambda v: f"{v:+.3g}{unit}")
     diff = show(estimate.mean)
-    ci = f"95% CI {show(estimate.low)} to {show(estimate.high)}"
+    ci = f"95% CI {show(cast(float, estimate.low))} to {show(cast(float, estimate.high))}"
     if estimate.mean == 0 and not estimate.excludes_zero:
         return f"{metric}: no difference between {label_a} and {label_b} ({ci})."
     b_higher = estimate.mean > 0

@@ -26,7 +26,7 @@ from django.db.models.functions import Cast, Coalesce, Concat, NullIf, Substr
 
 from analytics import formats, metrics
 from analytics.models import RunAnalysis, RunMetrics
-from negotiation.models import Batch, NegotiationRun
+from negotiation.models import Batch, NegotiationRun, RunEvent
 from negotiation.selectors import readable_batches, shared_benchmark
 
 S = NegotiationRun.Status
@@ -458,7 +458,6 @@ def batch_stats(batches: Iterable[Batch]) -> list[Batch]:
 
 def run_events(*, run_id: Any) -> dict[Any, list[Any]]:
     """A run's guardrail, leak and audit events by message id (None for events of no message)."""
-    from negotiation.models import RunEvent
 
     out: dict[Any, list[Any]] = {}
     for e in RunEvent.objects.filter(run_id=run_id).order_by("round_no", "id"):

@@ -21,8 +21,10 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from analytics import metrics
+from analytics import metrics, tracing
 from analytics.models import RunMetrics
+from mams.celery import app
+from mams.queues import Queue
 from negotiation.engine.types import BUYER
 from negotiation.models import Message, NegotiationRun, Outcome, RunEvent
 
@@ -123,13 +125,15 @@ def metrics_backfill(*, batch_id: Any = None) -> int:
     return n
 
 
-def run_finished(*, run_id: Any, run: NegotiationRun | None = None, outcome: Outcome | None = None) -> None:
-    """Called by `play._finish` inside the transaction that writes the Outcome.
+def run_completed(*, run: NegotiationRun, outcome: Outcome) -> None:
+    """Registered with negotiation's run lifecycle (analytics/apps.py): called by
+    `lifecycle.run_complete` inside the transaction that writes the Outcome.
 
     The metrics row is written in that transaction (under a savepoint: a bug here is logged and the
     analysis task recomputes the row, it never fails the run), and the analysis task is queued on
     the analysis queue after commit, so it never delays a negotiation turn.
     """
+    run_id = run.pk
     try:
         with transaction.atomic():
             run_metrics_record(run_id=run_id, run=run, outcome=outcome)
@@ -140,15 +144,11 @@ def run_finished(*, run_id: Any, run: NegotiationRun | None = None, outcome: Out
 
 
 def run_failed(*, run_id: Any) -> None:
-    """Called by `play.run_fail`: a failed run gets no verdict, but its Galileo trace is still sent."""
-    from analytics import tracing
-
+    """Registered with negotiation's run lifecycle: called by `lifecycle.run_fail`. A failed run gets no
+    verdict, but its Galileo trace is still sent."""
     if tracing.enabled():
         transaction.on_commit(lambda: enqueue_analysis(run_id))
 
 
 def enqueue_analysis(run_id: Any) -> None:
-    from mams.celery import app
-    from mams.queues import Queue
-
     app.send_task("analytics.analyse_run", args=[str(run_id)], queue=Queue.ANALYSIS)

@@ -13,7 +13,9 @@ import random
 from celery import Task, shared_task
 from django.conf import settings
 
-from analytics import analysis
+from analytics import analysis, archive
+from analytics.benchmarks.services import benchmark_schedule_fire, benchmarks_finish_due
+from analytics.galileo_scores import galileo_scores_sweep
 from mams.queues import Queue
 from negotiation.agents.gateway import LLMTransientError
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:
-    return max(min(2 ** retries, 120) * (1 + random.random()), retry_after or 0)  # noqa: S311 - jitter
+    return max(min(2 ** retries, 120) * (1 + random.random()), retry_after or 0)
 
 
 @shared_task(bind=True, name="analytics.analyse_run", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,
@@ -48,7 +50,6 @@ def analyse_run_task(self: Task, run_id: str) -> None:
              time_limit=270)
 def galileo_scores_task() -> int:
     """Read Galileo's scores of recent traces back. Safe to repeat: runs with scores are skipped."""
-    from analytics.tracing import galileo_scores_sweep
 
     return galileo_scores_sweep()
 
@@ -61,7 +62,6 @@ def run_benchmark_schedule_task(self: Task, schedule_id: int) -> str | None:
     Safe to redeliver: the benchmark run is keyed by this task's id (BenchmarkRun.trigger), so a
     redelivered message returns the run it made instead of launching another.
     """
-    from analytics.bench.services import benchmark_schedule_fire
 
     run = benchmark_schedule_fire(schedule_id=schedule_id, trigger=self.request.id or "")
     return None if run is None else str(run.pk)
@@ -74,7 +74,6 @@ def benchmark_finish_sweep_task() -> int:
 
     Safe to repeat: finishing is a conditional update of `finished_at`, so only one call wins.
     """
-    from analytics.bench.services import benchmarks_finish_due
 
     return benchmarks_finish_due()
 
@@ -83,7 +82,6 @@ def benchmark_finish_sweep_task() -> int:
              time_limit=150)
 def archive_sweep_task() -> int:
     """Backstop for archive tasks that were never queued (see archive.archive_sweep). Safe to repeat."""
-    from analytics import archive
 
     if not settings.MAMS_ARCHIVE_ENABLED:
         return 0
@@ -101,7 +99,6 @@ def archive_run_task(self: Task, run_id: str, audio_waits: int = 0) -> None:
     then the error is recorded on the run (the batch page shows it; `manage.py archive_backfill` retries).
     While the run's seller audio is still being made the write waits for it (at most ~2 min).
     """
-    from analytics import archive
 
     try:
         archive.run_archive(run_id=run_id, wait_for_audio=audio_waits < 60)
@@ -118,4 +115,4 @@ def archive_run_task(self: Task, run_id: str, audio_waits: int = 0) -> None:
             return
         archive.run_archive_note(run_id=run_id, error=f"retry {tries + 1} of {settings.MAMS_ARCHIVE_MAX_RETRIES}: "
                                                       f"{error}")
-        raise self.retry(exc=exc, countdown=min(2 ** (tries + 1), 300) * (1 + random.random() / 4)) from exc  # noqa: S311
+        raise self.retry(exc=exc, countdown=min(2 ** (tries + 1), 300) * (1 + random.random() / 4)) from exc

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from analytics import research_views, views
-from analytics.bench.views import leaderboard_page, replication_page
+from analytics.benchmarks.views import leaderboard_page, replication_page
 
 app_name = "analytics"
 urlpatterns = [

@@ -17,14 +17,16 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required as _login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template import loader
 from django.urls import reverse_lazy
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
-from analytics import charts, exports, formats
-from analytics.models import RunAnalysis, RunMetrics
+from analytics import archive, charts, exports, formats
+from analytics.models import RunAnalysis, RunArchive, RunMetrics
 from analytics.selectors import (
     BATCH_SORTS,
     HEADLINES,
@@ -46,7 +48,8 @@ from negotiation.agents.config import BASELINES
 from negotiation.agents.gateway import profile_names
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
-from negotiation.models import Batch, NegotiationRun, Session
+from negotiation.models import Batch, Message, MessageAudio, NegotiationRun, Session
+from negotiation.run_context import run_context
 from negotiation.selectors import (
     batch_eta,
     batch_get,
@@ -54,13 +57,14 @@ from negotiation.selectors import (
     may_change,
     readable_batches,
     readable_runs,
-    run_context,
 )
 from negotiation.services import outside
-from negotiation.services.batches import _check_range, batch_cancel_request, batch_create, scenario_for
+from negotiation.services.batches import batch_cancel_request, batch_create
 from negotiation.services.budgets import batch_spend
 from negotiation.services.errors import ConflictError, LimitExceeded
 from negotiation.services.estimates import batch_estimate, estimate_lines
+from negotiation.services.events import audio_url
+from negotiation.services.launch import check_range, scenario_for
 
 RUNS_PER_PAGE = 50
 
@@ -78,7 +82,7 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("analytics:login")
+    next_page = reverse_lazy("analytics:login")  # type: ignore[assignment]  # the stubs say str; Django takes a lazy URL
 
 
 def _batch_or_404(request: HttpRequest, batch_id: Any) -> Batch:
@@ -92,7 +96,7 @@ BATCH_COLUMNS = [("Batch", ""), ("Name", "name"), ("Tags", ""), ("Session", "ses
                  ("Created", "created")]
 
 
-def _batch_row(b: Batch) -> list[Any]:
+def _batch_row(b: Any) -> list[Any]:  # a Batch annotated by batch_list_rows
     return [b.pk, b.name, b.tags, str(b.session), b.item_name or "every demanded item",
             agent_label(b.agents.get("buyer")), agent_label(b.agents.get("seller")), b.status,
             f"{b.n_completed}/{b.n_total}", b.n_deals / b.n_completed if b.n_completed else None, b.buyer_share,
@@ -196,8 +200,6 @@ def _runs_page(request: HttpRequest, batch: Batch) -> dict[str, Any]:
 
 def _archive_notice(batch: Batch) -> dict[str, Any]:
     """What the batch page says about the audit archive: a store that cannot work, and runs that failed."""
-    from analytics import archive
-    from analytics.models import RunArchive
 
     return {"archive_problem": archive.store_problem_cached() if settings.MAMS_ARCHIVE_ENABLED else None,
             "archive_failed": RunArchive.objects.filter(batch=batch, status=RunArchive.Status.FAILED).count(),
@@ -206,7 +208,7 @@ def _archive_notice(batch: Batch) -> dict[str, Any]:
 
 def _eta(request: HttpRequest, batch: Batch) -> dict[str, Any]:
     """The batch's ETA (negotiation.selectors.batch_eta, as the API reports it) in words."""
-    eta = batch_eta(batch=batch_get(user=request.user, batch_id=batch.pk))
+    eta = batch_eta(batch=batch_get(user=request.user, batch_id=batch.pk) or batch)
     if batch.status not in Batch.ACTIVE:
         text = ""
     elif eta["eta_seconds"] is None:
@@ -311,7 +313,7 @@ def _lanes(run: NegotiationRun, *, sealed: bool) -> tuple[list[dict[str, Any]], 
     # Each lane is what that agent received (under the run's disclosure rule); its own words as said.
     buyer = visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
                                   max_rounds=run.max_rounds, transcript=ctx.received(BUYER))
-    lanes = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
+    lanes: list[dict[str, Any]] = [{"key": BUYER, "title": "What the buyer saw", "thread": buyer.thread}]
     for handle in () if sealed else ctx.handles:
         view = visibility.seller_view(me=ctx.sellers[handle], item_name=ctx.buyer.item_name,
                                       quantity=ctx.buyer.quantity, round_no=run.current_round,
@@ -342,8 +344,6 @@ def _audio_states(run: NegotiationRun) -> dict[Any, dict[str, Any]]:
     """Per seller reply of a voice run: its audio URL, or that it is being made, or why it could not be."""
     if not run.voice:
         return {}
-    from negotiation.models import Message, MessageAudio
-    from negotiation.services.voice import audio_url
 
     made = {a["message_id"]: a for a in MessageAudio.objects.filter(message__run=run).values(
         "message_id", "status", "note", "error", "engine", "voice")}
@@ -441,19 +441,23 @@ def compare(request: HttpRequest) -> HttpResponse:
         ctx["b_ids"] = [str(choices[1].pk)]  # the picker never starts with A = B
     if a and not ctx["b_ids"] and choices:
         ctx["b_ids"] = [str(choices[0].pk)]  # never A against itself; the same-seed batch first
-    comparisons = []
+    comparisons: list[dict[str, Any]] = []
     for b in picked[1:]:
-        result = batch_compare(a=a, b=b)
-        comparisons.append({"b": b, "result": result, "pairs": batch_pairs(a=a, b=b, paired_by=result["paired_by"]),
+        first = picked[0]  # A: picked has two or more here
+        result = batch_compare(a=first, b=b)
+        pairs = batch_pairs(a=first, b=b, paired_by=result["paired_by"])
+        comparisons.append({"b": b, "result": result, "pairs": pairs,
                             "chart": mark_safe(charts.forest(  # noqa: S308 - escaped by the chart
                                 [(r["head"].label, r["estimate"].mean, r["estimate"].low, r["estimate"].high,
                                  r["head"].fmt) for r in result["rows"]],
-                                label=f"Paired differences B − A with 95% CIs ({str(b.pk)[:8]} − {str(a.pk)[:8]})"))})
+                                label=f"Paired differences B − A with 95% CIs ({str(b.pk)[:8]} − "
+                                      f"{str(first.pk)[:8]})"))})
     if export:
         if not comparisons:
             return exports.bad_request("ids: pick two or more batches to export a comparison.")
-        rows = [[a.pk, c["b"].pk, r["head"].label, r["mean_a"], r["mean_b"], r["estimate"].mean, r["estimate"].low,
-                 r["estimate"].high, r["estimate"].n, r["sentence"]] for c in comparisons for r in c["result"]["rows"]]
+        rows = [[picked[0].pk, c["b"].pk, r["head"].label, r["mean_a"], r["mean_b"], r["estimate"].mean,
+                 r["estimate"].low, r["estimate"].high, r["estimate"].n, r["sentence"]]
+                for c in comparisons for r in c["result"]["rows"]]
         return exports.response(export, name="compare", columns=COMPARE_COLUMNS, rows=rows)
     ctx["comparisons"] = comparisons
     ctx["export_query"] = "&".join(f"ids={b}" for b in [str(p.pk) for p in picked])
@@ -464,7 +468,6 @@ def compare(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def session_list(request: HttpRequest) -> HttpResponse:
-    from django.db.models import Count
 
     sessions = visible(Session.objects.all(), request.user).annotate(
         n_sellers=Count("sellers", distinct=True), n_batches=Count("batches", distinct=True)).order_by("-created_at")
@@ -540,8 +543,8 @@ def _launch_estimate(*, session: Session, form: dict[str, Any], agents: dict, te
     """The launch form's Estimate button: what `POST /api/batches` with dry_run answers; creates nothing."""
     errors: dict[str, list[str]] = {}
     runs, max_rounds = _int(form["runs"], 0), _int(form["max_rounds"], 0)
-    _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
-    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
     if form["item_name"]:
@@ -576,6 +579,5 @@ def page_forbidden(request: HttpRequest, exception: Exception | None = None) -> 
 
 def page_error(request: HttpRequest) -> HttpResponse:
     """A 500 renders without the database or the session (either may be what failed)."""
-    from django.template import loader
 
     return HttpResponse(loader.get_template("analytics/error_500.html").render(), status=500)

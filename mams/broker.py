@@ -39,7 +39,7 @@ class Channel(kombu_redis.Channel):
         if self.connection is None or self.connection.client is None:
             raise RedisConnectionError("this channel's broker connection was closed (its transport is detached); "
                                        "a new connection is needed")
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]  # kombu's private method
 
 
 class Transport(kombu_redis.Transport):

@@ -24,7 +24,7 @@ def _recycle_db_connections(task: object = None, **_kwargs: object) -> None:
     Not for a task applied in-process (`apply()`): that connection belongs to the caller."""
     if getattr(getattr(task, "request", None), "is_eager", False):
         return
-    from django.db import close_old_connections
+    from django.db import close_old_connections  # noqa: PLC0415  (this module loads before Django's settings)
 
     close_old_connections()
 

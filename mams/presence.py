@@ -65,7 +65,7 @@ class Presence:
 
     @property
     def can_play(self) -> bool:
-        return PLAY_QUEUES <= self.queues
+        return self.queues >= PLAY_QUEUES
 
     @property
     def missing_queues(self) -> list[str]:
@@ -76,7 +76,7 @@ def workers_presence() -> Presence:
     """The workers whose heartbeat is fresh (one SMEMBERS and one MGET)."""
     try:
         client = _redis()
-        hosts = sorted(h.decode() for h in client.smembers(INDEX))
+        hosts = sorted(h.decode() if isinstance(h, bytes) else h for h in client.smembers(INDEX))
         values = client.mget([f"{KEY_PREFIX}{h}" for h in hosts]) if hosts else []
         gone = [h for h, raw in zip(hosts, values, strict=True) if raw is None]
         if gone:  # killed workers: their keys expired
@@ -98,19 +98,24 @@ def workers_presence() -> Presence:
 def heartbeat_write(*, hostname: str, queues: list[str]) -> None:
     body = json.dumps({"hostname": hostname, "queues": sorted(queues), "pid": os.getpid(), "at": time.time()})
     client = _redis()
-    client.pipeline(transaction=False).set(f"{KEY_PREFIX}{hostname}", body, ex=HEARTBEAT_TTL).sadd(
-        INDEX, hostname).execute()
+    pipe = client.pipeline(transaction=False)
+    pipe.set(f"{KEY_PREFIX}{hostname}", body, ex=HEARTBEAT_TTL)
+    pipe.sadd(INDEX, hostname)
+    pipe.execute()
 
 
 def heartbeat_clear(*, hostname: str) -> None:
-    _redis().pipeline(transaction=False).delete(f"{KEY_PREFIX}{hostname}").srem(INDEX, hostname).execute()
+    pipe = _redis().pipeline(transaction=False)
+    pipe.delete(f"{KEY_PREFIX}{hostname}")
+    pipe.srem(INDEX, hostname)
+    pipe.execute()
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
     """A consumer bootstep: started when the consumer is connected and consuming, stopped (and the key
     removed) when it stops, restarted after the consumer reconnects."""
 
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

@@ -38,10 +38,10 @@ def _tag_task(sender: Any = None, task: Any = None, args: Any = None, kwargs: An
     if name in RUN_TASKS:
         sentry_sdk.set_tag("run", str(first))
         try:
-            from negotiation.models import NegotiationRun
+            from negotiation.models import NegotiationRun  # noqa: PLC0415  (sentry_init runs in settings)
 
             batch = NegotiationRun.objects.filter(pk=first).values_list("batch_id", flat=True).first()
-        except Exception:  # a broken database must not stop the task from running
+        except Exception:  # noqa: BLE001  (a broken database must not stop the task from running)
             batch = None
         if batch:
             sentry_sdk.set_tag("batch", str(batch))
@@ -72,8 +72,9 @@ def sentry_init(*, dsn: str | None, environment: str = "local", traces_sample_ra
     """Initialise Sentry when a DSN is set; returns whether it did. Safe to call more than once."""
     if not dsn:
         return False
-    from sentry_sdk.integrations.celery import CeleryIntegration
-    from sentry_sdk.integrations.django import DjangoIntegration
+    # Loaded only when a DSN is set: the integrations import Celery and Django machinery.
+    from sentry_sdk.integrations.celery import CeleryIntegration  # noqa: PLC0415
+    from sentry_sdk.integrations.django import DjangoIntegration  # noqa: PLC0415
 
     options: dict[str, Any] = {
         "dsn": dsn, "environment": environment, "traces_sample_rate": traces_sample_rate,

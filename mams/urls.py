@@ -8,8 +8,8 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from analytics.archive_api import BatchArchiveApi, RunArchiveDownloadApi
-from analytics.bench.api import LeaderboardApi, LeaderboardSlashApi
+from analytics.api.archive import BatchArchiveApi, RunArchiveDownloadApi
+from analytics.benchmarks.api import LeaderboardApi, LeaderboardSlashApi
 from negotiation.api.not_found import api_not_found
 
 admin.site.site_header = "MAMS — Multi-Agent Marketplace Simulator"
@@ -28,7 +28,8 @@ urlpatterns = [
     path("api/batches/<uuid:batch_id>/archive/<uuid:run_id>", RunArchiveDownloadApi.as_view(),
          name="batch-archive-run"),
     path("api/", include("negotiation.urls")),
-    path("env/", include("negotiation.api.environment")),  # the environment API for external agents
+    path("api/", include("analytics.api.urls")),  # experiments and sequences (their results are analytics)
+    path("env/", include("analytics.api.environment")),  # the environment API for external agents
     re_path(r"^(?:api|env)/", api_not_found),  # any other /api/ or /env/ path: a JSON 404, never an HTML page
     path("analytics/", include("analytics.urls")),
     path("", RedirectView.as_view(pattern_name="analytics:batches", permanent=False)),

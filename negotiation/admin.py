@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
@@ -35,6 +36,7 @@ from negotiation.models import (
 from negotiation.selectors import run_rounds
 from negotiation.services.batches import batch_cancel
 from negotiation.services.budgets import batch_spend
+from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 from negotiation.services.experiments import experiment_launch, experiment_status
 
 
@@ -151,7 +153,7 @@ class SellerForm(forms.ModelForm):
         fields = ["session", "handle", "style", "customer_retention_weight", "profit_maximization_weight", "voice"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         session = data.get("session")
         if session is not None and session.frozen:
             raise forms.ValidationError(f"{session} belongs to {session.frozen_by} and is read-only; copy the "
@@ -231,9 +233,10 @@ class NegotiationRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="batch", ordering="batch__created_at")
     def batch_link(self, obj: NegotiationRun) -> str:
-        if obj.batch_id is None:
+        batch = obj.batch if obj.batch_id is not None else None
+        if batch is None:
             return "–"
-        return obj.batch.name or str(obj.batch_id)[:8]
+        return batch.name or str(obj.batch_id)[:8]
 
     @admin.display(description="outcome", ordering="outcome__decision")
     def outcome_text(self, obj: NegotiationRun) -> str:
@@ -353,15 +356,13 @@ class ExperimentAdmin(admin.ModelAdmin):
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: Experiment, form: Any, change: bool) -> None:
-        if obj.owner_id is None:
+        if obj.owner_id is None and request.user.is_authenticated:
             obj.owner = request.user
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Launch selected experiments (one batch per condition, same seeds)")
     def launch(self, request: HttpRequest, queryset: Any) -> None:
-        from django.core.exceptions import ValidationError
 
-        from negotiation.services.errors import ConflictError, LimitExceeded, flatten
 
         for experiment in queryset:
             try:

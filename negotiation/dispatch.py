@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from uuid import UUID
 
 from mams.celery import app
@@ -17,8 +18,9 @@ def enqueue_round(run_id: UUID | str, round_no: int, *, requeued: str | None = N
 def queue_depth(queue: str) -> int:
     """Messages waiting in a broker queue, not counting those workers have already taken."""
     with app.connection_for_write() as conn:
+        channel: Any = conn.default_channel  # kombu's channel protocol does not declare queue_declare
         try:
-            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            return channel.queue_declare(queue=queue, passive=True).message_count
         except conn.channel_errors:
             return 0  # the broker has no such queue: Redis drops a list once it is empty
 

@@ -9,8 +9,9 @@ migration), because a CHECK cannot count rows.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -25,9 +26,24 @@ from negotiation.engine.types import EndReason, EventKind
 # Only what the database can check the same way Python does (see engine/names.py); the full rule
 # (letters of any script, digits, "_") is the field's validator.
 HANDLE_RE = HANDLE_DB_RE
-MONEY = {"max_digits": 10, "decimal_places": 2}
-WEIGHT = {"max_digits": 3, "decimal_places": 2,
-          "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
+
+
+class Digits(TypedDict):
+    """The precision of a decimal column or API field, spread into it as **MONEY or **WEIGHT (typed, so
+    the type checker matches each key to its keyword)."""
+
+    max_digits: int
+    decimal_places: int
+
+
+class WeightColumn(Digits):
+    validators: list[Callable[[Any], None]]
+
+
+# Prices: dollars and cents up to 99,999,999.99 (the API's fields share it: negotiation/api/common.py).
+MONEY: Digits = {"max_digits": 10, "decimal_places": 2}
+WEIGHT: WeightColumn = {"max_digits": 3, "decimal_places": 2,
+                        "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
 
 
 def validate_handle(value: str) -> None:

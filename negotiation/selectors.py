@@ -1,121 +1,28 @@
-"""Reads: a run's context for the engine, and batch tables and summaries for people."""
+"""Reads for people: sessions, batches and runs a user may see, their tables, summaries and progress.
+
+The engine's context of a run (what a turn reads) is negotiation/run_context.py."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
-from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet
-from django.db.models.functions import Substr
+from django.db.models import Avg, Count, Exists, IntegerField, Max, Min, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, Substr
+from django.utils import timezone
 
 from analytics.metrics import buyer_surplus_share
 from mams.presence import NO_WORKER_HINT, PLAY_QUEUES, workers_presence
 from mams.queues import ALL_QUEUES
-from negotiation import turn_rows
-from negotiation.engine.types import BUYER, BuyerPrivate, EventKind, Msg, SellerPrivate
-from negotiation.models import Batch, Message, NegotiationRun
+from negotiation.engine import visibility
+from negotiation.engine.types import BUYER, EventKind
+from negotiation.models import Batch, InventoryItem, Message, NegotiationRun, RunEvent, Seller, Session
+from negotiation.run_context import run_context
 from negotiation.services import outside
 
 GUARDRAIL_KINDS = [k.value for k in EventKind if k not in (EventKind.LEAK, EventKind.FALLBACK, EventKind.REASK)
                    and not k.value.startswith(("claim_", "unsupported_"))]
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Everything the orchestrator holds about a run; the engine cuts views out of it."""
-
-    buyer: BuyerPrivate
-    sellers: dict[str, SellerPrivate]  # handle -> private configuration
-    seller_ids: dict[str, str]  # handle -> Seller id
-    handles: tuple[str, ...]
-    transcript: tuple[Msg, ...]
-    rows: dict[tuple[int, str], Message] = field(default_factory=dict)  # only from run_context(run, rows=True)
-    disclosure: str = "redact"  # the run's rule (negotiation.engine.disclosure)
-
-    def received(self, viewer: str) -> tuple[Msg, ...]:
-        """The transcript as `viewer` (BUYER or a seller handle) receives it under the run's rule.
-
-        Every view of one side (prompts, API bodies, the stream, /env) is cut from this, never
-        from `transcript`, so the disclosure rule is applied in one place; `transcript` keeps the
-        words as said, for the owner's pages and the audit.
-        """
-        from negotiation.engine.disclosure import as_received
-
-        return as_received(self.transcript, viewer=viewer, rule=self.disclosure, buyer=self.buyer,
-                           sellers=self.sellers)
-
-    def row_received(self, row: Message, viewer: str) -> Message:
-        """A stored message as `viewer` receives it: an unsaved copy whose text is the delivered words.
-
-        For the API bodies and stream events that serialize rows; the row itself is left as said.
-        """
-        from negotiation.engine.disclosure import as_received
-
-        said = Msg(round_no=row.round_no, sender=row.sender, recipients=tuple(row.recipients), text=row.text,
-                   action=row.action, price=row.price)
-        (got,) = as_received((said,), viewer=viewer, rule=self.disclosure, buyer=self.buyer, sellers=self.sellers)
-        if got.text == row.text:
-            return row
-        delivered = copy.copy(row)
-        delivered.text = got.text
-        return delivered
-
-    @cached_property
-    def _said(self) -> dict[tuple[int, str], Msg]:
-        return {(m.round_no, m.sender): m for m in self.transcript}
-
-    def message(self, round_no: int, sender: str) -> Msg | None:
-        """What `sender` said in `round_no`, as the engine sees it."""
-        return self._said.get((round_no, sender))
-
-    def row(self, round_no: int, sender: str) -> Message | None:
-        """The stored message (timings, tokens, raw output); requires run_context(run, rows=True)."""
-        return self.rows.get((round_no, sender))
-
-
-def scenario_snapshot(*, demand: Any, inventory: list[Any]) -> dict[str, Any]:
-    return {
-        "buyer": {"item_name": demand.item_name, "quantity": demand.quantity,
-                  "min_price": str(demand.min_price), "max_price": str(demand.max_price)},
-        "sellers": [
-            {"id": str(line.seller.id), "handle": line.seller.handle, "style": line.seller.style,
-             "retention_weight": str(line.seller.customer_retention_weight),
-             "profit_weight": str(line.seller.profit_maximization_weight),
-             "cost_price": str(line.cost_price), "selling_price": str(line.selling_price),
-             "least_price": str(line.least_price)}
-            for line in inventory],
-    }
-
-
-def run_context(run: NegotiationRun, *, rows: bool = False, transcript: tuple[Msg, ...] | None = None
-                ) -> RunContext:
-    """The run's private configuration and transcript; `rows` also loads the stored messages.
-
-    A turn passes the `transcript` it read with the run (turn_rows.run_for_turn), so it is not read twice.
-    """
-    sc = run.scenario
-    b = sc["buyer"]
-    buyer = BuyerPrivate(item_name=b["item_name"], quantity=int(b["quantity"]),
-                         min_price=Decimal(b["min_price"]), max_price=Decimal(b["max_price"]))
-    sellers = {
-        s["handle"]: SellerPrivate(handle=s["handle"], style=s["style"],
-                                   retention_weight=Decimal(s["retention_weight"]),
-                                   profit_weight=Decimal(s["profit_weight"]), cost_price=Decimal(s["cost_price"]),
-                                   selling_price=Decimal(s["selling_price"]), least_price=Decimal(s["least_price"]))
-        for s in sc["sellers"]}
-    if rows:
-        full = list(Message.objects.filter(run=run).order_by("round_no", "sender_type", "created_at"))
-        transcript = tuple(Msg(round_no=m.round_no, sender=m.sender, recipients=tuple(m.recipients), text=m.text,
-                               action=m.action, price=m.price) for m in full)
-        by_key = {(m.round_no, m.sender): m for m in full}
-    else:  # a turn needs only what the engine sees: one fixed query (see turn_rows)
-        transcript, by_key = (transcript if transcript is not None else turn_rows.transcript(run.pk)), {}
-    return RunContext(buyer=buyer, sellers=sellers, seller_ids={s["handle"]: s["id"] for s in sc["sellers"]},
-                      handles=tuple(s["handle"] for s in sc["sellers"]), transcript=transcript, rows=by_key,
-                      disclosure=run.disclosure)
 
 
 def run_rows(*, batch_id: Any) -> QuerySet[NegotiationRun]:
@@ -151,11 +58,11 @@ def runs_failures(*, batch_ids: list[Any], width: int = 200) -> dict[str, Any]:
     """How the runs of these batches ended: {total, completed, failed, cancelled, reasons}, the
     failed runs' reasons grouped (the first `width` characters of each) with counts, most common first."""
     runs = NegotiationRun.objects.filter(batch_id__in=batch_ids)
-    S = NegotiationRun.Status
+    status = NegotiationRun.Status
     agg = runs.aggregate(total=Count("id"), **{s: Count("id", filter=Q(status=s)) for s in
-                                               (S.COMPLETED, S.FAILED, S.CANCELLED)})
-    reasons = [] if not agg[S.FAILED] else list(
-        runs.filter(status=S.FAILED).annotate(reason=Substr("error", 1, width)).values("reason")
+                                               (status.COMPLETED, status.FAILED, status.CANCELLED)})
+    reasons = [] if not agg[status.FAILED] else list(
+        runs.filter(status=status.FAILED).annotate(reason=Substr("error", 1, width)).values("reason")
         .annotate(n=Count("id")).order_by("-n", "reason").values_list("reason", "n"))
     return {**agg, "reasons": reasons}
 
@@ -189,16 +96,15 @@ def _visible(qs: QuerySet, user: Any) -> QuerySet:
 
 
 # Shared benchmark batches (issue 13): a batch that a benchmark run without an owner made (scheduled, or
-# launched from the command line; analytics/bench/models.py "empty: shared with everyone", and the rows
-# analytics/bench/leaderboard.visible_benchmarks shows everyone). Every signed-in user reads such a batch
+# launched from the command line; analytics/models/benchmarks.py "empty: shared with everyone", and the rows
+# analytics/benchmarks/leaderboard.visible_benchmarks shows everyone). Every signed-in user reads such a batch
 # and its runs; only staff change it (may_change). An ownerless batch that no benchmark made is not shared.
 
 def shared_benchmark(batch: str = "pk") -> Exists:
     """True where the batch at `batch` (an OuterRef path: "pk" on batches, "batch_id" on runs) is shared."""
-    from analytics.bench.models import BenchmarkBatch
-
-    return Exists(BenchmarkBatch.objects.filter(batch_id=OuterRef(batch), batch__owner__isnull=True,
-                                                benchmark__owner__isnull=True))
+    # Through the reverse name of analytics' BenchmarkBatch.batch, so negotiation imports no analytics code.
+    return Exists(Batch.objects.filter(pk=OuterRef(batch), owner__isnull=True, benchmark_entry__isnull=False,
+                                       benchmark_entry__benchmark__owner__isnull=True))
 
 
 def readable_batches(qs: QuerySet, user: Any) -> QuerySet:
@@ -221,7 +127,6 @@ def may_change(user: Any, obj: Any) -> bool:
 
 
 def session_list(*, user: Any) -> QuerySet:
-    from negotiation.models import Session
 
     return (_visible(Session.objects.all(), user).select_related("owner")
             .annotate(n_demands=Count("demands", distinct=True), n_sellers=Count("sellers", distinct=True))
@@ -229,9 +134,7 @@ def session_list(*, user: Any) -> QuerySet:
 
 
 def session_get(*, user: Any, session_id: Any) -> Any:
-    from django.db.models import Prefetch
 
-    from negotiation.models import InventoryItem, Seller, Session
 
     sellers = Seller.objects.prefetch_related(Prefetch("inventory", queryset=InventoryItem.objects.order_by(
         "item_name")))
@@ -241,7 +144,6 @@ def session_get(*, user: Any, session_id: Any) -> Any:
 
 
 def _with_progress(qs: QuerySet) -> QuerySet:
-    from django.db.models import Max, Min
 
     S = NegotiationRun.Status  # noqa: N806
     return qs.annotate(
@@ -271,9 +173,7 @@ def batch_eta(*, batch: Batch, now: Any = None) -> dict[str, Any]:
     rate = finished runs (completed or failed) / seconds since the first run started;
     eta = runs still queued or running / rate. None until a run has finished.
     """
-    from datetime import timedelta
 
-    from django.utils import timezone
 
     now = now or timezone.now()
     counts = {s: getattr(batch, f"n_{s}", 0) for s in NegotiationRun.Status.values}
@@ -348,7 +248,6 @@ def run_get(*, user: Any, run_id: Any, shared: bool = False) -> NegotiationRun |
 
 def run_buyer_view(*, run: NegotiationRun) -> Any:
     """What the buyer of a run may know now (its constraints, the handles, its thread, the offers)."""
-    from negotiation.engine import visibility
 
     ctx = run_context(run)
     return visibility.buyer_view(me=ctx.buyer, handles=ctx.handles, round_no=run.current_round,
@@ -361,7 +260,6 @@ def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...
     While an outside buyer's run is sealed (services/outside.py) only the buyer's view is returned (today that is
     every message, since every reply goes to the buyer; the filter keeps it true if that ever changes).
     """
-    from negotiation.engine import visibility
 
     ctx = run_context(run, rows=True)
     msgs = ctx.transcript
@@ -379,8 +277,6 @@ def run_transcript(*, run: NegotiationRun) -> list[tuple[Message, tuple[str, ...
 
 
 def _per_run(model: Any, value: Any, **filters: Any) -> Any:
-    from django.db.models import IntegerField, OuterRef, Subquery, Sum
-    from django.db.models.functions import Coalesce
 
     agg = Count("id") if value is None else Sum(value)
     sub = (model.objects.filter(run=OuterRef("pk"), **filters).order_by().values("run")
@@ -391,7 +287,6 @@ def _per_run(model: Any, value: Any, **filters: Any) -> Any:
 def run_results(*, batch_id: Any) -> QuerySet:
     """One row per run of a batch with its outcome and counts, as correlated subqueries (no GROUP BY),
     so the export can stream it with `.iterator()`."""
-    from negotiation.models import RunEvent
 
     return (NegotiationRun.objects.filter(batch_id=batch_id).select_related("outcome")
             .annotate(leaks=_per_run(RunEvent, None, kind=EventKind.LEAK.value),
@@ -406,7 +301,7 @@ def run_results(*, batch_id: Any) -> QuerySet:
             .order_by("seed", "created_at", "id"))
 
 
-def run_result_row(run: NegotiationRun) -> dict[str, Any]:
+def run_result_row(run: Any) -> dict[str, Any]:  # a NegotiationRun annotated by run_results
     """A results row of `run_results` as plain values (strings for money, so nothing is rounded)."""
     outcome = getattr(run, "outcome", None)
     share = run_buyer_share(run)
@@ -490,7 +385,6 @@ def run_analytics(*, run: NegotiationRun) -> dict[str, Any]:
         "outcome": out,
     }
     if not closed:
-        from negotiation.models import RunEvent
 
         kinds = dict(RunEvent.objects.filter(run=run).values_list("kind").annotate(n=Count("id"))
                      .values_list("kind", "n"))

@@ -22,8 +22,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from mams.queues import Queue
+from negotiation import tts
 from negotiation.agents.gateway import LLMError, LLMTransientError
-from negotiation.services import batches, play
+from negotiation.services import batches, lifecycle, play, reflect, sweeps, voice
 
 log = logging.getLogger(__name__)
 INFRA_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperationalError)
@@ -31,13 +32,13 @@ INFRA_BACKOFF_CAP = 60
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:
-    base = min(2 ** retries, 60) * (1 + random.random())  # noqa: S311 - jitter, not crypto
+    base = min(2 ** retries, 60) * (1 + random.random())
     return max(base, retry_after or 0)
 
 
 def infra_backoff(retries: int) -> float:
     """Seconds before infrastructure retry `retries + 1`: 1, 2, 4 ... capped at 60, plus up to 25% jitter."""
-    return min(2 ** retries, INFRA_BACKOFF_CAP) * (1 + random.random() / 4)  # noqa: S311 - jitter, not crypto
+    return min(2 ** retries, INFRA_BACKOFF_CAP) * (1 + random.random() / 4)
 
 
 def infra_budget_minutes(retries: int) -> int:
@@ -53,11 +54,11 @@ def _run_guarded(task: Task, fn: Any, infra_retries: int, **kwargs: Any) -> None
         fn(**kwargs)
     except LLMTransientError as exc:
         if llm_retries >= settings.MAMS_LLM_MAX_RETRIES:
-            play.run_fail(run_id=run_id, reason=f"gave up after {llm_retries} retries: {exc}")
+            lifecycle.run_fail(run_id=run_id, reason=f"gave up after {llm_retries} retries: {exc}")
             return
         raise task.retry(exc=exc, countdown=_backoff(llm_retries, exc.retry_after)) from exc
     except LLMError as exc:
-        play.run_fail(run_id=run_id, reason=str(exc))
+        lifecycle.run_fail(run_id=run_id, reason=str(exc))
     except INFRA_ERRORS as exc:
         # Postgres or Redis (broker, limiter) went away: a restart, a failover. Every committed turn is
         # in Postgres, so wait and retry the whole turn. If even the retry cannot be queued (Redis
@@ -66,7 +67,7 @@ def _run_guarded(task: Task, fn: Any, infra_retries: int, **kwargs: Any) -> None
         # the run; if Postgres itself is what stays down, even that cannot be written, and the
         # sweeper picks the run up once it is back.
         if infra_retries >= settings.MAMS_INFRA_MAX_RETRIES:
-            play.run_fail(run_id=run_id, reason=(
+            lifecycle.run_fail(run_id=run_id, reason=(
                 f"gave up after {infra_retries} retries over about {infra_budget_minutes(infra_retries)} min "
                 f"waiting for the database or Redis ({exc.__class__.__name__}: {str(exc).strip()[:300]}). "
                 "Check that Postgres and Redis are up; MAMS_INFRA_MAX_RETRIES sets how long a turn waits."))
@@ -78,7 +79,7 @@ def _run_guarded(task: Task, fn: Any, infra_retries: int, **kwargs: Any) -> None
     except Exception as exc:
         # A bug must not leave a run "running" forever: fail it with the reason, then re-raise for Sentry.
         log.exception("run %s: unexpected error", run_id)
-        play.run_fail(run_id=run_id, reason=f"internal error: {exc.__class__.__name__}: {exc}")
+        lifecycle.run_fail(run_id=run_id, reason=f"internal error: {exc.__class__.__name__}: {exc}")
         raise
 
 
@@ -113,8 +114,8 @@ def sweep_task() -> int:
     close outside-buyer rooms idle longer than MAMS_ROOM_IDLE_SECONDS. Safe to repeat: round tasks are
     idempotent, and a queued run's re-queue and a room's end are conditional."""
     stale = timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS)
-    return (play.runs_sweep(stale_after=stale) + play.runs_sweep_queued(stale_after=stale)
-            + play.rooms_expire(idle_after=timedelta(seconds=settings.MAMS_ROOM_IDLE_SECONDS)))
+    return (sweeps.runs_sweep(stale_after=stale) + sweeps.runs_sweep_queued(stale_after=stale)
+            + sweeps.rooms_expire(idle_after=timedelta(seconds=settings.MAMS_ROOM_IDLE_SECONDS)))
 
 
 @shared_task(bind=True, name="negotiation.reflect", queue=Queue.ANALYSIS, acks_late=True, max_retries=None,
@@ -127,8 +128,6 @@ def reflect_task(self: Task, run_id: str, infra_retries: int = 0) -> None:
     Transient coach errors retry with backoff and jitter; after MAMS_LLM_MAX_RETRIES the agents play
     on without new notes (counted). Any other error ends the sequence failed, with the reason.
     """
-    from negotiation.services import reflect
-
     llm_retries = self.request.retries - infra_retries  # each kind on its own budget, as in _run_guarded
     try:
         reflect.sequence_step_reflect(run_id=run_id, give_up=llm_retries >= settings.MAMS_LLM_MAX_RETRIES)
@@ -146,8 +145,6 @@ def reflect_task(self: Task, run_id: str, infra_retries: int = 0) -> None:
 @shared_task(name="negotiation.reflect_sweep", queue=Queue.MAINTENANCE, acks_late=True)
 def reflect_sweep_task() -> int:
     """Backstop: re-queue reflections that were never queued. Safe to repeat: a reflection is idempotent."""
-    from negotiation.services import reflect
-
     return reflect.sequences_sweep(stale_after=timedelta(seconds=settings.MAMS_STALE_RUN_SECONDS))
 
 
@@ -158,8 +155,6 @@ def speak_task(self: Task, message_id: str) -> None:
     row is skipped, and the row is one per message. On the voice queue, so a slow TTS never delays a turn.
     A 429, 5xx or timeout retries with backoff MAMS_VOICE_MAX_RETRIES times; then, or on any other error,
     the reply stays silent with the reason recorded."""
-    from negotiation import tts
-    from negotiation.services import voice
 
     try:
         voice.message_speak(message_id=message_id)

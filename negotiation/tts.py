@@ -159,8 +159,8 @@ def wav_duration_ms(audio: bytes) -> int:
 def eleven_speak(text: str, *, api_key: str, voice_id: str, model: str, base_url: str | None = None,
                  timeout: float = 60) -> Speech:
     """An MP3 of `text` from ElevenLabs through the official SDK (POST /v1/text-to-speech/{voice_id})."""
-    from elevenlabs.client import ElevenLabs
-    from elevenlabs.core.api_error import ApiError
+    from elevenlabs.client import ElevenLabs  # noqa: PLC0415  (the SDK loads only for ElevenLabs)
+    from elevenlabs.core.api_error import ApiError  # noqa: PLC0415  (the SDK loads only for ElevenLabs)
 
     kwargs: dict[str, Any] = {"api_key": api_key, "timeout": timeout}
     if base_url:

@@ -2,7 +2,7 @@
 
 A turn's own work is small, so the ORM's per-query cost dominated it: on these machines compiling
 a queryset took 0.6-0.7 ms on top of a 0.25 ms round trip, and a turn made five or six queries (see
-bench/overhead.py). The statements here are built from the models' metadata the first time they are
+perf/overhead.py). The statements here are built from the models' metadata the first time they are
 used and then only executed: columns, converters (JSON) and defaults (ids, timestamps) still come
 from the fields, so a model change reaches them, and the rows come back as model instances.
 
@@ -35,7 +35,7 @@ class _Reader:
         self.model = model
         self.fields = list(model._meta.concrete_fields)
         self.attnames = [f.attname for f in self.fields]
-        self.columns = ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in self.fields)
+        self.columns = ", ".join(f"{alias}.{connection.ops.quote_name(str(f.column))}" for f in self.fields)
         self.converters: list[tuple[int, list[Callable[..., Any]], Any]] = []
         for i, f in enumerate(self.fields):
             convs = connection.ops.get_db_converters(f.cached_col) + f.get_db_converters(connection)
@@ -126,7 +126,7 @@ def round_move(run_id: Any, round_no: int) -> bool:
 def _insert_sql() -> tuple[list[Any], str]:
     fields = list(Message._meta.concrete_fields)
     q = connection.ops.quote_name
-    sql = (f"INSERT INTO {q(Message._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+    sql = (f"INSERT INTO {q(Message._meta.db_table)} ({', '.join(q(str(f.column)) for f in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))}) "
            f"ON CONFLICT ({q('run_id')}, {q('round_no')}, {q('sender')}) DO NOTHING RETURNING {q('id')}")
     return fields, sql

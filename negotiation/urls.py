@@ -1,8 +1,9 @@
-"""API routes, mounted at /api/ (see mams/urls.py). Object ids are UUIDs."""
+"""API routes, mounted at /api/ (see mams/urls.py; the experiments and sequences routes are
+analytics/api/urls.py). Object ids are UUIDs."""
 
 from django.urls import path
 
-from negotiation.api import batches, experiments, health, live, runs, sessions, stream
+from negotiation.api import batches, health, live, runs, sessions, stream
 
 urlpatterns = [
     path("health", health.HealthApi.as_view(), name="health"),
@@ -19,12 +20,6 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/results.csv", batches.BatchResultsCsvApi.as_view(), name="batch-results-csv"),
     path("batches/<uuid:batch_id>/results.jsonl", batches.BatchResultsJsonlApi.as_view(),
          name="batch-results-jsonl"),
-    path("experiments", experiments.ExperimentsApi.as_view(), name="experiments"),
-    path("experiments/<uuid:experiment_id>", experiments.ExperimentApi.as_view(), name="experiment"),
-    path("experiments/<uuid:experiment_id>/results", experiments.ExperimentResultsApi.as_view(),
-         name="experiment-results"),
-    path("sequences", experiments.SequencesApi.as_view(), name="sequences"),
-    path("sequences/<uuid:sequence_id>", experiments.SequenceApi.as_view(), name="sequence"),
     path("negotiations", runs.RunsApi.as_view(), name="negotiations"),
     path("negotiations/start", live.LiveStartApi.as_view(), name="negotiation-start"),
     path("negotiations/<uuid:run_id>", runs.RunApi.as_view(), name="negotiation"),

@@ -21,6 +21,17 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("MAMS_OPENAI_API_KEY", "test-key")
+
+# Fixtures that need the stack's Postgres or Redis (or a worker, which needs both): a test that uses
+# one is marked `services`, so `pytest -m "not services"` runs the rest without any service started.
+SERVICE_FIXTURES = {"db", "transactional_db", "django_db_setup", "celery_worker", "clean_broker", "live_server",
+                    "llm"}  # every LLM call takes a slot of the Redis limiter
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("django_db") or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
@@ -199,14 +210,14 @@ def play_through(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     Nothing is enqueued (no worker involved); returns a function run_id -> the finished run.
     """
-    from analytics import services
+    from analytics import archive, services
     from negotiation.models import Message, NegotiationRun
     from negotiation.services import play
 
     monkeypatch.setattr(play, "enqueue_seller_turns", lambda *a, **k: None)
     monkeypatch.setattr(play, "enqueue_round", lambda *a, **k: None)
     monkeypatch.setattr(services, "enqueue_analysis", lambda *a, **k: None)
-    monkeypatch.setattr(play, "archive_on_commit", lambda *a, **k: None)
+    monkeypatch.setattr(archive, "archive_enqueue", lambda *a, **k: None)  # the run-end hook queues nothing
     monkeypatch.setattr(play, "voice_on_commit", lambda *a, **k: None)
 
     def run_it(run_id: Any) -> NegotiationRun:

@@ -7,12 +7,12 @@ either way, straight from the apps (no collectstatic).
 """
 
 from .base import *  # noqa: F403
-from .base import env, env_bool
+from .base import env
 
 # MAMS_DEBUG=1 for Django's debug pages while developing. Off also spares the debug cursor, which times,
 # formats and keeps every query (a large part of a turn's cost; the benchmarks' workers always run with 0).
-DEBUG = env_bool("MAMS_DEBUG", False)
-SECRET_KEY = env("MAMS_SECRET_KEY", "local-dev-only-not-secret")  # noqa: S105
+DEBUG = env.bool("MAMS_DEBUG", False)
+SECRET_KEY = env.str("MAMS_SECRET_KEY", "local-dev-only-not-secret")
 
 # Serve static files straight from the apps in development, without collectstatic.
 WHITENOISE_USE_FINDERS = True

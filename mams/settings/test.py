@@ -13,10 +13,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Database 1 of the configured Redis, unless told otherwise.
-REDIS_URL = env("MAMS_TEST_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/1")  # noqa: F405
+REDIS_URL = env.str("MAMS_TEST_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/1")  # noqa: F405
 CELERY_BROKER_URL = REDIS_URL
 LLM_DEFAULT_PROFILE = "openai-compatible"
 # Two suites on one Postgres server (a helper's worktree beside main) need test databases of their own.
-DATABASES["default"]["TEST"] = {"NAME": env("MAMS_TEST_DB_NAME", "test_" + DATABASES["default"]["NAME"])}  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": env.str("MAMS_TEST_DB_NAME", "test_" + DATABASES["default"]["NAME"])}  # noqa: F405
 # Archives of test runs go under test-output/, never into the clone's .local/archive.
-MAMS_ARCHIVE_URL = env("MAMS_ARCHIVE_URL", "") or f"file://{BASE_DIR / 'test-output' / 'archive'}"  # noqa: F405
+MAMS_ARCHIVE_URL = env.str("MAMS_ARCHIVE_URL", "") or f"file://{BASE_DIR / 'test-output' / 'archive'}"  # noqa: F405

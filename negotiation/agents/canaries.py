@@ -1,7 +1,7 @@
 """Exploit canaries: reference buyers that a sound benchmark must not reward.
 
 Each plays a policy that needs no negotiating skill. They run on every benchmark (as reference
-rows on every leaderboard, analytics/bench/services.py) and a test fails if any of them beats the
+rows on every leaderboard, analytics/benchmarks/services.py) and a test fails if any of them beats the
 median buyer score of the baseline strategies on core-v2 (tests/analytics/test_canaries.py), so a
 change to the rules or the reference sellers that re-opens a trivial win is caught:
 
@@ -49,12 +49,12 @@ def canary_buyer(view: BuyerView, *, name: str, seed: int = 0) -> BuyerAction:
     in_budget = best is not None and best[0] <= me.max_price
     if name == PATIENT:
         if last_buyer_turn(view):
-            if in_budget:
+            if best is not None and in_budget:
                 return accept(best[2], best[0], reasoning=f"{name}: last turn, lowest offer in budget.")
             return _walk(f"{name}: last turn, nothing in budget.")
         return _counter(view, me.min_price, f"{name}: counter at the minimum and wait.")
     if name == ACCEPT_FIRST:
-        if in_budget:
+        if best is not None and in_budget:
             return accept(best[2], best[0], reasoning=f"{name}: the first offer in budget.")
         if last_buyer_turn(view):
             return _walk(f"{name}: last turn, nothing in budget.")

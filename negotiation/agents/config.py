@@ -104,5 +104,5 @@ def resolve_agents(raw: dict | None, *, temperature: float) -> dict[str, dict]:
     return resolved
 
 
-__all__ = ["AgentSpec", "AgentsConfig", "BASELINES", "CANARIES", "FIXED_BASELINES", "LLMError", "STRATEGIES",
+__all__ = ["BASELINES", "CANARIES", "FIXED_BASELINES", "STRATEGIES", "AgentSpec", "AgentsConfig", "LLMError",
            "UnknownModel", "resolve_agents"]

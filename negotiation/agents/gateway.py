@@ -19,17 +19,17 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import openai
-import openai.resources  # noqa: F401 - imported eagerly, see _client()
-import openai.types.chat  # noqa: F401
-import openai.types.completion  # noqa: F401
+import openai.resources
+import openai.types.chat
+import openai.types.completion
 from django.conf import settings
 
-from analytics import tracing
+from negotiation.agents import spans
 from negotiation.agents.limiter import Cost, LimiterTimeout, TokenLimits, limiter_for
 
 
@@ -71,7 +71,7 @@ class Profile:
     rate: str | None  # None: no configured request rate (the provider's headers, when it sends them)
     max_concurrency: int
     models: dict[str, str]
-    token_limits: TokenLimits = TokenLimits()
+    token_limits: TokenLimits = field(default_factory=TokenLimits)
 
     def model_for(self, role: str) -> str:
         return self.models["analyst" if role == "analyst" else "agent"]
@@ -205,7 +205,8 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
              ) -> LLMReply:
     """One LLM call under the global limits. Never call it inside a database transaction.
 
-    `meta` (run, batch, round, role, handle) labels the call's Galileo span; see analytics/tracing.py.
+    `meta` (run, batch, round, role, handle) labels the call's Galileo span; it is buffered only when a
+    Galileo key is set (negotiation/agents/spans.py, sent by analytics/tracing.py).
     """
     limiter = limiter_for(settings.REDIS_URL)
     where = f"LLM profile '{profile.name}' at {profile.base_url}"
@@ -270,6 +271,7 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
         limiter.settle(key, reserved=reserved, used=Cost(
             tokens=reply.prompt_tokens + reply.completion_tokens, input_tokens=reply.prompt_tokens,
             output_tokens=reply.completion_tokens), **budget)
-    if meta is not None:
-        tracing.record_llm_call(meta=meta, chat=chat, prompt=prompt, reply=reply, temperature=temperature)
+    if meta is not None and getattr(settings, "GALILEO_API_KEY", None):
+        spans.record_llm_call(url=settings.REDIS_URL, meta=meta, chat=chat, prompt=prompt, reply=reply,
+                              temperature=temperature)
     return reply

@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import redis
 from limits import parse
@@ -296,8 +297,8 @@ class LLMLimiter:
         limits = limits or TokenLimits()
         cost = cost or Cost()
         probe = int(not rate and not any(limits.args()))
-        head = [lease_seconds, max_concurrency, token]
-        tail = [*self._args(rate=rate, limits=limits, share=share or 1.0, burst=burst),
+        head: list[Any] = [lease_seconds, max_concurrency, token]
+        tail: list[Any] = [*self._args(rate=rate, limits=limits, share=share or 1.0, burst=burst),
                 cost.tokens, cost.input_tokens, cost.output_tokens, probe, TOKEN_CREDIT_SECONDS,
                 REQUEST_LATENESS_SECONDS]
         keys = [lease_key, *self._keys(key)]
@@ -356,7 +357,8 @@ class LLMLimiter:
     def provider_limits(self, key: str) -> dict[str, int]:
         """The per-minute limits the provider last stated for `key`."""
         raw = self.redis.hgetall(self._keys(key)[0])
-        return {k.decode(): int(float(v)) for k, v in raw.items() if k.decode() in ratelimit_headers.RESOURCES}
+        named = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        return {k: int(float(v)) for k, v in named.items() if k in ratelimit_headers.RESOURCES}
 
     def _log_once(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
         if (key, message) not in self._logged:
@@ -402,7 +404,7 @@ class LLMLimiter:
 def _nap(deadline: float, base: float, jitter: float) -> None:
     if time.monotonic() > deadline:
         raise LimiterTimeout("waited too long for an LLM slot")
-    time.sleep(min(base, 1.0) + random.uniform(0, jitter))  # noqa: S311 - jitter, not crypto
+    time.sleep(min(base, 1.0) + random.uniform(0, jitter))
 
 
 @lru_cache(maxsize=4)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from negotiation.engine.protocol import earliest_end
 from negotiation.engine.types import BUYER, BuyerView, Msg, SellerView
 
 SELLER_SYSTEM = """You are {handle}, a seller with a {style} personality.
@@ -218,7 +219,6 @@ def rules_note(*, rules: str, max_rounds: int, role: str) -> str:
     may end in and that a counter is binding, never the drawn round. Empty under `known` rules."""
     if rules != "hidden" or max_rounds < 1:
         return ""
-    from negotiation.engine.protocol import earliest_end
 
     low = earliest_end(max_rounds)
     when = (f"after round {max_rounds}" if low == max_rounds else
@@ -278,7 +278,6 @@ def _buyer_status(view: BuyerView) -> str:
         return (f"The last round is over. Standing offers: {offers}. Accept one standing offer or walk_away.")
     opening = " Open the negotiation." if view.round_no == 1 else ""
     if view.rules == "hidden":
-        from negotiation.engine.protocol import earliest_end
 
         low = earliest_end(view.max_rounds)
         when = (f"the run goes on at least to round {low}" if view.round_no < low else

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -147,7 +148,7 @@ class BatchOutputSerializer(serializers.Serializer):
         return self._url(obj, "jsonl")
 
     def to_representation(self, instance: Batch) -> dict[str, Any]:
-        instance.eta = batch_eta(batch=instance)
+        instance.eta = batch_eta(batch=instance)  # type: ignore[attr-defined]  # read by the eta.* sources
         return super().to_representation(instance)
 
 
@@ -184,7 +185,7 @@ class BatchDetailSerializer(BatchOutputSerializer):
 
     @extend_schema_field(BatchWorkers)
     def get_workers(self, obj: Batch) -> dict[str, Any]:
-        return self.BatchWorkers(batch_workers(progress=obj.eta["progress"])).data
+        return self.BatchWorkers(batch_workers(progress=obj.eta["progress"])).data  # type: ignore[attr-defined]
 
     @extend_schema_field(BatchSummary)
     def get_summary(self, obj: Batch) -> dict[str, Any]:
@@ -314,7 +315,6 @@ class BatchesApi(APIView):
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid
 
     try:
         uuid.UUID(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -18,9 +19,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from negotiation.api.errors import body_too_large
-
-MONEY = {"max_digits": 10, "decimal_places": 2}
-
 
 # No MAMS request nests deeper than 5 levels (a session document: sellers[i].inventory[j].field).
 MAX_JSON_DEPTH = 20
@@ -76,7 +74,8 @@ class LimitedJSONParser(JSONParser):
     rather than silently resolved.
     """
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+              ) -> Any:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         request = (parser_context or {}).get("request")
         meta = getattr(request, "META", {}) if request is not None else {}
@@ -110,8 +109,8 @@ class _PassthroughRenderer(BaseRenderer):
 
     charset = "utf-8"
 
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: dict | None = None
-               ) -> bytes:
+    def render(self, data: Any, accepted_media_type: str | None = None,
+               renderer_context: Mapping[str, Any] | None = None) -> bytes:
         return JSONRenderer().render(data)
 
 
@@ -145,7 +144,7 @@ class Pagination(LimitOffsetPagination):
 def paginated_response(*, request: Request, view: Any, queryset: Any, serializer: type[serializers.Serializer],
                        context: dict | None = None) -> Response:
     paginator = Pagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
+    page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer(page, many=True, context={"request": request, **(context or {})}).data
     return paginator.get_paginated_response(data)
 

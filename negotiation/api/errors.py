@@ -152,9 +152,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         errors = flatten_detail(exc.detail)
         response.data = error_body(_summary(errors, "Invalid input."), errors)
-    elif isinstance(exc, exceptions.ParseError):
-        response.data = error_body(str(exc.detail), {"body": [str(exc.detail)]})
-    elif isinstance(exc, PayloadTooLarge):
+    elif isinstance(exc, exceptions.ParseError | PayloadTooLarge):
         response.data = error_body(str(exc.detail), {"body": [str(exc.detail)]})
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)

@@ -41,6 +41,7 @@ class HealthApi(APIView):
         200: HealthOutput, 503: OpenApiResponse(HealthOutput, description="The database or the broker is down.")})
     def get(self, request: Request) -> Response:
         parts = platform_health()
+        code: int
         if parts["database"] == DOWN or parts["broker"] == DOWN:
             overall, code = "down", status.HTTP_503_SERVICE_UNAVAILABLE
         elif parts["workers"] == DOWN:

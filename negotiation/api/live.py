@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.batches import AgentSpecSerializer
-from negotiation.api.common import MONEY, errors
+from negotiation.api.common import errors
 from negotiation.api.runs import (
     AUDIO_HELP,
     CURRENT_TURN_HELP,
@@ -37,7 +37,7 @@ from negotiation.api.runs import (
 )
 from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.engine import protocol
-from negotiation.models import Message, NegotiationRun
+from negotiation.models import MONEY, Message, NegotiationRun
 from negotiation.selectors import run_analytics, run_buyer_view, run_rounds, run_turn, session_get
 from negotiation.services import outside
 from negotiation.services.live import live_decide, live_message, live_replies_wait, live_start
@@ -237,7 +237,7 @@ def _decide_result(run: NegotiationRun) -> dict[str, Any]:
         "reason": outcome.reason,
         "deal_summary": {"seller": outcome.chosen_handle, "seller_id": outcome.chosen_seller_id,
                          "final_price": outcome.final_price, "quantity": outcome.quantity,
-                         "total": outcome.final_price * outcome.quantity,
+                         "total": (outcome.final_price or 0) * outcome.quantity,
                          "reasoning": outcome.reasoning_summary} if deal else None,
         "analysis": {"quality_score": None, "strategy_effectiveness": None, "gemini_insights": None,
                      "initial_ask": stats["initial_ask"], "savings_vs_initial": stats["savings_vs_initial"],

@@ -21,12 +21,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import MONEY, PAGE_PARAMETERS, BinaryRenderer, errors, page_of, paginated_response
+from negotiation.api.common import PAGE_PARAMETERS, BinaryRenderer, errors, page_of, paginated_response
 from negotiation.engine import protocol
 from negotiation.engine.types import BUYER
-from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.models import MONEY, Message, MessageAudio, NegotiationRun, Outcome
 from negotiation.selectors import run_analytics, run_buyer_view, run_get, run_list, run_rounds, run_transcript, run_turn
 from negotiation.services import outside
+from negotiation.services.events import audio_url
 
 TAG = ["negotiations"]
 
@@ -39,7 +40,7 @@ class DebriefSerializer(serializers.Serializer):
         least_price = serializers.DecimalField(**MONEY, help_text="Its floor: the lowest price it could accept.")
         cost_price = serializers.DecimalField(**MONEY)
         selling_price = serializers.DecimalField(**MONEY, help_text="Its asking price.")
-        style = serializers.CharField()
+        style = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
         retention_weight = serializers.DecimalField(max_digits=4, decimal_places=2)
         profit_weight = serializers.DecimalField(max_digits=4, decimal_places=2)
         within_budget = serializers.BooleanField(help_text="Its floor was at or below your maximum price.")
@@ -191,8 +192,6 @@ AUDIO_HELP = ("Where the seller's reply can be heard (spec 10.2), once its audio
 def message_audio_url(msg: Message) -> str | None:
     if msg.sender_type != Message.SenderType.SELLER:
         return None
-    from negotiation.models import MessageAudio
-    from negotiation.services.voice import audio_url
 
     cached = getattr(msg, "_audio_ready", None)
     ready = cached if cached is not None else MessageAudio.objects.filter(
@@ -286,7 +285,7 @@ class RunsApi(APIView):
             bad["status"] = [f"Must be one of {', '.join(NegotiationRun.Status.values)}."]
         if params.get("mode") and params["mode"] not in NegotiationRun.Mode.values:
             bad["mode"] = [f"Must be one of {', '.join(NegotiationRun.Mode.values)}."]
-        batch = params.get("batch") or None
+        batch: Any = params.get("batch") or None
         if batch:
             try:
                 batch = serializers.UUIDField().to_internal_value(batch)
@@ -334,7 +333,6 @@ class RunMessageAudioApi(APIView):
     @extend_schema(tags=TAG, operation_id="negotiations_message_audio",
                    responses={(200, "audio/*"): OpenApiTypes.BINARY, **errors(401, 404)})
     def get(self, request: Request, run_id: Any, message_id: Any) -> HttpResponse:
-        from negotiation.models import MessageAudio
 
         run = run_or_404(request, run_id, shared=True)
         # Only a reply this reader's transcript holds (an outside buyer's: the replies sent to the buyer).
@@ -382,7 +380,7 @@ class RunAnalyticsApi(APIView):
 
         class Verdict(serializers.Serializer):
             status = serializers.ChoiceField(choices=["pending", "done", "failed"])
-            source = serializers.CharField(allow_null=True, help_text='"llm" (the analyst model) or "local" scorers.')
+            source = serializers.CharField(allow_null=True, help_text='"llm" (the analyst model) or "local" scorers.')  # type: ignore[assignment]  # an API key named like a Field attribute
             model = serializers.CharField(allow_null=True)
             deal_quality = serializers.FloatField(allow_null=True, help_text="0..1")
             strategy_effectiveness = serializers.CharField(allow_null=True, help_text="low, medium or high.")

@@ -17,10 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from negotiation.api.common import MAX_JSON_DEPTH, MONEY, PAGE_PARAMETERS, errors, page_of, paginated_response
+from negotiation.api.common import MAX_JSON_DEPTH, PAGE_PARAMETERS, errors, page_of, paginated_response
 from negotiation.api.strict import NameField, StrictSerializer
 from negotiation.engine.names import HANDLE_RULE
-from negotiation.models import Seller, Session, Style
+from negotiation.models import MONEY, Digits, Seller, Session, Style
 from negotiation.selectors import session_get, session_list
 from negotiation.services.sessions import (
     buyer_config_set,
@@ -39,7 +39,7 @@ TAG = ["sessions"]
 # --- shared shapes (spec 5.1, 5.2 and 10.1) ----------------------------------------------------
 
 MAX_ITEMS = settings.MAMS_MAX_ITEMS
-STYLE_ERRORS = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
+STYLE_ERRORS: dict[str, Any] = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
 
 
 def items_limit(what: str, cap: int, advice: str) -> dict[str, Any]:
@@ -61,7 +61,12 @@ class InventoryLineSerializer(StrictSerializer):
     least_price = serializers.DecimalField(**MONEY, min_value=0)
 
 
-WEIGHT = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
+class WeightField(Digits):
+    min_value: int
+    max_value: int
+
+
+WEIGHT: WeightField = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
 
 
 class PrioritiesSerializer(StrictSerializer):
@@ -72,14 +77,14 @@ class PrioritiesSerializer(StrictSerializer):
 class PersonalitySerializer(StrictSerializer):
     """Spec 5.2's form of the same settings; `priorities` wins when both are given."""
 
-    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
+    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)  # type: ignore[assignment]  # an API key named like a Field attribute
     customer_retention_weight = serializers.DecimalField(**WEIGHT, required=False)
     profit_maximization_weight = serializers.DecimalField(**WEIGHT, required=False)
 
 
 class SellerInputSerializer(StrictSerializer):
     handle = NameField(max_length=51, help_text=HANDLE_RULE, error_messages={"max_length": HANDLE_RULE})
-    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)
+    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)  # type: ignore[assignment]  # an API key named like a Field attribute
     priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
     personality = PersonalitySerializer(required=False)
     inventory = InventoryLineSerializer(many=True, required=False, default=list,
@@ -132,7 +137,7 @@ class SellerOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     seller_id = serializers.UUIDField(source="id")
     handle = serializers.CharField()
-    style = serializers.CharField()
+    style = serializers.CharField()  # type: ignore[assignment]  # an API key named like a Field attribute
     priorities = SellerPriorities(source="*")
     inventory = InventoryLineOut(many=True, source="inventory.all")
 

@@ -72,8 +72,8 @@ def type_problem(field: serializers.Field, value: Any) -> Any:
     elif isinstance(field, serializers.DictField):
         if not isinstance(value, Mapping):
             return [f"Must be an object; got {got}."]
-        problems = {str(k)[:KEY_CHARS]: p for k, v in value.items() if (p := type_problem(field.child, v))}
-        return problems or None
+        by_key = {str(k)[:KEY_CHARS]: p for k, v in value.items() if (p := type_problem(field.child, v))}
+        return by_key or None
     else:
         return None
     return None if ok else [f"Must be {want}; got {got}."]

@@ -33,6 +33,8 @@ class Disclosure(StrEnum):
 def parse_disclosure(value: object) -> Disclosure:
     """The rule named by `value`; a clear ValueError for anything else (never silently a default)."""
     try:
+        if not isinstance(value, str):
+            raise ValueError
         return Disclosure(value)
     except ValueError:
         raise ValueError(f"Must be one of {', '.join(repr(d.value) for d in Disclosure)}; got {value!r}.") from None

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import cast
 
 from negotiation.engine.types import BuyerAct, BuyerAction, EndReason, Msg, SellerAct
 
@@ -160,7 +161,7 @@ def after_sellers(*, active_after: Sequence[str], rules: Rules | str = Rules.KNO
     if Rules(rules) == Rules.HIDDEN:
         accepts = [m for m in replies if m.action == SellerAct.ACCEPT and m.price is not None]
         if accepts:
-            best = min(accepts, key=lambda m: m.price)  # min keeps the first of equal prices
+            best = min(accepts, key=lambda m: cast(Decimal, m.price))  # min keeps the first of equal prices
             return End(reason=EndReason.ACCEPTED, seller=best.sender, price=best.price)
     if not active_after:
         return End(reason=EndReason.ALL_DECLINED)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 
 def _clamp(value: Decimal) -> float:
@@ -61,7 +62,7 @@ def seller_utility(*, sold: bool, price: Decimal | None, cost_price: Decimal, se
 
 
 def run_utilities(*, scenario: Mapping, deal: bool, chosen: str | None, price: Decimal | None
-                  ) -> dict[str, object]:
+                  ) -> dict[str, Any]:
     """Every agent's utility in a run, from its scenario snapshot and outcome.
 
     Returns {"buyer": u, "sellers": {handle: u}, "seller_side": Σ seller utilities}. At most one

@@ -15,83 +15,21 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
-from pydantic import ValidationError as PydanticError
 
-from negotiation.agents.config import UnknownModel, resolve_agents
 from negotiation.agents.fingerprint import run_fingerprints
-from negotiation.agents.gateway import LLMError, profile_probe
 from negotiation.dispatch import enqueue_batch_start, enqueue_round
 from negotiation.engine.disclosure import parse_disclosure
-from negotiation.engine.names import name_key
 from negotiation.engine.protocol import parse_rules
-from negotiation.models import Batch, BuyerDemand, Disclosure, InventoryItem, NegotiationRun, Rules, Session
-from negotiation.selectors import scenario_snapshot
+from negotiation.models import Batch, Disclosure, NegotiationRun, Rules, Session
 from negotiation.services.budgets import budget_check, usage_seed
-from negotiation.services.errors import LimitExceeded
+from negotiation.services.errors import ConflictError, LimitExceeded
+from negotiation.services.launch import agents_resolve, check_range, scenario_for
+from negotiation.services.lifecycle import batch_refresh
 from negotiation.services.prompt_versions import prompt_versions_record
 
 RUN_CHUNK = 1000
-
-
-def _check_range(errors: dict[str, list[str]], name: str, value: Any, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        errors.setdefault(name, []).append(f"Must be a whole number from {low} to {high}; got {value!r}.")
-
-
-def agents_resolve(raw: dict | None, temperature: float, errors: dict[str, list[str]]) -> dict[str, dict]:
-    """Resolve a launch's agent configuration; problems go into `errors` by field path (then {}).
-
-    Each LLM profile the agents use is also checked for reachability where the profile asks for it
-    (the local server, see `profile_probe`): once per launch, never per run.
-    """
-    try:
-        resolved = resolve_agents(raw, temperature=temperature)
-        for name in dict.fromkeys(spec["profile"] for spec in resolved.values() if spec["strategy"] == "llm"):
-            profile_probe(name)
-        return resolved
-    except PydanticError as exc:
-        for err in exc.errors():
-            path = ".".join(["agents", *(str(p) for p in err["loc"])])
-            errors.setdefault(path, []).append(err["msg"].removeprefix("Value error, "))
-    except UnknownModel as exc:
-        errors.setdefault(f"agents.{exc.role}.model", []).append(str(exc))
-    except LLMError as exc:
-        errors.setdefault("agents", []).append(str(exc))
-    return {}
-
-
-def scenario_for(*, session: Session, item_name: str, population: dict | None = None) -> dict[str, Any]:
-    """Check an item can be negotiated in a session and snapshot its private configuration.
-
-    A `population` ({"sellers": [handles], "styles": {handle: style}}) keeps only the listed sellers
-    and overrides their styles in the snapshot, so the runs play exactly that population.
-    """
-    demand = BuyerDemand.objects.filter(session=session, item_key=name_key(item_name)).first()
-    if demand is None:
-        known = ", ".join(session.demands.values_list("item_name", flat=True)) or "none"
-        raise ValidationError({"item_name": [f"The buyer has no demand for '{item_name}'. Demanded items: {known}."]})
-    inventory = list(InventoryItem.objects.filter(seller__session=session, item_key=demand.item_key)
-                     .select_related("seller").order_by("seller__handle"))
-    if not inventory:
-        raise ValidationError({"item_name": [f"No seller in this session stocks '{demand.item_name}'; add it to a "
-                                             "seller's inventory first."]})
-    snapshot = scenario_snapshot(demand=demand, inventory=inventory)
-    return population_apply(snapshot, population) if population else snapshot
-
-
-def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, Any]:
-    """The snapshot with only the population's sellers (all when none are listed), styles overridden."""
-    wanted = {name_key(h) for h in population.get("sellers") or []}
-    styles = {name_key(h): s for h, s in (population.get("styles") or {}).items()}
-    sellers = [{**s, "style": styles.get(name_key(s["handle"]), s["style"])} for s in snapshot["sellers"]
-               if not wanted or name_key(s["handle"]) in wanted]
-    if not sellers:
-        item = snapshot["buyer"]["item_name"]
-        raise ValidationError({"sellers": [f"No seller of this population stocks '{item}'; stocked by: "
-                                           f"{', '.join(s['handle'] for s in snapshot['sellers'])}."]})
-    return {**snapshot, "sellers": sellers}
 
 
 def _check_active_batches(owner: Any, needed: int = 1, refusal: Any = None) -> None:
@@ -135,8 +73,8 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
         disclosure = parse_disclosure(disclosure).value
     except ValueError as exc:
         errors.setdefault("disclosure", []).append(str(exc))
-    _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
-    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
         temperature = 0.7
@@ -156,9 +94,9 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     if not names:
         errors.setdefault("item_name", []).append("The session has no buyer demands.")
     scenarios = []
-    for name in names:
+    for item in names:
         try:
-            scenarios.append(scenario_for(session=session, item_name=name, population=population))
+            scenarios.append(scenario_for(session=session, item_name=item, population=population))
         except ValidationError as exc:
             for key, msgs in exc.message_dict.items():
                 errors.setdefault(key, []).extend(msgs)
@@ -261,10 +199,6 @@ def batch_create_idempotent(*, owner: Any, idempotency_key: str, request_hash: s
     another body is a ConflictError. Keys are per owner. Two racing first requests meet the
     (owner, key) unique constraint: the loser rolls back and returns the winner's batch.
     """
-    from django.db import IntegrityError
-
-    from negotiation.services.errors import ConflictError
-
     def existing() -> Batch | None:
         return Batch.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
 
@@ -299,9 +233,6 @@ def batch_cancel_request(*, batch: Batch) -> Batch:
     Queued runs are cancelled in this transaction; running ones end at their next round. When
     nothing is left running the batch is marked finished after commit.
     """
-    from negotiation.services.errors import ConflictError
-    from negotiation.services.play import batch_refresh
-
     if batch.status in Batch.FINISHED:
         raise ConflictError("This batch has already finished; there is nothing to cancel.", field="status")
     batch = batch_cancel(batch=batch)

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from negotiation.agents.prices import PriceTableError, price_for
 from negotiation.models import Batch, Message, NegotiationRun
 from negotiation.services import events
+from negotiation.services.lifecycle import batch_refresh, run_cancel
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _live_usage(batch_id: Any) -> dict[str, tuple[int, int]]:
     raw = events.redis_client().hgetall(_key(batch_id))
     if not raw:  # lost (Redis restarted, or a failed add deleted it): rebuild from the recorded usage
         usage = _db_usage(batch_id)
-        mapping: dict[str, int] = {"seeded": 1}
+        mapping: dict[Any, Any] = {"seeded": 1}  # redis-py types the keys and values as a broad union
         for model, (p, c) in usage.items():
             mapping[f"p:{model}"], mapping[f"c:{model}"] = p, c
         events.redis_client().hset(_key(batch_id), mapping=mapping)
@@ -169,8 +170,6 @@ def budget_allows_turn(*, run_id: Any, batch_id: Any, budget_usd: Decimal | None
 
 def batch_stop_for_budget(*, batch_id: Any, run_id: Any = None) -> None:
     """Mark the batch stopped by its budget, cancel its queued runs and `run_id` with the reason."""
-    from negotiation.services.play import batch_refresh, run_cancel  # play calls this module
-
     with transaction.atomic():
         Batch.objects.filter(pk=batch_id, status__in=Batch.ACTIVE).update(
             status=Batch.Status.CANCELLED, stop_reason=STOP_REASON)

@@ -27,7 +27,7 @@ from negotiation.agents.gateway import get_profile
 from negotiation.agents.limiter import emission_interval, limiter_for
 from negotiation.agents.prices import PRICES_AS_OF, PriceTableError, price_for
 from negotiation.models import Batch, Session
-from negotiation.services.batches import agents_resolve
+from negotiation.services.launch import agents_resolve
 
 # Prompt tokens per call, measured (characters / 4, as the fake provider counts) over the 5,397 agent
 # calls and 819 analyses `make bench` recorded with MAMS's chat prompts on the load sample session
@@ -150,7 +150,7 @@ def _known_limits(profile_name: str, model: str) -> dict[str, Any]:
         values = [v for v in (configured[resource], stated.get(resource)) if v]
         known[resource] = min(values) if values else None
     return {"requests_per_minute": known["requests"], "tokens_per_minute": known["tokens"],
-            "limits_from": {r: ("provider" if stated.get(r) and (not configured[r] or stated[r] <= configured[r])
+            "limits_from": {r: ("provider" if stated.get(r) and (not configured[r] or stated[r] <= (configured[r] or 0))
                                 else "configured" if configured[r] else None) for r in ("requests", "tokens")}}
 
 

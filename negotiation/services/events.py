@@ -30,7 +30,8 @@ from django.db import transaction
 
 from negotiation.engine import visibility
 from negotiation.engine.types import BUYER
-from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.models import Message, MessageAudio, NegotiationRun, Outcome
+from negotiation.run_context import run_context
 from negotiation.services import outside
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,6 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
 
     A human buyer's stream holds only the buyer's view of the transcript.
     """
-    from negotiation.selectors import run_context
-
     ctx = run_context(run, rows=True)
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:
@@ -145,9 +144,6 @@ def audio_events(*, run: NegotiationRun, announced: set[str]) -> list[dict[str, 
     """
     if not run.voice:
         return []
-    from negotiation.models import MessageAudio
-    from negotiation.services.voice import audio_url
-
     rows = (MessageAudio.objects.filter(message__run=run, status=MessageAudio.Status.READY)
             .exclude(message_id__in=list(announced)).values_list("message_id", "message__round_no", "message__sender")
             .order_by("message__round_no", "message__created_at"))
@@ -229,3 +225,8 @@ def run_stream(*, run_id: Any, cursor: Cursor, render: Renderer, heartbeat: floa
                 pubsub.close()
             except redis.RedisError:
                 pass
+
+
+def audio_url(*, run_id: Any, message_id: Any) -> str:
+    """The API path of a seller reply's audio (stream events, API bodies and pages carry it)."""
+    return f"/api/negotiations/{run_id}/messages/{message_id}/audio"

@@ -22,8 +22,9 @@ from django.utils import timezone
 
 from negotiation.engine.names import name_key
 from negotiation.models import Batch, Experiment, ExperimentCondition, Seller, Session, Style
-from negotiation.services.batches import _check_range, batch_create, batches_status, scenario_for
+from negotiation.services.batches import batch_create, batches_status
 from negotiation.services.errors import ConflictError, flatten
+from negotiation.services.launch import check_range, scenario_for
 
 MAX_CONDITIONS = 8
 LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -110,9 +111,9 @@ def experiment_create(*, owner: Any, session: Session, name: str, conditions: An
     errors: dict[str, list[str]] = {}
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         _add(errors, "name", "Give the experiment a name of 1 to 200 characters.")
-    _check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
-    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
-    _check_range(errors, "base_seed", base_seed, 0, 2**31 - 1)
+    check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    check_range(errors, "base_seed", base_seed, 0, 2**31 - 1)
     item = (item_name or "").strip() if isinstance(item_name, str | type(None)) else None
     if item is None:
         _add(errors, "item_name", "Must be an item name (text), or empty for every demanded item.")

@@ -24,10 +24,10 @@ from negotiation.agents.fingerprint import run_fingerprints
 from negotiation.engine import routing, visibility
 from negotiation.engine.types import ALL, BUYER, BuyerAct, BuyerAction, money
 from negotiation.models import Message, NegotiationRun, Session
-from negotiation.selectors import RunContext, run_context
-from negotiation.services import play
-from negotiation.services.batches import agents_resolve, scenario_for
+from negotiation.run_context import RunContext, run_context
+from negotiation.services import play, sweeps
 from negotiation.services.errors import ConflictError, LimitExceeded
+from negotiation.services.launch import agents_resolve, scenario_for
 
 HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "fallback": ""}
 
@@ -97,7 +97,7 @@ def _check_open_rooms(owner: Any) -> None:
     rooms = NegotiationRun.objects.filter(owner=owner, mode__in=NegotiationRun.OUTSIDE_BUYER,
                                           status=NegotiationRun.Status.RUNNING).count()
     if rooms >= cap:
-        expiry = (f", or wait: a room with no buyer action for {play.room_idle_note()} closes on its own"
+        expiry = (f", or wait: a room with no buyer action for {sweeps.room_idle_note()} closes on its own"
                   if settings.MAMS_ROOM_IDLE_SECONDS > 0 else "")
         raise LimitExceeded(f"You already have {rooms} negotiations open as the buyer (live rooms and /env "
                             f"episodes together; the limit is {cap}, MAMS_MAX_OPEN_ROOMS_PER_USER). Finish one "
@@ -105,8 +105,8 @@ def _check_open_rooms(owner: Any) -> None:
 
 
 def room_expired(run: NegotiationRun) -> bool:
-    """Whether the sweeper closed this room because its buyer went quiet (play.rooms_expire)."""
-    return run.status == NegotiationRun.Status.CANCELLED and run.error.startswith(f"{play.ROOM_EXPIRED}:")
+    """Whether the sweeper closed this room because its buyer went quiet (sweeps.rooms_expire)."""
+    return run.status == NegotiationRun.Status.CANCELLED and run.error.startswith(f"{sweeps.ROOM_EXPIRED}:")
 
 
 def round_waiting(ctx: RunContext, round_no: int) -> list[str] | None:

@@ -37,7 +37,7 @@ sealed. Per surface, before the end / after it:
   `end` (services/events.py::run_stream).
 - `/env/step`, `/env/state`: the observation (the buyer view), reward 0, no score / `info.score`
   with the reward and the debrief; `/env/score`: every result field null / all of them and the
-  debrief (services/environment.py::episode_score).
+  debrief (analytics/environment.py::episode_score).
 - The run page `/analytics/runs/<id>/`: the buyer's lane only, no floor guides, events, metrics or
   verdict / the whole page and the debrief (analytics/views.py::run_detail).
 - Batch exports and dashboards never hold an outside buyer's run: rooms and episodes have no batch.
@@ -103,8 +103,8 @@ def debrief(run: NegotiationRun) -> dict[str, Any] | None:
     lowest = min(sellers, key=lambda s: (s["least_price"], s["handle"])) if sellers else None
     outcome = Outcome.objects.filter(run_id=run.pk).first()
     deal = outcome is not None and outcome.decision == Outcome.Decision.DEAL and outcome.final_price is not None
-    price = outcome.final_price if deal else None
-    chosen = outcome.chosen_handle if deal else None
+    price = outcome.final_price if outcome is not None and deal else None
+    chosen = outcome.chosen_handle if outcome is not None and deal else None
     chosen_floor = next((s["least_price"] for s in sellers if s["handle"] == chosen), None)
     share = (metrics.buyer_surplus_share(price=price, max_price=max_price, least_price=chosen_floor)
              if price is not None and chosen_floor is not None else None)

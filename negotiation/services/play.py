@@ -5,33 +5,27 @@ record (one short transaction). The record step inserts a message that is unique
 (run, round, sender), so a redelivered task writes nothing twice; state changes are conditional
 updates (`current_round=r -> r+1`, `running -> completed`), so of two racing deliveries exactly
 one moves the run. The last seller to answer a round advances it; a periodic sweeper re-queues
-runs whose heartbeat went stale (a worker killed between a commit and an enqueue), and queued runs
-whose first task was lost before any worker took it; it also closes rooms whose outside buyer (a
-person or an external agent) has gone quiet for longer than MAMS_ROOM_IDLE_SECONDS.
+runs whose heartbeat went stale (services/sweeps.py). What happens when a run ends (the outcome, the
+batch or sequence moving on, metrics and analysis) is services/lifecycle.py.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 
-from analytics import tracing
-from analytics.archive import archive_on_commit
-from analytics.services import run_failed, run_finished
-from mams.queues import Queue
 from negotiation import turn_rows
+from negotiation.agents import spans
 from negotiation.agents.decide import Decision, decide_buyer, decide_seller
-from negotiation.dispatch import enqueue_round, enqueue_seller_turns, queue_depth
+from negotiation.dispatch import enqueue_round, enqueue_seller_turns
 from negotiation.engine import audit, guardrails, protocol, routing, visibility
 from negotiation.engine.types import (
     BUYER,
@@ -42,18 +36,17 @@ from negotiation.engine.types import (
     Msg,
     SellerAct,
 )
-from negotiation.models import Batch, Message, NegotiationRun, Outcome, RunEvent
-from negotiation.selectors import RunContext, run_context
-from negotiation.services import budgets, events
+from negotiation.models import Batch, Message, NegotiationRun, RunEvent
+from negotiation.run_context import RunContext, run_context
+from negotiation.services import budgets
 from negotiation.services.events import publish_on_commit
-from negotiation.services.reflect import sequence_run_ended
+from negotiation.services.lifecycle import run_cancel, run_complete
+from negotiation.services.sweeps import was_requeued
 from negotiation.services.voice import voice_on_commit
 
 log = logging.getLogger(__name__)
 Status = NegotiationRun.Status
 PRICE_COLUMN_LIMIT = Decimal("100000000")
-# The first word of the error of a room `rooms_expire` closed for want of a buyer.
-ROOM_EXPIRED = "abandoned"
 
 
 def turn_seed(seed: int, round_no: int, slot: int) -> int:
@@ -81,7 +74,7 @@ def round_play(*, run_id: Any, round_no: int, requeued: str | None = None) -> No
         check = partial(guardrails.buyer_rule_broken, me=ctx.buyer, standing_offers=view.standing_offers,
                         active=view.handles)
         decision = decide_buyer(view, spec=run.agents["buyer"], seed=turn_seed(run.seed, round_no, 0),
-                                meta=tracing.meta(run=run, round_no=round_no, role="buyer", handle=BUYER),
+                                meta=spans.meta(run=run, round_no=round_no, role="buyer", handle=BUYER),
                                 check=check, run_seed=run.seed)
         recipients = buyer_turn_record(run=run, ctx=ctx, round_no=round_no, decision=decision,
                                        budgeted=_budgeted(found))
@@ -146,7 +139,7 @@ def buyer_turn_record(*, run: NegotiationRun, ctx: RunContext, round_no: int, de
             return None
         _insert_events(run, msg, round_no, events)
         if end is not None:
-            _finish(run=run, ctx=ctx, end=end, reasoning=action.reasoning or action.message)
+            run_complete(run=run, ctx=ctx, end=end, reasoning=action.reasoning or action.message)
             return ()
     return recipients
 
@@ -192,7 +185,7 @@ def seller_turn(*, run_id: Any, round_no: int, seller_id: str) -> None:
         check = partial(guardrails.seller_rule_broken, me=me, previous_offer=previous, buyer_counter=buyer_msg.price)
         decision = decide_seller(view, spec=run.agents["seller"], seed=turn_seed(run.seed, round_no, slot),
                                  deadline=protocol.seller_deadline(rules=run.rules, max_rounds=run.max_rounds),
-                                 meta=tracing.meta(run=run, round_no=round_no, role="seller", handle=handle),
+                                 meta=spans.meta(run=run, round_no=round_no, role="seller", handle=handle),
                                  check=check, run_seed=run.seed, slot=slot)
         action, events = guardrails.guard_seller(decision.action, me=me, previous_offer=previous,
                                                  buyer_counter=buyer_msg.price)
@@ -240,8 +233,8 @@ def round_advance(*, run_id: Any, round_no: int, run: NegotiationRun | None = No
             return
         run.current_round = round_no + 1
         if end is not None:
-            _finish(run=run, ctx=ctx, end=end, reasoning=_END_WORDS.get(end.reason, end.reason.value)
-                    .format(seller=end.seller, price=end.price))
+            run_complete(run=run, ctx=ctx, end=end, reasoning=_END_WORDS.get(end.reason, end.reason.value)
+                         .format(seller=end.seller, price=end.price))
             return
     if run.mode == NegotiationRun.Mode.AGENT:
         enqueue_round(run_id, round_no + 1)
@@ -265,24 +258,6 @@ def run_last_round(run: NegotiationRun) -> int:
 
 
 # --- claiming, finishing, failing -------------------------------------------------------------
-
-def _requeued_key(run_id: Any) -> str:
-    return f"mams:requeued:{run_id}"
-
-
-def _mark_requeued(run_id: Any) -> None:
-    """Remember, for as long as the original task could still be delivered, that this run's start was
-    re-queued: the original (token-less) round-1 task may turn up after the re-queue started the run."""
-    ttl = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)) + 3600
-    events.redis_client().set(_requeued_key(run_id), "1", ex=ttl)
-
-
-def _was_requeued(run_id: Any) -> bool:
-    try:
-        return bool(events.redis_client().exists(_requeued_key(run_id)))
-    except RedisError:
-        return False  # unknown: play, as before (a duplicate costs a call; the unique key keeps the data)
-
 
 def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
            ) -> tuple[NegotiationRun, tuple[Msg, ...], turn_rows.TurnRun] | None:
@@ -321,7 +296,7 @@ def _claim(run_id: Any, *, round_no: int = 1, requeued: str | None = None
     if run.status != Status.RUNNING:
         return None
     # Found running: a duplicate or redelivered task (rare), so the Redis read costs no normal turn anything.
-    if round_no == 1 and requeued is None and run.current_round == 1 and _was_requeued(run.pk):
+    if round_no == 1 and requeued is None and run.current_round == 1 and was_requeued(run.pk):
         log.info("run %s: the original round-1 task arrived after its re-queue started the run; ignored", run.pk)
         return None
     return run, found.transcript, found
@@ -382,174 +357,3 @@ def _insert_events(run: NegotiationRun, msg: Message, round_no: int, events: lis
     RunEvent.objects.bulk_create(rows)
 
 
-def _finish(*, run: NegotiationRun, ctx: RunContext, end: protocol.End, reasoning: str) -> None:
-    """Write the outcome and complete the run; must run inside the caller's transaction."""
-    rounds = max((m.round_no for m in ctx.transcript if m.sender != BUYER), default=0)
-    deal = end.reason == EndReason.ACCEPTED
-    outcome = Outcome.objects.create(
-        run=run, decision=Outcome.Decision.DEAL if deal else Outcome.Decision.NO_DEAL, reason=end.reason.value,
-        chosen_seller_id=ctx.seller_ids.get(end.seller or "") if deal else None,
-        chosen_handle=(end.seller or "") if deal else "", final_price=end.price if deal else None,
-        quantity=ctx.buyer.quantity, rounds=rounds, reasoning_summary=reasoning[:2000])
-    publish_on_commit(run.pk, "outcome")
-    ended = timezone.now()
-    done = NegotiationRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
-        status=Status.COMPLETED, ended_at=ended)
-    if not done:
-        raise IntegrityError(f"run {run.pk} was no longer running")
-    run.status, run.ended_at = Status.COMPLETED, ended
-    # The batch is refreshed first after commit, then the analysis is queued (it can wait).
-    _after_terminal(run.batch_id, run.pk)
-    run_finished(run_id=run.pk, run=run, outcome=outcome)  # metrics in this transaction; analysis after commit
-
-
-def _after_terminal(batch_id: Any, run_id: Any) -> None:
-    archive_on_commit(run_id=run_id)  # every ended run goes to the audit archive (analytics/archive.py)
-    if batch_id:
-        transaction.on_commit(lambda: batch_refresh(batch_id=batch_id))
-    else:  # a reflect sequence's runs have no batch: the sequence moves on after this run
-        sequence_run_ended(run_id=run_id)
-
-
-def _run_end(*, run_id: Any, status: str, reason: str = "", scope: QuerySet[NegotiationRun] | None = None) -> bool:
-    """End a queued or running run as `status` (with `reason` as its error); False if it had ended.
-
-    One conditional UPDATE, so of two racing callers exactly one ends the run; `scope` narrows it
-    further (the sweeper's "still idle"). Live streams are told after commit, and the batch or
-    sequence moves on.
-    """
-    with transaction.atomic():
-        run = NegotiationRun.objects.filter(pk=run_id).only("batch_id").first()
-        if run is None:
-            return False
-        fields: dict[str, Any] = {"status": status, "ended_at": timezone.now()}
-        if reason:
-            fields["error"] = reason[:2000]
-        done = (scope if scope is not None else NegotiationRun.objects).filter(
-            pk=run_id, status__in=[Status.QUEUED, Status.RUNNING]).update(**fields)
-        if done:
-            publish_on_commit(run.pk, "status", status=status)
-            _after_terminal(run.batch_id, run.pk)
-        return bool(done)
-
-
-def run_fail(*, run_id: Any, reason: str) -> None:
-    """End a run as failed with a reason a person can act on (e.g. which profile setting to fix)."""
-    with transaction.atomic():
-        if _run_end(run_id=run_id, status=Status.FAILED, reason=reason):
-            run_failed(run_id=run_id)
-
-
-def run_cancel(*, run_id: Any, reason: str = "") -> None:
-    _run_end(run_id=run_id, status=Status.CANCELLED, reason=reason)
-
-
-def batch_refresh(*, batch_id: Any) -> None:
-    """Mark a batch finished once none of its runs is queued or running, with a status that says what
-    its runs did: completed when every run completed, failed when none completed and some failed,
-    partly_failed when some completed and some did not. A cancelled batch stays cancelled and gets its
-    end time. One conditional UPDATE, after every run's end, so racing callers agree."""
-    def runs(**where: Any) -> Exists:
-        return Exists(NegotiationRun.objects.filter(batch_id=OuterRef("pk"), **where))
-
-    live = Q(status__in=Batch.ACTIVE)
-    ended = Batch.objects.filter(pk=batch_id, finished_at=None).exclude(runs(status__in=NegotiationRun.ACTIVE))
-    ended.update(
-        status=Case(
-            When(live & ~runs(status__in=[Status.FAILED, Status.CANCELLED]), then=Value(Batch.Status.COMPLETED)),
-            When(live & ~runs(status=Status.COMPLETED) & runs(status=Status.FAILED), then=Value(Batch.Status.FAILED)),
-            When(live & runs(status=Status.FAILED), then=Value(Batch.Status.PARTLY_FAILED)),
-            # runs cancelled one by one (only a cancelled batch does that today): not a success
-            When(live, then=Value(Batch.Status.CANCELLED)),
-            default=F("status")),
-        finished_at=timezone.now())
-
-
-def _idle_runs(*, cutoff: Any, modes: Any) -> QuerySet[NegotiationRun]:
-    """Running runs of these modes with no progress since `cutoff`: neither a heartbeat (start, round
-    advance, re-queue) nor a message, since a turn writes only its message."""
-    recent = Message.objects.filter(run=OuterRef("pk"), created_at__gte=cutoff)
-    return (NegotiationRun.objects.filter(status=Status.RUNNING, mode__in=modes, heartbeat_at__lt=cutoff)
-            .exclude(Exists(recent)))
-
-
-def runs_sweep(*, stale_after: timedelta) -> int:
-    """Re-queue the current round of running runs whose heartbeat is older than `stale_after`.
-
-    A worker killed after a commit but before its enqueue leaves a run with no task in flight; the
-    round task is idempotent, so re-queueing one that was merely slow costs at most a duplicate call.
-    """
-    stale = list(_idle_runs(cutoff=timezone.now() - stale_after, modes=[NegotiationRun.Mode.AGENT])
-                 .values_list("pk", "current_round")[:1000])
-    for run_id, round_no in stale:
-        now = timezone.now()
-        NegotiationRun.objects.filter(pk=run_id).update(heartbeat_at=now)
-        # With a token: a run whose start was re-queued refuses token-less round-1 deliveries (see _claim).
-        enqueue_round(run_id, round_no, requeued=now.isoformat())
-    return len(stale)
-
-
-def runs_sweep_queued(*, stale_after: timedelta) -> int:
-    """Re-queue the queued runs of unfinished batches whose round-1 task was lost (a broker message lost
-    before any worker took it, a lost `batch_start`); returns how many.
-
-    A queued run qualifies when it has waited longer than `stale_after` (since it was made, or since
-    its last re-queue) while the rounds queue is empty: with nothing waiting in the broker, its task
-    is gone. A run that is merely waiting behind a long backlog is left in its place. Each re-queue
-    writes a new token to the run's heartbeat, conditionally (of two concurrent sweeps one wins), and
-    the task carries it: the original delivery, should it turn up after all, starts nothing.
-    """
-    cutoff = timezone.now() - stale_after
-    waiting = (NegotiationRun.objects.filter(
-        status=Status.QUEUED, mode=NegotiationRun.Mode.AGENT, created_at__lt=cutoff,
-        batch__status__in=[Batch.Status.QUEUED, Batch.Status.RUNNING])
-        .exclude(heartbeat_at__gte=cutoff))
-    if not waiting.exists() or queue_depth(Queue.ROUNDS):
-        return 0
-    requeued = 0
-    for run_id, token in waiting.values_list("pk", "heartbeat_at").iterator(chunk_size=500):
-        now = timezone.now()
-        if NegotiationRun.objects.filter(pk=run_id, status=Status.QUEUED, heartbeat_at=token).update(
-                heartbeat_at=now):
-            _mark_requeued(run_id)
-            enqueue_round(run_id, 1, requeued=now.isoformat())
-            requeued += 1
-    if requeued:
-        log.warning("re-queued %d queued run(s) whose first task was lost", requeued)
-    return requeued
-
-
-def _span(seconds: int) -> str:
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
-
-
-def room_idle_note() -> str:
-    """How long a room may wait for its buyer, in words (for the messages that mention expiry)."""
-    return _span(settings.MAMS_ROOM_IDLE_SECONDS)
-
-
-def rooms_expire(*, idle_after: timedelta) -> int:
-    """End as cancelled the outside-buyer rooms (live or /env) with no buyer action for `idle_after`;
-    returns how many. A zero or negative `idle_after` expires nothing.
-
-    Such a run waits on a person or an external agent, not on a task, so no sweep re-queues it, and
-    an abandoned one would stay running (and count against its owner's open rooms) forever. Idle
-    means no heartbeat and no message since the cutoff: a turn writes only its message, so the
-    newest message is the progress signal (as in `runs_sweep`). Each end is conditional on the run
-    being running and still idle, so a buyer who acts at the last moment keeps the room, and two
-    overlapping sweeps end each room once. The reason starts with ROOM_EXPIRED, which is how the
-    turn services tell an expired room from one ended otherwise.
-    """
-    if idle_after <= timedelta(0):
-        return 0
-    cutoff = timezone.now() - idle_after
-    idle = _idle_runs(cutoff=cutoff, modes=NegotiationRun.OUTSIDE_BUYER)
-    reason = (f"{ROOM_EXPIRED}: no buyer action for {_span(int(idle_after.total_seconds()))} "
-              "(MAMS_ROOM_IDLE_SECONDS)")
-    expired = sum(_run_end(run_id=run_id, status=Status.CANCELLED, reason=reason, scope=idle)
-                  for run_id in list(idle.values_list("pk", flat=True)[:1000]))
-    if expired:
-        log.info("closed %d abandoned room(s) with no buyer action since %s", expired, cutoff.isoformat())
-    return expired

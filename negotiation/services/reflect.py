@@ -8,10 +8,8 @@ agent's prompt for the next run (the most recent NOTES_KEPT are kept). Informati
 for the coach too: the buyer's coach reads the buyer's view, and each seller's coach reads only that
 seller's own thread and configuration, and its note goes only into that seller's prompt.
 
-The coach speaks both prompt formats, built from one `CoachCase` so the two cannot differ in what
-they reveal: a chat model gets instructions, and a base model such as the local Gemma 3 270M gets
-two worked examples and then the case, ending where the note's JSON begins (DESIGN, "Facts
-measured": instructions make it echo, examples make it write a plausible JSON line).
+This module writes the sequence and cuts each agent's case out of its own view (`buyer_case`,
+`seller_case`); the coach's prompts, in both formats, and its call are negotiation/agents/coach.py.
 
 Every prompt a run plays with is stored as a `PromptVersion` whose id the run records, so the agent
 fingerprint changes whenever notes change, and any run can be replayed. A coach answer that is not
@@ -23,7 +21,6 @@ run is unique per (sequence, index), so a redelivered task writes nothing twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -32,87 +29,24 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as PydanticError
 
+from negotiation.agents.coach import CoachCase, ask_coach
 from negotiation.agents.fingerprint import run_fingerprints
-from negotiation.agents.gateway import LLMError, LLMReply, complete, get_profile
-from negotiation.agents.outputs import OutputError, extract_json
-from negotiation.agents.prompts import NOTE_MAX_CHARS
+from negotiation.agents.gateway import LLMReply
 from negotiation.dispatch import enqueue_reflect, enqueue_round
 from negotiation.engine import visibility
-from negotiation.engine.types import BUYER, Msg
+from negotiation.engine.types import BUYER
 from negotiation.engine.utility import run_utilities
 from negotiation.models import NegotiationRun, Outcome, ReflectSequence, SequenceStep, Session
-from negotiation.selectors import run_context
-from negotiation.services.batches import _check_range, agents_resolve, scenario_for
+from negotiation.run_context import run_context
 from negotiation.services.errors import LimitExceeded
+from negotiation.services.launch import agents_resolve, check_range, scenario_for
 from negotiation.services.prompt_versions import agents_with_notes, prompt_versions_record
 
 log = logging.getLogger(__name__)
 Mode = ReflectSequence.Mode
 MAX_LENGTH = 100
-COACH_MAX_TOKENS = 200
-COACH_COMPLETION_MAX_TOKENS = 90  # a 300-character note is about 75 tokens
-# A base model's context is small (the local server's is 2,048 tokens) and it copies what it reads
-# last, so its case holds only the end of the transcript, each line cut short.
-COMPLETION_LINES, COMPLETION_REPAIR_LINES, COMPLETION_LINE_CHARS = 8, 4, 160
 REFLECTS = {Mode.NONE: (), Mode.BUYER: ("buyer",), Mode.SELLER: ("seller",), Mode.BOTH: ("buyer", "seller")}
-
-COACH_SYSTEM = (
-    "You are a negotiation coach. You privately advise ONE agent of a marketplace negotiation, and you "
-    "see only what that agent saw. Read its last negotiation and its utility, and write ONE short "
-    "strategy note (one or two sentences, at most 40 words) that would raise its utility in its next "
-    "negotiation with the same counterparts. Be concrete: prices, timing, wording. Answer with ONE JSON "
-    'object and nothing else: {"note": "<the note>"}'
-)
-REPAIR = 'That answer was not usable ({error}). Reply with only {{"note": "<one short strategy note>"}}.'
-COACH_FEWSHOT_HEAD = """Below are strategy notes a negotiation coach wrote after marketplace negotiations. The coach saw only what one agent saw, read its outcome and its utility (0 worst, 1 best), and wrote one short, concrete note to raise that utility next time.
-
-"""  # noqa: E501 (the examples' lines are the model's input, not code)
-COACH_EXAMPLES = {"buyer": """You coach the BUYER.
-Its private constraints: 3 x Desk Lamp, acceptable price $20.00 to $30.00 per unit. Sellers: @LampCo, @BrightShop.
-R1 buyer -> all: [message $28.00] Can you do $28 each?
-R1 @LampCo -> buyer: [offer $27.00] $27 each.
-R1 @BrightShop -> buyer: [offer $25.00] I can do $25.
-R2 buyer -> @BrightShop: [accept $25.00] Deal at $25.
-Outcome: It bought from @BrightShop at $25.00 per unit after 2 rounds.
-Its utility in this negotiation: 0.500
-{"note": "Open near $21, not $28, and tell each seller the other's lower offer before accepting."}
-
-""", "seller": """You coach the SELLER @GearBarn.
-Its private configuration: 2 x Backpack wanted; it asks $60.00, its floor is $45.00, its cost $35.00; style rude; priorities: customer retention 30%, profit 70%.
-R1 buyer -> all: [message $40.00] Would you take $40?
-R1 @GearBarn -> buyer: [decline] No. Too low.
-Outcome: The buyer did not buy from it.
-Its utility in this negotiation: 0.000
-{"note": "Never decline a first counter: offer $55 and concede in small steps toward $45."}
-
-"""}  # noqa: E501
-NOTE_PRIMER = '{"note": "'
-
-
-class CoachNote(BaseModel):
-    """The coach's answer: one note of a sensible length, whitespace collapsed."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    note: str = Field(min_length=8, max_length=NOTE_MAX_CHARS)
-
-    @field_validator("note", mode="before")
-    @classmethod
-    def _squash(cls, v: Any) -> Any:
-        return " ".join(v.split()) if isinstance(v, str) else v
-
-
-def parse_note(text: str) -> str:
-    """The note in a coach's text, or OutputError saying what was wrong."""
-    try:
-        return CoachNote.model_validate(extract_json(text)).note
-    except PydanticError as exc:
-        err = exc.errors()[0]
-        raise OutputError(f"{'.'.join(str(p) for p in err['loc']) or 'note'}: {err['msg']}") from exc
-
 
 # --- creating a sequence -----------------------------------------------------------------------
 
@@ -127,9 +61,9 @@ def sequence_create(*, owner: Any, session: Session, item_name: str, mode: str, 
     if seed_policy not in ReflectSequence.SeedPolicy.values:
         errors.setdefault("seed_policy", []).append(
             f"Must be one of {', '.join(ReflectSequence.SeedPolicy.values)}.")
-    _check_range(errors, "length", length, 1, MAX_LENGTH)
-    _check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
-    _check_range(errors, "base_seed", base_seed, 0, 2**31 - 1 - (MAX_LENGTH if isinstance(length, int) else 0))
+    check_range(errors, "length", length, 1, MAX_LENGTH)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    check_range(errors, "base_seed", base_seed, 0, 2**31 - 1 - (MAX_LENGTH if isinstance(length, int) else 0))
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
         temperature = 0.7
@@ -213,31 +147,6 @@ def sequence_run_ended(*, run_id: Any) -> None:
 
 # --- after each run: utilities, the coach, the next run ----------------------------------------
 
-@dataclass(frozen=True)
-class CoachCase:
-    """What one agent's coach may read: built from that agent's own view only, rendered in either format."""
-
-    role: str  # "buyer" or "seller"
-    title: str  # whom the coach coaches
-    private: str  # the agent's own constraints or configuration
-    utility_rule: str
-    notes: tuple[str, ...]
-    transcript: str  # the heading of the transcript
-    thread: tuple[Msg, ...]
-    result: str
-    utility: float
-
-
-def _line(m: Msg, width: int = 400) -> str:
-    price = f" ${m.price:.2f}" if m.price is not None else ""
-    to = ", ".join(m.recipients) or "-"
-    return f"R{m.round_no} {m.sender} -> {to}: [{m.action}{price}] {m.text[:width]}"
-
-
-def _notes_block(notes: tuple[str, ...]) -> str:
-    return "Notes it already follows:\n" + "\n".join(f"- {n}" for n in notes) if notes else "No notes yet."
-
-
 def buyer_case(*, run: NegotiationRun, utility: float) -> CoachCase:
     """The buyer's coach sees the buyer's view only: its constraints, the handles, what was said to it."""
     ctx = run_context(run)
@@ -284,85 +193,6 @@ def seller_case(*, run: NegotiationRun, handle: str, utility: float) -> CoachCas
         thread=tuple(view.thread), result=result, utility=utility)
 
 
-def coach_chat(case: CoachCase) -> list[dict[str, str]]:
-    """The case for a chat model: the instructions, then everything the agent saw."""
-    lines = [case.title, case.private, case.utility_rule, _notes_block(case.notes), case.transcript,
-             *(_line(m) for m in case.thread), f"Outcome: {case.result}",
-             f"Its utility in this negotiation: {case.utility:.3f}"]
-    return [{"role": "system", "content": COACH_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
-
-
-def coach_fewshot(role: str) -> str:
-    """The two worked examples, the one for `role` last: the base model follows the example nearest
-    the case (measured on Gemma 3 270M: with the seller's example last, the buyer got a seller's note)."""
-    other = "seller" if role == "buyer" else "buyer"
-    return COACH_FEWSHOT_HEAD + COACH_EXAMPLES[other] + COACH_EXAMPLES[role]
-
-
-def coach_completion(case: CoachCase, *, last: int = COMPLETION_LINES) -> str:
-    """The case for a base model, in the examples' shape: the end of the transcript, then the primer.
-
-    The agent's earlier notes are left out: given them, Gemma 3 270M copied an old note word for
-    word instead of reading the run (measured); the chat coach still reads them.
-    """
-    lines = [case.title, case.private, *(_line(m, COMPLETION_LINE_CHARS) for m in case.thread[-last:]),
-             f"Outcome: {case.result}", f"Its utility in this negotiation: {case.utility:.3f}"]
-    return coach_fewshot(case.role) + "\n".join(lines) + "\n" + NOTE_PRIMER
-
-
-def parse_completion_note(text: str) -> str:
-    """The note in a base model's continuation of NOTE_PRIMER. It often stops before the closing '"}'
-    (the newline stop or the token limit), so the object is closed for it when that is all that is missing."""
-    raw = NOTE_PRIMER + text.rstrip()
-    try:
-        return parse_note(raw)
-    except OutputError as exc:
-        for ending in ('"}', "}"):
-            try:
-                return parse_note(raw + ending)
-            except OutputError:
-                pass
-        raise exc
-
-
-def _ask_coach(*, spec: dict[str, Any], case: CoachCase, seed: int) -> tuple[str | None, list[LLMReply], str]:
-    """One coach call and, if its answer is unusable, one repair: (note or None, replies, why not).
-
-    A chat model is told what was wrong. A base model cannot take instructions, so its second try
-    is again deterministic but reads a shorter case (the last COMPLETION_REPAIR_LINES lines of the
-    transcript): at temperature 0 the same prompt would only return the same text.
-    LLMTransientError propagates, so the task retries with backoff. Temperature 0: the same run and
-    notes give the same advice, as far as the provider allows.
-    """
-    try:
-        profile = get_profile(spec["profile"])
-    except LLMError as exc:
-        return None, [], str(exc)
-    chat = (spec.get("prompt_format") or profile.prompt_format) == "chat"
-    messages = coach_chat(case)
-    replies: list[LLMReply] = []
-    error = ""
-    for attempt in range(2):
-        try:
-            if chat:
-                reply = complete(profile=profile, model=spec["model"], chat=messages, temperature=0.0,
-                                 max_tokens=COACH_MAX_TOKENS, seed=seed + attempt)
-            else:
-                prompt = coach_completion(case, last=COMPLETION_REPAIR_LINES if attempt else COMPLETION_LINES)
-                reply = complete(profile=profile, model=spec["model"], prompt=prompt, temperature=0.0,
-                                 max_tokens=COACH_COMPLETION_MAX_TOKENS, stop=["\n"], seed=seed + attempt)
-        except LLMError as exc:
-            return None, replies, str(exc)
-        replies.append(reply)
-        try:
-            return (parse_note(reply.text) if chat else parse_completion_note(reply.text)), replies, ""
-        except OutputError as exc:
-            error = str(exc)
-            messages = [*messages, {"role": "assistant", "content": reply.text},
-                        {"role": "user", "content": REPAIR.format(error=error)}]
-    return None, replies, f"the coach's answer was not a usable note after one repair: {error}"
-
-
 def sequence_step_reflect(*, run_id: Any, give_up: bool = False) -> None:
     """After a sequence's run ends: record each side's utility, ask the coach for the reflecting
     sides' notes, and start the next run with them (or finish the sequence). Idempotent.
@@ -395,7 +225,7 @@ def sequence_step_reflect(*, run_id: Any, give_up: bool = False) -> None:
             if give_up:
                 errors[who] = "the coach's provider kept failing; gave up after the last retry"
                 continue
-            note, got, error = _ask_coach(spec=run.agents["analyst"], case=case, seed=run.seed * 31 + i)
+            note, got, error = ask_coach(spec=run.agents["analyst"], case=case, seed=run.seed * 31 + i)
             replies += got
             if note is None:
                 errors[who] = error
@@ -459,6 +289,5 @@ def sequence_step_fail(*, run_id: Any, reason: str) -> None:
         _step_failed(step, f"the reflection after run {step.index + 1} failed: {reason}")
 
 
-__all__ = ["COACH_EXAMPLES", "COACH_FEWSHOT_HEAD", "COACH_SYSTEM", "CoachCase", "CoachNote", "buyer_case",
-           "coach_chat", "coach_completion", "coach_fewshot", "parse_completion_note", "parse_note", "seller_case",
-           "sequence_create", "sequence_run_ended", "sequence_step_fail", "sequence_step_reflect", "sequences_sweep"]
+__all__ = ["buyer_case", "seller_case", "sequence_create", "sequence_run_ended", "sequence_step_fail",
+           "sequence_step_reflect", "sequences_sweep"]

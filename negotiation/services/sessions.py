@@ -15,9 +15,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 
+from negotiation.documents import SessionDocument, seller_terms
 from negotiation.engine.names import clean_name, name_key
-from negotiation.models import BuyerDemand, InventoryItem, Seller, Session
-from negotiation.services.errors import flatten
+from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Seller, Session
+from negotiation.services.errors import ConflictError, flatten
 
 _NO_NUL = ProhibitNullCharactersValidator()
 
@@ -37,20 +38,8 @@ def _clean(obj: Any, path: str, errors: dict[str, list[str]], exclude: list[str]
             errors.setdefault(key, []).extend(messages)
 
 
-def _weights(raw: dict[str, Any]) -> tuple[Any, Any]:
-    """Accept both spec shapes: 10.1's `priorities` and 5.2's `personality`."""
-    pri = raw.get("priorities") or {}
-    per = raw.get("personality") or {}
-    retention = pri.get("customer_retention", per.get("customer_retention_weight",
-                                                      raw.get("customer_retention_weight", "0.5")))
-    profit = pri.get("profit_maximization", per.get("profit_maximization_weight",
-                                                    raw.get("profit_maximization_weight", "0.5")))
-    return retention, profit
-
-
 def _seller_obj(session: Session, raw: dict[str, Any]) -> Seller:
-    retention, profit = _weights(raw)
-    style = raw.get("style") or (raw.get("personality") or {}).get("style") or "neutral"
+    style, retention, profit = seller_terms(raw)
     return Seller(session=session, handle=clean_name(str(raw.get("handle", ""))), style=style,
                   customer_retention_weight=_dec(retention), profit_maximization_weight=_dec(profit))
 
@@ -114,8 +103,15 @@ def _build_demand(session: Session, raw: dict[str, Any], path: str, errors: dict
 
 
 @transaction.atomic
-def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
-    """Create a whole session from the spec's section-5 shapes, or write nothing at all."""
+def session_import(*, document: SessionDocument | dict[str, Any], owner: Any = None) -> Session:
+    """Create a whole session from the spec's section-5 shapes, or write nothing at all.
+
+    `document` is a SessionDocument (negotiation/documents.py), or its JSON as written in a file or
+    a request: either way every object is built from it and `full_clean()`ed against the models' own
+    rules, and each error is reported under its path in the document.
+    """
+    if isinstance(document, SessionDocument):
+        document = document.as_json()
     if not isinstance(document, dict):
         raise ValidationError({"document": ["The session document must be a JSON object."]})
     errors: dict[str, list[str]] = {}
@@ -170,21 +166,7 @@ def session_import(*, document: dict[str, Any], owner: Any = None) -> Session:
 
 def session_export(*, session: Session) -> dict[str, Any]:
     """The import document for a session, so a scenario can be saved, versioned and re-imported."""
-    return {
-        "name": session.name,
-        "description": session.description,
-        "buyer": {"item_demands": [
-            {"item_name": d.item_name, "quantity": d.quantity, "min_price": str(d.min_price),
-             "max_price": str(d.max_price)} for d in session.demands.all()]},
-        "sellers": [
-            {"handle": s.handle, "style": s.style,
-             "priorities": {"customer_retention": str(s.customer_retention_weight),
-                            "profit_maximization": str(s.profit_maximization_weight)},
-             "inventory": [{"item_name": i.item_name, "cost_price": str(i.cost_price),
-                            "selling_price": str(i.selling_price), "least_price": str(i.least_price)}
-                           for i in s.inventory.all()]}
-            for s in session.sellers.prefetch_related("inventory")],
-    }
+    return SessionDocument.of_session(session).as_json()
 
 
 # --- edits one piece at a time (the REST API) -------------------------------------------------
@@ -211,8 +193,6 @@ def session_update(*, session: Session, name: str | None = None, description: st
 def session_delete(*, session: Session) -> None:
     """Delete a session and its configuration; refused while runs or batches keep its results."""
     session_editable(session=session)
-    from negotiation.models import Batch, NegotiationRun
-    from negotiation.services.errors import ConflictError
 
     runs = NegotiationRun.objects.filter(session=session).count()
     batches = Batch.objects.filter(session=session).count()
@@ -276,8 +256,6 @@ def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
 def seller_delete(*, seller: Seller) -> None:
     """Remove a seller from its session; finished runs keep their own snapshot of it."""
     session_editable(session=seller.session)
-    from negotiation.models import NegotiationRun
-    from negotiation.services.errors import ConflictError
 
     live = NegotiationRun.objects.filter(session_id=seller.session_id, status__in=[
         NegotiationRun.Status.QUEUED, NegotiationRun.Status.RUNNING]).count()
@@ -294,5 +272,5 @@ def session_editable(*, session: Session) -> None:
     if session.frozen:
         msg = (f"This session belongs to {session.frozen_by} and is read-only: results are compared across "
                "runs of that suite version. To change it, copy the suite to a new version "
-               "(benchmarks/suites/<name>-v<N+1>/) or export the session and import it as your own.")
+               "(suites/<name>-v<N+1>/) or export the session and import it as your own.")
         raise ValidationError({"session": [msg]})

@@ -20,10 +20,12 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from mams.celery import app
 from mams.queues import Queue
 from negotiation import tts
 from negotiation.engine.types import BUYER
-from negotiation.models import Message, MessageAudio, NegotiationRun
+from negotiation.models import Message, MessageAudio, NegotiationRun, Seller
+from negotiation.run_context import run_context
 from negotiation.services import outside
 from negotiation.services.events import publish
 
@@ -38,7 +40,6 @@ def voice_on_commit(*, run: NegotiationRun, msg: Message) -> None:
 
 
 def voice_enqueue(message_id: Any) -> None:
-    from mams.celery import app
 
     try:
         app.send_task("negotiation.speak", args=[str(message_id)], queue=Queue.VOICE)
@@ -52,7 +53,6 @@ def engine_name() -> str:
 
 def seller_voice(*, run: NegotiationRun, handle: str) -> tuple[int, str, str]:
     """(position among the run's sellers, style, admin override) of a seller, from the run's snapshot."""
-    from negotiation.models import Seller
 
     sellers = run.scenario.get("sellers", [])
     position = next((i for i, s in enumerate(sellers) if s["handle"] == handle), 0)
@@ -64,7 +64,6 @@ def seller_voice(*, run: NegotiationRun, handle: str) -> tuple[int, str, str]:
 
 def spoken_text(*, run: NegotiationRun, msg: Message) -> str:
     """The reply as the buyer received it (the disclosure rule applied)."""
-    from negotiation.selectors import run_context
 
     return run_context(run).row_received(msg, BUYER).text
 
@@ -124,7 +123,3 @@ def run_audio_pending(*, run: NegotiationRun) -> bool:
     if not run.voice:
         return False
     return Message.objects.filter(run=run, sender_type=Message.SenderType.SELLER, audio__isnull=True).exists()
-
-
-def audio_url(*, run_id: Any, message_id: Any) -> str:
-    return f"/api/negotiations/{run_id}/messages/{message_id}/audio"

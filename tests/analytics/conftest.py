@@ -41,7 +41,7 @@ def played_batch(sample: Session, user: Any, play_through: Callable[[Any], Negot
                              max_rounds=max_rounds, base_seed=base_seed, owner=user)
         for run_id in NegotiationRun.objects.filter(batch=batch).values_list("pk", flat=True):
             play_through(run_id)
-        from negotiation.services.play import batch_refresh
+        from negotiation.services.lifecycle import batch_refresh
 
         batch_refresh(batch_id=batch.pk)
         batch.refresh_from_db()

@@ -194,12 +194,12 @@ def test_every_page_fits_and_reads_at_1400_and_400_px(browser: Any, live_server:
 
     from analytics import archive
     from analytics.analysis import run_analyse
-    from analytics.replication import replication_launch
+    from analytics.benchmarks.replication import replication_launch
     from negotiation.models import Message, SequenceStep
     from negotiation.services import voice
     from negotiation.services.experiments import experiment_create
     from negotiation.services.reflect import sequence_create, sequence_step_reflect
-    from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
+    from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, launch, play_all
     from tests.analytics.conftest import BASELINE
 
     SHOTS.mkdir(parents=True, exist_ok=True)

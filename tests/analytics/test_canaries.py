@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from analytics import metrics
-from analytics.bench.leaderboard import leaderboard
-from analytics.suites import load_suite
+from analytics.benchmarks.leaderboard import leaderboard
+from analytics.benchmarks.suite_files import load_suite
 from negotiation.agents.canaries import CANARIES
 from negotiation.agents.fingerprint import agent_fingerprint, played_fingerprint
 from negotiation.engine.protocol import Rules, last_round
 from negotiation.engine.types import BuyerPrivate, EndReason, SellerPrivate, money
-from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
+from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, launch, play_all
 from tests.negotiation.selfplay import play
 
 BASELINES = ("boulware", "linear", "conceder")

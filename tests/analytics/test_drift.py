@@ -1,4 +1,4 @@
-"""The drift alarm (analytics/bench/drift.py): a planted shift between two benchmark runs of the same
+"""The drift alarm (analytics/benchmarks/drift.py): a planted shift between two benchmark runs of the same
 pinned configuration fires (a DriftFlag on the leaderboard and a Sentry message); noise within the CI,
 too few runs, and a configuration with no previous run stay quiet."""
 
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import sentry_sdk
 
-from analytics.bench.drift import DRIFT_MIN_N, drifted
-from analytics.bench.leaderboard import leaderboard
-from analytics.bench.models import BenchmarkRun, DriftFlag
-from analytics.bench.services import benchmark_finish, benchmarks_finish_due
+from analytics.benchmarks.drift import DRIFT_MIN_N, drifted
+from analytics.benchmarks.leaderboard import leaderboard
+from analytics.benchmarks.services import benchmark_finish, benchmarks_finish_due
 from analytics.metrics import Estimate
+from analytics.models import BenchmarkRun, DriftFlag
 from mams.sentry import sentry_init
 from negotiation.agents.fingerprint import agent_fingerprint
-from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, plant
+from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, launch, plant
 from tests.mams.test_sentry import CapturingTransport
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""The leaderboard (analytics/bench/leaderboard.py) through its page, its API and `manage.py leaderboard`,
+"""The leaderboard (analytics/benchmarks/leaderboard.py) through its page, its API and `manage.py leaderboard`,
 on benchmark runs of the core suite played in-process; and `manage.py run_suite`'s input errors."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from analytics.bench.leaderboard import leaderboard
+from analytics.benchmarks.leaderboard import leaderboard
 from analytics.metrics import WIN_SHARE_THRESHOLD
 from negotiation.agents.fingerprint import agent_fingerprint
-from tests.analytics.bench_helpers import BOULWARE, CONCEDER, LINEAR, LLM_BUYER, launch, play_all
+from tests.analytics.benchmark_helpers import BOULWARE, CONCEDER, LINEAR, LLM_BUYER, launch, play_all
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

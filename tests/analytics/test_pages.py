@@ -242,7 +242,7 @@ def test_the_pages_show_the_disclosure_rule_and_how_much_the_code_decided(web: C
 
 
 def test_a_shared_benchmark_batch_shows_to_every_user_read_only(web: Client, sample: Any, user: Any) -> None:
-    from tests.analytics.bench_helpers import BOULWARE, launch
+    from tests.analytics.benchmark_helpers import BOULWARE, launch
 
     # given a shared benchmark batch, bob's own benchmark batch and bob's private batch
     bob = UserFactory(username="bob")

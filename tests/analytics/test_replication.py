@@ -1,4 +1,4 @@
-"""Replication suites (analytics/replication.py, `manage.py replicate`): the published figures beside
+"""Replication suites (analytics/benchmarks/replication.py, `manage.py replicate`): the published figures beside
 MAMS's, computed with the papers' definitions (analytics/metrics.py), through the real services.
 
 Reproducing the papers needs their chat models and a key; here the whole path runs with the fake
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from analytics.bench.models import BenchmarkRun
-from analytics.replication import replication_launch, replication_report, replication_text
-from analytics.suites import load_suite
+from analytics.benchmarks.replication import replication_launch, replication_report, replication_text
+from analytics.benchmarks.suite_files import load_suite
+from analytics.models import BenchmarkRun
 from negotiation.models import Outcome
-from tests.analytics.bench_helpers import play_all
+from tests.analytics.benchmark_helpers import play_all
 
 
 def _group(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def test_the_replication_suites_carry_the_published_figures():
 
 
 def test_a_figure_without_its_source_or_over_an_unknown_group_is_refused_by_field():
-    from analytics.suites import check_replication
+    from analytics.benchmarks.suite_files import check_replication
     section = {"paper": "p", "max_rounds": 5, "metrics": ["deal_rate"], "groups": {"a": "low"},
                "figures": [{"scenario": "all", "metric": "deal_rate", "label": "x", "value": 0.5, "source": "t.ipynb"}]}
     assert check_replication(section, {"a"}, "s") == []

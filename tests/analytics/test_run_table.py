@@ -157,7 +157,7 @@ def test_the_launch_form_names_and_tags_a_batch(web: Client, sample: Any) -> Non
 def test_the_leaderboard_and_experiment_pages_export_their_tables(web: Client, sample: Any, user: Any,
                                                                    play_through: Any) -> None:
     from negotiation.services.experiments import experiment_create
-    from tests.analytics.bench_helpers import BOULWARE, LINEAR, launch, play_all
+    from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, launch, play_all
 
     play_all(launch(buyers=[BOULWARE, LINEAR], opponents=LINEAR), play_through)
     page = web.get("/analytics/leaderboard/", {"suite": "core-v1"}).content.decode()

@@ -11,9 +11,14 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from analytics.bench.models import BenchmarkRun, BenchmarkSchedule
-from analytics.bench.services import SCHEDULE_TASK, benchmark_schedule_delete, benchmark_schedule_save
-from tests.analytics.bench_helpers import BOULWARE, LINEAR, LLM_BUYER
+from analytics.benchmarks.services import (
+    SCHEDULE_TASK,
+    benchmark_schedule_delete,
+    benchmark_schedule_save,
+    benchmark_schedule_validate,
+)
+from analytics.models import BenchmarkRun, BenchmarkSchedule
+from tests.analytics.benchmark_helpers import BOULWARE, LINEAR, LLM_BUYER
 from tests.conftest import wait_for, wait_for_batch
 from tests.factories import UserFactory
 
@@ -106,7 +111,7 @@ def test_the_data_migration_creates_the_nightly_schedule():
     assert (task.crontab.minute, task.crontab.hour, task.task) == ("30", "2", SCHEDULE_TASK)
     assert {b.get("strategy", "llm") for b in nightly.buyers} == {"llm", "boulware", "linear", "conceder"}
     assert nightly.opponents["profile"] == "local" and nightly.opponents["model"]  # pinned, not "whatever is default"
-    nightly.full_clean()  # the migration's rows pass the admin's own validation
+    benchmark_schedule_validate(schedule=nightly)  # the migration's rows pass the admin's own validation
 
 
 @pytest.mark.worker
@@ -115,7 +120,7 @@ def test_a_scheduled_benchmark_fires_through_beat_and_lands_on_the_leaderboard(c
     from django_celery_beat.models import PeriodicTask
     from django_celery_beat.schedulers import DatabaseScheduler
 
-    from analytics.bench.leaderboard import leaderboard
+    from analytics.benchmarks.leaderboard import leaderboard
     from mams.celery import app
 
     # given a schedule due every minute (so beat's hour pre-filter keeps it in its schedule)

@@ -11,12 +11,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 
-from analytics.bench.models import SuiteScenario
-from analytics.bench.services import suite_load
-from analytics.suites import SuiteError
+from analytics.benchmarks.services import suite_load
+from analytics.benchmarks.suite_files import SuiteError
+from analytics.models import SuiteScenario
 from negotiation.models import BuyerDemand, Session
 from negotiation.services import sessions
-from tests.analytics.bench_helpers import LINEAR, launch
+from tests.analytics.benchmark_helpers import LINEAR, launch
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,5 +1,5 @@
-"""Benchmark suites: the files and their loader (analytics/suites.py, no database), then loading a
-suite into the database idempotently (analytics/bench/services.py::suite_load)."""
+"""Benchmark suites: the files and their loader (analytics/benchmarks/suite_files.py, no database), then loading a
+suite into the database idempotently (analytics/benchmarks/services.py::suite_load)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from analytics.suites import SUITES_DIR, SuiteError, list_suites, load_suite
+from analytics.benchmarks.suite_files import SUITES_DIR, SuiteError, list_suites, load_suite
 
 REQUIRED = {"one-seller-easy", "three-sellers", "ten-sellers", "tight-zopa", "no-zopa", "rude-profit-first",
             "sweet-retention-first", "several-items"}
@@ -121,8 +121,8 @@ def test_manifest_must_match_its_directory(tmp_path: Path):
 
 @pytest.mark.django_db
 def test_a_suite_loads_once_and_again_is_a_no_op():
-    from analytics.bench.models import Suite, SuiteScenario
-    from analytics.bench.services import suite_load
+    from analytics.benchmarks.services import suite_load
+    from analytics.models import Suite, SuiteScenario
     from negotiation.models import Session
 
     # given nothing loaded, when core-v1 is loaded twice
@@ -146,12 +146,12 @@ def test_a_suite_loads_once_and_again_is_a_no_op():
 
 @pytest.mark.django_db
 def test_the_same_version_with_other_content_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from analytics.bench.models import Suite
-    from analytics.bench.services import suite_load
+    from analytics.benchmarks.services import suite_load
+    from analytics.models import Suite
 
     # given core-v1 loaded from a copy of the files
     root = _copy_core(tmp_path)
-    monkeypatch.setattr("analytics.suites.SUITES_DIR", root)
+    monkeypatch.setattr("analytics.benchmarks.suite_files.SUITES_DIR", root)
     suite_load(ref="core-v1")
     # when a scenario file is edited without bumping the version
     path = root / "core-v1" / "one_seller_easy.json"
@@ -169,7 +169,7 @@ def test_suite_sessions_are_usable_by_every_user_without_leaking(db: Any):
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from tests.analytics.bench_helpers import BOULWARE, launch
+    from tests.analytics.benchmark_helpers import BOULWARE, launch
     from tests.factories import UserFactory
 
     # given alice's benchmark run on the shared suite sessions

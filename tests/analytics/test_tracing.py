@@ -1,7 +1,8 @@
 """Galileo tracing in-process: no key is a no-op; with a key, the SDK's ingestion_hook captures the payload.
 
 The negotiation is real (in-process turns, the fake LLM over HTTP, the real openai client), so the
-spans are exactly the calls the gateway made, with the metadata play.py and decide.py handed down.
+spans are exactly the calls the gateway made (buffered by negotiation/agents/spans.py), with the
+metadata play.py and decide.py handed down.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from analytics import tracing
 from analytics.analysis import run_analyse
 from analytics.models import RunAnalysis
+from negotiation.agents import spans
 from negotiation.models import Message, NegotiationRun
 from tests.analytics.conftest import LLM
 
@@ -103,11 +105,11 @@ def test_a_galileo_failure_never_fails_the_run_or_its_analysis(galileo: Any, pla
 def test_buffering_never_fails_a_turn_when_redis_is_unreachable(galileo: Any, monkeypatch: Any) -> None:
     import redis
 
-    monkeypatch.setattr(tracing, "_redis", redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
-    monkeypatch.setattr(tracing, "_db_of", lambda url: 0)
+    monkeypatch.setattr(spans, "_redis", redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
+    monkeypatch.setattr(spans, "_db_of", lambda url: 0)
 
     class Reply:
         text, model, prompt_tokens, completion_tokens, latency_ms = "x", "m", 1, 1, 1
 
-    tracing.record_llm_call(meta={"run": "r", "round": 1, "role": "buyer", "handle": "buyer"}, chat=None,
-                            prompt="p", reply=Reply(), temperature=0.5)  # logged, not raised
+    spans.record_llm_call(url=galileo.REDIS_URL, meta={"run": "r", "round": 1, "role": "buyer", "handle": "buyer"},
+                          chat=None, prompt="p", reply=Reply(), temperature=0.5)  # logged, not raised

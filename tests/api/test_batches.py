@@ -246,7 +246,7 @@ def test_other_users_batches_are_404_and_anonymous_is_401(api: Any, other_api: A
 
 def _shared_and_private_benchmark_batches(owner: Any) -> tuple[Batch, Batch]:
     """A batch of a benchmark run without an owner (shared) and one of `owner`'s own benchmark run."""
-    from tests.analytics.bench_helpers import BOULWARE, launch
+    from tests.analytics.benchmark_helpers import BOULWARE, launch
 
     shared = Batch.objects.filter(benchmark_entry__benchmark=launch(buyers=[BOULWARE])).first()
     private = Batch.objects.filter(benchmark_entry__benchmark=launch(buyers=[BOULWARE], owner=owner)).first()

@@ -1,7 +1,7 @@
 """The environment API for external agents (/env/...): tasks, reset, step, state, score and health.
 
 In-process tests play the sellers' turns here (as test_live.py does); the last test is the whole
-thing over real HTTP: a scripted external agent (bench/env_agent.py) against the live server, with
+thing over real HTTP: a scripted external agent (perf/env_agent.py) against the live server, with
 the sellers played by the real Celery worker through the fake LLM. Every body an external agent
 can receive is checked for the sellers' planted private numbers.
 """
@@ -20,11 +20,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
-from analytics.bench.models import Suite, SuiteScenario
-from analytics.models import RunMetrics
-from analytics.suites import load_suite
+from analytics.benchmarks.suite_files import load_suite
+from analytics.environment import ACTIONS
+from analytics.models import RunMetrics, Suite, SuiteScenario
 from negotiation.models import Message, NegotiationRun, Outcome, RunEvent, Session
-from negotiation.services.environment import ACTIONS
 from negotiation.services.sessions import session_import
 from tests.api.conftest import BASELINE, LLM, client_for
 from tests.api.test_live import carries
@@ -62,7 +61,7 @@ def assert_nothing_private(body: str, secrets: list[str] = SECRETS, words: list[
 
 
 def load_agent() -> Any:
-    spec = importlib.util.spec_from_file_location("env_agent", ROOT / "bench" / "env_agent.py")
+    spec = importlib.util.spec_from_file_location("env_agent", ROOT / "perf" / "env_agent.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""The experiments and sequences API (negotiation/api/experiments.py): create, read, results; clear 400s
+"""The experiments and sequences API (analytics/api/experiments.py): create, read, results; clear 400s
 with field paths and nothing written; another user's experiment or sequence is a 404."""
 
 from __future__ import annotations

@@ -239,9 +239,9 @@ def test_a_seller_stating_its_floor_reaches_a_person_withheld_on_every_surface(
         api: Any, sample: Session, sellers_answer: Any, settings: Any, llm: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # given LLM sellers that offer their ask and say their floor and cost out loud (a legal offer, a leaky text)
+    from analytics.environment import episode_observation
     from negotiation.api.live import SellerReplySerializer
     from negotiation.models import RunEvent
-    from negotiation.services.environment import episode_observation
     from negotiation.services.live import live_replies_wait
 
     monkeypatch.setitem(settings.LLM_PROFILES["openai-compatible"], "rate", "6000/minute")

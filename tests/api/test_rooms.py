@@ -1,5 +1,5 @@
 """Rooms with an outside buyer (live negotiations and /env episodes): an abandoned one is closed by the
-sweeper (negotiation/services/play.py::rooms_expire, called from the `negotiation.sweep` task), and a
+sweeper (negotiation/services/sweeps.py::rooms_expire, called from the `negotiation.sweep` task), and a
 user may hold only MAMS_MAX_OPEN_ROOMS_PER_USER of them open at once (services/live.py::live_start).
 
 Idleness is read from times, so the tests move a room's heartbeat and messages into the past rather
@@ -17,9 +17,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from analytics.bench.models import Suite
+from analytics.models import Suite
 from negotiation.models import Message, NegotiationRun, Session
-from negotiation.services import play
+from negotiation.services import sweeps
 from negotiation.services.events import channel, redis_client
 from negotiation.services.live import live_start
 from negotiation.services.scenarios import scenario_document
@@ -105,7 +105,7 @@ def test_a_room_with_recent_activity_is_left_open(api: Any, sample: Session, sel
         created_at=timezone.now() - timedelta(minutes=1))
     fresh = _reset(api, _session_task(sample)).json()["episode_id"]
     # when the sweep runs, then neither is closed
-    assert play.rooms_expire(idle_after=timedelta(hours=24)) == 0
+    assert sweeps.rooms_expire(idle_after=timedelta(hours=24)) == 0
     assert set(NegotiationRun.objects.filter(pk__in=[talked, fresh]).values_list("status", flat=True)) == {
         Status.RUNNING}
     # and the talked-in room still takes the buyer's next turn
@@ -124,7 +124,7 @@ def test_finished_rooms_and_agent_runs_are_not_touched(api: Any, sample: Session
         _idle_since(rid, hours=30)
     before = NegotiationRun.objects.get(pk=done)
     # when the rooms are swept
-    assert play.rooms_expire(idle_after=timedelta(hours=24)) == 0
+    assert sweeps.rooms_expire(idle_after=timedelta(hours=24)) == 0
     # then the finished room keeps its status, end time and (empty) error, and the agent run is not a room
     after = NegotiationRun.objects.get(pk=done)
     assert (after.status, after.ended_at, after.error) == (Status.COMPLETED, before.ended_at, "")
@@ -135,7 +135,7 @@ def test_finished_rooms_and_agent_runs_are_not_touched(api: Any, sample: Session
 def test_rooms_never_expire_when_switched_off(api: Any, sample: Session) -> None:
     rid = _start(api, sample).json()["id"]
     _idle_since(rid, hours=24 * 365)
-    assert play.rooms_expire(idle_after=timedelta(0)) == 0
+    assert sweeps.rooms_expire(idle_after=timedelta(0)) == 0
     assert NegotiationRun.objects.get(pk=rid).status == Status.RUNNING
 
 
@@ -145,7 +145,7 @@ def test_a_turn_in_an_expired_live_room_is_a_409_that_says_how_to_go_on(api: Any
     # given a live room closed by the sweep
     rid = _start(api, sample).json()["id"]
     _idle_since(rid, hours=25)
-    assert play.rooms_expire(idle_after=timedelta(hours=24)) == 1
+    assert sweeps.rooms_expire(idle_after=timedelta(hours=24)) == 1
     # when the buyer comes back and speaks, or decides
     for path, body in (("message", {"text": "Still there?", "wait": False}), ("decide", {"decision": "walk_away"})):
         r = api.post(f"/api/negotiations/{rid}/{path}", body, format="json")
@@ -164,7 +164,7 @@ def test_a_step_in_an_expired_episode_is_a_409_that_says_how_to_go_on(api: Any, 
     # given an /env episode closed by the sweep
     eid = _reset(api, _session_task(sample)).json()["episode_id"]
     _idle_since(eid, hours=25)
-    assert play.rooms_expire(idle_after=timedelta(hours=24)) == 1
+    assert sweeps.rooms_expire(idle_after=timedelta(hours=24)) == 1
     # when the agent steps again
     r = api.post("/env/step", {"episode_id": eid, "action": {"type": "message", "text": "Hello?"},
                                "wait_seconds": 0}, format="json")
@@ -212,7 +212,7 @@ def test_finished_and_expired_rooms_free_their_place(api: Any, sample: Session, 
     assert _reset(api, _session_task(sample)).status_code == 429
     # nor does one the sweeper closed
     _idle_since(second, hours=25)
-    assert play.rooms_expire(idle_after=timedelta(hours=24)) == 1
+    assert sweeps.rooms_expire(idle_after=timedelta(hours=24)) == 1
     assert _start(api, sample).status_code == 201
 
 

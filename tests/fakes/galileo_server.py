@@ -22,7 +22,7 @@ from typing import Any
 import jwt
 
 USER_ID = str(uuid.uuid4())
-SIGNING_KEY = "fake-galileo-signing-key-of-32-bytes!"  # noqa: S105 - signs the fake's own test tokens
+SIGNING_KEY = "fake-galileo-signing-key-of-32-bytes!"
 
 
 def _now() -> str:

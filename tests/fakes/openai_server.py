@@ -49,8 +49,8 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_CONTENT",
-    "HEADER_FAMILIES",
     "FAULT_KINDS",
+    "HEADER_FAMILIES",
     "FakeLLM",
     "Request",
     "default_policy",

@@ -51,12 +51,12 @@ def test_demo_dry_run_prints_the_api_estimate_and_launches_nothing(fake_llm: Any
 
 def test_run_experiment_dry_run_adds_up_its_conditions(sample: Session, fake_llm: Any) -> None:
     out = io.StringIO()
-    agents = json.dumps({r: LLM for r in ("buyer", "seller", "analyst")})
+    agents = json.dumps(dict.fromkeys(("buyer", "seller", "analyst"), LLM))
     call_command("run_experiment", "--session", str(sample.pk), "--item", "USB-C Cable", "--runs", "5",
                  "--max-rounds", "2", "--dry-run", "--condition", f"a={agents}",
                  "--condition", f'b={{"temperature": 0.2, "agents": {agents}}}', stdout=out)
-    one = batch_estimate(session=sample, item_name="USB-C Cable", runs=5, agents={r: LLM for r in (
-        "buyer", "seller", "analyst")}, max_rounds=2)
+    one = batch_estimate(session=sample, item_name="USB-C Cable", runs=5,
+                         agents=dict.fromkeys(("buyer", "seller", "analyst"), LLM), max_rounds=2)
     text = out.getvalue()
     # two conditions alike but for temperature: twice one batch's calls and tokens
     assert f"10 runs, at most {2 * one['calls']} LLM calls, {2 * one['tokens']} tokens" in text, text
@@ -71,7 +71,7 @@ def test_run_experiment_dry_run_adds_up_its_conditions(sample: Session, fake_llm
 ])
 def test_benchmark_commands_dry_run_estimate_every_batch_and_launch_nothing(command: list[str],
                                                                             fake_llm: Any) -> None:
-    from analytics.bench.models import BenchmarkRun
+    from analytics.models import BenchmarkRun
 
     out = io.StringIO()
     call_command(*command, "--dry-run", stdout=out)

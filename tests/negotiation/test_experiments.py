@@ -204,7 +204,7 @@ def test_a_draft_launches_once_and_its_status_follows_its_batches(sample: Sessio
         experiment_launch(experiment=draft)
     for run in NegotiationRun.objects.all():
         play_through(run.pk)
-    from negotiation.services.play import batch_refresh
+    from negotiation.services.lifecycle import batch_refresh
 
     for batch in Batch.objects.all():
         batch_refresh(batch_id=batch.pk)

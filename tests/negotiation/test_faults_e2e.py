@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from negotiation.models import Batch, Message, NegotiationRun, RunEvent
-from negotiation.services import play
+from negotiation.services import play, sweeps
 from negotiation.services.batches import batch_cancel, batch_create
 from negotiation.services.scenarios import sample_session_load
 from tests.conftest import wait_for, wait_for_batch
@@ -119,7 +119,7 @@ def test_the_sweeper_requeues_a_stalled_run_and_it_completes(celery_worker: Any,
     wait_for(lambda: NegotiationRun.objects.get(pk=run.pk).heartbeat_at is None, timeout=5, what="no progress")
     NegotiationRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
     # when the sweeper runs
-    assert play.runs_sweep(stale_after=timezone.timedelta(minutes=10)) >= 1
+    assert sweeps.runs_sweep(stale_after=timezone.timedelta(minutes=10)) >= 1
     # then the worker finishes the run
     wait_for_batch(batch.pk, timeout=60, worker=celery_worker)
     assert NegotiationRun.objects.get(pk=run.pk).status == "completed"

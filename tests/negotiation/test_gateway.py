@@ -24,6 +24,8 @@ from negotiation.agents import gateway, limiter
 from negotiation.agents.gateway import LLMError, LLMReply, LLMTransientError, complete, get_profile
 from tests.fakes.openai_server import Request
 
+pytestmark = pytest.mark.services  # the Redis limiter (make services)
+
 CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
 
 

@@ -24,6 +24,8 @@ from django.conf import settings
 
 from negotiation.agents.limiter import Cost, LimiterTimeout, LLMLimiter, TokenLimits
 
+pytestmark = pytest.mark.services  # the Redis limiter (make services)
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST = "10000/second"  # a rate that never binds, for tests about concurrency
 # Timestamps are taken by the holder after its grant, so a thread descheduled on a busy machine
@@ -246,7 +248,7 @@ def test_a_context_never_exited_frees_its_slot_after_the_lease(limiter: LLMLimit
         # when another caller asks for the only slot
         with limiter.slot("stuck", rate=FAST, max_concurrency=1, lease_seconds=5, max_wait=3) as waited:
             # then it waited out the lease, and got the slot
-            assert 0.3 <= waited and time.monotonic() - started >= 0.35
+            assert waited >= 0.3 and time.monotonic() - started >= 0.35
 
 
 def test_a_short_max_wait_raises_limiter_timeout_when_every_slot_is_taken(limiter: LLMLimiter) -> None:

@@ -14,24 +14,21 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
+from negotiation.agents.coach import (
+    COMPLETION_LINES,
+    COMPLETION_REPAIR_LINES,
+    NOTE_PRIMER,
+    coach_completion,
+    coach_fewshot,
+    parse_completion_note,
+    parse_note,
+)
 from negotiation.agents.fingerprint import agent_fingerprint
 from negotiation.agents.prompts import NOTES_KEPT, PROMPT_VERSION, prompt_version
 from negotiation.engine.utility import run_utilities
 from negotiation.models import Message, NegotiationRun, PromptVersion, ReflectSequence, SequenceStep, Session
 from negotiation.services.prompt_versions import agents_with_notes
-from negotiation.services.reflect import (
-    COMPLETION_LINES,
-    COMPLETION_REPAIR_LINES,
-    NOTE_PRIMER,
-    buyer_case,
-    coach_completion,
-    coach_fewshot,
-    parse_completion_note,
-    parse_note,
-    seller_case,
-    sequence_create,
-    sequence_step_reflect,
-)
+from negotiation.services.reflect import buyer_case, seller_case, sequence_create, sequence_step_reflect
 from negotiation.services.scenarios import scenario_document
 from negotiation.services.sessions import session_import
 from tests.conftest import wait_for
@@ -312,7 +309,7 @@ def test_a_redelivered_reflection_writes_nothing_twice(sample: Session, owner: A
 
 
 def test_a_failed_run_ends_the_sequence_with_its_reason(sample: Session, owner: Any, llm: Any) -> None:
-    from negotiation.services.play import run_fail
+    from negotiation.services.lifecycle import run_fail
 
     seq = _sequence(sample, owner, mode="buyer", length=3)
     run_id = _step(seq, 0).run_id

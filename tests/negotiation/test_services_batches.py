@@ -367,11 +367,11 @@ def test_an_unknown_model_for_a_profile_is_refused_with_its_path_and_nothing_is_
     assert not Batch.objects.exists() and not NegotiationRun.objects.exists()
 
 
-# --- Finishing (play.batch_refresh, called after each run ends) --------------------------------
+# --- Finishing (lifecycle.batch_refresh, called after each run ends) --------------------------------
 
 
 def test_a_batch_finishes_only_when_no_run_is_left_queued_or_running(session: Session) -> None:
-    from negotiation.services.play import batch_refresh
+    from negotiation.services.lifecycle import batch_refresh
 
     # given a running batch of 3 runs: one completed, one failed, one still running
     batch = create(session, runs=3)
@@ -405,7 +405,7 @@ def test_a_batch_finishes_only_when_no_run_is_left_queued_or_running(session: Se
     (["completed", "completed", "failed"], "partly_failed"),
 ])
 def test_a_finished_batch_says_what_its_runs_did(session: Session, ends: list[str], expected: str) -> None:
-    from negotiation.services.play import batch_refresh
+    from negotiation.services.lifecycle import batch_refresh
 
     # given a running batch whose runs have all ended as `ends`
     batch = create(session, runs=3)
@@ -453,7 +453,7 @@ def test_a_group_of_batches_is_completed_only_when_every_batch_completed(statuse
 
 
 def test_a_cancelled_batch_gets_its_end_time_but_stays_cancelled(session: Session) -> None:
-    from negotiation.services.play import batch_refresh
+    from negotiation.services.lifecycle import batch_refresh
 
     # given a cancelled batch whose one running run was left to stop at its next round
     batch = create(session, runs=2)

@@ -18,7 +18,7 @@ from django.test import Client
 from negotiation.models import Batch, Experiment, NegotiationRun
 from negotiation.services.batches import batch_create
 from negotiation.services.experiments import experiment_status
-from negotiation.services.play import batch_refresh
+from negotiation.services.lifecycle import batch_refresh
 from negotiation.services.scenarios import sample_session_load
 from tests.api.conftest import client_for
 

@@ -19,6 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from negotiation import tasks
 from negotiation.agents.gateway import LLMTransientError
 
+pytestmark = pytest.mark.services  # the Redis limiter (make services)
+
 
 class Task:
     """What _run_guarded reads of a bound Celery task, and what it asks of `retry`."""
@@ -37,7 +39,7 @@ def failed(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[str]:
     settings.MAMS_LLM_MAX_RETRIES = 2
     settings.MAMS_INFRA_MAX_RETRIES = 60
     reasons: list[str] = []
-    monkeypatch.setattr(tasks.play, "run_fail", lambda *, run_id, reason: reasons.append(reason))
+    monkeypatch.setattr(tasks.lifecycle, "run_fail", lambda *, run_id, reason: reasons.append(reason))
     return reasons
 
 

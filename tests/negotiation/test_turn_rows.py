@@ -16,7 +16,7 @@ from django.db import transaction
 from negotiation import turn_rows
 from negotiation.engine.types import BUYER
 from negotiation.models import Batch, Message, NegotiationRun
-from negotiation.selectors import run_context
+from negotiation.run_context import run_context
 from negotiation.services.batches import batch_create
 from negotiation.services.scenarios import sample_session_load
 

@@ -223,7 +223,7 @@ def _eleven_batch(eleven: FakeElevenLabs, llm: Any, settings: Any) -> None:
     # and the key is in no row of any table, no response, no archive and no log line
     with connection.cursor() as cur:
         for table in connection.introspection.table_names():
-            cur.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', [f"%{KEY}%"])  # noqa: S608
+            cur.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', [f"%{KEY}%"])
             assert cur.fetchone()[0] == 0, table
     bodies = [api.get(f"/api/negotiations/{run.pk}/messages").content, api.get(f"/api/negotiations/{run.pk}").content,
               api.get(f"/api/batches/{batch.pk}/archive").content]

@@ -225,7 +225,7 @@ def wait_with_sweeper(batch_id: Any, *, timeout: float, worker: WorkerProcess, s
     from redis.exceptions import RedisError
 
     from negotiation.models import NegotiationRun
-    from negotiation.services import play
+    from negotiation.services import sweeps
 
     requeued = 0
     deadline = time.monotonic() + timeout
@@ -236,8 +236,8 @@ def wait_with_sweeper(batch_id: Any, *, timeout: float, worker: WorkerProcess, s
         try:
             if not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists():
                 return requeued
-            requeued += play.runs_sweep(stale_after=timedelta(seconds=stale))
-            requeued += play.runs_sweep_queued(stale_after=timedelta(seconds=stale))
+            requeued += sweeps.runs_sweep(stale_after=timedelta(seconds=stale))
+            requeued += sweeps.runs_sweep_queued(stale_after=timedelta(seconds=stale))
         except (OperationalError, InterfaceError):
             connections.close_all()  # this process's connection died in a database restart too
         except (KombuOperationalError, RedisError):

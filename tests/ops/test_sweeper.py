@@ -1,6 +1,6 @@
 """Queued runs whose first task was lost before any worker took it are re-queued by the sweeper,
 and a re-queue of a run whose task was not lost after all plays nothing twice
-(negotiation/services/play.py::runs_sweep_queued and the token `_claim` checks).
+(negotiation/services/sweeps.py::runs_sweep_queued and the token `play._claim` checks).
 
 Each test has its own throwaway Redis (tests/ops/conftest.py), so losing messages from its queue
 touches nobody else's; the worker is started only after the loss, as after an outage.
@@ -19,7 +19,7 @@ from mams.celery import app
 from mams.queues import Queue
 from negotiation.dispatch import queue_depth
 from negotiation.models import Batch, Message, NegotiationRun
-from negotiation.services import play
+from negotiation.services import play, sweeps
 from negotiation.services.batches import batch_create, batch_start
 from negotiation.services.scenarios import sample_session_load
 from tests.conftest import WorkerProcess, wait_for_batch
@@ -58,8 +58,8 @@ def test_queued_runs_whose_first_task_was_lost_are_requeued_and_complete(
     batch = _batch_waiting_an_hour(runs=4)
     assert purge_rounds() == 4 and queue_depth(Queue.ROUNDS) == 0
     # when the sweeper runs (twice, as two overlapping beat ticks might)
-    assert play.runs_sweep_queued(stale_after=LEASE) == 4
-    assert play.runs_sweep_queued(stale_after=LEASE) == 0
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 4
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 0
     # then each run has exactly one task again, and a worker completes the batch with exactly its turns
     assert queue_depth(Queue.ROUNDS) == 4
     worker = ops_worker("sweep-lost", llm)
@@ -73,16 +73,16 @@ def test_runs_waiting_behind_a_backlog_are_left_in_place(private_redis: Any) -> 
     # given queued runs older than the lease whose tasks are still in the broker
     batch = _batch_waiting_an_hour(runs=3)
     # when the sweeper runs, then it re-queues nothing and marks nothing
-    assert play.runs_sweep_queued(stale_after=LEASE) == 0
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 0
     assert queue_depth(Queue.ROUNDS) == 3
     assert not NegotiationRun.objects.filter(batch=batch, heartbeat_at__isnull=False).exists()
     # nor does it touch runs younger than the lease, or the runs of a cancelled batch, with the queue empty
     purge_rounds()
     NegotiationRun.objects.filter(batch=batch).update(created_at=timezone.now())
-    assert play.runs_sweep_queued(stale_after=LEASE) == 0
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 0
     NegotiationRun.objects.filter(batch=batch).update(created_at=timezone.now() - timedelta(hours=1))
     Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.CANCELLED)
-    assert play.runs_sweep_queued(stale_after=LEASE) == 0
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 0
     assert queue_depth(Queue.ROUNDS) == 0
 
 
@@ -91,8 +91,8 @@ def test_a_requeue_of_a_run_whose_task_was_not_lost_plays_nothing_twice(
     # given 4 queued runs whose round-1 tasks are still there, but out of the sweeper's sight (as when a
     # worker has taken them and not started them): it believes them lost and re-queues every run
     batch = _batch_waiting_an_hour(runs=4)
-    monkeypatch.setattr(play, "queue_depth", lambda queue: 0)
-    assert play.runs_sweep_queued(stale_after=LEASE) == 4
+    monkeypatch.setattr(sweeps, "queue_depth", lambda queue: 0)
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 4
     assert queue_depth(Queue.ROUNDS) == 8  # each run's original task and its re-queue
     # when a worker takes all 8
     worker = ops_worker("sweep-dup", llm)
@@ -108,8 +108,8 @@ def test_the_original_task_arriving_after_its_requeue_started_the_run_plays_noth
     # given a queued run whose round-1 task was not lost, re-queued anyway (the sweeper could not see it)
     batch = _batch_waiting_an_hour(runs=1)
     run = NegotiationRun.objects.get(batch=batch)
-    monkeypatch.setattr(play, "queue_depth", lambda queue: 0)
-    assert play.runs_sweep_queued(stale_after=LEASE) == 1
+    monkeypatch.setattr(sweeps, "queue_depth", lambda queue: 0)
+    assert sweeps.runs_sweep_queued(stale_after=LEASE) == 1
     token = NegotiationRun.objects.get(pk=run.pk).heartbeat_at.isoformat()
     # when the re-queued delivery starts the run ...
     claimed = play._claim(run.pk, round_no=1, requeued=token)

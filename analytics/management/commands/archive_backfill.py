@@ -38,7 +38,7 @@ class Command(BaseCommand):
         for run_id in archive.runs_to_archive(batch_id=batch_id).values_list("pk", flat=True).iterator(chunk_size=200):
             try:
                 row = archive.run_archive(run_id=run_id, wait_for_audio=False)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (one run's failure is recorded; the rest go on)
                 failed += 1
                 error = archive.describe(exc)
                 archive.run_archive_fail(run_id=run_id, error=error)

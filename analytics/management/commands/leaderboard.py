@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analytics.bench.leaderboard import DEFAULT_SORT, SORTS, LeaderboardError, leaderboard
-from analytics.bench.text import leaderboard_text
+from analytics.benchmarks.leaderboard import DEFAULT_SORT, SORTS, LeaderboardError, leaderboard
+from analytics.benchmarks.text import leaderboard_text
 
 
 class Command(BaseCommand):

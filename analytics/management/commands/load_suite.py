@@ -1,4 +1,4 @@
-"""`manage.py load_suite core`: import a suite version from benchmarks/suites/ (idempotent)."""
+"""`manage.py load_suite core`: import a suite version from suites/ (idempotent)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analytics.bench.services import suite_load
-from analytics.suites import SuiteError, list_suites
+from analytics.benchmarks.services import suite_load
+from analytics.benchmarks.suite_files import SuiteError, list_suites
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """`manage.py replicate negotiationarena --buyer openrouter:openai/gpt-4 --seller baseline:linear --wait`.
 
-Runs a replication suite (analytics/replication.py) for one buyer against one seller configuration
+Runs a replication suite (analytics/benchmarks/replication.py) for one buyer against one seller configuration
 and prints MAMS's figure with its 95% CI beside each published one, saying whether the published
 value lies inside. `--report <benchmark run id>` prints the report of an earlier run. Reproducing a
 paper needs its chat models and a key; with the baselines or the fake provider the path runs too.
@@ -9,16 +9,17 @@ paper needs its chat models and a key; with the baselines or the fake provider t
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analytics.bench.models import BenchmarkRun
-from analytics.bench.services import benchmark_finish
-from analytics.bench.validation import parse_buyer
-from analytics.replication import replication_launch, replication_report, replication_text
-from analytics.suites import SuiteError
+from analytics.benchmarks.replication import replication_launch, replication_report, replication_text
+from analytics.benchmarks.services import benchmark_finish
+from analytics.benchmarks.suite_files import SuiteError
+from analytics.benchmarks.validation import parse_buyer
+from analytics.models import BenchmarkRun
 from negotiation.models import Batch
 from negotiation.services.errors import LimitExceeded, flatten
 from negotiation.services.estimates import estimate_lines, launch_dry_run
@@ -88,7 +89,6 @@ class Command(BaseCommand):
 
 
 def _uuid(value: str) -> bool:
-    import uuid
 
     try:
         uuid.UUID(str(value))

@@ -15,12 +15,12 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analytics.bench.leaderboard import agent_label, leaderboard
-from analytics.bench.models import BenchmarkRun
-from analytics.bench.services import benchmark_finish, benchmark_run_create
-from analytics.bench.text import leaderboard_text, table
-from analytics.bench.validation import parse_buyer
-from analytics.suites import SuiteError
+from analytics.benchmarks.leaderboard import agent_label, leaderboard
+from analytics.benchmarks.services import benchmark_finish, benchmark_run_create
+from analytics.benchmarks.suite_files import SuiteError
+from analytics.benchmarks.text import leaderboard_text, table
+from analytics.benchmarks.validation import parse_buyer
+from analytics.models import BenchmarkRun
 from negotiation.agents.fingerprint import played_fingerprint
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, NegotiationRun
@@ -93,7 +93,8 @@ class Command(BaseCommand):
 
     def _print_launch(self, run: BenchmarkRun) -> None:
         buyers = {played_fingerprint(b, rules=run.suite.rules): agent_label(b) for b in run.buyers}
-        rows = [[e.scenario.slug, buyers.get(e.buyer_fingerprint, e.buyer_fingerprint), e.buyer_fingerprint,
+        rows: list[list[Any]] = [
+                [e.scenario.slug, buyers.get(e.buyer_fingerprint, e.buyer_fingerprint), e.buyer_fingerprint,
                  ", ".join(e.scenario.items), e.batch.runs_requested * len(e.scenario.items), str(e.batch_id)]
                 for e in run.entries.select_related("scenario", "batch")]
         self.stdout.write(f"Benchmark run {run.pk} on {run.suite.label} (hash {run.suite.content_hash[:12]}), "

@@ -23,9 +23,10 @@ from mams.celery import app
 from negotiation.agents.gateway import LLMError, get_profile
 from negotiation.management.failures import failures_report
 from negotiation.selectors import batch_progress, batch_summary, run_buyer_share, run_rows
-from negotiation.services.batches import _check_range, batch_create, scenario_for
+from negotiation.services.batches import batch_create
 from negotiation.services.errors import flatten
 from negotiation.services.estimates import batch_estimate, estimate_lines
+from negotiation.services.launch import check_range, scenario_for
 from negotiation.services.scenarios import sample_session_load
 
 
@@ -118,8 +119,8 @@ class Command(BaseCommand):
     def _dry_run(self, *, session: Any, agents: dict, opts: dict[str, Any]) -> None:
         """Print what `batch_create` would be asked to launch, estimated; create nothing."""
         errors: dict[str, list[str]] = {}
-        _check_range(errors, "runs", opts["runs"], 1, settings.MAMS_MAX_RUNS_PER_BATCH)
-        _check_range(errors, "max_rounds", opts["max_rounds"], 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+        check_range(errors, "runs", opts["runs"], 1, settings.MAMS_MAX_RUNS_PER_BATCH)
+        check_range(errors, "max_rounds", opts["max_rounds"], 1, settings.MAMS_MAX_ROUNDS_LIMIT)
         try:
             if errors:
                 raise ValidationError(errors)
@@ -174,9 +175,10 @@ class Command(BaseCommand):
             time.sleep(1.0)
 
     def _report(self, batch_id: Any) -> None:
-        header = f"{'run':<9} {'seed':>4} {'status':<10} {'seller':<13} {'price':>7} {'rounds':>6} " \
-                 f"{'buyer share':>11} {'leaks':>5} {'re-asks':>7} {'guardrails':>10} {'fallbacks':>9}  reason"
+        header = (f"{'run':<9} {'seed':>4} {'status':<10} {'seller':<13} {'price':>7} {'rounds':>6} "
+                  f"{'buyer share':>11} {'leaks':>5} {'re-asks':>7} {'guardrails':>10} {'fallbacks':>9}  reason")
         self.stdout.write("\n" + header + "\n" + "-" * len(header))
+        run: Any  # a NegotiationRun annotated with its event counts by run_rows
         for run in run_rows(batch_id=batch_id):
             outcome = getattr(run, "outcome", None)
             share = run_buyer_share(run)
