@@ -193,9 +193,11 @@ def wait_for_batch(batch_id: Any, *, timeout: float = 120, worker: WorkerProcess
     from negotiation.models import Batch, NegotiationRun
 
     def done() -> bool:
-        # The batch itself is marked finished after the last run's commit: wait for that too.
+        # The batch itself is marked finished (finished_at, then its final status) by the refresh after
+        # the last run's commit: wait for that. Its status alone is not enough, because a cancelled batch
+        # (by its owner or its budget) says `cancelled` while its running runs are still ending.
         return (not NegotiationRun.objects.filter(batch_id=batch_id, status__in=["queued", "running"]).exists()
-                and not Batch.objects.filter(pk=batch_id, status__in=["queued", "running"]).exists())
+                and Batch.objects.filter(pk=batch_id, finished_at__isnull=False).exists())
 
     try:
         wait_for(done, timeout=timeout, what=f"batch {batch_id}")
