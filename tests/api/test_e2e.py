@@ -147,7 +147,12 @@ def test_the_stream_delivers_a_runs_messages_in_order_and_resumes(
     def key(e: dict) -> str:
         return e["data"].get("id", e["data"].get("outcome_id"))
 
-    assert sorted(map(key, resumed[:-1])) == sorted(map(key, events[3:-1]))
+    def trace(evs: list[dict]) -> list[tuple]:  # what a failure needs to say which cursor skipped what
+        return [(e.get("event"), e.get("id"), e["data"].get("round"), e["data"].get("turn"), e["data"].get("sender"),
+                 key(e) if e.get("event") != "end" else None) for e in evs]
+
+    assert sorted(map(key, resumed[:-1])) == sorted(map(key, events[3:-1])), (
+        f"resumed after {ids[2]}:\n{trace(resumed)}\nfirst stream:\n{trace(events)}")
     resumed_rounds = [e["data"]["round"] for e in resumed if e["event"] in ("message", "offer")]
     assert resumed_rounds == sorted(resumed_rounds)
     assert [e["event"] for e in resumed[-2:]] == ["outcome", "end"]
