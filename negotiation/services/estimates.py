@@ -178,6 +178,11 @@ def estimate_lines(estimate: dict[str, Any]) -> list[str]:
     return lines
 
 
+def dry_run_report(what: str, estimate: dict[str, Any]) -> str:
+    """A command's --dry-run output: what would have been launched, then the estimate's lines."""
+    return "\n".join([f"Dry run, nothing launched: {what}", *(f"  {line}" for line in estimate_lines(estimate))])
+
+
 def launch_dry_run(launch: Callable[[], Any]) -> dict[str, Any]:
     """What a launch would cost, launching nothing: `launch` (an experiment, a suite, a replication: any
     code that makes batches through batch_create) runs with every check it has, in a transaction that

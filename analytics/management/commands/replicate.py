@@ -22,7 +22,7 @@ from analytics.benchmarks.validation import parse_buyer
 from analytics.models import BenchmarkRun
 from negotiation.models import Batch
 from negotiation.services.errors import LimitExceeded, flatten
-from negotiation.services.estimates import estimate_lines, launch_dry_run
+from negotiation.services.estimates import dry_run_report, launch_dry_run
 
 
 class Command(BaseCommand):
@@ -60,10 +60,8 @@ class Command(BaseCommand):
                                           base_seed=opts["seed"])
             if opts["dry_run"]:
                 estimate = launch_dry_run(launch)
-                self.stdout.write(f"Dry run, nothing launched: {opts['suite']}, {estimate['inputs']['batches']} "
-                                  f"batches.")
-                for line in estimate_lines(estimate):
-                    self.stdout.write(f"  {line}")
+                self.stdout.write(dry_run_report(f"{opts['suite']}, {estimate['inputs']['batches']} batches.",
+                                                 estimate))
                 return
             run = launch()
         except (ValueError, SuiteError) as exc:

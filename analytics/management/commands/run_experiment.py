@@ -26,7 +26,7 @@ from analytics.templatetags.analytics_tags import fmt
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, Experiment, Session
 from negotiation.services.errors import ConflictError, LimitExceeded, flatten
-from negotiation.services.estimates import estimate_lines, launch_dry_run
+from negotiation.services.estimates import dry_run_report, launch_dry_run
 from negotiation.services.experiments import condition_parse, experiment_create
 
 TABLE_METRICS = ("deal_rate", "price", "buyer_share", "mutual_loss", "rounds", "fallback_rate", "tokens")
@@ -108,10 +108,8 @@ class Command(BaseCommand):
                                          max_rounds=opts["max_rounds"], base_seed=opts["base_seed"])
             if opts["dry_run"]:
                 estimate = launch_dry_run(launch)
-                self.stdout.write(f"Dry run, nothing launched: {len(conditions)} conditions × {opts['runs']} runs "
-                                  f"on '{session}' ({opts['item'] or 'every item'}).")
-                for line in estimate_lines(estimate):
-                    self.stdout.write(f"  {line}")
+                self.stdout.write(dry_run_report(f"{len(conditions)} conditions × {opts['runs']} runs on "
+                                                 f"'{session}' ({opts['item'] or 'every item'}).", estimate))
                 return
             experiment = launch()
         except ValidationError as exc:

@@ -25,7 +25,7 @@ from negotiation.agents.fingerprint import played_fingerprint
 from negotiation.management.failures import failures_report
 from negotiation.models import Batch, NegotiationRun
 from negotiation.services.errors import LimitExceeded, flatten
-from negotiation.services.estimates import estimate_lines, launch_dry_run
+from negotiation.services.estimates import dry_run_report, launch_dry_run
 
 
 class Command(BaseCommand):
@@ -68,10 +68,8 @@ class Command(BaseCommand):
                                             max_rounds=opts["max_rounds"], canaries=not opts["no_canaries"])
             if opts["dry_run"]:
                 estimate = launch_dry_run(launch)
-                self.stdout.write(f"Dry run, nothing launched: {opts['suite']}, {estimate['inputs']['batches']} "
-                                  f"batches.")
-                for line in estimate_lines(estimate):
-                    self.stdout.write(f"  {line}")
+                self.stdout.write(dry_run_report(f"{opts['suite']}, {estimate['inputs']['batches']} batches.",
+                                                 estimate))
                 return
             run = launch()
         except SuiteError as exc:

@@ -25,7 +25,7 @@ from negotiation.management.failures import failures_report
 from negotiation.selectors import batch_progress, batch_summary, run_buyer_share, run_rows
 from negotiation.services.batches import batch_create
 from negotiation.services.errors import flatten
-from negotiation.services.estimates import batch_estimate, estimate_lines
+from negotiation.services.estimates import batch_estimate, dry_run_report
 from negotiation.services.launch import check_range, scenario_for
 from negotiation.services.scenarios import sample_session_load
 
@@ -130,10 +130,8 @@ class Command(BaseCommand):
         except ValidationError as exc:
             problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in flatten(exc).items())
             raise CommandError(f"cannot estimate the batch: {problems}") from exc
-        self.stdout.write(f"Dry run, nothing launched: {opts['runs']} × '{opts['item']}' on session '{session}' "
-                          f"({describe_agents(agents)}; max {opts['max_rounds']} rounds)")
-        for line in estimate_lines(estimate):
-            self.stdout.write(f"  {line}")
+        self.stdout.write(dry_run_report(f"{opts['runs']} × '{opts['item']}' on session '{session}' "
+                                         f"({describe_agents(agents)}; max {opts['max_rounds']} rounds)", estimate))
 
     def _check_provider(self, profile_name: str) -> None:
         try:
