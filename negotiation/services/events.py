@@ -108,7 +108,14 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
     """Events of `run` the cursor has not delivered, in order, and the cursor after them.
 
     A human buyer's stream holds only the buyer's view of the transcript.
+
+    The outcome is read before the transcript. The turn that ends a run commits its last message and
+    the outcome together, so a transcript read after the outcome holds every message of the run,
+    and the outcome's cursor slot (its last round) is final. Read the other way round, a commit
+    landing between the two reads gave an outcome with a stale last round, and the next read sent
+    it again under the new round (a resume then lacked the duplicate: a flaky e2e test under load).
     """
+    outcome = Outcome.objects.filter(run=run).first()
     ctx = run_context(run, rows=True)
     msgs = ctx.transcript
     if run.mode in NegotiationRun.OUTSIDE_BUYER:
@@ -126,7 +133,6 @@ def pending_events(*, run: NegotiationRun, cursor: Cursor, render: Renderer) -> 
         cursor = cursor.advance(m.round_no, slot)
         kind = "offer" if m.sender != BUYER and m.price is not None else "message"
         out.append(StreamEvent(kind=kind, data=render(kind, row, visibility.audience(m)), cursor=cursor))
-    outcome = Outcome.objects.filter(run=run).first()
     if outcome is not None:
         last_round = max((m.round_no for m in ctx.transcript), default=run.current_round)
         if cursor.admits(last_round, OUTCOME_SLOT):

@@ -139,6 +139,10 @@ def test_the_stream_delivers_a_runs_messages_in_order_and_resumes(
     assert events[-2]["data"]["outcome_id"] == str(run.outcome.pk) and events[-1]["data"]["status"] == "completed"
     ids = [e["id"] for e in events if "id" in e]
     assert len(ids) == len(set(ids)) == len(events) - 1  # every event but `end` has an id
+    # and each message and the outcome came once (tests/negotiation/test_events.py has the race that once sent
+    # the outcome twice)
+    sent = [e["data"].get("id", e["data"].get("outcome_id")) for e in events[:-1]]
+    assert len(sent) == len(set(sent)), sent
     # when a client resumes after the third event, it gets exactly the rest
     resumed = [e for e in _stream(url, token, last_event_id=ids[2]) if "comment" not in e]
     # (exactly the same events; inside a round the sellers' replies commit in any order, and the live
