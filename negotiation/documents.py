@@ -439,7 +439,8 @@ SAME_WORDS = {
     "repeat_item_demands": "The buyer already has a demand for this item (item names are compared ignoring case).",
     "repeat_items": "'{name}' is listed twice (item names are compared ignoring case).",
 }
-# A field's own words for a value out of its range: the database rule it would break.
+# A field's own words for a value out of its range: the database rule it would break (the API says
+# DRF's "Ensure this value is ...", as it always did).
 RANGE_RULES: dict[str, tuple[type[Any], str]] = {
     "quantity": (BuyerDemand, "demand_quantity_at_least_1"),
     "min_price": (BuyerDemand, "demand_min_price_not_negative"),
@@ -449,7 +450,8 @@ RANGE_RULES: dict[str, tuple[type[Any], str]] = {
     "customer_retention_weight": (Seller, "seller_weights_in_unit_range"),
     "profit_maximization_weight": (Seller, "seller_weights_in_unit_range"),
 }
-# What a place must hold, said by the place: {field or list name: (an object's words, a list's words)}.
+# What a place must hold, said by the place: {field or list name: (an object's words, a list's words)};
+# the API says DRF's words instead, as it always did.
 PLACES = {"sellers": ("Each seller must be an object.", "Sellers must be a list."),
           "inventory": ("Each inventory line must be an object.", "Inventory must be a list of items."),
           "item_demands": ("Each demand must be an object.", "Item demands must be a list."),
@@ -467,9 +469,13 @@ def _message(root: type[BaseModel], code: str, loc: tuple[int | str, ...], ctx: 
         if wording == "import" and loc == ("buyer",):
             return "buyer.item_demands", SAME_WORDS["no_demands"]
         said = PLACES.get(str(loc[-2]) if loc and isinstance(loc[-1], int) else field, ("", ""))[0]
-        return _path(loc), said or f"Must be an object; got {_got(value)}."
+        if wording == "api" or not said:  # DRF's words, as the API said it before
+            said = f"Invalid data. Expected a dictionary, but got {type(value).__name__}."
+        return _path(loc), said
     if code == "not_a_list":
-        return _path(loc), PLACES[ctx["what"]][1]
+        said = PLACES[ctx["what"]][1]
+        return _path(loc), (f'Expected a list of items but got type "{type(value).__name__}".'
+                            if wording == "api" else said)
     if code == "extra_forbidden":
         allowed = ", ".join(_model_at(root, loc[:-1]).model_fields)
         key = str(loc[-1])[:ECHO_CHARS]
@@ -484,7 +490,7 @@ def _message(root: type[BaseModel], code: str, loc: tuple[int | str, ...], ctx: 
         code = "blank"
     elif code == "too_many":
         code = f"too_many_{'item_demands' if ctx['what'] == 'items' else ctx['what']}"
-    elif code in {"greater_than_equal", "less_than_equal"} and field in RANGE_RULES:
+    elif code in {"greater_than_equal", "less_than_equal"} and field in RANGE_RULES and wording != "api":
         return _path(loc), _rule(*RANGE_RULES[field])
     words = WORDS.get(code)
     template = (words.get(wording, words[""]) if words else SAME_WORDS.get(code)) or "{fallback}"
