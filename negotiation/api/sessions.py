@@ -18,9 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from negotiation.api.common import MAX_JSON_DEPTH, PAGE_PARAMETERS, errors, page_of, paginated_response
-from negotiation.api.strict import NameField, StrictSerializer
-from negotiation.engine.names import HANDLE_RULE
-from negotiation.models import MONEY, Digits, Seller, Session, Style
+from negotiation.api.strict import StrictSerializer
+from negotiation.documents import BuyerConfig, SellerDocument, SessionDocument, parse
+from negotiation.models import MONEY, Seller, Session
 from negotiation.selectors import session_get, session_list
 from negotiation.services.sessions import (
     buyer_config_set,
@@ -36,81 +36,10 @@ from negotiation.services.sessions import (
 TAG = ["sessions"]
 
 
-# --- shared shapes (spec 5.1, 5.2 and 10.1) ----------------------------------------------------
-
-MAX_ITEMS = settings.MAMS_MAX_ITEMS
-STYLE_ERRORS: dict[str, Any] = {"invalid_choice": f"Unknown style; use one of: {', '.join(Style.values)}."}
-
-
-def items_limit(what: str, cap: int, advice: str) -> dict[str, Any]:
-    """A list's size cap, refused before any of its elements is validated, with a message that says what to do."""
-    return {"max_length": cap, "error_messages": {"max_length": f"At most {cap} {what}; {advice}"}}
-
-
-class DemandSerializer(StrictSerializer):
-    item_name = NameField(max_length=255)
-    quantity = serializers.IntegerField(min_value=1, max_value=2_147_483_647, default=1)
-    min_price = serializers.DecimalField(**MONEY, min_value=0)
-    max_price = serializers.DecimalField(**MONEY, min_value=0)
-
-
-class InventoryLineSerializer(StrictSerializer):
-    item_name = NameField(max_length=255)
-    cost_price = serializers.DecimalField(**MONEY, min_value=0)
-    selling_price = serializers.DecimalField(**MONEY, min_value=0)
-    least_price = serializers.DecimalField(**MONEY, min_value=0)
-
-
-class WeightField(Digits):
-    min_value: int
-    max_value: int
-
-
-WEIGHT: WeightField = {"max_digits": 3, "decimal_places": 2, "min_value": 0, "max_value": 1}
-
-
-class PrioritiesSerializer(StrictSerializer):
-    customer_retention = serializers.DecimalField(**WEIGHT, required=False)
-    profit_maximization = serializers.DecimalField(**WEIGHT, required=False)
-
-
-class PersonalitySerializer(StrictSerializer):
-    """Spec 5.2's form of the same settings; `priorities` wins when both are given."""
-
-    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)  # type: ignore[assignment]  # an API key named like a Field attribute
-    customer_retention_weight = serializers.DecimalField(**WEIGHT, required=False)
-    profit_maximization_weight = serializers.DecimalField(**WEIGHT, required=False)
-
-
-class SellerInputSerializer(StrictSerializer):
-    handle = NameField(max_length=51, help_text=HANDLE_RULE, error_messages={"max_length": HANDLE_RULE})
-    style = serializers.ChoiceField(choices=Style.choices, required=False, error_messages=STYLE_ERRORS)  # type: ignore[assignment]  # an API key named like a Field attribute
-    priorities = PrioritiesSerializer(required=False, help_text="The two weights must sum to 1.")
-    personality = PersonalitySerializer(required=False)
-    inventory = InventoryLineSerializer(many=True, required=False, default=list,
-                                        help_text="cost_price < least_price <= selling_price for each item.",
-                                        **items_limit("inventory lines per seller", MAX_ITEMS,
-                                                      "list only the items this marketplace negotiates."))
-
-
-ITEM_DEMANDS_LIMIT = items_limit("item demands per buyer", MAX_ITEMS, "split them across sessions.")
-
-
-class BuyerSerializer(StrictSerializer):
-    item_demands = DemandSerializer(many=True, **ITEM_DEMANDS_LIMIT)
-
-
-class SessionDocumentSerializer(StrictSerializer):
-    """The whole session as one document (spec section 5), as imported and exported."""
-
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
-    buyer = BuyerSerializer()
-    sellers = SellerInputSerializer(many=True, required=False, default=list,
-                                    help_text="At most 10 sellers, each handle unique (compared ignoring case).",
-                                    **items_limit("sellers per session", settings.MAMS_MAX_SELLERS,
-                                                  "remove some, or split them across sessions."))
-
+# --- shapes (spec 5.1, 5.2 and 10.1) ------------------------------------------------------------
+# The bodies of import, seller-add and buyer-config are negotiation/documents.py's pydantic models,
+# parsed once by `parse` (a 400 naming each path) and documented in the schema by
+# negotiation/api/strict.py::PydanticBodyExtension. The serializers below only shape the answers.
 
 class DemandOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
@@ -231,15 +160,11 @@ class SessionApi(APIView):
 class BuyerConfigApi(APIView):
     """Set the buyer's demands (spec 10.1). Replaces the whole buyer configuration."""
 
-    class BuyerConfigInput(StrictSerializer):
-        items = DemandSerializer(many=True, help_text="The complete list: items left out are removed.",
-                                 **ITEM_DEMANDS_LIMIT)
-
     class BuyerConfigOutput(serializers.Serializer):
         session_id = serializers.UUIDField()
         items = DemandOutputSerializer(many=True)
 
-    @extend_schema(tags=TAG, operation_id="sessions_buyer_config", request=BuyerConfigInput,
+    @extend_schema(tags=TAG, operation_id="sessions_buyer_config", request=BuyerConfig,
                    responses={200: BuyerConfigOutput, **errors(400, 401, 404, 413)},
                    description="Replace semantics: after the call the buyer demands exactly `items` (at least "
                                "one; item names unique, compared ignoring case and Unicode form: 'Straße' = "
@@ -247,24 +172,21 @@ class BuyerConfigApi(APIView):
                                "quantity >= 1). Runs already made keep their own snapshot.")
     def post(self, request: Request, session_id: Any) -> Response:
         session = session_or_404(request, session_id)
-        data = self.BuyerConfigInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        demands = buyer_config_set(session=session, items=data.validated_data["items"])
+        body = parse(BuyerConfig, request.data)
+        demands = buyer_config_set(session=session, items=body.items)
         return Response(self.BuyerConfigOutput({"session_id": session.pk, "items": demands}).data)
 
 
 class SellersApi(APIView):
     """Add a seller with its style, priorities and inventory (spec 10.1)."""
 
-    @extend_schema(tags=TAG, operation_id="sessions_sellers_add", request=SellerInputSerializer,
+    @extend_schema(tags=TAG, operation_id="sessions_sellers_add", request=SellerDocument,
                    responses={201: SellerOutputSerializer, **errors(400, 401, 404, 413)},
                    description="At most 10 sellers per session; the handle must be new in the session "
                                "(compared ignoring case); every inventory line needs cost < least <= selling.")
     def post(self, request: Request, session_id: Any) -> Response:
         session = session_or_404(request, session_id)
-        data = SellerInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        seller = seller_add(session=session, seller=data.validated_data)
+        seller = seller_add(session=session, seller=parse(SellerDocument, request.data))
         seller = Seller.objects.prefetch_related("inventory").get(pk=seller.pk)
         return Response(SellerOutputSerializer(seller).data, status=status.HTTP_201_CREATED)
 
@@ -289,13 +211,13 @@ JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a numb
 class SessionImportApi(APIView):
     """Create a whole session from one document (spec section 5 shapes), or nothing at all."""
 
-    @extend_schema(tags=TAG, operation_id="sessions_import", request=SessionDocumentSerializer,
+    @extend_schema(tags=TAG, operation_id="sessions_import", request=SessionDocument,
                    responses={201: SessionDetailSerializer, **errors(400, 401, 413)},
                    description="One transaction: a document with any bad line writes nothing, and each error "
                                "names its path, e.g. `sellers[1].inventory[0].least_price`. "
                                "`GET /api/sessions/{id}/export` returns this same document. Refused with a "
                                "message that says what to change: a key the document does not define, more "
-                               f"than {settings.MAMS_MAX_SELLERS} sellers or {MAX_ITEMS} item demands or "
+                               f"than {settings.MAMS_MAX_SELLERS} sellers or {settings.MAMS_MAX_ITEMS} item demands or "
                                "inventory lines per seller, a string over its field's length, JSON nested "
                                f"deeper than {MAX_JSON_DEPTH} levels, a key given twice, and (413) a body "
                                "over the size limit.")
@@ -304,16 +226,14 @@ class SessionImportApi(APIView):
             got = JSON_TYPES.get(type(request.data), "something else")
             raise serializers.ValidationError({"non_field_errors": [
                 f"The session document must be a JSON object with `buyer` and `sellers`; this body is {got}."]})
-        data = SessionDocumentSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        session = session_import(document=data.validated_data, owner=request.user)
+        session = session_import(document=parse(SessionDocument, request.data), owner=request.user)
         return _detail(request, session.pk, status.HTTP_201_CREATED)
 
 
 class SessionExportApi(APIView):
     """The session as an import document, to save, version and re-import."""
 
-    @extend_schema(tags=TAG, operation_id="sessions_export", responses={200: SessionDocumentSerializer,
+    @extend_schema(tags=TAG, operation_id="sessions_export", responses={200: SessionDocument,
                                                                          **errors(401, 404)})
     def get(self, request: Request, session_id: Any) -> Response:
         return Response(session_export(session=session_or_404(request, session_id)))

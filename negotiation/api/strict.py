@@ -14,6 +14,10 @@ True), so `{"agents": {"seller": {"modle": "x"}}}` made a batch with the default
 The OpenAPI schema says the same: `additionalProperties: false` on every strict body (the
 drf-spectacular extension below). Query-string serializers stay plain DRF serializers, since every
 query value arrives as a string.
+
+The session document's bodies (import, seller-add, buyer-config) are not serializers but
+negotiation/documents.py's pydantic models, which hold the same rules (`extra="forbid"`, JSON types
+checked before conversion); `PydanticBodyExtension` puts their JSON schema into the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from drf_spectacular.drainage import set_override
 from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.plumbing import ResolvedComponent
+from pydantic import BaseModel
 from rest_framework import serializers
 
 from negotiation.engine.names import clean_name
@@ -123,4 +130,64 @@ class StrictSerializerExtension(OpenApiSerializerExtension):
         return schema
 
 
-__all__ = ["NameField", "StrictSerializer", "type_problem"]
+class PydanticBodyExtension(OpenApiSerializerExtension):
+    """A pydantic model as a request or response body: its JSON schema (validation mode for a request,
+    serialization mode for a response), with each nested model a component of its own.
+
+    Replaces drf-spectacular's contrib extension, which always uses serialization mode (a request's
+    decimals would read as strings only) and names request and response components alike. OpenAPI 3.0
+    has no `null` type and no pydantic keywords, so an optional field's `null` branch is dropped (a
+    key left out is the way to leave it unset) and decimal bounds become `minimum`/`maximum`.
+    """
+
+    target_class = BaseModel
+    match_subclasses = True
+    priority = 1  # over drf_spectacular.contrib.pydantic
+
+    def get_name(self, auto_schema: Any, direction: Any) -> str:
+        # A model is also a nested component of another (SellerDocument inside SessionDocument): both are
+        # made from the same class by the same function, so the two identities are one schema.
+        set_override(self.target, "suppress_collision_warning", True)
+        return self.target.__name__
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        suffix = "Request" if direction == "request" else ""
+        schema = self.target.model_json_schema(
+            ref_template=f"#/components/schemas/{{model}}{suffix}",
+            mode="validation" if direction == "request" else "serialization")
+        for name, sub in schema.pop("$defs", {}).items():
+            auto_schema.registry.register_on_missing(ResolvedComponent(
+                name=f"{name}{suffix}", type=ResolvedComponent.SCHEMA, object=f"{name}{suffix}",
+                schema=openapi_30(sub)))
+        return openapi_30(schema)
+
+
+PYDANTIC_ONLY = ("decimal_places", "max_digits", "title")
+
+
+def openapi_30(node: Any) -> Any:
+    """A pydantic JSON schema (2020-12) as OpenAPI 3.0 accepts it; see PydanticBodyExtension."""
+    if isinstance(node, list):
+        return [openapi_30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: openapi_30(value) for key, value in node.items() if key not in PYDANTIC_ONLY}
+    if "anyOf" in out:
+        branches = [b for b in out["anyOf"] if b != {"type": "null"}]
+        if len(branches) == 1:
+            del out["anyOf"]
+            out = {**branches[0], **out}
+        else:
+            out["anyOf"] = branches
+    if out.get("default", 0) is None:
+        del out["default"]
+    bounds = {"minimum": out.pop("ge", None), "maximum": out.pop("le", None)}
+    for branch in [out, *out.get("anyOf", [])]:
+        if branch.get("type") in ("number", "integer"):
+            branch.update({k: v for k, v in bounds.items() if v is not None})
+    if "$ref" in out and len(out) > 1:  # OpenAPI 3.0 ignores a $ref's siblings: keep them with allOf
+        out = {"allOf": [{"$ref": out.pop("$ref")}], **out}
+    return out
+
+
+__all__ = ["NameField", "PydanticBodyExtension", "StrictSerializer", "openapi_30", "type_problem"]

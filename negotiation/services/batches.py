@@ -25,7 +25,7 @@ from negotiation.engine.protocol import parse_rules
 from negotiation.models import Batch, Disclosure, NegotiationRun, Rules, Session
 from negotiation.services.budgets import budget_check, usage_seed
 from negotiation.services.errors import ConflictError, LimitExceeded
-from negotiation.services.launch import agents_resolve, check_range, scenario_for
+from negotiation.services.launch import agents_resolve, check_range, check_seed, check_temperature, scenario_check
 from negotiation.services.lifecycle import batch_refresh
 from negotiation.services.prompt_versions import prompt_versions_record
 
@@ -75,16 +75,13 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
         errors.setdefault("disclosure", []).append(str(exc))
     check_range(errors, "runs", runs, 1, settings.MAMS_MAX_RUNS_PER_BATCH)
     check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-        errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
-        temperature = 0.7
-    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or not 0 <= base_seed < 2**31:
-        errors.setdefault("base_seed", []).append("Must be a whole number from 0 to 2147483647.")
+    checked_temperature = check_temperature(errors, "temperature", temperature)
+    check_seed(errors, "base_seed", base_seed)
     n_sellers = session.sellers.count()
     if n_sellers > settings.MAMS_MAX_SELLERS:
         errors.setdefault("session", []).append(
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {n_sellers}.")
-    resolved = agents_resolve(agents, float(temperature), errors)
+    resolved = agents_resolve(agents, checked_temperature, errors)
     budget_usd, budget_tokens = budget_check(errors, budget_usd=budget_usd, budget_tokens=budget_tokens,
                                              resolved=resolved)
     if item_name is not None and not isinstance(item_name, str):
@@ -93,13 +90,7 @@ def batch_create(*, session: Session, item_name: str | None, runs: int, agents: 
     names = [item_name] if item_name else list(session.demands.values_list("item_name", flat=True))
     if not names:
         errors.setdefault("item_name", []).append("The session has no buyer demands.")
-    scenarios = []
-    for item in names:
-        try:
-            scenarios.append(scenario_for(session=session, item_name=item, population=population))
-        except ValidationError as exc:
-            for key, msgs in exc.message_dict.items():
-                errors.setdefault(key, []).extend(msgs)
+    scenarios = [scenario_check(errors, session=session, item_name=item, population=population) for item in names]
     if errors:
         raise ValidationError(errors)
     _check_active_batches(owner)

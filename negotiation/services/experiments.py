@@ -24,7 +24,7 @@ from negotiation.engine.names import name_key
 from negotiation.models import Batch, Experiment, ExperimentCondition, Seller, Session, Style
 from negotiation.services.batches import batch_create, batches_status
 from negotiation.services.errors import ConflictError, flatten
-from negotiation.services.launch import check_range, scenario_for
+from negotiation.services.launch import DEFAULT_TEMPERATURE, check_range, check_temperature, scenario_for
 
 MAX_CONDITIONS = 8
 LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -89,9 +89,8 @@ def _conditions(raw: Any, session: Session, errors: dict[str, list[str]]) -> lis
         agents = c.get("agents") or {}
         if not isinstance(agents, dict):
             _add(errors, f"{path}.agents", "Must be an object of role to agent spec (buyer, seller, analyst).")
-        temperature = c.get("temperature", 0.7)
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-            _add(errors, f"{path}.temperature", "Must be a number from 0 to 2.")
+        temperature = c.get("temperature", DEFAULT_TEMPERATURE)
+        check_temperature(errors, f"{path}.temperature", temperature)
         sellers, styles = _population(c, path, handles, errors)
         out.append({"label": label, "agents": agents, "temperature": temperature, "sellers": sellers,
                     "styles": styles})

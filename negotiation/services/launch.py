@@ -3,6 +3,7 @@
 A batch, a reflect sequence, a live room, an experiment and an /env episode are all launched from a
 session and an item with an agent configuration; they check those the same way, here, before
 anything is written or queued, and each problem lands in `errors` under the field a person must fix.
+Each check adds to `errors` and carries on, so a launch reports every problem at once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,31 @@ from negotiation.engine.names import name_key
 from negotiation.models import BuyerDemand, InventoryItem, Session
 from negotiation.run_context import scenario_snapshot
 
+SEED_MAX = 2**31 - 1
+DEFAULT_TEMPERATURE = 0.7
+
 
 def check_range(errors: dict[str, list[str]], name: str, value: Any, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         errors.setdefault(name, []).append(f"Must be a whole number from {low} to {high}; got {value!r}.")
+
+
+def check_seed(errors: dict[str, list[str]], name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        errors.setdefault(name, []).append(f"Must be a whole number from 0 to {SEED_MAX}.")
+
+
+def check_temperature(errors: dict[str, list[str]], name: str, value: Any) -> float:
+    """The temperature, or the default when it is refused (so the agents can still be checked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+        errors.setdefault(name, []).append("Must be a number from 0 to 2.")
+        return DEFAULT_TEMPERATURE
+    return float(value)
+
+
+def errors_merge(errors: dict[str, list[str]], exc: ValidationError) -> None:
+    for key, messages in exc.message_dict.items():
+        errors.setdefault(key, []).extend(messages)
 
 
 def agents_resolve(raw: dict | None, temperature: float, errors: dict[str, list[str]]) -> dict[str, dict]:
@@ -63,6 +85,16 @@ def scenario_for(*, session: Session, item_name: str, population: dict | None = 
                                              "seller's inventory first."]})
     snapshot = scenario_snapshot(demand=demand, inventory=inventory)
     return population_apply(snapshot, population) if population else snapshot
+
+
+def scenario_check(errors: dict[str, list[str]], *, session: Session, item_name: str,
+                   population: dict | None = None) -> dict[str, Any]:
+    """`scenario_for`, its problems added to `errors` (then {})."""
+    try:
+        return scenario_for(session=session, item_name=item_name, population=population)
+    except ValidationError as exc:
+        errors_merge(errors, exc)
+        return {}
 
 
 def population_apply(snapshot: dict[str, Any], population: dict) -> dict[str, Any]:

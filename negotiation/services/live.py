@@ -27,7 +27,7 @@ from negotiation.models import Message, NegotiationRun, Session
 from negotiation.run_context import RunContext, run_context
 from negotiation.services import play, sweeps
 from negotiation.services.errors import ConflictError, LimitExceeded
-from negotiation.services.launch import agents_resolve, scenario_for
+from negotiation.services.launch import agents_resolve, check_range, check_seed, errors_merge, scenario_check
 
 HUMAN = {"strategy": "human", "profile": "", "model": "", "temperature": None, "fallback": ""}
 
@@ -55,21 +55,13 @@ def live_start(*, owner: Any, session: Session, item_name: str, seller_agent: di
     are the turn-taking rules (engine/protocol.py::Rules), a suite task's own (core-v2: hidden).
     """
     errors: dict[str, list[str]] = {}
-    if not isinstance(max_rounds, int) or not 1 <= max_rounds <= settings.MAMS_MAX_ROUNDS_LIMIT:
-        errors["max_rounds"] = [f"Must be a whole number from 1 to {settings.MAMS_MAX_ROUNDS_LIMIT}."]
-    if not isinstance(seed, int) or not 0 <= seed < 2**31:
-        errors["seed"] = ["Must be a whole number from 0 to 2147483647."]
-    scenario: dict[str, Any] = {}
-    try:
-        scenario = scenario_for(session=session, item_name=item_name)
-    except ValidationError as exc:
-        for key, msgs in exc.message_dict.items():
-            errors.setdefault(key, []).extend(msgs)
+    check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
+    check_seed(errors, "seed", seed)
+    scenario = scenario_check(errors, session=session, item_name=item_name)
     try:
         agents = _agents(seller_agent, analyst_agent, buyer or HUMAN)
     except ValidationError as exc:
-        for key, msgs in exc.message_dict.items():
-            errors.setdefault(key, []).extend(msgs)
+        errors_merge(errors, exc)
     if errors:
         raise ValidationError(errors)
     _check_open_rooms(owner)

@@ -40,7 +40,7 @@ from negotiation.engine.utility import run_utilities
 from negotiation.models import NegotiationRun, Outcome, ReflectSequence, SequenceStep, Session
 from negotiation.run_context import run_context
 from negotiation.services.errors import LimitExceeded
-from negotiation.services.launch import agents_resolve, check_range, scenario_for
+from negotiation.services.launch import agents_resolve, check_range, check_temperature, scenario_check
 from negotiation.services.prompt_versions import agents_with_notes, prompt_versions_record
 
 log = logging.getLogger(__name__)
@@ -64,21 +64,14 @@ def sequence_create(*, owner: Any, session: Session, item_name: str, mode: str, 
     check_range(errors, "length", length, 1, MAX_LENGTH)
     check_range(errors, "max_rounds", max_rounds, 1, settings.MAMS_MAX_ROUNDS_LIMIT)
     check_range(errors, "base_seed", base_seed, 0, 2**31 - 1 - (MAX_LENGTH if isinstance(length, int) else 0))
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-        errors.setdefault("temperature", []).append("Must be a number from 0 to 2.")
-        temperature = 0.7
-    resolved = agents_resolve(agents, float(temperature), errors)
+    resolved = agents_resolve(agents, check_temperature(errors, "temperature", temperature), errors)
     if resolved and mode in Mode.values:
         _check_reflectors(resolved, mode, errors)
     scenario: dict[str, Any] = {}
     if not isinstance(item_name, str) or not item_name.strip():
         errors.setdefault("item_name", []).append("Name the one demanded item the sequence negotiates.")
     else:
-        try:
-            scenario = scenario_for(session=session, item_name=item_name)
-        except ValidationError as exc:
-            for key, msgs in exc.message_dict.items():
-                errors.setdefault(key, []).extend(msgs)
+        scenario = scenario_check(errors, session=session, item_name=item_name)
     if errors:
         raise ValidationError(errors)
     _check_active_sequences(owner)

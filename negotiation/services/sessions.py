@@ -1,36 +1,29 @@
 """Session writes: a whole scenario imported as one document, or demands and sellers one by one.
 
-Every object is `full_clean()`ed before it is saved (DRF and management commands do not), and an
-import is one transaction: a document with any bad line writes nothing, and the error names the
-exact path, e.g. `sellers[1].inventory[0].least_price`.
+The input arrives typed: negotiation/documents.py's models are the one check of its shape, types
+and rules (the API parses request bodies with them; a document given here as JSON is parsed with
+them once, on the way in). What is left here needs the database: a handle already used in the
+session, a full session, a frozen (benchmark) session. Every object is still `full_clean()`ed
+before it is saved, as a last guard, and an import is one transaction: a document with any bad
+line writes nothing, and the error names the exact path, e.g. `sellers[1].inventory[0].least_price`.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 
-from negotiation.documents import SessionDocument, seller_terms
-from negotiation.engine.names import clean_name, name_key
+from negotiation.documents import Demand, SellerDocument, SessionDocument, parse
+from negotiation.engine.names import name_key
 from negotiation.models import Batch, BuyerDemand, InventoryItem, NegotiationRun, Seller, Session
 from negotiation.services.errors import ConflictError, flatten
 
-_NO_NUL = ProhibitNullCharactersValidator()
 
-
-def _clean(obj: Any, path: str, errors: dict[str, list[str]], exclude: list[str] | None = None) -> None:
-    # Postgres cannot store NUL in text, and model fields (unlike form fields) do not check for it.
-    for field in obj._meta.concrete_fields:
-        value = getattr(obj, field.attname)
-        if isinstance(value, str) and "\x00" in value:
-            key = f"{path}.{field.name}" if path else field.name
-            errors.setdefault(key, []).append(str(_NO_NUL.message))
-            return
+def _clean(obj: Any, path: str, errors: dict[str, list[str]], exclude: list[str]) -> None:
     try:
         obj.full_clean(exclude=exclude)
     except ValidationError as exc:
@@ -38,122 +31,44 @@ def _clean(obj: Any, path: str, errors: dict[str, list[str]], exclude: list[str]
             errors.setdefault(key, []).extend(messages)
 
 
-def _seller_obj(session: Session, raw: dict[str, Any]) -> Seller:
-    style, retention, profit = seller_terms(raw)
-    return Seller(session=session, handle=clean_name(str(raw.get("handle", ""))), style=style,
-                  customer_retention_weight=_dec(retention), profit_maximization_weight=_dec(profit))
+def _seller_rows(session: Session, seller: SellerDocument, path: str, errors: dict[str, list[str]]
+                 ) -> tuple[Seller, list[InventoryItem]]:
+    style, retention, profit = seller.terms()
+    obj = Seller(session=session, handle=seller.handle, style=style, customer_retention_weight=retention,
+                 profit_maximization_weight=profit)
+    _clean(obj, path, errors, exclude=["session"])
+    items = [InventoryItem(seller=obj, item_name=line.item_name, cost_price=line.cost_price,
+                           selling_price=line.selling_price, least_price=line.least_price)
+             for line in seller.inventory]
+    for j, item in enumerate(items):
+        _clean(item, f"{path}.inventory[{j}]", errors, exclude=["seller"])
+    return obj, items
 
 
-def _dec(value: Any) -> Any:
-    # Leave non-numbers as they are so full_clean reports them against the right field.
-    try:
-        return Decimal(str(value))
-    except Exception:  # noqa: BLE001
-        return value
-
-
-def _build_seller(session: Session, raw: Any, path: str, errors: dict[str, list[str]]
-                  ) -> tuple[Seller, list[InventoryItem]]:
-    if not isinstance(raw, dict):
-        errors.setdefault(path, []).append("Each seller must be an object.")
-        return Seller(session=session), []
-    shapes = [k for k in ("priorities", "personality") if raw.get(k) is not None and not isinstance(raw[k], dict)]
-    for key in shapes:
-        errors.setdefault(f"{path}.{key}", []).append(f"{key.capitalize()} must be an object.")
-    if shapes:
-        return Seller(session=session), []
-    seller = _seller_obj(session, raw)
-    _clean(seller, path, errors, exclude=["session"])
-    items: list[InventoryItem] = []
-    inventory = raw.get("inventory") or []
-    if not isinstance(inventory, list):
-        errors.setdefault(f"{path}.inventory", []).append("Inventory must be a list of items.")
-        inventory = []
-    if len(inventory) > settings.MAMS_MAX_ITEMS:
-        errors.setdefault(f"{path}.inventory", []).append(
-            f"At most {settings.MAMS_MAX_ITEMS} inventory lines per seller; this one has {len(inventory)}.")
-        inventory = []
-    seen: set[str] = set()
-    for j, line in enumerate(inventory):
-        ipath = f"{path}.inventory[{j}]"
-        if not isinstance(line, dict):
-            errors.setdefault(ipath, []).append("Each inventory line must be an object.")
-            continue
-        item = InventoryItem(seller=seller, item_name=clean_name(str(line.get("item_name", ""))),
-                             cost_price=_dec(line.get("cost_price")), selling_price=_dec(line.get("selling_price")),
-                             least_price=_dec(line.get("least_price")))
-        _clean(item, ipath, errors, exclude=["seller"])
-        if name_key(item.item_name) in seen:
-            errors.setdefault(f"{ipath}.item_name", []).append(
-                "This seller already lists this item (item names are compared ignoring case).")
-        seen.add(name_key(item.item_name))
-        items.append(item)
-    return seller, items
-
-
-def _build_demand(session: Session, raw: dict[str, Any], path: str, errors: dict[str, list[str]]) -> BuyerDemand:
-    quantity = raw.get("quantity", 1)
-    if isinstance(quantity, bool) or (isinstance(quantity, float) and not quantity.is_integer()):
-        # IntegerField.to_python would truncate 2.7 to 2 without a word.
-        errors.setdefault(f"{path}.quantity", []).append("Quantity must be a whole number.")
-    demand = BuyerDemand(session=session, item_name=clean_name(str(raw.get("item_name", ""))),
-                         quantity=quantity, min_price=_dec(raw.get("min_price")), max_price=_dec(raw.get("max_price")))
-    _clean(demand, path, errors, exclude=["session"])
-    return demand
+def _demand_rows(session: Session, demands: list[Demand], path: str, errors: dict[str, list[str]]
+                 ) -> list[BuyerDemand]:
+    rows = [BuyerDemand(session=session, item_name=d.item_name, quantity=d.quantity, min_price=d.min_price,
+                        max_price=d.max_price) for d in demands]
+    for i, row in enumerate(rows):
+        _clean(row, f"{path}[{i}]", errors, exclude=["session"])
+    return rows
 
 
 @transaction.atomic
-def session_import(*, document: SessionDocument | dict[str, Any], owner: Any = None) -> Session:
+def session_import(*, document: SessionDocument | Mapping[str, Any], owner: Any = None) -> Session:
     """Create a whole session from the spec's section-5 shapes, or write nothing at all.
 
-    `document` is a SessionDocument (negotiation/documents.py), or its JSON as written in a file or
-    a request: either way every object is built from it and `full_clean()`ed against the models' own
-    rules, and each error is reported under its path in the document.
+    `document` is a SessionDocument (negotiation/documents.py); JSON as written in a file (the
+    bundled scenarios, a suite) is parsed into one first, its errors reported by path in the words
+    this service always used.
     """
-    if isinstance(document, SessionDocument):
-        document = document.as_json()
-    if not isinstance(document, dict):
-        raise ValidationError({"document": ["The session document must be a JSON object."]})
+    if not isinstance(document, SessionDocument):
+        document = parse(SessionDocument, document, wording="import")
     errors: dict[str, list[str]] = {}
-    session = Session(owner=owner, name=str(document.get("name", ""))[:200],
-                      description=str(document.get("description", "")))
+    session = Session(owner=owner, name=document.name, description=document.description)
     _clean(session, "", errors, exclude=["owner"])
-    buyer = document.get("buyer") or {}
-    demands_raw = buyer.get("item_demands", document.get("item_demands", [])) if isinstance(buyer, dict) else []
-    sellers_raw = document.get("sellers") or []
-    if not isinstance(demands_raw, list) or not demands_raw:
-        errors.setdefault("buyer.item_demands", []).append("The buyer needs at least one item demand.")
-        demands_raw = []
-    if not isinstance(sellers_raw, list):
-        errors.setdefault("sellers", []).append("Sellers must be a list.")
-        sellers_raw = []
-    if len(sellers_raw) > settings.MAMS_MAX_SELLERS:
-        errors.setdefault("sellers", []).append(
-            f"A session has at most {settings.MAMS_MAX_SELLERS} sellers; this one has {len(sellers_raw)}.")
-        sellers_raw = []  # reported; validating thousands of them would only take time
-    if len(demands_raw) > settings.MAMS_MAX_ITEMS:
-        errors.setdefault("buyer.item_demands", []).append(
-            f"At most {settings.MAMS_MAX_ITEMS} item demands per buyer; this one has {len(demands_raw)}.")
-        demands_raw = []
-    demands: list[BuyerDemand] = []
-    seen_items: set[str] = set()
-    for i, raw in enumerate(demands_raw):
-        path = f"buyer.item_demands[{i}]"
-        if not isinstance(raw, dict):
-            errors.setdefault(path, []).append("Each demand must be an object.")
-            continue
-        demand = _build_demand(session, raw, path, errors)
-        if name_key(demand.item_name) in seen_items:
-            errors.setdefault(f"{path}.item_name", []).append(
-                "The buyer already has a demand for this item (item names are compared ignoring case).")
-        seen_items.add(name_key(demand.item_name))
-        demands.append(demand)
-    built = [_build_seller(session, raw, f"sellers[{i}]", errors) for i, raw in enumerate(sellers_raw)]
-    handles = [name_key(s.handle) for s, _ in built]
-    for i, handle in enumerate(handles):
-        if handle and handles.index(handle) != i:
-            errors.setdefault(f"sellers[{i}].handle", []).append(
-                f"Duplicate handle {built[i][0].handle}: each handle must be unique in a session.")
+    demands = _demand_rows(session, document.buyer.item_demands, "buyer.item_demands", errors)
+    built = [_seller_rows(session, s, f"sellers[{i}]", errors) for i, s in enumerate(document.sellers)]
     if errors:
         raise ValidationError(errors)
     session.save()
@@ -204,26 +119,16 @@ def session_delete(*, session: Session) -> None:
 
 
 @transaction.atomic
-def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[BuyerDemand]:
-    """Replace the buyer's demands with `items` (the whole buyer configuration), or change nothing.
+def buyer_config_set(*, session: Session, items: list[Demand]) -> list[BuyerDemand]:
+    """Replace the buyer's demands with `items` (the whole buyer configuration, checked by
+    documents.BuyerConfig), or change nothing.
 
     Replace, not merge: an item left out is removed, so the stored configuration is always exactly
     the last one sent. Runs already made keep their own snapshot and are unaffected.
     """
     session_editable(session=session)
     errors: dict[str, list[str]] = {}
-    if not items:
-        errors.setdefault("items", []).append("The buyer needs at least one item demand.")
-    demands: list[BuyerDemand] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(items):
-        path = f"items[{i}]"
-        demand = _build_demand(session, raw, path, errors)
-        if name_key(demand.item_name) in seen:
-            errors.setdefault(f"{path}.item_name", []).append(
-                f"'{demand.item_name}' is listed twice (item names are compared ignoring case).")
-        seen.add(name_key(demand.item_name))
-        demands.append(demand)
+    demands = _demand_rows(session, items, "items", errors)
     if errors:
         raise ValidationError(errors)
     BuyerDemand.objects.filter(session=session).delete()
@@ -231,18 +136,17 @@ def buyer_config_set(*, session: Session, items: list[dict[str, Any]]) -> list[B
 
 
 @transaction.atomic
-def seller_add(*, session: Session, seller: dict[str, Any]) -> Seller:
+def seller_add(*, session: Session, seller: SellerDocument) -> Seller:
     """Add one seller with its inventory (spec 10.1), or write nothing."""
     session_editable(session=session)
     Session.objects.select_for_update().filter(pk=session.pk).first()  # one seller-add per session at a time
     errors: dict[str, list[str]] = {}
-    count = session.sellers.count()
-    if count >= settings.MAMS_MAX_SELLERS:
+    if session.sellers.count() >= settings.MAMS_MAX_SELLERS:
         errors.setdefault("non_field_errors", []).append(
             f"A session has at most {settings.MAMS_MAX_SELLERS} sellers and this one is full.")
-    obj, items = _build_seller(session, seller, "", errors)
+    obj, items = _seller_rows(session, seller, "", errors)
     errors = {("non_field_errors" if k == "__all__" else k.lstrip(".")): v for k, v in errors.items()}
-    if obj.handle and session.sellers.filter(handle_key=name_key(obj.handle)).exists():
+    if session.sellers.filter(handle_key=name_key(obj.handle)).exists():
         errors.setdefault("handle", []).append(
             f"Another seller in this session already uses {obj.handle} (handles are compared ignoring case).")
     if errors:

@@ -122,9 +122,11 @@ def test_a_batch_for_an_item_includes_every_seller_that_stocks_it_under_any_form
 
 def test_an_integrity_error_behind_a_weaker_check_is_a_400_naming_the_rule(api: Any, sample: Session,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from negotiation import documents
     from negotiation.services import sessions
 
     # given the services' checks compare names the old way (Python's lower(), which differs from the key)
+    monkeypatch.setattr(documents, "name_key", str.lower)
     monkeypatch.setattr(sessions, "name_key", str.lower)
     before = sorted(BuyerDemand.objects.filter(session=sample).values_list("item_name", flat=True))
     # when two names that the key calls the same reach the database
