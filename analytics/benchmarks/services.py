@@ -69,7 +69,7 @@ def suite_load(*, ref: str) -> tuple[Suite, bool]:
             suite = Suite.objects.create(name=sf.name, version=sf.version, description=sf.description,
                                          content_hash=sf.content_hash, rules=sf.rules)
             for position, sc in enumerate(sf.scenarios):
-                session = session_import(document=sc.document, owner=None)
+                session = session_import(document=sc.parsed, owner=None)
                 session.frozen_by = f"benchmark suite {suite.label}, scenario {sc.slug}"
                 session.save(update_fields=["frozen_by"])
                 SuiteScenario.objects.create(suite=suite, position=position, slug=sc.slug, title=sc.title,

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 
-from negotiation.documents import document_problems
+from negotiation.documents import SessionDocument, document_problems
 from negotiation.engine.names import name_key
 from negotiation.engine.protocol import parse_rules
 
@@ -45,8 +45,9 @@ class SuiteError(ValueError):
 class ScenarioFile:
     slug: str
     title: str
-    document: dict[str, Any] = field(repr=False)
+    document: dict[str, Any] = field(repr=False)  # as written: the content hash covers it
     items: list[str]
+    parsed: SessionDocument = field(repr=False, compare=False)  # checked once, imported as is
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,12 @@ def _read_json(path: Path) -> Any:
 def check_document(document: Any, items: list[str], where: str) -> list[str]:
     """Every rule the database would enforce on this scenario (negotiation/documents.py's SessionDocument),
     and the suite's own (each listed item demanded and stocked), as a list of problems (empty if fine)."""
+    return _checked(document, items, where)[1]
+
+
+def _checked(document: Any, items: list[str], where: str) -> tuple[SessionDocument | None, list[str]]:
     if not isinstance(document, dict):
-        return [f"{where}: the scenario must be a JSON object in the session import format"]
+        return None, [f"{where}: the scenario must be a JSON object in the session import format"]
     parsed, problems = document_problems(document)
     out = [f"{where}: {path}: {message}" for path, message in problems]
     if parsed is not None and not parsed.sellers:
@@ -97,7 +102,7 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
     if not items:
         out.append(f"{where}: the manifest lists no items to negotiate")
     if parsed is None:
-        return out
+        return None, out
     for item in items:
         if parsed.demand(item) is None:
             out.append(f"{where}: item '{item}' is not demanded by the buyer")
@@ -108,7 +113,7 @@ def check_document(document: Any, items: list[str], where: str) -> list[str]:
         # A multi-item scenario runs as one batch over every demanded item (batch_create's item_name=None).
         out.append(f"{where}: a scenario with several items must list every demanded item "
                    f"({', '.join(d.item_name for d in parsed.buyer.item_demands)})")
-    return out
+    return parsed, out
 
 
 # The metrics a replication suite may report (analytics/benchmarks/replication.py computes each from
@@ -206,13 +211,15 @@ def _load_dir(path: Path) -> SuiteFile:
             problems.append(f"{at}.items: a list of item names (got {items!r})")
             continue
         document = _read_json(path / file)
-        problems.extend(check_document(document, items, f"{path.name}/{file}"))
+        parsed, found = _checked(document, items, f"{path.name}/{file}")
+        problems.extend(found)
         documents[slug] = document
-        scenarios.append(ScenarioFile(slug=slug, title=str(entry.get("title") or slug), document=document,
-                                      items=[x.strip() for x in items]))
+        if parsed is not None:
+            scenarios.append(ScenarioFile(slug=slug, title=str(entry.get("title") or slug), document=document,
+                                          items=[x.strip() for x in items], parsed=parsed))
     replication = manifest.get("replication")
     if replication is not None:
-        problems.extend(check_replication(replication, {sc.slug for sc in scenarios}, f"{where}: replication"))
+        problems.extend(check_replication(replication, set(documents), f"{where}: replication"))
     if problems:
         raise SuiteError(f"suite {path.name} is invalid:\n- " + "\n- ".join(problems))
     return SuiteFile(name=name, version=version, label=f"{name}-v{version}",
