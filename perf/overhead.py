@@ -9,10 +9,14 @@ platform's cost per turn (task pickup, context load, prompt building, guardrails
 worker runs as deployed (MAMS_DEBUG=0: no debug cursor) and stays up across several batches, whose
 gaps are pooled; its CPU time per turn and a reference loop's time (how fast the VM was just then)
 print beside the median.
-Phase B: the fake takes 300 ms per call and refuses (429) anything beyond 20 requests in any
-1-second window, like a real provider; MAMS's shared limiter is set to 19/s, 5% under the hard
-limit to absorb loopback jitter. We report the achieved request rate as a fraction of the limit,
-the 429s and the most requests the provider ever accepted in one window.
+Phase B: the fake takes 300 ms per call, sends no rate-limit headers and refuses (429) anything
+beyond 20 requests in any 1-second window, like a real provider; MAMS is configured with that very
+limit, 20/second (a user writes the provider's limit; the limiter paces at
+MAMS_LLM_CONFIGURED_LIMIT_SHARE of it). We report the achieved request rate as a fraction of the
+provider's and the configured limit, the 429s, the batch time (to its last analysis) over the lower
+bound calls / limit, and where the time went, from the provider's log of arrivals: the least span of
+21 consecutive calls (under 1 s is a 429), how much of the limiter's spacing jitter took, the gaps
+between calls, and how often no caller was waiting at the limiter.
 Phase BH: phase B again with the limit stated in OpenAI-style headers (1200 a minute) and no rate
 configured in MAMS.
 Phase C: real providers limit tokens too, and say where a caller stands in every answer. The fake
@@ -23,8 +27,8 @@ MAMS is configured with NO limits for the profile: it learns them from the heade
 achieved requests/s / request limit, tokens/min / token limit, 429s, and the batch time / the lower
 bound max(calls / request limit, tokens / token limit). Figures print last.
 
-Usage: make bench   (or .venv/bin/python perf/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 60]
-                    [--runs-c 300] [--phases ABC])
+Usage: make bench   (or .venv/bin/python perf/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 300]
+                    [--runs-c 300] [--rate-b 20/second] [--phases ABHC])
 """
 
 from __future__ import annotations

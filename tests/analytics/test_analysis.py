@@ -105,10 +105,13 @@ def test_every_answered_analyst_call_is_in_the_batchs_spend_even_when_its_verdic
 
 def _run_page_verdict_line(run: NegotiationRun) -> str:
     from django.test import Client
+    from django.urls import reverse
 
     client = Client()
     client.force_login(run.batch.owner)
-    page = client.get(f"/runs/{run.pk}/").content.decode()
+    response = client.get(reverse("analytics:run", args=[run.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
     return page[page.index("verdict from the"):][:300]
 
 

@@ -448,7 +448,8 @@ def test_a_caller_that_wakes_a_little_late_does_not_slip_the_request_schedule(li
     def grant_after(lateness: float) -> tuple[float, float]:
         due = _redis_now(limiter) - lateness  # the slot was due `lateness` ago: the caller woke late
         limiter.redis.set(schedule, f"{due:.6f}")
-        with limiter.slot("late", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0):
+        with limiter.slot("late", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0,
+                          configured_share=1.0):
             pass
         return due, float(limiter.redis.get(schedule))
 
