@@ -70,9 +70,10 @@ REQUEST_LATENESS_SECONDS = 0.010
 # provider some ms later, and that delay varies: evenly spaced at exactly N per window, N+1 grants
 # span exactly the window, so any jitter puts N+1 inside the provider's moving window (a 429). At 0.97
 # a 20/second limit keeps 31 ms a window (1/0.97 - 1 s): make bench phase B (fake provider with a hard
-# 20-per-second window, MAMS configured at 20/second) measured at most 22-25 ms taken by jitter over
-# 2,100 calls, and 0 429s, at 0.96-0.97 of the provider's limit. Overridden by
-# MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
+# 20-per-second window, MAMS configured at 20/second, 2,100 calls) measured grant-to-arrival delays of
+# 4.8 ms median, 27.9 ms at p99.9, and jitter taking at most 15-17.5 ms of the 31 (0 429s, 0.958-0.964
+# of the provider's limit) at load average 1-2; on a host at load 3.8, 100 ms stalls got through (7
+# 429s; perf/README.md). Overridden by MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
 CONFIGURED_LIMIT_SHARE = 0.97
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
