@@ -197,7 +197,9 @@ def budget_allows_turn(*, run_id: Any, batch_id: Any, budget_usd: Decimal | None
 def _budget(batch_id: Any) -> dict[str, Any] | None:
     """The batch's budgets, or None when it has none (or there is no batch)."""
     found = Batch.objects.filter(pk=batch_id).values("budget_usd", "budget_tokens").first() if batch_id else None
-    return None if found is None or (found["budget_usd"] is None and found["budget_tokens"] is None) else found
+    if found is None or (found["budget_usd"] is None and found["budget_tokens"] is None):
+        return None
+    return {"budget_usd": found["budget_usd"], "budget_tokens": found["budget_tokens"]}
 
 
 def budget_allows_call(*, batch_id: Any) -> bool:
