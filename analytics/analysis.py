@@ -33,6 +33,7 @@ from negotiation.agents.gateway import LLMError, LLMReply, complete, get_profile
 from negotiation.agents.outputs import OutputError, extract_json
 from negotiation.engine.types import BUYER
 from negotiation.models import Message, NegotiationRun, Outcome
+from negotiation.services import budgets
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class AnalystUnavailable(Exception):
     """The analyst cannot give a structured verdict for this run (reason in the message)."""
 
 
-def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMReply, list[LLMReply]]:
+def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMReply]:
     """One analyst call and, if its JSON is unusable, one repair; raises AnalystUnavailable otherwise.
 
     LLMTransientError propagates, so the task retries later with backoff.
@@ -184,23 +185,42 @@ def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMRep
     model = spec.get("model") or profile.model_for("analyst")
     messages = analyst_prompt(run=run, m=m)
     meta = spans.meta(run=run, round_no=m.rounds, role="analyst", handle="analyst")
-    replies: list[LLMReply] = []
     error = ""
     for attempt in range(2):
+        if not budgets.budget_allows_call(batch_id=run.batch_id):
+            raise AnalystUnavailable("the batch's budget is reached, so the analyst LLM was not called")
         try:
             reply = complete(profile=profile, model=model, chat=messages, temperature=0.0,
                              max_tokens=ANALYST_MAX_TOKENS, seed=run.seed + attempt, meta=meta)
         except LLMError as exc:
             raise AnalystUnavailable(str(exc)) from exc
-        replies.append(reply)
+        analysis_usage_record(run=run, reply=reply)
         try:
-            return parse_verdict(reply.text), reply, replies
+            return parse_verdict(reply.text), reply
         except OutputError as exc:
             error = str(exc)
             messages = [*messages, {"role": "assistant", "content": reply.text},
                         {"role": "user", "content": f"That answer was not usable ({error}). Reply with the JSON "
                                                     "object only, with every field."}]
     raise AnalystUnavailable(f"the analyst's answer was not a valid verdict after one repair: {error}")
+
+
+def analysis_usage_record(*, run: NegotiationRun, reply: LLMReply) -> None:
+    """Count one analyst call as soon as it answers, on the run's analysis row and in its batch's spend.
+
+    Every answered call is paid for, whether its verdict is used, repaired or lost to a later error and
+    a retry, so the row's tokens add up all of them (`model` names the model they are priced with,
+    even when the local scorers' verdict stands). The batch's spend counts these rows (registered in
+    analytics/apps.py with negotiation/services/budgets.py), and a budgeted batch's live sums get them.
+    """
+    with transaction.atomic():
+        RunAnalysis.objects.filter(run_id=run.pk).update(
+            model=reply.model, prompt_tokens=F("prompt_tokens") + reply.prompt_tokens,
+            completion_tokens=F("completion_tokens") + reply.completion_tokens,
+            latency_ms=F("latency_ms") + reply.latency_ms)
+        budgets.call_usage_record_on_commit(batch_id=run.batch_id, model=reply.model,
+                                            prompt_tokens=reply.prompt_tokens,
+                                            completion_tokens=reply.completion_tokens)
 
 
 def run_analyse(*, run_id: Any, give_up: bool = False) -> RunAnalysis | None:
@@ -234,19 +254,15 @@ def run_analyse(*, run_id: Any, give_up: bool = False) -> RunAnalysis | None:
 
     verdict: dict[str, Any] | None = None
     source, model, error = RunAnalysis.Source.LOCAL, "", ""
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "latency_ms": 0}
     if give_up:
         error = "the analyst's provider kept failing; gave up after the last retry"
     else:
         try:
-            parsed, reply, replies = _ask_analyst(run=run, m=m)
+            parsed, reply = _ask_analyst(run=run, m=m)
         except AnalystUnavailable as exc:
             error = str(exc)
         else:
             verdict, source, model = parsed.model_dump(), RunAnalysis.Source.LLM, reply.model
-            usage = {"prompt_tokens": sum(r.prompt_tokens for r in replies),
-                     "completion_tokens": sum(r.completion_tokens for r in replies),
-                     "latency_ms": sum(r.latency_ms for r in replies)}
     if verdict is None:
         verdict = {k: local[k] for k in ("deal_quality", "strategy_effectiveness", "coherence", "hallucination",
                                          "recommendations", "reasons")}
@@ -254,9 +270,9 @@ def run_analyse(*, run_id: Any, give_up: bool = False) -> RunAnalysis | None:
         analysis = RunAnalysis.objects.select_for_update().get(run_id=run.pk)
         for k, v in verdict.items():
             setattr(analysis, k, v)
-        analysis.status, analysis.source, analysis.model, analysis.error = RunAnalysis.Status.DONE, source, model, error
-        for k, v in usage.items():
-            setattr(analysis, k, v)
+        # the tokens (and the model they are priced with) were counted as each call answered
+        analysis.status, analysis.source, analysis.error = RunAnalysis.Status.DONE, source, error
+        analysis.model = model or analysis.model
         analysis.save()
         Outcome.objects.filter(run_id=run.pk).update(galileo_overall_score=overall_score(
             deal_quality=verdict["deal_quality"], coherence=verdict["coherence"],

@@ -240,6 +240,14 @@ def _batch_dashboard(*, batch_id: Any) -> dict[str, Any]:
     }
 
 
+def analysis_usage(batch_id: Any) -> dict[str, tuple[int, int]]:
+    """The post-run analyst's recorded usage in a batch, by model: every answered call, counted in the
+    batch's spend (registered with negotiation/services/budgets.py in analytics/apps.py)."""
+    rows = (RunAnalysis.objects.filter(batch_id=batch_id).exclude(model="").values("model")
+            .annotate(p=Sum("prompt_tokens"), c=Sum("completion_tokens")))
+    return {r["model"]: (r["p"] or 0, r["c"] or 0) for r in rows}
+
+
 SCORES = ("deal_quality", "coherence", "hallucination")
 LEVELS = ("low", "medium", "high")
 

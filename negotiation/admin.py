@@ -266,7 +266,7 @@ class BatchAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*(f.name for f in Batch._meta.fields if f.name not in ("name", "tags")), "spend"]
 
-    @admin.display(description="spend (agent turns' recorded usage)")
+    @admin.display(description="spend (recorded usage of its LLM calls: turns and analyses)")
     def spend(self, obj: Batch) -> str:
         s = batch_spend(batch_id=obj.pk)
         usd = f"${s.usd:.6f}" if s.usd is not None else f"unpriced ({', '.join(s.unpriced_models)})"

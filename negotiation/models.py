@@ -301,8 +301,9 @@ class Batch(models.Model):
                                        "hidden: each run ends at a hidden round drawn from its seed (core-v2).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     budget_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text=(
-        "Dollars the batch may spend (agent turns' recorded usage priced by negotiation/agents/prices.py); "
-        "when reached no new turn starts and the remaining runs end cancelled."))
+        "Dollars the batch may spend (the recorded usage of its LLM calls, agent turns and post-run analyses, "
+        "priced by negotiation/agents/prices.py); when reached no new turn starts and the remaining runs end "
+        "cancelled."))
     budget_tokens = models.PositiveBigIntegerField(null=True, blank=True, help_text=(
         "Tokens (prompt + completion) the batch may spend; when reached no new turn starts."))
     stop_reason = models.CharField(max_length=40, blank=True, default="", help_text=(

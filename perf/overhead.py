@@ -9,10 +9,14 @@ platform's cost per turn (task pickup, context load, prompt building, guardrails
 worker runs as deployed (MAMS_DEBUG=0: no debug cursor) and stays up across several batches, whose
 gaps are pooled; its CPU time per turn and a reference loop's time (how fast the VM was just then)
 print beside the median.
-Phase B: the fake takes 300 ms per call and refuses (429) anything beyond 20 requests in any
-1-second window, like a real provider; MAMS's shared limiter is set to 19/s, 5% under the hard
-limit to absorb loopback jitter. We report the achieved request rate as a fraction of the limit,
-the 429s and the most requests the provider ever accepted in one window.
+Phase B: the fake takes 300 ms per call, sends no rate-limit headers and refuses (429) anything
+beyond 20 requests in any 1-second window, like a real provider; MAMS is configured with that very
+limit, 20/second (a user writes the provider's limit; the limiter paces at
+MAMS_LLM_CONFIGURED_LIMIT_SHARE of it). We report the achieved request rate as a fraction of the
+provider's and the configured limit, the 429s, the batch time (to its last analysis) over the lower
+bound calls / limit, and where the time went, from the provider's log of arrivals: the least span of
+21 consecutive calls (under 1 s is a 429), how much of the limiter's spacing jitter took, the gaps
+between calls, and how often no caller was waiting at the limiter.
 Phase BH: phase B again with the limit stated in OpenAI-style headers (1200 a minute) and no rate
 configured in MAMS.
 Phase C: real providers limit tokens too, and say where a caller stands in every answer. The fake
@@ -23,13 +27,14 @@ MAMS is configured with NO limits for the profile: it learns them from the heade
 achieved requests/s / request limit, tokens/min / token limit, 429s, and the batch time / the lower
 bound max(calls / request limit, tokens / token limit). Figures print last.
 
-Usage: make bench   (or .venv/bin/python perf/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 60]
-                    [--runs-c 300] [--phases ABC])
+Usage: make bench   (or .venv/bin/python perf/overhead.py [--runs-a 30] [--batches-a 3] [--runs-b 300]
+                    [--runs-c 300] [--rate-b 20/second] [--phases ABHC])
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -100,9 +105,13 @@ def start_worker(url: str, concurrency: int, rate: str, *, name: str = "bench", 
     return proc
 
 
-def run_batch(runs: int, max_rounds: int, base_url: str, agents: dict | None = None) -> tuple[str, float]:
+def run_batch(runs: int, max_rounds: int, base_url: str, agents: dict | None = None, *,
+              analyses: bool = False) -> tuple[str, float]:
+    """Run a batch; its time ends when its runs have ended (and, with `analyses`, their analyses too:
+    the post-run analyst's calls are part of a batch's calls)."""
     from django.conf import settings
 
+    from analytics.models import RunAnalysis
     from negotiation.models import NegotiationRun
     from negotiation.services.batches import batch_create
     from negotiation.services.scenarios import sample_session_load
@@ -116,7 +125,13 @@ def run_batch(runs: int, max_rounds: int, base_url: str, agents: dict | None = N
     while NegotiationRun.objects.filter(batch=batch, status__in=["queued", "running"]).exists():
         if time.monotonic() - started > 900:
             raise SystemExit("the batch did not finish in 15 minutes")
-        time.sleep(0.2)
+        time.sleep(0.05)
+    completed = NegotiationRun.objects.filter(batch=batch, status="completed")
+    while analyses and RunAnalysis.objects.filter(run__in=completed, status__in=["done", "failed"]).count() \
+            < completed.count():
+        if time.monotonic() - started > 900:
+            raise SystemExit("the batch's analyses did not finish in 15 minutes")
+        time.sleep(0.05)
     return str(batch.pk), time.monotonic() - started
 
 
@@ -189,20 +204,62 @@ def phase_a(runs: int, sessions: int) -> dict[str, Any]:
             "cpu_ms": cpu * 1000 / turns, "llm_ms": statistics.median(llm), "reference_ms": statistics.median(refs)}
 
 
-def phase_b(runs: int, *, headers: bool = False) -> dict[str, float]:
+def arrival_profile(arrivals: list[float], limit: int, window: float, interval: float) -> dict[str, float]:
+    """Where a rate-limited batch's time went, from the provider's log of accepted arrivals (sorted).
+
+    slack_ms: the least time by which any limit+1 consecutive arrivals spanned more than the window
+    (0 or less is a 429, or would have been one); the limiter spaces them (limit / configured rate)
+    apart, so jitter_ms = that spacing minus the least span is what jitter took from the margin.
+    lost_s: the time the gaps between arrivals took beyond the limiter's interval (no caller waiting,
+    late wake-ups), the efficiency loss in the middle of the batch.
+    """
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    spans = [arrivals[i + limit] - arrivals[i] for i in range(len(arrivals) - limit)]
+    least = min(spans) if spans else float("nan")
+    return {"slack_ms": (least - window) * 1000, "jitter_ms": (limit * interval - least) * 1000,
+            "spans_under_margin": sum(1 for x in spans if x < limit * interval - 0.005),
+            "gap_median_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
+            "gap_p99_ms": statistics.quantiles(gaps, n=100)[-1] * 1000 if len(gaps) > 1 else float("nan"),
+            "gap_min_ms": min(gaps) * 1000 if gaps else float("nan"),
+            "lost_s": sum(max(0.0, g - interval) for g in gaps),
+            "long_gaps": sum(1 for g in gaps if g > 2 * interval)}
+
+
+def phase_b(runs: int, *, headers: bool = False, rate: str = "20/second") -> dict[str, Any]:
     import httpx
+
+    from negotiation.agents.limiter import emission_interval
 
     # With headers: the same 20 a second stated per minute (OpenAI's headers are per minute), and
     # MAMS configured with no rate: it learns the limit from the answers.
     fake, url = start_fake(0.3, "1200/60" if headers else "20/1", headers="openai" if headers else "none")
-    worker = start_worker(url, 24, "none" if headers else "19/second")
+    worker = start_worker(url, 24, "none" if headers else rate)
+    # Callers holding a limiter lease (waiting for their rate slot, or in their call), sampled every 20 ms:
+    # when it falls to the calls in flight, nobody was waiting and the limiter had no one to grant.
+    import threading
+
+    import redis as redis_lib
+    held: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        client = redis_lib.Redis.from_url(REDIS)
+        while not sampling.wait(0.02):
+            now = client.time()
+            held.append(int(client.zcount("mams:llm:inflight:openai-compatible:bench-model",
+                                          f"({now[0] + now[1] / 1e6}", "+inf")))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     try:
-        batch_id, wall = run_batch(runs, 4, url)
+        batch_id, wall = run_batch(runs, 4, url, analyses=True)
         stats = httpx.get(url.removesuffix("/v1") + "/_stats").json()
         records = httpx.get(url.removesuffix("/v1") + "/_requests").json()
     finally:
+        sampling.set()
         stop(worker, fake)
     records = records if isinstance(records, list) else records.get("requests", [])
+    (ROOT / ".local" / f"bench-b{'h' if headers else ''}-requests.json").write_text(json.dumps(records))
     ok_records = [r for r in records if r["status"] == 200]
     ok = sorted(r["arrival"] for r in ok_records)
     # Steady state: drop the first and last 10% of calls (the ramp-up and the tail of the batch).
@@ -210,9 +267,16 @@ def phase_b(runs: int, *, headers: bool = False) -> dict[str, float]:
     mid = ok[cut:-cut]
     steady = (len(mid) - 1) / (mid[-1] - mid[0]) if len(mid) > 1 else 0.0
     overall = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
+    from django.conf import settings
+    share = 1.0 if headers else getattr(settings, "LLM_CONFIGURED_LIMIT_SHARE", 1.0)
+    interval = emission_interval(None if headers else rate) / share if not headers else 1 / (20 * 0.99)
     return {"calls": len(ok), "wall": wall, "steady_rate": steady, "overall_rate": overall,
             "n429": stats["by_status"].get("429", 0), "max_window": stats["max_accepted_in_window"],
-            "lower_bound": len(ok) / 20,
+            "lower_bound": len(ok) / 20, "configured": 0 if headers else 1 / emission_interval(rate),
+            "share": share, "first_s": ok[0] - records[0]["arrival"] if ok else float("nan"),
+            "profile": arrival_profile(ok, 20, 1.0, interval),
+            "held_median": statistics.median(held) if held else float("nan"),
+            "held_le_6": sum(1 for h in held if h <= 6) / max(1, len(held)),
             "tokens_per_call": sum(r["prompt_tokens"] + r["completion_tokens"] for r in ok_records) / max(1, len(ok))}
 
 
@@ -252,8 +316,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs-a", type=int, default=30, help="runs per phase-A batch")
     parser.add_argument("--batches-a", type=int, default=3, help="phase-A batches, pooled")
-    parser.add_argument("--runs-b", type=int, default=60)
+    parser.add_argument("--runs-b", type=int, default=300)
     parser.add_argument("--runs-c", type=int, default=300)
+    parser.add_argument("--rate-b", default="20/second",
+                        help="MAMS's configured rate in phase B (the fake's limit is 20 in any 1 s)")
     parser.add_argument("--phases", default="ABHC",
                         help="which phases to run, e.g. BC (H: phase B with OpenAI headers and no rate configured)")
     opts = parser.parse_args()
@@ -271,7 +337,7 @@ def main() -> None:
         a = phase_a(opts.runs_a, opts.batches_a)
     if "B" in opts.phases or "C" in opts.phases:
         print(f"phase B: {opts.runs_b} runs, fake provider at 300 ms with a hard 20 req/s limit ...", flush=True)
-        b = phase_b(opts.runs_b)
+        b = phase_b(opts.runs_b, rate=opts.rate_b)
     bh = None
     if "H" in opts.phases:
         print(f"phase B with headers: {opts.runs_b} runs, 1200 req/min stated in OpenAI headers, no rate configured",
@@ -290,11 +356,18 @@ def main() -> None:
         print(f"A  platform overhead per LLM turn: median {a['median_ms']:.1f} ms, p90 {a['p90_ms']:.1f} ms "
               "(target: median < 15 ms)")
     if b:
-        print(f"B  calls {b['calls']}, wall {b['wall']:.1f}s (lower bound calls/limit = {b['lower_bound']:.1f}s, "
-              f"ratio {b['wall'] / b['lower_bound']:.2f})")
-        print(f"B  provider 429s: {b['n429']}; most requests accepted in any 1 s window: {b['max_window']} (limit 20)")
-        print(f"B  achieved rate: steady {b['steady_rate']:.2f} req/s = {b['steady_rate'] / 20:.2f} of the limit; "
-              f"whole batch {b['overall_rate']:.2f} req/s = {b['overall_rate'] / 20:.2f} (target >= 0.90)")
+        p = b["profile"]
+        print(f"B  calls {b['calls']}, wall {b['wall']:.1f}s; first call {b['first_s']:.2f}s after the first record; "
+              f"MAMS configured at {b['configured']:g}/s, paced at {b['configured'] * b['share']:.2f}/s "
+              f"(share {b['share']:g})")
+        print(f"B  most requests accepted in any 1 s window: {b['max_window']} (limit 20); least span of 21 "
+              f"consecutive calls: 1 s {p['slack_ms']:+.1f} ms; jitter took up to {p['jitter_ms']:.1f} ms of the "
+              f"limiter's spacing ({p['spans_under_margin']} spans more than 5 ms short)")
+        print(f"B  gaps between calls: median {p['gap_median_ms']:.1f} ms, p99 {p['gap_p99_ms']:.1f} ms, "
+              f"least {p['gap_min_ms']:.1f} ms; {p['long_gaps']} over two intervals; time beyond the interval "
+              f"{p['lost_s']:.2f}s; steady {b['steady_rate']:.2f} req/s, whole batch {b['overall_rate']:.2f} req/s")
+        print(f"B  callers holding a limiter lease (waiting or calling), every 20 ms: median {b['held_median']:g}; "
+              f"6 or fewer (about the calls in flight: nobody waiting) {b['held_le_6']:.0%} of the time")
     if bh:
         print(f"BH calls {bh['calls']}, wall {bh['wall']:.1f}s, "
               f"ratio to calls/limit {bh['wall'] / bh['lower_bound']:.2f}; "
@@ -310,6 +383,15 @@ def main() -> None:
         print(f"C  provider 429s: {c['n429']} (target 0)")
         print(f"C  batch time / lower bound: {c['wall']:.1f}s / {c['lower_bound']:.1f}s = "
               f"{c['wall'] / c['lower_bound']:.3f} (target <= 1.03)")
+    if b:
+        # last, the no-headers figures: MAMS configured with the provider's own limit (20/s), no headers
+        print(f"B  requests/s / provider limit (20/s): {b['overall_rate'] / 20:.3f} whole batch, "
+              f"{b['steady_rate'] / 20:.3f} steady (target >= 0.95)")
+        print(f"B  requests/s / configured limit ({b['configured']:g}/s): {b['overall_rate'] / b['configured']:.3f} "
+              f"whole batch, {b['steady_rate'] / b['configured']:.3f} steady")
+        print(f"B  provider 429s: {b['n429']} (target 0)")
+        print(f"B  batch time / lower bound (calls / 20 per s): {b['wall']:.1f}s / {b['lower_bound']:.1f}s = "
+              f"{b['wall'] / b['lower_bound']:.3f}")
 
 
 if __name__ == "__main__":

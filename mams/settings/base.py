@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -199,6 +200,13 @@ LLM_DEFAULT_PROFILE = env.str("MAMS_DEFAULT_PROFILE", "local")
 # The share of a provider's stated limit (its rate-limit headers) the shared limiter uses: a hair
 # under 1, so loopback and network jitter never puts one request over the provider's own count.
 LLM_PROVIDER_LIMIT_SHARE = env.float("MAMS_LLM_PROVIDER_LIMIT_SHARE", 0.99)
+# The share of a configured limit (MAMS_<PROFILE>_RATE, _TPM...) it paces at: configure the provider's
+# real limit, and the limiter keeps this margin under it for the jitter between its grant and the
+# request's arrival (0.97: 31 ms of slack in a 1-second window; see negotiation/agents/limiter.py).
+LLM_CONFIGURED_LIMIT_SHARE = env.float("MAMS_LLM_CONFIGURED_LIMIT_SHARE", 0.97)
+if not 0 < LLM_CONFIGURED_LIMIT_SHARE <= 1:
+    raise ImproperlyConfigured("MAMS_LLM_CONFIGURED_LIMIT_SHARE must be above 0 and at most 1, "
+                               f"got {LLM_CONFIGURED_LIMIT_SHARE}")
 
 # --- Limits ------------------------------------------------------------------------------------
 MAMS_MAX_RUNS_PER_BATCH = env.int("MAMS_MAX_RUNS_PER_BATCH", 10000)

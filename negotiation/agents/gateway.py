@@ -219,7 +219,8 @@ def complete(*, profile: Profile, model: str, chat: list[dict[str, str]] | None 
     key = f"{profile.name}:{model}"
     prompt_estimate = estimate_prompt_tokens(chat=chat, prompt=prompt)
     reserved = Cost(tokens=prompt_estimate + max_tokens, input_tokens=prompt_estimate, output_tokens=max_tokens)
-    budget = {"rate": profile.rate, "limits": profile.token_limits, "share": settings.LLM_PROVIDER_LIMIT_SHARE}
+    budget = {"rate": profile.rate, "limits": profile.token_limits, "share": settings.LLM_PROVIDER_LIMIT_SHARE,
+              "configured_share": settings.LLM_CONFIGURED_LIMIT_SHARE}
     try:
         with limiter.slot(key, max_concurrency=profile.max_concurrency, lease_seconds=settings.LLM_TIMEOUT_SECONDS + 30,
                           cost=reserved, **budget):

@@ -20,10 +20,13 @@ tokens separately): each is a GCRA schedule whose step is the call's cost, so a 
 expected tokens (prompt estimate + max_tokens) before it leaves, atomically with its request slot,
 and `settle` moves the schedule by what the answer really used, so the budget never drifts.
 The limits in force are the configured ones and the ones the provider last stated in its headers
-(`observe`, shared in Redis), whichever is lower, the provider's taken at `share` (a hair under 1,
-for loopback jitter): a user who configured nothing, or too much, runs at the provider's real
-limit. When nothing is configured and the provider has not answered yet, one call goes first to
-learn the limits. A budget the provider says is spent (remaining below a call, or a 429's
+(`observe`, shared in Redis), whichever is lower, each taken at its share: the provider's at `share`
+(0.99: a stated limit is per minute, where 1% is 600 ms of slack) and the configured ones at
+`configured_share` (0.97, see CONFIGURED_LIMIT_SHARE: a user writes the provider's real limit, and
+a "20/second" window needs tens of ms of slack for the jitter between a grant here and the request's
+arrival there). A user who configured nothing, or too much, runs at the provider's real limit.
+When nothing is configured and the provider has not answered yet, one call goes first to learn the
+limits. A budget the provider says is spent (remaining below a call, or a 429's
 Retry-After) pushes its schedule to when the provider will have room again, for every worker.
 """
 
@@ -63,6 +66,15 @@ TOKEN_CREDIT_SECONDS = 1.0
 # so a rate configured with margin under the provider's (19/s for 20/s: 52 ms a second) keeps all
 # but this much of it.
 REQUEST_LATENESS_SECONDS = 0.010
+# The share of a configured limit the limiter paces at. A request is granted here and arrives at the
+# provider some ms later, and that delay varies: evenly spaced at exactly N per window, N+1 grants
+# span exactly the window, so any jitter puts N+1 inside the provider's moving window (a 429). At 0.97
+# a 20/second limit keeps 31 ms a window (1/0.97 - 1 s): make bench phase B (fake provider with a hard
+# 20-per-second window, MAMS configured at 20/second, 2,100 calls) measured grant-to-arrival delays of
+# 4.8 ms median, 27.9 ms at p99.9, and jitter taking at most 15-17.5 ms of the 31 (0 429s, 0.958-0.964
+# of the provider's limit) at load average 1-2; on a host at load 3.8, 100 ms stalls got through (7
+# 429s; perf/README.md). Overridden by MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
+CONFIGURED_LIMIT_SHARE = 0.97
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
 _NOW = """
@@ -148,6 +160,11 @@ if ARGV[4] == '1' then
 end
 local costs = {1, tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
 local tats = {}
+-- A request schedule that ran dry restarts with one interval more after its first grant. The grant
+-- before it may not have reached the provider yet: a worker process that stalls (measured: 150-300 ms
+-- on a busy host) sends it late, together with this one, and without the extra interval the next
+-- window would hold one request more than the schedule meant (a 429 at a 20/second limit).
+local restart = 0
 local wait = 0
 for i = 1, 4 do
   if ivs[i] > 0 and costs[i] > 0 then
@@ -156,8 +173,15 @@ for i = 1, 4 do
     local floor = now
     if i > 1 and tat > 0 then floor = now - tonumber(ARGV[15]) end
     -- the request schedule keeps its time when the caller it granted woke a little late (see
-    -- REQUEST_LATENESS_SECONDS), so callers' wake-up delays do not slow it below the configured rate
-    if i == 1 and tat > 0 then floor = now - math.min(tonumber(ARGV[16]), ivs[1] / 4) end
+    -- REQUEST_LATENESS_SECONDS), so callers' wake-up delays do not slow it below the configured rate;
+    -- later than that it ran dry and restarts from now, one interval later (see `restart` above)
+    if i == 1 and tat > 0 then
+      floor = now - math.min(tonumber(ARGV[16]), ivs[1] / 4)
+      if tat < floor then
+        floor = now
+        restart = ivs[1]
+      end
+    end
     if tat < floor then tat = floor end
     local tau = 0
     if i == 1 then tau = (tonumber(ARGV[6]) - 1) * ivs[1] end
@@ -169,6 +193,7 @@ if wait > 0 then return tostring(wait) end
 for i = 1, 4 do
   if tats[i] then
     local new_tat = tats[i] + costs[i] * ivs[i]
+    if i == 1 then new_tat = new_tat + restart end
     local ttl = math.ceil((new_tat - now) * 1000) + 1000
     if i > 1 then
       -- a token schedule outlives its time by the credit, so a refund that lands after it was due
@@ -271,21 +296,26 @@ class LLMLimiter:
         gcra = f"{self.namespace}:gcra:{key}"
         return [f"{self.namespace}:limits:{key}", gcra, *(f"{gcra}:{r}" for r in TOKEN_RESOURCES)]
 
-    def _args(self, *, rate: str | None, limits: TokenLimits, share: float, burst: int) -> list[float | int]:
-        # ARGV[5..10] of the budget scripts
-        return [share, burst, emission_interval(rate), *limits.args()]
+    def _args(self, *, rate: str | None, limits: TokenLimits, share: float, burst: int,
+              configured_share: float) -> list[float | int]:
+        # ARGV[5..10] of the budget scripts: the configured limits as paced, at `configured_share`
+        return [share, burst, emission_interval(rate) / configured_share,
+                *(per_minute * configured_share for per_minute in limits.args())]
 
     @contextmanager
     def slot(self, key: str, *, rate: str | None, max_concurrency: int, lease_seconds: float,
              max_wait: float = 300.0, burst: int = 1, cost: Cost | None = None,
-             limits: TokenLimits | None = None, share: float | None = None) -> Iterator[float]:
+             limits: TokenLimits | None = None, share: float | None = None,
+             configured_share: float | None = None) -> Iterator[float]:
         """Hold one concurrency slot, one rate slot and `cost` of each token budget for `key`;
         yields the seconds waited.
 
-        Without `cost`, `limits` or `share` this is the request-only limiter. With any of them, the
-        provider's stated limits (`observe`) count too, and `cost` is reserved until `settle`.
+        Without `cost`, `limits`, `share` or `configured_share` this is the request-only limiter. With
+        any of them, the provider's stated limits (`observe`) count too, `cost` is reserved until
+        `settle`, and the configured limits are paced at `configured_share` (default
+        CONFIGURED_LIMIT_SHARE).
         """
-        if cost is None and limits is None and share is None:
+        if cost is None and limits is None and share is None and configured_share is None:
             with self._request_slot(key, rate=rate, max_concurrency=max_concurrency, lease_seconds=lease_seconds,
                                     max_wait=max_wait, burst=burst) as waited:
                 yield waited
@@ -298,7 +328,8 @@ class LLMLimiter:
         cost = cost or Cost()
         probe = int(not rate and not any(limits.args()))
         head: list[Any] = [lease_seconds, max_concurrency, token]
-        tail: list[Any] = [*self._args(rate=rate, limits=limits, share=share or 1.0, burst=burst),
+        tail: list[Any] = [*self._args(rate=rate, limits=limits, share=share or 1.0, burst=burst,
+                                       configured_share=_share(configured_share)),
                 cost.tokens, cost.input_tokens, cost.output_tokens, probe, TOKEN_CREDIT_SECONDS,
                 REQUEST_LATENESS_SECONDS]
         keys = [lease_key, *self._keys(key)]
@@ -318,13 +349,14 @@ class LLMLimiter:
                 pass  # Redis went away during the call: the lease expires by itself; keep the answer
 
     def settle(self, key: str, *, reserved: Cost, used: Cost, rate: str | None = None,
-               limits: TokenLimits | None = None, share: float = 1.0) -> None:
+               limits: TokenLimits | None = None, share: float = 1.0, configured_share: float | None = None) -> None:
         """Correct a call's reservation to what it used (0 for a call the provider refused)."""
         deltas = [used.tokens - reserved.tokens, used.input_tokens - reserved.input_tokens,
                   used.output_tokens - reserved.output_tokens]
         if not any(deltas):
             return
-        args = [0, 0, 0, 0, *self._args(rate=rate, limits=limits or TokenLimits(), share=share, burst=1),
+        args = [0, 0, 0, 0, *self._args(rate=rate, limits=limits or TokenLimits(), share=share, burst=1,
+                                        configured_share=_share(configured_share)),
                 0, 0, 0, 0, *deltas, TOKEN_CREDIT_SECONDS]
         self._settle(keys=self._keys(key), args=args)
 
@@ -399,6 +431,13 @@ class LLMLimiter:
         seconds, micros = self.redis.time()
         now = seconds + micros / 1_000_000
         return int(self.redis.zcount(f"{self.namespace}:inflight:{key}", f"({now}", "+inf"))
+
+
+def _share(configured_share: float | None) -> float:
+    share = CONFIGURED_LIMIT_SHARE if configured_share is None else configured_share
+    if not 0 < share <= 1:
+        raise ValueError(f"a configured limit's share must be above 0 and at most 1; got {share!r}")
+    return share
 
 
 def _nap(deadline: float, base: float, jitter: float) -> None:

@@ -180,7 +180,8 @@ class BatchDetailSerializer(BatchOutputSerializer):
 
     @extend_schema_field(BatchSpend)
     def get_spend(self, obj: Batch) -> dict[str, Any]:
-        """What the batch's recorded agent turns cost so far (services/budgets.py::batch_spend)."""
+        """What the batch's recorded LLM calls (turns and post-run analyses) cost so far
+        (services/budgets.py::batch_spend)."""
         return batch_spend(batch_id=obj.pk).as_dict()
 
     @extend_schema_field(BatchWorkers)
@@ -241,9 +242,10 @@ class BatchesApi(APIView):
             error_messages={"min_value": "Must be above 0 dollars.",
                             "max_value": f"Must be at most {MAX_BUDGET_USD} dollars.",
                             "invalid": "Must be a finite number of dollars above 0."},
-            help_text="Dollars the batch may spend (agent turns' recorded tokens priced by the price table). When "
-                      "reached no new turn starts, turns in flight finish and the remaining runs end cancelled "
-                      "with the reason \"budget reached\". Every LLM agent's model needs a price "
+            help_text="Dollars the batch may spend (the recorded tokens of its LLM calls, agent turns and post-run "
+                      "analyses, priced by the price table). When reached no new turn starts, no analysis calls "
+                      "its LLM, calls in flight finish and the remaining runs end cancelled with the reason "
+                      "\"budget reached\". Every LLM agent's model, the analyst's too, needs a price "
                       "(MAMS_MODEL_PRICES_JSON).")
         budget_tokens = serializers.IntegerField(
             min_value=1, max_value=MAX_BUDGET_TOKENS, required=False, allow_null=True, default=None,

@@ -1,22 +1,28 @@
-"""A batch's spend and its budget: what its agent turns cost, and stopping it when the budget is reached.
+"""A batch's spend and its budget: what its LLM calls cost, and stopping it when the budget is reached.
 
-Spend is summed from recorded usage (each Message row's model, prompt and completion tokens) and
-priced with negotiation/agents/prices.py in ONE function, `spend_of`, whatever the source of the
-per-model token sums: `batch_spend` reads them from Postgres (the batch page and the API), and the
-budget check reads the same sums from a Redis hash that every recorded turn increments (one HGETALL
-per turn, only for batches with a budget; a SUM over a large batch's messages on every turn would
-not be cheap). If Redis has lost the hash it is rebuilt from Postgres.
+Spend is summed from recorded usage and priced with negotiation/agents/prices.py in ONE function,
+`spend_of`, whatever the source of the per-model token sums. The usage is every LLM call MAMS makes
+for the batch: each Message row's model, prompt and completion tokens (the agent turns), plus what
+other apps register with `on_batch_usage` (analytics: the post-run analyst's calls, which a lab on a
+fixed budget pays for too; `negotiation` cannot import analytics, so analytics registers its sums).
+`batch_spend` reads them from Postgres (the batch page, the admin and the API), and the budget check
+reads the same sums from a Redis hash that every recorded call increments (`usage_record_on_commit`;
+one HGETALL per turn, only for batches with a budget; a SUM over a large batch's messages on every
+turn would not be cheap). If Redis has lost the hash it is rebuilt from Postgres, registered usage
+included.
 
 When the spend reaches a budget, no new turn starts: the turn that sees it cancels its run, marks
 the batch `cancelled` with stop_reason "budget reached" and cancels its queued runs with that
 reason; turns already in flight finish and are recorded (so the final spend may pass the budget by
-at most those turns). The post-run analyses' usage is not part of a batch's spend.
+at most those turns, plus the analyses already calling). An analysis that would start after the
+budget is reached does not call its LLM (`budget_allows_call`; analytics uses its local scorers).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -76,6 +82,18 @@ def spend_of(usage: dict[str, tuple[int, int]]) -> Spend:
                  usd=usd, unpriced_models=tuple(unpriced))
 
 
+UsageSource = Callable[[Any], dict[str, tuple[int, int]]]
+_usage_sources: list[UsageSource] = []
+
+
+def on_batch_usage(source: UsageSource) -> None:
+    """Count `source(batch_id) -> {model: (prompt_tokens, completion_tokens)}` (recorded in Postgres) in
+    every batch's spend (once per source). Its calls must also be added to the Redis sums as they are
+    recorded (`usage_record_on_commit`), so the budget check sees them."""
+    if source not in _usage_sources:
+        _usage_sources.append(source)
+
+
 def _db_usage(batch_id: Any) -> dict[str, tuple[int, int]]:
     rows = (Message.objects.filter(run__batch_id=batch_id).values("llm_model")
             .annotate(p=Sum("prompt_tokens"), c=Sum("completion_tokens")))
@@ -83,11 +101,15 @@ def _db_usage(batch_id: Any) -> dict[str, tuple[int, int]]:
     for r in rows:
         p, c = usage.get(r["llm_model"], (0, 0))
         usage[r["llm_model"]] = (p + (r["p"] or 0), c + (r["c"] or 0))
+    for source in _usage_sources:  # analytics: the post-run analyst's calls
+        for model, (sp, sc) in source(batch_id).items():
+            p, c = usage.get(model, (0, 0))
+            usage[model] = (p + sp, c + sc)
     return usage
 
 
 def batch_spend(*, batch_id: Any) -> Spend:
-    """What a batch's recorded agent turns cost (from Postgres): for the batch page and the API."""
+    """What a batch's recorded LLM calls cost (from Postgres): for the batch page, the admin and the API."""
     return spend_of(_db_usage(batch_id))
 
 
@@ -98,7 +120,8 @@ def _key(batch_id: Any) -> str:
 
 
 def usage_record_on_commit(*, batch_id: Any, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-    """After the turn's message commits, add its usage to the batch's Redis sums (used only by the check)."""
+    """After the call's record commits (a turn's message, an analysis), add its usage to the batch's
+    Redis sums (used only by the check)."""
     if not batch_id or not (prompt_tokens or completion_tokens):
         return
 
@@ -154,18 +177,44 @@ def budget_reached(spend: Spend, *, budget_usd: Decimal | None, budget_tokens: i
     return budget_usd is not None and (spend.usd is None or spend.usd >= budget_usd)
 
 
+def _live_spend(batch_id: Any) -> Spend:
+    try:
+        return spend_of(_live_usage(batch_id))
+    except RedisError:
+        return batch_spend(batch_id=batch_id)  # slower, still exact
+
+
 def budget_allows_turn(*, run_id: Any, batch_id: Any, budget_usd: Decimal | None, budget_tokens: int | None) -> bool:
     """Checked before a turn's LLM call: True to play it; False after stopping the batch (budget reached)."""
     if budget_usd is None and budget_tokens is None:
         return True
-    try:
-        spend = spend_of(_live_usage(batch_id))
-    except RedisError:
-        spend = batch_spend(batch_id=batch_id)  # slower, still exact
-    if not budget_reached(spend, budget_usd=budget_usd, budget_tokens=budget_tokens):
+    if not budget_reached(_live_spend(batch_id), budget_usd=budget_usd, budget_tokens=budget_tokens):
         return True
     batch_stop_for_budget(batch_id=batch_id, run_id=run_id)
     return False
+
+
+def _budget(batch_id: Any) -> dict[str, Any] | None:
+    """The batch's budgets, or None when it has none (or there is no batch)."""
+    found = Batch.objects.filter(pk=batch_id).values("budget_usd", "budget_tokens").first() if batch_id else None
+    if found is None or (found["budget_usd"] is None and found["budget_tokens"] is None):
+        return None
+    return {"budget_usd": found["budget_usd"], "budget_tokens": found["budget_tokens"]}
+
+
+def budget_allows_call(*, batch_id: Any) -> bool:
+    """Checked before an LLM call outside the turns (the post-run analyst): False when the batch has a
+    budget and its spend has reached it. It stops nothing: the next turn's check does that."""
+    found = _budget(batch_id)
+    return found is None or not budget_reached(_live_spend(batch_id), **found)
+
+
+def call_usage_record_on_commit(*, batch_id: Any, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    """For a call recorded outside the turns (registered with `on_batch_usage`): add it to the Redis sums
+    after its record commits, when the batch has a budget (only the budget check reads them)."""
+    if _budget(batch_id) is not None:
+        usage_record_on_commit(batch_id=batch_id, model=model, prompt_tokens=prompt_tokens,
+                               completion_tokens=completion_tokens)
 
 
 def batch_stop_for_budget(*, batch_id: Any, run_id: Any = None) -> None:
@@ -182,8 +231,8 @@ def batch_stop_for_budget(*, batch_id: Any, run_id: Any = None) -> None:
 
 # --- input checks -------------------------------------------------------------------------------
 
-def budget_check(errors: dict[str, list[str]], *, budget_usd: Any, budget_tokens: Any, resolved: dict,
-                 analysis: bool = False) -> tuple[Decimal | None, int | None]:
+def budget_check(errors: dict[str, list[str]], *, budget_usd: Any, budget_tokens: Any,
+                 resolved: dict) -> tuple[Decimal | None, int | None]:
     """Validate a launch's budgets into `errors` by field; returns them as stored (None when not set)."""
     usd: Decimal | None = None
     tokens: int | None = None
@@ -199,8 +248,8 @@ def budget_check(errors: dict[str, list[str]], *, budget_usd: Any, budget_tokens
                 f"got {budget_usd!r}.")
             usd = None
         else:
-            for role, spec in resolved.items():
-                if spec.get("strategy") != "llm" or (role == "analyst" and not analysis):
+            for role, spec in resolved.items():  # the analyst too: its calls are in the spend
+                if spec.get("strategy") != "llm":
                     continue
                 try:
                     price = price_for(spec["model"])

@@ -14,7 +14,8 @@ from analytics.analysis import Verdict, parse_verdict, run_analyse
 from analytics.models import RunAnalysis
 from analytics.tasks import analyse_run_task
 from negotiation.agents.outputs import OutputError
-from negotiation.models import Message, NegotiationRun
+from negotiation.models import Batch, Message, NegotiationRun
+from negotiation.services.budgets import batch_spend
 from tests.fakes.policies import negotiation
 
 pytestmark = pytest.mark.django_db
@@ -83,6 +84,52 @@ def test_an_unusable_answer_gets_one_repair_then_the_local_verdict(played_batch:
     a = run_analyse(run_id=run.pk)
     assert a.status == "done" and a.source == "local" and "after one repair" in a.error
     assert len(llm.requests) == 2
+
+
+def test_every_answered_analyst_call_is_in_the_batchs_spend_even_when_its_verdict_is_not_used(
+        played_batch: Any, llm: Any) -> None:
+    # given a run played by baselines (its turns cost nothing) and an analyst whose answers are unusable
+    llm.policy = lambda req: '{"deal_quality": 7, "strategy_effectiveness": "great"}'
+    run = _one_run(played_batch)
+    # when it is analysed: one call and one repair, both answered (and paid for), neither used
+    a = run_analyse(run_id=run.pk)
+    assert a.source == "local" and len(llm.requests) == 2
+    # then both calls' tokens, as the provider counted them, are on the analysis and in the batch's spend
+    served = (sum(r["prompt_tokens"] for r in llm.requests), sum(r["completion_tokens"] for r in llm.requests))
+    assert (a.prompt_tokens, a.completion_tokens) == served and a.model
+    spend = batch_spend(batch_id=run.batch_id)
+    assert (spend.prompt_tokens, spend.completion_tokens) == served
+    # and the page names no model for a verdict the LLM did not give
+    assert a.model not in _run_page_verdict_line(run)
+
+
+def _run_page_verdict_line(run: NegotiationRun) -> str:
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(run.batch.owner)
+    response = client.get(reverse("analytics:run", args=[run.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    return page[page.index("verdict from the"):][:300]
+
+
+def test_an_analysis_after_the_batchs_budget_is_reached_does_not_call_the_llm(
+        played_batch: Any, llm: Any, django_capture_on_commit_callbacks: Any) -> None:
+    # given a batch of two played runs with a budget of 1 token, not yet spent (baselines cost nothing)
+    batch = played_batch(runs=2, agents=LLM_ANALYST)
+    Batch.objects.filter(pk=batch.pk).update(budget_tokens=1)
+    first, second = NegotiationRun.objects.filter(batch=batch).order_by("seed")
+    # when the first run's analysis calls the analyst (its usage reaches the budget's live sums on commit)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_analyse(run_id=first.pk).source == "llm"
+    calls = len(llm.requests)
+    # then the second run's analysis does not call it: the local scorers stand in, and say why
+    a = run_analyse(run_id=second.pk)
+    assert len(llm.requests) == calls and a.source == "local" and "budget is reached" in a.error
+    assert batch_spend(batch_id=batch.pk).tokens == sum(r["prompt_tokens"] + r["completion_tokens"]
+                                                        for r in llm.requests)
 
 
 def test_a_repair_that_works_is_used(played_batch: Any, llm: Any) -> None:

@@ -48,6 +48,19 @@ def test_a_dollar_budget_for_an_unpriced_model_says_to_add_its_price(api: Any, s
     assert r.status_code == 201, r.content
 
 
+def test_a_dollar_budget_needs_the_analysts_price_too(api: Any, sample: Session, fake_llm: Any) -> None:
+    # the post-run analyst's calls are in the spend, so an unpriced analyst would make it unknown
+    body = _body(sample, budget_usd="5")
+    body["agents"]["analyst"] = {"profile": "openai-compatible", "model": "acme/unpriced-analyst"}
+    r = api.post("/api/batches", body, format="json")
+    assert r.status_code == 400, r.content
+    assert "analyst" in r.content.decode() and "acme/unpriced-analyst" in r.content.decode()
+    assert "budget_usd" in r.json()["errors"] and not Batch.objects.exists()
+    # an analyst that is not an LLM costs nothing and needs no price
+    body["agents"]["analyst"] = {"strategy": "linear"}
+    assert api.post("/api/batches", body, format="json").status_code == 201
+
+
 def test_the_service_refuses_bad_budgets_too(sample: Session, fake_llm: Any) -> None:
     from django.core.exceptions import ValidationError
 

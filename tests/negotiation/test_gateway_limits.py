@@ -119,3 +119,25 @@ def test_the_limiter_learned_the_providers_limits(llm: Any, unconfigured: str) -
     call_many(unconfigured, 2, threads=1)
     limiter = limiter_module.limiter_for(settings.REDIS_URL)
     assert limiter.provider_limits(f"bare:{unconfigured}") == {"requests": 600, "tokens": 30000}
+
+
+def test_the_gateway_paces_a_configured_rate_at_the_configured_share(
+        llm: Any, unconfigured: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given 20/second configured, a provider that states nothing, and the share set to 0.5 (so that
+    # its effect is far larger than the call's own few ms)
+    monkeypatch.setitem(settings.LLM_PROFILES["bare"], "rate", "20/second")
+    monkeypatch.setattr(settings, "LLM_CONFIGURED_LIMIT_SHARE", 0.5)
+    llm.configure(rate_limit="20/1", headers="none")
+    limiter = limiter_module.limiter_for(settings.REDIS_URL)
+
+    def redis_now() -> float:
+        seconds, micros = limiter.redis.time()
+        return seconds + micros / 1e6
+
+    # when one call goes out
+    before = redis_now()
+    call_many(unconfigured, 1, threads=1)
+    after = redis_now()
+    # then the next request slot is due 1/(20 × 0.5) s after its grant, not 1/20 s
+    due = float(limiter.redis.get(limiter._keys(f"bare:{unconfigured}")[1]))
+    assert before + 0.1 - 1e-4 <= due <= after + 0.1 + 1e-4

@@ -448,16 +448,77 @@ def test_a_caller_that_wakes_a_little_late_does_not_slip_the_request_schedule(li
     def grant_after(lateness: float) -> tuple[float, float]:
         due = _redis_now(limiter) - lateness  # the slot was due `lateness` ago: the caller woke late
         limiter.redis.set(schedule, f"{due:.6f}")
-        with limiter.slot("late", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0):
+        with limiter.slot("late", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0,
+                          configured_share=1.0):
             pass
         return due, float(limiter.redis.get(schedule))
 
     # a few ms late (a thread's wake-up): the next slot is one interval after the one due, not after now
     due, next_due = grant_after(0.004)
     assert next_due == pytest.approx(due + interval, abs=1e-4)
-    # long idle: the schedule restarts from now, less at most the lateness allowance, so any run of
-    # consecutive grants spans at least its intervals minus REQUEST_LATENESS_SECONDS
+    # later than the lateness allowance: the schedule ran dry; it restarts from now (see the next test)
     before = _redis_now(limiter)
-    _, next_due = grant_after(0.5)
-    assert next_due >= before - REQUEST_LATENESS_SECONDS + interval - 1e-4
-    assert next_due <= _redis_now(limiter) - REQUEST_LATENESS_SECONDS + interval + 1e-4
+    _, next_due = grant_after(REQUEST_LATENESS_SECONDS + 0.005)
+    assert before + interval - 1e-4 <= next_due <= _redis_now(limiter) + 2 * interval + 1e-4
+
+
+def test_a_schedule_that_ran_dry_restarts_one_interval_later_so_a_stalled_grant_cannot_crowd_a_window(
+        limiter: LLMLimiter) -> None:
+    # given a 20/second schedule whose last grant was due 200 ms ago and never followed: the worker that
+    # holds it may have stalled before sending it (make bench phase B saw 150-300 ms stalls), so it may
+    # reach the provider only now, together with the request granted next
+    schedule = limiter._keys("dry")[1]
+    interval = 1 / 20
+    limiter.redis.set(schedule, f"{_redis_now(limiter) - 0.2:.6f}")
+    # when the next caller takes its slot (at once: nothing is waiting)
+    before = _redis_now(limiter)
+    with limiter.slot("dry", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0, configured_share=1.0):
+        pass
+    after = _redis_now(limiter)
+    # then the one after it is due two intervals on, not one: with one, the stalled request and the
+    # 20 that follow it would arrive within 19 intervals, 21 in one second (a 429 at a 20/second limit)
+    assert before + 2 * interval - 1e-4 <= float(limiter.redis.get(schedule)) <= after + 2 * interval + 1e-4
+    # and the schedule it restarted goes on one interval at a time
+    with limiter.slot("dry", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0, configured_share=1.0):
+        granted = _redis_now(limiter)
+    assert granted >= before + 2 * interval - 0.002
+
+
+def test_a_configured_limit_is_paced_at_its_share_so_the_providers_window_keeps_slack(limiter: LLMLimiter) -> None:
+    from negotiation.agents.limiter import CONFIGURED_LIMIT_SHARE
+
+    # given the provider's real limit configured as it is, 20/second, and the default share (0.97)
+    assert settings.LLM_CONFIGURED_LIMIT_SHARE == CONFIGURED_LIMIT_SHARE == 0.97
+    schedule = limiter._keys("share")[1]
+    due = _redis_now(limiter)
+    limiter.redis.set(schedule, f"{due:.6f}")
+    # when a caller takes the slot that is due
+    with limiter.slot("share", rate="20/second", max_concurrency=4, lease_seconds=5, share=0.99):
+        pass
+    # then the next is due 1/(20 × 0.97) s later: 21 grants span 1.031 s, 31 ms of slack a second for the
+    # jitter between a grant and its arrival (at the full rate they would span exactly 1 s: no slack)
+    assert float(limiter.redis.get(schedule)) == pytest.approx(due + 1 / (20 * 0.97), abs=1e-4)
+    # and threads that want more than that get that rate: 81 intervals span 4.175 s at 19.4/s, 4.05 s at
+    # 20/s; the bound between them (19.7/s) leaves 60 ms for a thread that stamps its grant late
+    stamps = _grants(limiter, "share-threads", n=82, threads=6, cost=Cost(), limits=TokenLimits(), rate="20/second")
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert 0.9 * 20 * 0.97 <= rate <= 19.7, f"{rate:.2f}/s"
+
+
+def test_a_configured_token_limit_is_paced_at_its_share_too(limiter: LLMLimiter) -> None:
+    # given 60,000 tokens a minute configured and a call of 1,000 (one second of the budget)
+    schedule = limiter._keys("share-tok")[2]
+    due = _redis_now(limiter)
+    limiter.redis.set(schedule, f"{due:.6f}")
+    with limiter.slot("share-tok", rate=None, max_concurrency=4, lease_seconds=5, cost=Cost(tokens=1000),
+                      limits=TokenLimits(tokens=60_000), configured_share=0.97):
+        pass
+    # then it takes 1/0.97 s of the schedule
+    assert float(limiter.redis.get(schedule)) == pytest.approx(due + 1 / 0.97, abs=1e-3)
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.01])
+def test_a_configured_share_outside_0_to_1_is_refused(limiter: LLMLimiter, share: float) -> None:
+    with pytest.raises(ValueError, match="share"), limiter.slot("bad-share", rate="20/second", max_concurrency=1,
+                                                                lease_seconds=5, configured_share=share):
+        pass
