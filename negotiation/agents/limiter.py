@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -100,6 +102,8 @@ LATE_SEND_SECONDS = 0.015
 # caller woke late from its wait); after that it goes as it is, logged once. On a host that busy,
 # the share (MAMS_LLM_CONFIGURED_LIMIT_SHARE) is the remedy.
 LATE_SEND_RETRIES = 3
+# How far back (seconds) replies count for the offset between this host's clock and Redis's (`_local`).
+OFFSET_SECONDS = 10.0
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
 _NOW = """
@@ -153,9 +157,11 @@ _ACQUIRE_BOTH = _NOW + _LEASE.format(full="'-1'") + _GCRA.format(k=2, i=4)
 # call's tokens/input/output cost, probe (1: nothing configured), token credit (seconds, see _SETTLE),
 # request lateness (seconds, see REQUEST_LATENESS_SECONDS).
 # The interval of each budget is the larger of the configured one and the provider's (from the
-# limits hash, at `share`). Returns "-1"
-# when no lease was free (nothing held), "0" when the lease (if asked) and every budget are held,
-# else the seconds to wait for the budgets while the lease is held; budgets are taken all or none.
+# limits hash, at `share`). Returns {status, lateness,
+# clock}: status "-1" when no lease was free (nothing held), "0" when the lease (if asked) and every
+# budget are held, else the seconds to wait for the budgets while the lease is held; budgets are taken
+# all or none. Lateness: on a grant, seconds from the request slot to now (-1: no request rate); and
+# the server's clock.
 _INTERVALS = """
 local share = tonumber(ARGV[5])
 local adopted = redis.call('HMGET', KEYS[2], 'requests', 'tokens', 'input_tokens', 'output_tokens', 'seen')
@@ -178,7 +184,7 @@ if ARGV[4] == '1' then
   if ARGV[14] == '1' and not adopted[5] then limit = 1 end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   if redis.call('ZCARD', KEYS[1]) >= limit then
-    return {'-1', '-1'}
+    return {'-1', '-1', '0'}
   end
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
@@ -214,7 +220,7 @@ for i = 1, 4 do
     tats[i] = tat
   end
 end
-if wait > 0 then return {tostring(wait), '-1'} end
+if wait > 0 then return {tostring(wait), '-1', '0'} end
 for i = 1, 4 do
   if tats[i] then
     local new_tat = tats[i] + costs[i] * ivs[i]
@@ -228,9 +234,10 @@ for i = 1, 4 do
     redis.call('SET', KEYS[2 + i], string.format('%.6f', new_tat), 'PX', ttl)
   end
 end
--- granted: how late after its slot (seconds, for `hold_if_late`), or -1 when no request rate is in force
-if tats[1] then return {'0', tostring(math.max(0, now - tats[1]))} end
-return {'0', '-1'}
+-- granted: how late after its slot (seconds, for `hold_if_late`; -1: no request rate in force), and now
+local stamp = string.format('%.6f', now)
+if tats[1] then return {'0', tostring(math.max(0, now - tats[1])), stamp} end
+return {'0', '-1', stamp}
 """
 
 # KEYS = limits hash, then the schedules of requests, tokens, input, output tokens (as above);
@@ -255,17 +262,17 @@ return 1
 # A request that goes on the wire late gives up its slot and takes a fresh one (see LATE_SEND_SECONDS):
 # the next slot of the request schedule, as an ordinary grant would (now if the schedule is behind the
 # clock), which it waits for. KEYS = limits hash, request schedule, count of fresh slots taken;
-# ARGV[1..10] as _SETTLE (only 5..10 are read). Returns the seconds until the fresh slot ("-1": no
-# request rate in force, nothing to do).
+# ARGV[1..10] as _SETTLE (only 5..10 are read). Returns {seconds until the fresh slot ("-1": no
+# request rate in force, nothing to do), the server's clock}.
 _REGRANT = _NOW + _INTERVALS.replace("KEYS[2]", "KEYS[1]") + """
-if ivs[1] <= 0 then return '-1' end
+if ivs[1] <= 0 then return {'-1', '0'} end
 redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], 86400)
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
 local slot = math.max(tat, now)
 local new_tat = slot + ivs[1]
 redis.call('SET', KEYS[2], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-return tostring(slot - now)
+return {tostring(slot - now), string.format('%.6f', now)}
 """
 
 # KEYS = limits hash, then the four schedules; ARGV[1..4] = the provider's limits per minute (0: not
@@ -351,14 +358,15 @@ def hold_if_late() -> float:
                                     "needs a lower MAMS_LLM_CONFIGURED_LIMIT_SHARE)")
             break
         try:
-            wait = float(grant.limiter._regrant(keys=grant.keys, args=grant.args))
+            reply, stamp = grant.limiter._regrant(keys=grant.keys, args=grant.args)
         except redis.RedisError as exc:
             grant.limiter._log_once(grant.key, f"could not take a fresh slot for a late request ({exc}); "
                                     "it went as it was")
             break
+        wait = float(reply)
         if wait < 0:
             break  # no request rate in force
-        slot = time.monotonic() + wait
+        slot = grant.limiter._local(float(stamp) + wait, float(stamp))
         if wait > 0:
             time.sleep(wait)
             held += wait
@@ -388,6 +396,9 @@ class LLMLimiter:
         self._settle = self.redis.register_script(_SETTLE)
         self._observe = self.redis.register_script(_OBSERVE)
         self._regrant = self.redis.register_script(_REGRANT)
+        # (when, time.monotonic() - the server's clock) at the last grants' replies (see `_local`)
+        self._offsets: deque[tuple[float, float]] = deque(maxlen=256)
+        self._offsets_lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
 
     def _keys(self, key: str) -> list[str]:
@@ -433,21 +444,21 @@ class LLMLimiter:
                 REQUEST_LATENESS_SECONDS]
         keys = [lease_key, *self._keys(key)]
 
-        def take(lease: int) -> tuple[float, float]:
-            wait, lateness = self._budgets(keys=keys, args=[*head, lease, *tail])
-            return float(wait), float(lateness)
+        def take(lease: int) -> tuple[float, float, float]:
+            wait, lateness, stamp = self._budgets(keys=keys, args=[*head, lease, *tail])
+            return float(wait), float(lateness), float(stamp)
 
-        wait, lateness = take(1)
+        wait, lateness, stamp = take(1)
         while wait < 0:
             _nap(deadline, 0.005, 0.02)
-            wait, lateness = take(1)
+            wait, lateness, stamp = take(1)
         try:
             while wait > 0:
                 _nap(deadline, wait, 0.002)
-                wait, lateness = take(0)
+                wait, lateness, stamp = take(0)
             grant = None
             if lateness >= 0:  # a request rate is in force: arm `hold_if_late`
-                grant = _Grant(self, key, time.monotonic() - lateness,
+                grant = _Grant(self, key, self._local(stamp - lateness, stamp),
                                [*self._keys(key)[:2], f"{self.namespace}:late:{key}"], [0, 0, 0, 0, *tail[:6]])
             armed = _GRANT.set(grant)
             try:
@@ -497,6 +508,23 @@ class LLMLimiter:
             waits[0] = max(waits[0], min(600.0, retry_after))
         self._observe(keys=self._keys(key), args=[*limits_arg, *waits])
         return budgets
+
+    def _local(self, server_time: float, replied: float) -> float:
+        """`server_time` (on the Redis server's clock) as time.monotonic() here; `replied` is the
+        server's clock in the reply just received.
+
+        The offset between the clocks is the least (reply received here - server's clock at the reply)
+        of the last replies: a thread that reads its reply late (the GIL, a stalled worker) sees a
+        larger one, which would make its slot look later than it was and hide its lateness (measured:
+        slots 35 ms apart where the schedule spaced them 51.5 ms, on a host at load 3).
+        """
+        now = time.monotonic()
+        with self._offsets_lock:
+            # only the last OFFSET_SECONDS: a clock stepped since then says nothing about now
+            while self._offsets and self._offsets[0][0] < now - OFFSET_SECONDS:
+                self._offsets.popleft()
+            self._offsets.append((now, now - replied))
+            return server_time + min(offset for _, offset in self._offsets)
 
     def late_sends(self, key: str) -> int:
         """How many requests for `key` took a fresh slot because they went on the wire late

@@ -149,9 +149,10 @@ def test_the_gateway_paces_a_configured_rate_at_the_configured_share(
 def test_a_request_that_leaves_long_after_its_slot_does_not_crowd_the_providers_window(
         llm: Any, unconfigured: str, monkeypatch: pytest.MonkeyPatch, compensated: bool) -> None:
     # given a provider with a hard 10 requests in any 1 s window, MAMS configured at that 10/second and
-    # paced at 0.9 of it (111 ms of slack a window: far more than the jitter of a test host)
+    # paced at 0.95 of it: 11 slots span 1.053 s (53 ms of slack a window, far more than the jitter of a
+    # test host), and 10 span 0.947 s, so a request arriving in the middle of them makes 11 in a second
     monkeypatch.setitem(settings.LLM_PROFILES["bare"], "rate", "10/second")
-    monkeypatch.setattr(settings, "LLM_CONFIGURED_LIMIT_SHARE", 0.9)
+    monkeypatch.setattr(settings, "LLM_CONFIGURED_LIMIT_SHARE", 0.95)
     llm.configure(rate_limit="10/1", headers="none", latency=0.05)
     # and one call, the 12th to reach the HTTP client, held back 250 ms between its rate slot and the
     # wire (a worker stall, as make bench phase B saw on a busy host: more than the slack); the control

@@ -556,6 +556,11 @@ def test_a_request_sent_late_after_its_slot_takes_a_fresh_one_and_waits_for_it(l
         assert hold_if_late() == 0.0
     # outside a slot there is nothing to check
     assert hold_if_late() == 0.0
+    # and the next requests, on time, keep their slots (the fresh slot's wait is not taken for lateness)
+    for _ in range(3):
+        with limiter.slot("late-send", **kwargs):
+            assert hold_if_late() == 0.0
+    assert limiter.late_sends("late-send") == 1
 
 
 def test_a_late_request_whose_schedule_ran_dry_takes_a_slot_from_now(limiter: LLMLimiter) -> None:
