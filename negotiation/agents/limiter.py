@@ -35,6 +35,9 @@ window, on top of the requests granted on schedule there (a 429 at a 20/second l
 HTTP client calls `hold_if_late` right before each request goes on the wire; a request later than
 LATE_SEND_SECONDS after its slot gives its slot up and takes a fresh one (see _REGRANT), so every
 request that reaches the provider left within LATE_SEND_SECONDS of a slot of one GCRA schedule.
+Lateness is measured on the Redis clock (the slot) against this host's clock at the send, through an
+offset taken from the recent replies, so it holds across hosts. Token budgets are not moved: their
+windows are a minute, where the share leaves 600 ms or more of slack, far beyond a stall.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ REQUEST_LATENESS_SECONDS = 0.010
 # 20-per-second window, MAMS configured at 20/second, 2,100 calls) measured grant-to-arrival delays of
 # 4.8 ms median, 27.9 ms at p99.9, and jitter taking at most 15-17.5 ms of the 31 (0 429s, 0.958-0.964
 # of the provider's limit) at load average 1-2; on a host at load 3.8, 100 ms stalls got through (7
-# 429s; perf/README.md). Overridden by MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
+# 429s; perf/README.md) until a request that leaves late takes a fresh slot (LATE_SEND_SECONDS).
+# Overridden by MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
 CONFIGURED_LIMIT_SHARE = 0.97
 # How late (seconds after its slot) a request may go on the wire and keep its slot. Why this is
 # enough: GCRA slots are at least one interval apart, so N+1 consecutive slots span at least N
@@ -91,8 +95,10 @@ CONFIGURED_LIMIT_SHARE = 0.97
 # If every request reaches the provider between its slot and ε after it, any N+1 arrivals span at
 # least N intervals minus ε, more than W while ε is under the slack: no window holds N+1. A request's
 # ε is its lateness at the send (this, at most) plus the last hop (the HTTP client's write, loopback,
-# the provider's accept: a few ms; measured grant-to-arrival median 4.8 ms at normal load), so 15 ms
-# leaves 16 ms of the 31 for the hop. A request later than this takes a fresh slot (_REGRANT): its old
+# the provider's accept), so 15 ms leaves 16 ms of the 31 for the hop. Measured (make bench phase B,
+# 2,100 calls a run): slot to send median 4-5 ms, p99.9 13-15 ms; send to the fake's arrival stamp
+# median 3-4 ms, p99.9 13-20 ms; slot to arrival at most 24-32 ms with both cores busy (perf/README.md).
+# A request later than this takes a fresh slot (_REGRANT): its old
 # slot is left unused, which can only empty a window, and the fresh one is an ordinary GCRA grant, so
 # the argument holds for it as for any other, whatever the stall and however many late requests
 # there are. The price is one interval of the schedule per late request (about 0.3% of them at normal
