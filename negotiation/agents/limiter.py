@@ -97,7 +97,8 @@ CONFIGURED_LIMIT_SHARE = 0.97
 # ε is its lateness at the send (this, at most) plus the last hop (the HTTP client's write, loopback,
 # the provider's accept), so 15 ms leaves 16 ms of the 31 for the hop. Measured (make bench phase B,
 # 2,100 calls a run): slot to send median 4-5 ms, p99.9 13-15 ms; send to the fake's arrival stamp
-# median 3-4 ms, p99.9 13-20 ms; slot to arrival at most 24-32 ms with both cores busy (perf/README.md).
+# median 3-4 ms, p99.9 13-21 ms; slot to arrival at most 24-28 ms, 32-33 ms with both cores busy and
+# still 0 429s there (perf/README.md).
 # A request later than this takes a fresh slot (_REGRANT): its old
 # slot is left unused, which can only empty a window, and the fresh one is an ordinary GCRA grant, so
 # the argument holds for it as for any other, whatever the stall and however many late requests
