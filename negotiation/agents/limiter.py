@@ -98,12 +98,11 @@ CONFIGURED_LIMIT_SHARE = 0.97
 # the provider's accept), so 15 ms leaves 16 ms of the 31 for the hop. Measured (make bench phase B,
 # 2,100 calls a run): slot to send median 4-5 ms, p99.9 13-15 ms; send to the fake's arrival stamp
 # median 3-4 ms, p99.9 13-21 ms; slot to arrival at most 24-28 ms, 32-33 ms with both cores busy and
-# still 0 429s there (perf/README.md).
-# A request later than this takes a fresh slot (_REGRANT): its old
-# slot is left unused, which can only empty a window, and the fresh one is an ordinary GCRA grant, so
-# the argument holds for it as for any other, whatever the stall and however many late requests
-# there are. The price is one interval of the schedule per late request (about 0.3% of them at normal
-# load): throughput drops only when workers stall.
+# still 0 429s there (perf/README.md). A request later than this takes a fresh slot (_REGRANT): its
+# old slot is left unused, which can only empty a window, and the fresh one is an ordinary GCRA grant,
+# so the argument holds for it as for any other, whatever the stall and however many late requests
+# there are. The price is one interval of the schedule per late request (0-3 of 2,100 at normal load,
+# 17-23 with both cores busy): throughput drops only when workers stall.
 LATE_SEND_SECONDS = 0.015
 # At most this many fresh slots for one request (each taken when the one before was missed too: the
 # caller woke late from its wait); after that it goes as it is, logged once. On a host that busy,
