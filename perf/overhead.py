@@ -251,8 +251,12 @@ def phase_b(runs: int, *, headers: bool = False, rate: str = "20/second") -> dic
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    # requests that went on the wire late after their slot and took a fresh one (limiter.hold_if_late)
+    late_key = "mams:llm:late:openai-compatible:bench-model"
+    late_before = int(redis_lib.Redis.from_url(REDIS).get(late_key) or 0)
     try:
         batch_id, wall = run_batch(runs, 4, url, analyses=True)
+        late = int(redis_lib.Redis.from_url(REDIS).get(late_key) or 0) - late_before
         stats = httpx.get(url.removesuffix("/v1") + "/_stats").json()
         records = httpx.get(url.removesuffix("/v1") + "/_requests").json()
     finally:
@@ -270,7 +274,7 @@ def phase_b(runs: int, *, headers: bool = False, rate: str = "20/second") -> dic
     from django.conf import settings
     share = 1.0 if headers else getattr(settings, "LLM_CONFIGURED_LIMIT_SHARE", 1.0)
     interval = emission_interval(None if headers else rate) / share if not headers else 1 / (20 * 0.99)
-    return {"calls": len(ok), "wall": wall, "steady_rate": steady, "overall_rate": overall,
+    return {"calls": len(ok), "wall": wall, "steady_rate": steady, "overall_rate": overall, "late": late,
             "n429": stats["by_status"].get("429", 0), "max_window": stats["max_accepted_in_window"],
             "lower_bound": len(ok) / 20, "configured": 0 if headers else 1 / emission_interval(rate),
             "share": share, "first_s": ok[0] - records[0]["arrival"] if ok else float("nan"),
@@ -368,11 +372,14 @@ def main() -> None:
               f"{p['lost_s']:.2f}s; steady {b['steady_rate']:.2f} req/s, whole batch {b['overall_rate']:.2f} req/s")
         print(f"B  callers holding a limiter lease (waiting or calling), every 20 ms: median {b['held_median']:g}; "
               f"6 or fewer (about the calls in flight: nobody waiting) {b['held_le_6']:.0%} of the time")
+        print(f"B  requests that went on the wire late after their slot and took a fresh one: {b['late']}; "
+              f"load average now {os.getloadavg()[0]:.1f}")
     if bh:
         print(f"BH calls {bh['calls']}, wall {bh['wall']:.1f}s, "
               f"ratio to calls/limit {bh['wall'] / bh['lower_bound']:.2f}; "
               f"429s {bh['n429']}; achieved steady {bh['steady_rate'] / 20:.3f}, whole batch "
-              f"{bh['overall_rate'] / 20:.3f} of 1200/min (headers on, no rate configured)")
+              f"{bh['overall_rate'] / 20:.3f} of 1200/min (headers on, no rate configured); "
+              f"late sends given a fresh slot {bh['late']}")
     if c:
         print(f"C  calls {c['calls']}, tokens {c['tokens']}, wall {c['wall']:.1f}s; "
               f"limits {c['request_limit']} req/min "

@@ -10,6 +10,7 @@ are off: Celery retries the task instead, so a waiting turn never holds a worker
 Every call reserves its expected tokens with the shared limiter before it leaves (the prompt's
 length / 4, plus max_tokens), settles the reservation with the usage the answer reports, and hands
 the answer's rate-limit headers (200 or 429) to the limiter, which adopts the provider's limits.
+A request that goes on the wire well after its rate slot (its worker stalled) takes a fresh one first.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import openai.types.completion
 from django.conf import settings
 
 from negotiation.agents import spans
-from negotiation.agents.limiter import Cost, LimiterTimeout, TokenLimits, limiter_for
+from negotiation.agents.limiter import Cost, LimiterTimeout, TokenLimits, hold_if_late, limiter_for
 
 
 class LLMError(Exception):
@@ -173,8 +174,13 @@ def _client(base_url: str, api_key: str) -> openai.OpenAI:
     with _clients_lock:
         client = _clients.get((base_url, api_key))
         if client is None:
-            client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
-                                   timeout=httpx.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=5.0))
+            timeout = httpx.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=5.0)
+            # The request hook runs as the request goes on the wire, after the client has built it: a
+            # request whose worker stalled since its rate slot was granted takes a fresh slot there
+            # (limiter.hold_if_late), so it cannot crowd the provider's next window.
+            http = openai.DefaultHttpxClient(timeout=timeout, event_hooks={"request": [_on_send]})
+            client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                                   http_client=http)
             # The client imports its resources and response types lazily, on first use, under
             # Python's import lock: every thread's first call would stall together and then leave
             # in one burst, after their rate slots were granted. Pay that here, before any slot;
@@ -183,6 +189,10 @@ def _client(base_url: str, api_key: str) -> openai.OpenAI:
             _ = (client.chat.completions, client.completions)
             _clients[(base_url, api_key)] = client
         return client
+
+
+def _on_send(_request: httpx.Request) -> None:
+    hold_if_late()
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

@@ -28,16 +28,29 @@ arrival there). A user who configured nothing, or too much, runs at the provider
 When nothing is configured and the provider has not answered yet, one call goes first to learn the
 limits. A budget the provider says is spent (remaining below a call, or a 429's
 Retry-After) pushes its schedule to when the provider will have room again, for every worker.
+
+A request granted on time can still leave late: its worker stalls (150 ms on a busy host) between
+the grant and the moment the HTTP client writes it, and it then reaches the provider inside a later
+window, on top of the requests granted on schedule there (a 429 at a 20/second limit). The gateway's
+HTTP client calls `hold_if_late` right before each request goes on the wire; a request later than
+LATE_SEND_SECONDS after its slot gives its slot up and takes a fresh one (see _REGRANT), so every
+request that reaches the provider left within LATE_SEND_SECONDS of a slot of one GCRA schedule.
+Lateness is measured on the Redis clock (the slot) against this host's clock at the send, through an
+offset taken from the recent replies, so it holds across hosts. Token budgets are not moved: their
+windows are a minute, where the share leaves 600 ms or more of slack, far beyond a stall.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -73,8 +86,30 @@ REQUEST_LATENESS_SECONDS = 0.010
 # 20-per-second window, MAMS configured at 20/second, 2,100 calls) measured grant-to-arrival delays of
 # 4.8 ms median, 27.9 ms at p99.9, and jitter taking at most 15-17.5 ms of the 31 (0 429s, 0.958-0.964
 # of the provider's limit) at load average 1-2; on a host at load 3.8, 100 ms stalls got through (7
-# 429s; perf/README.md). Overridden by MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
+# 429s; perf/README.md) until a request that leaves late takes a fresh slot (LATE_SEND_SECONDS).
+# Overridden by MAMS_LLM_CONFIGURED_LIMIT_SHARE (mams/settings/base.py).
 CONFIGURED_LIMIT_SHARE = 0.97
+# How late (seconds after its slot) a request may go on the wire and keep its slot. Why this is
+# enough: GCRA slots are at least one interval apart, so N+1 consecutive slots span at least N
+# intervals, W/share for a limit of N per window W (1.031 s at 20/second and 0.97: 31 ms of slack).
+# If every request reaches the provider between its slot and ε after it, any N+1 arrivals span at
+# least N intervals minus ε, more than W while ε is under the slack: no window holds N+1. A request's
+# ε is its lateness at the send (this, at most) plus the last hop (the HTTP client's write, loopback,
+# the provider's accept), so 15 ms leaves 16 ms of the 31 for the hop. Measured (make bench phase B,
+# 2,100 calls a run): slot to send median 4-5 ms, p99.9 13-15 ms; send to the fake's arrival stamp
+# median 3-4 ms, p99.9 13-21 ms; slot to arrival at most 24-28 ms, 32-33 ms with both cores busy and
+# still 0 429s there (perf/README.md). A request later than this takes a fresh slot (_REGRANT): its
+# old slot is left unused, which can only empty a window, and the fresh one is an ordinary GCRA grant,
+# so the argument holds for it as for any other, whatever the stall and however many late requests
+# there are. The price is one interval of the schedule per late request (0-3 of 2,100 at normal load,
+# 17-23 with both cores busy): throughput drops only when workers stall.
+LATE_SEND_SECONDS = 0.015
+# At most this many fresh slots for one request (each taken when the one before was missed too: the
+# caller woke late from its wait); after that it goes as it is, logged once. On a host that busy,
+# the share (MAMS_LLM_CONFIGURED_LIMIT_SHARE) is the remedy.
+LATE_SEND_RETRIES = 3
+# How far back (seconds) replies count for the offset between this host's clock and Redis's (`_local`).
+OFFSET_SECONDS = 10.0
 
 # The scripts are built from shared parts, so the lease and the GCRA logic exist once.
 _NOW = """
@@ -128,9 +163,11 @@ _ACQUIRE_BOTH = _NOW + _LEASE.format(full="'-1'") + _GCRA.format(k=2, i=4)
 # call's tokens/input/output cost, probe (1: nothing configured), token credit (seconds, see _SETTLE),
 # request lateness (seconds, see REQUEST_LATENESS_SECONDS).
 # The interval of each budget is the larger of the configured one and the provider's (from the
-# limits hash, at `share`). Returns "-1"
-# when no lease was free (nothing held), "0" when the lease (if asked) and every budget are held,
-# else the seconds to wait for the budgets while the lease is held; budgets are taken all or none.
+# limits hash, at `share`). Returns {status, lateness,
+# clock}: status "-1" when no lease was free (nothing held), "0" when the lease (if asked) and every
+# budget are held, else the seconds to wait for the budgets while the lease is held; budgets are taken
+# all or none. Lateness: on a grant, seconds from the request slot to now (-1: no request rate); and
+# the server's clock.
 _INTERVALS = """
 local share = tonumber(ARGV[5])
 local adopted = redis.call('HMGET', KEYS[2], 'requests', 'tokens', 'input_tokens', 'output_tokens', 'seen')
@@ -153,7 +190,7 @@ if ARGV[4] == '1' then
   if ARGV[14] == '1' and not adopted[5] then limit = 1 end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   if redis.call('ZCARD', KEYS[1]) >= limit then
-    return '-1'
+    return {'-1', '-1', '0'}
   end
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
@@ -189,7 +226,7 @@ for i = 1, 4 do
     tats[i] = tat
   end
 end
-if wait > 0 then return tostring(wait) end
+if wait > 0 then return {tostring(wait), '-1', '0'} end
 for i = 1, 4 do
   if tats[i] then
     local new_tat = tats[i] + costs[i] * ivs[i]
@@ -203,7 +240,10 @@ for i = 1, 4 do
     redis.call('SET', KEYS[2 + i], string.format('%.6f', new_tat), 'PX', ttl)
   end
 end
-return '0'
+-- granted: how late after its slot (seconds, for `hold_if_late`; -1: no request rate in force), and now
+local stamp = string.format('%.6f', now)
+if tats[1] then return {'0', tostring(math.max(0, now - tats[1])), stamp} end
+return {'0', '-1', stamp}
 """
 
 # KEYS = limits hash, then the schedules of requests, tokens, input, output tokens (as above);
@@ -223,6 +263,22 @@ for i = 2, 4 do
   end
 end
 return 1
+"""
+
+# A request that goes on the wire late gives up its slot and takes a fresh one (see LATE_SEND_SECONDS):
+# the next slot of the request schedule, as an ordinary grant would (now if the schedule is behind the
+# clock), which it waits for. KEYS = limits hash, request schedule, count of fresh slots taken;
+# ARGV[1..10] as _SETTLE (only 5..10 are read). Returns {seconds until the fresh slot ("-1": no
+# request rate in force, nothing to do), the server's clock}.
+_REGRANT = _NOW + _INTERVALS.replace("KEYS[2]", "KEYS[1]") + """
+if ivs[1] <= 0 then return {'-1', '0'} end
+redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], 86400)
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+local slot = math.max(tat, now)
+local new_tat = slot + ivs[1]
+redis.call('SET', KEYS[2], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+return {tostring(slot - now), string.format('%.6f', now)}
 """
 
 # KEYS = limits hash, then the four schedules; ARGV[1..4] = the provider's limits per minute (0: not
@@ -267,6 +323,62 @@ class TokenLimits:
         return [self.tokens or 0, self.input_tokens or 0, self.output_tokens or 0]
 
 
+@dataclass(frozen=True)
+class _Grant:
+    """The request slot a caller holds, for `hold_if_late`: when it was due (time.monotonic()) and
+    how to take a fresh one."""
+
+    limiter: LLMLimiter
+    key: str
+    slot: float
+    keys: list[str]
+    args: list[Any]
+
+
+# The request slot of the call in progress in this thread (or task), set by `LLMLimiter.slot` while it
+# is held and consumed by the first `hold_if_late`.
+_GRANT: ContextVar[_Grant | None] = ContextVar("mams_llm_grant", default=None)
+
+
+def hold_if_late() -> float:
+    """Call right before a request goes on the wire (the gateway's HTTP client does, in a request
+    hook); returns the seconds it held the request.
+
+    A request later than LATE_SEND_SECONDS after its slot (its worker stalled after the grant) takes
+    a fresh slot and waits for it, so it cannot reach the provider inside a window already filled on
+    schedule (see LATE_SEND_SECONDS). One Redis round trip, and only for a late request; outside a
+    slot, or on time, nothing happens. A Redis error never fails the call: it goes as it is, logged
+    once.
+    """
+    grant = _GRANT.get()
+    if grant is None:
+        return 0.0
+    _GRANT.set(None)  # one check per slot: a redirect or a retry of the same request is not a new one
+    slot, held = grant.slot, 0.0
+    for attempt in range(LATE_SEND_RETRIES + 1):
+        if time.monotonic() - slot <= LATE_SEND_SECONDS:
+            break
+        if attempt == LATE_SEND_RETRIES:
+            grant.limiter._log_once(grant.key, f"a request still left more than {LATE_SEND_SECONDS * 1000:g} ms "
+                                    f"after its slot after {LATE_SEND_RETRIES} fresh slots (a host this busy "
+                                    "needs a lower MAMS_LLM_CONFIGURED_LIMIT_SHARE)")
+            break
+        try:
+            reply, stamp = grant.limiter._regrant(keys=grant.keys, args=grant.args)
+        except redis.RedisError as exc:
+            grant.limiter._log_once(grant.key, f"could not take a fresh slot for a late request ({exc}); "
+                                    "it went as it was")
+            break
+        wait = float(reply)
+        if wait < 0:
+            break  # no request rate in force
+        slot = grant.limiter._local(float(stamp) + wait, float(stamp))
+        if wait > 0:
+            time.sleep(wait)
+            held += wait
+    return held
+
+
 class LimiterTimeout(Exception):
     """No slot within the wait budget; the caller treats it as a transient error."""
 
@@ -289,6 +401,10 @@ class LLMLimiter:
         self._budgets = self.redis.register_script(_ACQUIRE_BUDGETS)
         self._settle = self.redis.register_script(_SETTLE)
         self._observe = self.redis.register_script(_OBSERVE)
+        self._regrant = self.redis.register_script(_REGRANT)
+        # (when, time.monotonic() - the server's clock) at the last grants' replies (see `_local`)
+        self._offsets: deque[tuple[float, float]] = deque(maxlen=256)
+        self._offsets_lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
 
     def _keys(self, key: str) -> list[str]:
@@ -333,15 +449,28 @@ class LLMLimiter:
                 cost.tokens, cost.input_tokens, cost.output_tokens, probe, TOKEN_CREDIT_SECONDS,
                 REQUEST_LATENESS_SECONDS]
         keys = [lease_key, *self._keys(key)]
-        wait = float(self._budgets(keys=keys, args=[*head, 1, *tail]))
+
+        def take(lease: int) -> tuple[float, float, float]:
+            wait, lateness, stamp = self._budgets(keys=keys, args=[*head, lease, *tail])
+            return float(wait), float(lateness), float(stamp)
+
+        wait, lateness, stamp = take(1)
         while wait < 0:
             _nap(deadline, 0.005, 0.02)
-            wait = float(self._budgets(keys=keys, args=[*head, 1, *tail]))
+            wait, lateness, stamp = take(1)
         try:
             while wait > 0:
                 _nap(deadline, wait, 0.002)
-                wait = float(self._budgets(keys=keys, args=[*head, 0, *tail]))
-            yield time.monotonic() - started
+                wait, lateness, stamp = take(0)
+            grant = None
+            if lateness >= 0:  # a request rate is in force: arm `hold_if_late`
+                grant = _Grant(self, key, self._local(stamp - lateness, stamp),
+                               [*self._keys(key)[:2], f"{self.namespace}:late:{key}"], [0, 0, 0, 0, *tail[:6]])
+            armed = _GRANT.set(grant)
+            try:
+                yield time.monotonic() - started
+            finally:
+                _GRANT.reset(armed)
         finally:
             try:
                 self.redis.zrem(lease_key, token)
@@ -385,6 +514,28 @@ class LLMLimiter:
             waits[0] = max(waits[0], min(600.0, retry_after))
         self._observe(keys=self._keys(key), args=[*limits_arg, *waits])
         return budgets
+
+    def _local(self, server_time: float, replied: float) -> float:
+        """`server_time` (on the Redis server's clock) as time.monotonic() here; `replied` is the
+        server's clock in the reply just received.
+
+        The offset between the clocks is the least (reply received here - server's clock at the reply)
+        of the last replies: a thread that reads its reply late (the GIL, a stalled worker) sees a
+        larger one, which would make its slot look later than it was and hide its lateness (measured:
+        slots 35 ms apart where the schedule spaced them 51.5 ms, on a host at load 3).
+        """
+        now = time.monotonic()
+        with self._offsets_lock:
+            # only the last OFFSET_SECONDS: a clock stepped since then says nothing about now
+            while self._offsets and self._offsets[0][0] < now - OFFSET_SECONDS:
+                self._offsets.popleft()
+            self._offsets.append((now, now - replied))
+            return server_time + min(offset for _, offset in self._offsets)
+
+    def late_sends(self, key: str) -> int:
+        """How many requests for `key` took a fresh slot because they went on the wire late
+        (`hold_if_late`; the count lapses a day after the last)."""
+        return int(self.redis.get(f"{self.namespace}:late:{key}") or 0)
 
     def provider_limits(self, key: str) -> dict[str, int]:
         """The per-minute limits the provider last stated for `key`."""

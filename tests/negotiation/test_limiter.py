@@ -522,3 +522,74 @@ def test_a_configured_share_outside_0_to_1_is_refused(limiter: LLMLimiter, share
     with pytest.raises(ValueError, match="share"), limiter.slot("bad-share", rate="20/second", max_concurrency=1,
                                                                 lease_seconds=5, configured_share=share):
         pass
+
+
+def test_a_request_sent_late_after_its_slot_takes_a_fresh_one_and_waits_for_it(limiter: LLMLimiter) -> None:
+    from negotiation.agents.limiter import LATE_SEND_SECONDS, hold_if_late
+
+    schedule = limiter._keys("late-send")[1]
+    interval = 1 / 20
+    kwargs: dict = {"rate": "20/second", "max_concurrency": 4, "lease_seconds": 5, "share": 1.0,
+                    "configured_share": 1.0}
+    # on time: a request that goes on the wire right after its grant keeps its slot, at no Redis cost
+    limiter.redis.set(schedule, f"{_redis_now(limiter):.6f}")
+    with limiter.slot("late-send", **kwargs):
+        due = float(limiter.redis.get(schedule))
+        assert hold_if_late() == 0.0
+    assert float(limiter.redis.get(schedule)) == due and limiter.late_sends("late-send") == 0
+    # given a slot granted when due, and its request held back past LATE_SEND_SECONDS before the wire
+    # (a worker stall: it would reach the provider in a later slot than it was given)
+    limiter.redis.set(schedule, f"{_redis_now(limiter):.6f}")
+    with limiter.slot("late-send", **kwargs):
+        next_due = float(limiter.redis.get(schedule))
+        time.sleep(LATE_SEND_SECONDS + 0.02)  # the deliberate stall
+        # when it is about to go out
+        held = hold_if_late()
+        sent = _redis_now(limiter)
+        # then it took the next slot of the schedule and waited for it (nobody else had taken it), and
+        # the schedule moved one interval on, so the slots after it make room for it
+        assert 0 < held <= interval
+        assert sent >= next_due - 0.002
+        assert float(limiter.redis.get(schedule)) == pytest.approx(next_due + interval, abs=1e-4)
+        assert limiter.late_sends("late-send") == 1
+        # and the check is made once per slot
+        assert hold_if_late() == 0.0
+    # outside a slot there is nothing to check
+    assert hold_if_late() == 0.0
+    # and the next requests, on time, keep their slots (the fresh slot's wait is not taken for lateness)
+    for _ in range(3):
+        with limiter.slot("late-send", **kwargs):
+            assert hold_if_late() == 0.0
+    assert limiter.late_sends("late-send") == 1
+
+
+def test_a_late_request_whose_schedule_ran_dry_takes_a_slot_from_now(limiter: LLMLimiter) -> None:
+    from negotiation.agents.limiter import LATE_SEND_SECONDS, hold_if_late
+
+    schedule = limiter._keys("late-dry")[1]
+    limiter.redis.set(schedule, f"{_redis_now(limiter):.6f}")
+    with limiter.slot("late-dry", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0,
+                      configured_share=1.0):
+        time.sleep(max(LATE_SEND_SECONDS, 1 / 20) + 0.02)  # the deliberate stall, past its next slot too
+        before = _redis_now(limiter)
+        assert hold_if_late() == 0.0  # its fresh slot is now: no wait
+        after = _redis_now(limiter)
+    assert before + 1 / 20 - 1e-4 <= float(limiter.redis.get(schedule)) <= after + 1 / 20 + 1e-4
+    assert limiter.late_sends("late-dry") == 1
+
+
+def test_a_redis_error_while_taking_a_fresh_slot_never_fails_the_call(
+        limiter: LLMLimiter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import redis as redis_lib
+
+    from negotiation.agents.limiter import LATE_SEND_SECONDS, hold_if_late
+
+    def broken(**_: object) -> None:
+        raise redis_lib.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(limiter, "_regrant", broken)
+    for _ in range(2):
+        with limiter.slot("late-broken", rate="20/second", max_concurrency=4, lease_seconds=5, share=1.0):
+            time.sleep(LATE_SEND_SECONDS + 0.01)  # the deliberate stall
+            assert hold_if_late() == 0.0  # the request goes as it is
+    assert len([r for r in caplog.records if "could not take a fresh slot" in r.getMessage()]) == 1
