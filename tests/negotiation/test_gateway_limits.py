@@ -145,9 +145,8 @@ def test_the_gateway_paces_a_configured_rate_at_the_configured_share(
     assert before + 0.1 - 1e-4 <= due <= after + 0.1 + 1e-4
 
 
-@pytest.mark.parametrize("compensated", [True, False], ids=["fresh-slot", "control-without-it"])
 def test_a_request_that_leaves_long_after_its_slot_does_not_crowd_the_providers_window(
-        llm: Any, unconfigured: str, monkeypatch: pytest.MonkeyPatch, compensated: bool) -> None:
+        llm: Any, unconfigured: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # given a provider with a hard 10 requests in any 1 s window, MAMS configured at that 10/second and
     # paced at 0.95 of it: 11 slots span 1.053 s (53 ms of slack a window, far more than the jitter of a
     # test host), and 10 span 0.947 s, so a request arriving in the middle of them makes 11 in a second
@@ -155,8 +154,7 @@ def test_a_request_that_leaves_long_after_its_slot_does_not_crowd_the_providers_
     monkeypatch.setattr(settings, "LLM_CONFIGURED_LIMIT_SHARE", 0.95)
     llm.configure(rate_limit="10/1", headers="none", latency=0.05)
     # and one call, the 12th to reach the HTTP client, held back 250 ms between its rate slot and the
-    # wire (a worker stall, as make bench phase B saw on a busy host: more than the slack); the control
-    # arm skips the limiter's check there, as the code did before
+    # wire (a worker stall, as make bench phase B saw on a busy host: more than the slack)
     real_hold, seen, lock = gateway.hold_if_late, [0], threading.Lock()
 
     def stalled() -> float:
@@ -165,18 +163,17 @@ def test_a_request_that_leaves_long_after_its_slot_does_not_crowd_the_providers_
             mine = seen[0]
         if mine == 12:
             time.sleep(0.25)  # the deliberate stall
-        return real_hold() if compensated else 0.0
+        return real_hold()
 
     monkeypatch.setattr(gateway, "hold_if_late", stalled)
-    # when 30 calls go out on 6 threads (the schedule always has a caller waiting)
+    # when 30 calls go out on 6 threads
     answers, refused = call_many(unconfigured, 30, threads=6)
     limiter = limiter_module.limiter_for(settings.REDIS_URL)
     assert answers == 30
-    if compensated:
-        # then the late request took a fresh slot, and the window it reached never held 11
-        assert limiter.late_sends(f"bare:{unconfigured}") >= 1
-        assert refused == 0 and llm.stats()["max_accepted_in_window"] <= 10
-    else:
-        # without that, it reached the provider inside a window already filled on schedule: a 429
-        assert refused >= 1
-        assert limiter.late_sends(f"bare:{unconfigured}") == 0
+    # then the late request took a fresh slot, and the window it reached never held 11
+    assert limiter.late_sends(f"bare:{unconfigured}") >= 1
+    assert refused == 0 and llm.stats()["max_accepted_in_window"] <= 10
+    # (A control arm without the check, the stalled request sent as it was, got a 429 on a quiet host but
+    # none in a clean-clone run with both cores busy: whether the late request meets a full window depends
+    # on the host keeping the schedule full, so it cannot be a test that passes every time. The check's own
+    # count above fails without the check.)
