@@ -68,7 +68,14 @@ def _rule(model: type[Any], name: str) -> str:
 
 # --- scalar types: each checks its JSON type before pydantic converts anything --------------------
 
-def _got(value: Any) -> str:
+def unknown_key(key: Any, allowed: str) -> str:
+    """The message for a key no body or document takes here (the key cut to ECHO_CHARS)."""
+    return f"Unknown key {str(key)[:ECHO_CHARS]!r}; the keys allowed here are: {allowed}."
+
+
+def json_type(value: Any) -> str:
+    """What a parsed JSON value is, in words ("a string", "null", ...): the API's strict serializers
+    (negotiation/api/strict.py) and these models say "got ..." the same way."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -84,7 +91,7 @@ def _got(value: Any) -> str:
 
 def _string(value: Any) -> str:
     if not isinstance(value, str):
-        raise PydanticCustomError("json_string", "must be a string", {"got": _got(value)})
+        raise PydanticCustomError("json_string", "must be a string", {"got": json_type(value)})
     if "\x00" in value:
         raise PydanticCustomError("nul", "Null characters are not allowed.")
     return value
@@ -105,7 +112,7 @@ def _handle(value: Any) -> str:
 def _number(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise PydanticCustomError("json_decimal", "must be a number or a decimal string",
-                                  {"got": _got(value), "text": str(value)[:ECHO_CHARS]})
+                                  {"got": json_type(value), "text": str(value)[:ECHO_CHARS]})
     try:
         return Decimal(value.strip() if isinstance(value, str) else str(value))
     except InvalidOperation:
@@ -116,7 +123,7 @@ def _number(value: Any) -> Decimal:
 def _whole(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PydanticCustomError("json_integer", "must be a JSON integer",
-                                  {"got": _got(value), "text": str(value)[:ECHO_CHARS]})
+                                  {"got": json_type(value), "text": str(value)[:ECHO_CHARS]})
     return value
 
 
@@ -140,7 +147,7 @@ def _checked_list(what: str, cap: Callable[[], int], name_field: str, *, at_leas
 
     def check(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
         if not isinstance(value, list):
-            raise PydanticCustomError("not_a_list", "not a list", {"what": what, "got": _got(value)})
+            raise PydanticCustomError("not_a_list", "not a list", {"what": what, "got": json_type(value)})
         if len(value) > cap():
             raise PydanticCustomError("too_many", "too many", {"what": what, "cap": cap(), "n": len(value)})
         if at_least_one and not value:
@@ -479,7 +486,7 @@ def _message(root: type[BaseModel], code: str, loc: tuple[int | str, ...], ctx: 
     if code == "extra_forbidden":
         allowed = ", ".join(_model_at(root, loc[:-1]).model_fields)
         key = str(loc[-1])[:ECHO_CHARS]
-        return _path((*loc[:-1], key)), f"Unknown key {key!r}; the keys allowed here are: {allowed}."
+        return _path((*loc[:-1], key)), unknown_key(key, allowed)
     if code == "literal_error":
         code, ctx = "style", {"styles": ", ".join(Style.values), "value": repr(value)[:ECHO_CHARS]}
     elif code == "json_decimal" and value is None:
@@ -524,5 +531,6 @@ def _bare(kind: Any) -> Any:
             return kind
 
 
-__all__ = ["Buyer", "BuyerConfig", "Demand", "InventoryLine", "Personality", "Priorities", "SellerDocument",
-           "SessionDocument", "StyleName", "Wording", "document_problems", "parse", "problems", "seller_terms"]
+__all__ = ["ECHO_CHARS", "Buyer", "BuyerConfig", "Demand", "InventoryLine", "Personality", "Priorities",
+           "SellerDocument", "SessionDocument", "StyleName", "Wording", "document_problems", "json_type", "parse",
+           "problems", "seller_terms", "unknown_key"]

@@ -31,31 +31,15 @@ from drf_spectacular.plumbing import ResolvedComponent
 from pydantic import BaseModel
 from rest_framework import serializers
 
+from negotiation.documents import ECHO_CHARS, json_type, unknown_key
 from negotiation.engine.names import clean_name
-
-# Keys are echoed back in messages; a hostile megabyte-long key is not.
-KEY_CHARS = 50
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def type_problem(field: serializers.Field, value: Any) -> Any:
     """None if `value` has the JSON type `field` takes, else the error detail (a list, or a dict by index/key)."""
     if value is None or isinstance(field, serializers.Serializer | serializers.ListSerializer):
         return None  # null is the field's own business (allow_null); nested serializers check themselves
-    got = _json_type(value)
+    got = json_type(value)
     if isinstance(field, serializers.BooleanField):
         ok, want = isinstance(value, bool), "true or false (a JSON boolean)"
     elif isinstance(field, serializers.IntegerField):
@@ -79,7 +63,7 @@ def type_problem(field: serializers.Field, value: Any) -> Any:
     elif isinstance(field, serializers.DictField):
         if not isinstance(value, Mapping):
             return [f"Must be an object; got {got}."]
-        by_key = {str(k)[:KEY_CHARS]: p for k, v in value.items() if (p := type_problem(field.child, v))}
+        by_key = {str(k)[:ECHO_CHARS]: p for k, v in value.items() if (p := type_problem(field.child, v))}
         return by_key or None
     else:
         return None
@@ -102,7 +86,7 @@ class StrictSerializer(serializers.Serializer):
         writable = [name for name, field in self.fields.items() if not field.read_only]
         allowed = ", ".join(writable) or "none"
         problems: dict[str, Any] = {
-            str(key)[:KEY_CHARS]: [f"Unknown key {str(key)[:KEY_CHARS]!r}; the keys allowed here are: {allowed}."]
+            str(key)[:ECHO_CHARS]: [unknown_key(key, allowed)]
             for key in data if key not in writable}
         for name in writable:
             if name in data and (problem := type_problem(self.fields[name], data[name])):
