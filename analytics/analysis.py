@@ -186,15 +186,16 @@ def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMRep
     messages = analyst_prompt(run=run, m=m)
     meta = spans.meta(run=run, round_no=m.rounds, role="analyst", handle="analyst")
     error = ""
+    budget = budgets.batch_budget(run.batch_id)
     for attempt in range(2):
-        if not budgets.budget_allows_call(batch_id=run.batch_id):
+        if not budgets.budget_allows_call(batch_id=run.batch_id, budget=budget):
             raise AnalystUnavailable("the batch's budget is reached, so the analyst LLM was not called")
         try:
             reply = complete(profile=profile, model=model, chat=messages, temperature=0.0,
                              max_tokens=ANALYST_MAX_TOKENS, seed=run.seed + attempt, meta=meta)
         except LLMError as exc:
             raise AnalystUnavailable(str(exc)) from exc
-        analysis_usage_record(run=run, reply=reply)
+        analysis_usage_record(run=run, reply=reply, budget=budget)
         try:
             return parse_verdict(reply.text), reply
         except OutputError as exc:
@@ -205,7 +206,7 @@ def _ask_analyst(*, run: NegotiationRun, m: RunMetrics) -> tuple[Verdict, LLMRep
     raise AnalystUnavailable(f"the analyst's answer was not a valid verdict after one repair: {error}")
 
 
-def analysis_usage_record(*, run: NegotiationRun, reply: LLMReply) -> None:
+def analysis_usage_record(*, run: NegotiationRun, reply: LLMReply, budget: dict[str, Any] | None) -> None:
     """Count one analyst call as soon as it answers, on the run's analysis row and in its batch's spend.
 
     Every answered call is paid for, whether its verdict is used, repaired or lost to a later error and
@@ -218,7 +219,7 @@ def analysis_usage_record(*, run: NegotiationRun, reply: LLMReply) -> None:
             model=reply.model, prompt_tokens=F("prompt_tokens") + reply.prompt_tokens,
             completion_tokens=F("completion_tokens") + reply.completion_tokens,
             latency_ms=F("latency_ms") + reply.latency_ms)
-        budgets.call_usage_record_on_commit(batch_id=run.batch_id, model=reply.model,
+        budgets.call_usage_record_on_commit(batch_id=run.batch_id, budget=budget, model=reply.model,
                                             prompt_tokens=reply.prompt_tokens,
                                             completion_tokens=reply.completion_tokens)
 

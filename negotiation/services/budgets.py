@@ -194,25 +194,26 @@ def budget_allows_turn(*, run_id: Any, batch_id: Any, budget_usd: Decimal | None
     return False
 
 
-def _budget(batch_id: Any) -> dict[str, Any] | None:
-    """The batch's budgets, or None when it has none (or there is no batch)."""
+def batch_budget(batch_id: Any) -> dict[str, Any] | None:
+    """The batch's budgets, or None when it has none (or there is no batch): read once by a caller
+    outside the turns and passed to the two functions below."""
     found = Batch.objects.filter(pk=batch_id).values("budget_usd", "budget_tokens").first() if batch_id else None
     if found is None or (found["budget_usd"] is None and found["budget_tokens"] is None):
         return None
     return {"budget_usd": found["budget_usd"], "budget_tokens": found["budget_tokens"]}
 
 
-def budget_allows_call(*, batch_id: Any) -> bool:
+def budget_allows_call(*, batch_id: Any, budget: dict[str, Any] | None) -> bool:
     """Checked before an LLM call outside the turns (the post-run analyst): False when the batch has a
-    budget and its spend has reached it. It stops nothing: the next turn's check does that."""
-    found = _budget(batch_id)
-    return found is None or not budget_reached(_live_spend(batch_id), **found)
+    budget (`batch_budget`) and its spend has reached it. It stops nothing: the next turn's check does that."""
+    return budget is None or not budget_reached(_live_spend(batch_id), **budget)
 
 
-def call_usage_record_on_commit(*, batch_id: Any, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+def call_usage_record_on_commit(*, batch_id: Any, budget: dict[str, Any] | None, model: str, prompt_tokens: int,
+                                completion_tokens: int) -> None:
     """For a call recorded outside the turns (registered with `on_batch_usage`): add it to the Redis sums
-    after its record commits, when the batch has a budget (only the budget check reads them)."""
-    if _budget(batch_id) is not None:
+    after its record commits, when the batch has a budget (`batch_budget`; only the budget check reads them)."""
+    if budget is not None:
         usage_record_on_commit(batch_id=batch_id, model=model, prompt_tokens=prompt_tokens,
                                completion_tokens=completion_tokens)
 
